@@ -1,0 +1,403 @@
+"""The edge-of-stability estimators: thin scikit-learn classes that drive a skorch net."""
+
+import os
+import warnings
+from contextlib import contextmanager
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from torch.func import functional_call
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._callbacks import DivergenceGuard, LossGoal, LRSchedule, ProgressReport
+from ._losses import make_criterion
+from ._modules import ACTIVATIONS, build_module
+from ._net import FullBatch, FullBatchNet
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@contextmanager
+def torch_threads(n_threads):
+    """Run with at most ``n_threads`` torch threads, restoring the previous number after."""
+    previous = torch.get_num_threads()
+    change = n_threads is not None and 0 < n_threads < previous
+    if change:
+        torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        if change:
+            torch.set_num_threads(previous)
+
+
+def _thread_limit():
+    """Threads a fit may use: the ``OMP_NUM_THREADS`` that joblib and Dask workers set."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else None
+
+
+def resolve_decay_step(decay_time, max_iter):
+    """GD step at which the learning rate is decayed (None: never).
+
+    An int is a step; a float in (0, 1) is a fraction of ``max_iter``.
+    """
+    if decay_time is None:
+        return None
+    if isinstance(decay_time, Integral):
+        return int(decay_time)
+    return int(round(decay_time * max_iter))
+
+
+class BaseEoS(BaseEstimator):
+    """Shared fit/predict machinery; see `EoSClassifier` and `EoSRegressor`."""
+
+    _parameter_constraints = {
+        "module": [None, type, torch.nn.Module],
+        "hidden_layer_sizes": ["array-like"],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "decay_time": [None, Interval(Integral, 0, None, closed="left"), Interval(Real, 0, 1, closed="neither")],
+        "decay_factor": [Interval(Real, 0, 1, closed="right")],
+        "loss_goal": [None, Interval(Real, 0, None, closed="left")],
+        "chunk_size": [None, Interval(Integral, 1, None, closed="left")],
+        "dtype": [StrOptions(set(_DTYPES))],
+        "device": [str, torch.device],
+        "callbacks": [None, list],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        module=None,
+        *,
+        hidden_layer_sizes=(100,),
+        activation="tanh",
+        loss="mse",
+        lr=0.02,
+        max_iter=500,
+        decay_time=None,
+        decay_factor=0.1,
+        loss_goal=None,
+        chunk_size=None,
+        dtype="float32",
+        device="cpu",
+        callbacks=None,
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+    ):
+        self.module = module
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.loss = loss
+        self.lr = lr
+        self.max_iter = max_iter
+        self.decay_time = decay_time
+        self.decay_factor = decay_factor
+        self.loss_goal = loss_goal
+        self.chunk_size = chunk_size
+        self.dtype = dtype
+        self.device = device
+        self.callbacks = callbacks
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # -- hooks the subclasses fill in -------------------------------------------------
+    def _prepare_targets(self, y):
+        """Validate ``y``; return (targets as a tensor-ready array, number of outputs)."""
+        raise NotImplementedError
+
+    def _outputs_to_predictions(self, outputs):
+        raise NotImplementedError
+
+    # -- fit --------------------------------------------------------------------------
+    def _check_hidden_layer_sizes(self):
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, Integral):
+            sizes = (sizes,)
+        sizes = tuple(sizes)
+        if not all(isinstance(s, Integral) and s > 0 for s in sizes):
+            raise ValueError(
+                f"hidden_layer_sizes must be a tuple of positive ints, got {self.hidden_layer_sizes!r}."
+            )
+        return sizes
+
+    def _to_tensor(self, array, dtype=None):
+        # a copy: the array may be read-only (memmap), which torch does not support
+        return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=self.device)
+
+    def _build_callbacks(self):
+        decay_step = resolve_decay_step(self.decay_time, self.max_iter)
+        callbacks = [
+            ("lr_schedule", LRSchedule(self.lr, decay_step, self.decay_factor)),
+            ("divergence_guard", DivergenceGuard()),
+            ("loss_goal", LossGoal(self.loss_goal)),
+        ]
+        callbacks += [(f"user_{i}", cb) for i, cb in enumerate(self.callbacks or [])]
+        if self.verbose:
+            callbacks.append(("progress", ProgressReport(self.max_iter, verbose=int(self.verbose))))
+        return callbacks
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the network by full-batch gradient descent on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        self
+        """
+        hidden = self._check_hidden_layer_sizes()
+        torch_dtype = _DTYPES[self.dtype]
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=self._multi_output_y,
+                             y_numeric=not isinstance(self, ClassifierMixin))
+        targets, n_outputs = self._prepare_targets(y)
+
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        if self.warm_start and hasattr(self, "module_"):
+            module = self.module_
+        else:
+            module = build_module(
+                self.module, n_features_in=X.shape[1], n_outputs=n_outputs,
+                hidden_layer_sizes=hidden, activation=self.activation, seed=seed,
+            )
+        module = module.to(dtype=torch_dtype)
+
+        with torch_threads(_thread_limit()):
+            data = FullBatch(
+                self._to_tensor(X, torch_dtype),
+                self._to_tensor(targets, torch_dtype if targets.dtype.kind == "f" else torch.long),
+                self.chunk_size,
+            )
+            net = FullBatchNet(
+                module=module, criterion=make_criterion(self.loss), optimizer=torch.optim.SGD,
+                lr=self.lr, max_epochs=self.max_iter, device=self.device,
+                callbacks=self._build_callbacks(), verbose=0,
+            )
+            net.initialize()
+            net.partial_fit(data)
+        self._collect_fit_results(net)
+        return self
+
+    def _collect_fit_results(self, net):
+        callbacks = dict(net.callbacks_)
+        guard = callbacks["divergence_guard"]
+        n_steps = guard.n_finite_steps_
+        history = net.history
+        self.loss_curve_ = np.array([row["batches"][0]["train_loss"] for row in history[:n_steps]])
+        self.lr_history_ = np.array([row["lr"] for row in history[:n_steps]], dtype=float)
+        self.n_iter_ = n_steps
+        self.diverged_ = guard.diverged_
+        self.net_ = net
+        self.module_ = net.module_
+        if self.diverged_:
+            warnings.warn(
+                f"{type(self).__name__}: training diverged at step {n_steps} (lr={self.lr}): the "
+                f"training loss became non-finite. Training stopped and the parameters of step "
+                f"{n_steps - 1}, the last with a finite loss, were kept.",
+                ConvergenceWarning,
+            )
+
+    # -- predict ----------------------------------------------------------------------
+    def _forward(self, X):
+        """Network outputs on ``X`` as a float64 numpy array (eval mode, chunked).
+
+        The forward pass runs in float64 whatever the training dtype, so that a row's
+        prediction does not depend on which other rows share its batch (float32 matrix
+        products round differently for different batch sizes); it costs one copy of the
+        parameters per call.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        module = self.module_
+        state = {
+            name: t.detach().to(torch.float64) if t.is_floating_point() else t
+            for name, t in (*module.named_parameters(), *module.named_buffers())
+        }
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad(), torch_threads(_thread_limit()):
+                Xt = self._to_tensor(X, torch.float64)
+                size = self.chunk_size or max(len(X), 1)
+                out = torch.cat([functional_call(module, state, (Xc,)) for Xc in Xt.split(size)])
+        finally:
+            module.train(was_training)
+        return out.cpu().numpy()
+
+    def predict(self, X):
+        """Predict with the trained network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
+        return self._outputs_to_predictions(self._forward(X))
+
+
+class EoSClassifier(ClassifierMixin, BaseEoS):
+    """Neural-network classifier trained by exact full-batch GD at the edge of stability.
+
+    Parameters
+    ----------
+    module : None, torch.nn.Module subclass or instance, default=None
+        None builds an MLP from ``hidden_layer_sizes`` and ``activation``. A class receives
+        ``n_features_in`` and ``n_outputs`` (the number of classes) as keyword arguments when
+        its signature accepts them. An instance is deep-copied and re-initialised from
+        ``random_state`` (every submodule's ``reset_parameters``).
+    hidden_layer_sizes : tuple of int, default=(100,)
+        Widths of the hidden layers of the default MLP; ``()`` is a depth-1 (linear) model.
+    activation : {'tanh', 'relu', 'gelu', 'elu', 'sigmoid', 'softplus', 'identity'}, default='tanh'
+    loss : {'mse', 'cross_entropy'}, default='mse'
+        'mse' is ``0.5 * sum over classes of (output - one_hot)**2``, mean over examples (the
+        edge-of-stability convention, for which 2/lr is the stability threshold);
+        'cross_entropy' is the mean softmax cross-entropy.
+    lr : float, default=0.02 (classifier), 0.01 (regressor)
+        Learning rate of plain gradient descent (no momentum, no weight decay).
+    max_iter : int, default=500
+        Number of GD steps; one step is one exact gradient of the full training loss.
+    decay_time : None, int or float in (0, 1), default=None
+        Step at which the learning rate is multiplied by ``decay_factor`` (a float is a
+        fraction of ``max_iter``); None never decays.
+    decay_factor : float in (0, 1], default=0.1
+    loss_goal : float or None, default=None
+        Stop as soon as the full training loss reaches this value.
+    chunk_size : int or None, default=None
+        Rows per forward pass; the gradient is accumulated over chunks and stays the exact
+        full-batch gradient. None: the whole training set in one pass.
+    dtype : {'float32', 'float64'}, default='float32'
+    device : str or torch.device, default='cpu'
+    callbacks : list of skorch callbacks or None, default=None
+        Extra callbacks for the underlying skorch net.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation: same seed and data, same ``loss_curve_``.
+    verbose : int, default=0
+        1 shows a progress bar, 2 prints progress lines.
+    warm_start : bool, default=False
+        Start from the previous fit's parameters instead of a new initialisation; the
+        histories then describe the new call only.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    loss_curve_ : ndarray of shape (n_iter_,)
+        ``loss_curve_[t]``: full training loss at the parameters on which step t computed its
+        gradient.
+    lr_history_ : ndarray of shape (n_iter_,)
+        Learning rate applied at each step.
+    n_iter_ : int
+        Steps taken (on divergence, the steps whose loss was finite).
+    diverged_ : bool
+        True when the loss became non-finite; the parameters of the last finite step are kept.
+    module_ : torch.nn.Module
+        The trained network.
+    net_ : sklearn_eos.FullBatchNet
+        The skorch net that trained it (its ``history`` holds every step).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` has string feature names.
+    """
+
+    _valid_losses = {"mse", "cross_entropy"}
+    _multi_output_y = False
+    _parameter_constraints = {**BaseEoS._parameter_constraints, "loss": [StrOptions(_valid_losses)]}
+
+    def _prepare_targets(self, y):
+        check_classification_targets(y)
+        kind = type_of_target(y)
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(f"{type(self).__name__} supports binary and multiclass targets, got {kind!r}.")
+        self.classes_, encoded = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes in the data, but the "
+                f"data contain only one class: {self.classes_[0]!r}."
+            )
+        n_classes = len(self.classes_)
+        if self.loss == "mse":
+            return np.eye(n_classes)[encoded], n_classes
+        return encoded.astype(np.int64), n_classes
+
+    def _outputs_to_predictions(self, outputs):
+        return self.classes_[outputs.argmax(axis=1)]
+
+    def predict_proba(self, X):
+        """Class probabilities: the softmax of the network outputs.
+
+        With ``loss='mse'`` these are scores on the probability simplex that rank classes
+        like `predict`, not calibrated probabilities.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        outputs = self._forward(X)
+        outputs -= outputs.max(axis=1, keepdims=True)
+        proba = np.exp(outputs)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = True
+        return tags
+
+
+class EoSRegressor(RegressorMixin, BaseEoS):
+    """Neural-network regressor trained by exact full-batch GD at the edge of stability.
+
+    Parameters are those of `EoSClassifier`, except ``loss``, which is 'mse' only
+    (``0.5 * sum over outputs of squared error``, mean over examples), and the number of
+    outputs, which is the number of target columns.
+
+    Attributes
+    ----------
+    loss_curve_, lr_history_, n_iter_, diverged_, module_, net_, n_features_in_,
+    feature_names_in_ : see `EoSClassifier`.
+    """
+
+    _valid_losses = {"mse"}
+    _multi_output_y = True
+    _parameter_constraints = {**BaseEoS._parameter_constraints, "loss": [StrOptions(_valid_losses)]}
+
+    def __init__(self, module=None, *, hidden_layer_sizes=(100,), activation="tanh", loss="mse",
+                 lr=0.01, max_iter=500, decay_time=None, decay_factor=0.1, loss_goal=None,
+                 chunk_size=None, dtype="float32", device="cpu", callbacks=None, random_state=None,
+                 verbose=0, warm_start=False):
+        super().__init__(
+            module, hidden_layer_sizes=hidden_layer_sizes, activation=activation, loss=loss, lr=lr,
+            max_iter=max_iter, decay_time=decay_time, decay_factor=decay_factor, loss_goal=loss_goal,
+            chunk_size=chunk_size, dtype=dtype, device=device, callbacks=callbacks,
+            random_state=random_state, verbose=verbose, warm_start=warm_start,
+        )
+
+    def _prepare_targets(self, y):
+        y = np.asarray(y, dtype=np.float64)
+        self._y_ndim = y.ndim
+        return y, (1 if y.ndim == 1 else y.shape[1])
+
+    def _outputs_to_predictions(self, outputs):
+        return outputs.ravel() if self._y_ndim == 1 else outputs
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

@@ -1,0 +1,170 @@
+"""skorch callbacks that make a net train, stop and report like an edge-of-stability run.
+
+Each callback has one concern and works with any skorch net whose epochs are full-batch GD
+steps (`sklearn_eos.FullBatchNet`); step ``t`` is the ``t``-th epoch of the current fit.
+"""
+
+import math
+import sys
+
+import torch
+from skorch.callbacks import Callback
+
+
+class LRSchedule(Callback):
+    """Set the learning rate of every GD step; record it in the history as ``'lr'``.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate before the decay.
+    decay_step : int or None
+        First step that uses ``lr * decay_factor``; None never decays.
+    decay_factor : float
+        Multiplier applied once, at ``decay_step``.
+    """
+
+    def __init__(self, lr, decay_step=None, decay_factor=0.1):
+        self.lr = lr
+        self.decay_step = decay_step
+        self.decay_factor = decay_factor
+
+    def on_train_begin(self, net, **kwargs):
+        self.step_ = 0
+
+    def lr_at(self, step):
+        """Learning rate of ``step`` (pure function of the schedule's parameters)."""
+        if self.decay_step is not None and step >= self.decay_step:
+            return self.lr * self.decay_factor
+        return self.lr
+
+    def on_epoch_begin(self, net, **kwargs):
+        lr = self.lr_at(self.step_)
+        for group in net.optimizer_.param_groups:
+            group["lr"] = lr
+        net.history.record("lr", lr)
+        self.step_ += 1
+
+
+class DivergenceGuard(Callback):
+    """Stop at the first non-finite training loss and restore the last finite parameters.
+
+    Before every step the parameters are copied into a buffer; after a step whose loss is
+    finite that buffer becomes the "last finite" one. When a step's loss is NaN or inf, the
+    parameters of the previous step (whose loss was finite) are put back and training stops.
+    Costs one parameter copy per step.
+
+    Attributes
+    ----------
+    diverged_ : bool
+    n_finite_steps_ : int
+        Steps whose loss was finite; the restored parameters are those of the last one.
+    """
+
+    def on_train_begin(self, net, **kwargs):
+        self.diverged_ = False
+        self.n_finite_steps_ = 0
+        self._params = [p for p in net.module_.parameters()]
+        self._current = [p.detach().clone() for p in self._params]
+        self._last_finite = [p.detach().clone() for p in self._params]
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if training:
+            torch._foreach_copy_(self._current, [p.detach() for p in self._params])
+
+    def on_batch_end(self, net, training=False, loss=None, **kwargs):
+        if not training:
+            return
+        if math.isfinite(float(loss)):
+            self._current, self._last_finite = self._last_finite, self._current
+            self.n_finite_steps_ += 1
+            return
+        self.diverged_ = True
+        restore = self._last_finite if self.n_finite_steps_ else self._current
+        with torch.no_grad():
+            torch._foreach_copy_(self._params, restore)
+        raise KeyboardInterrupt  # skorch's way of ending fit from a callback
+
+    def on_train_end(self, net, **kwargs):
+        self._params = self._current = self._last_finite = None
+
+
+class LossGoal(Callback):
+    """Stop once the full training loss reaches ``loss_goal`` (None: never).
+
+    The edge-of-stability literature compares runs trained to the same loss, not for the
+    same number of steps.
+
+    Attributes
+    ----------
+    reached_ : bool
+    """
+
+    def __init__(self, loss_goal=None):
+        self.loss_goal = loss_goal
+
+    def on_train_begin(self, net, **kwargs):
+        self.reached_ = False
+
+    def on_batch_end(self, net, training=False, loss=None, **kwargs):
+        if training and self.loss_goal is not None and float(loss) <= self.loss_goal:
+            self.reached_ = True
+            raise KeyboardInterrupt
+
+
+class ProgressReport(Callback):
+    """Show training progress: a tqdm bar (``verbose=1``) or printed lines (``verbose>=2``).
+
+    The bar's postfix and each line show the live training loss, the learning rate and,
+    when a `SharpnessTracker` is present, the last measured sharpness against 2/lr.
+
+    Parameters
+    ----------
+    total : int
+        Expected number of steps.
+    verbose : int
+    n_lines : int
+        Number of printed lines over a whole fit at ``verbose >= 2``.
+    """
+
+    def __init__(self, total, verbose=1, n_lines=20, file=None):
+        self.total = total
+        self.verbose = verbose
+        self.n_lines = n_lines
+        self.file = file
+
+    def on_train_begin(self, net, **kwargs):
+        self.step_ = 0
+        self._every = max(1, self.total // (100 if self.verbose == 1 else self.n_lines))
+        self._bar = None
+        if self.verbose == 1:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, unit="step", file=self.file or sys.stderr, leave=False)
+
+    def _fields(self, net, loss):
+        row = net.history[-1]
+        fields = {"loss": f"{float(loss):.4g}", "lr": f"{row.get('lr', float('nan')):.4g}"}
+        if "sharpness" in row:
+            fields["sharpness"] = f"{row['sharpness']:.4g}"
+            fields["2/lr"] = f"{row['threshold']:.4g}"
+        return fields
+
+    def on_batch_end(self, net, training=False, loss=None, **kwargs):
+        if not training:
+            return
+        self.step_ += 1
+        if self.step_ % self._every and self.step_ != self.total:
+            return
+        fields = self._fields(net, loss)
+        if self._bar is not None:
+            self._bar.update(self.step_ - self._bar.n)
+            self._bar.set_postfix(fields, refresh=False)
+        else:
+            text = "  ".join(f"{k} {v}" for k, v in fields.items())
+            print(f"step {self.step_:>6}/{self.total}  {text}", file=self.file or sys.stdout, flush=True)
+
+    def on_train_end(self, net, **kwargs):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
