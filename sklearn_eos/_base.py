@@ -19,6 +19,7 @@ from ._callbacks import DivergenceGuard, LossGoal, LRSchedule, ProgressReport
 from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
 from ._net import FullBatch, FullBatchNet
+from ._tracking import SharpnessTracker, _as_arrays, rotation_columns, sharpness_columns
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -68,6 +69,9 @@ class BaseEoS(BaseEstimator):
         "decay_factor": [Interval(Real, 0, 1, closed="right")],
         "loss_goal": [None, Interval(Real, 0, None, closed="left")],
         "chunk_size": [None, Interval(Integral, 1, None, closed="left")],
+        "sharpness_every": [Interval(Integral, 0, None, closed="left")],
+        "n_eigs": [Interval(Integral, 1, None, closed="left")],
+        "sharpness_tol": [Interval(Real, 0, 1, closed="neither")],
         "dtype": [StrOptions(set(_DTYPES))],
         "device": [str, torch.device],
         "callbacks": [None, list],
@@ -88,6 +92,9 @@ class BaseEoS(BaseEstimator):
         decay_time=None,
         decay_factor=0.1,
         loss_goal=None,
+        sharpness_every=100,
+        n_eigs=3,
+        sharpness_tol=1e-3,
         chunk_size=None,
         dtype="float32",
         device="cpu",
@@ -105,6 +112,9 @@ class BaseEoS(BaseEstimator):
         self.decay_time = decay_time
         self.decay_factor = decay_factor
         self.loss_goal = loss_goal
+        self.sharpness_every = sharpness_every
+        self.n_eigs = n_eigs
+        self.sharpness_tol = sharpness_tol
         self.chunk_size = chunk_size
         self.dtype = dtype
         self.device = device
@@ -137,13 +147,16 @@ class BaseEoS(BaseEstimator):
         # a copy: the array may be read-only (memmap), which torch does not support
         return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=self.device)
 
-    def _build_callbacks(self):
+    def _build_callbacks(self, seed):
         decay_step = resolve_decay_step(self.decay_time, self.max_iter)
         callbacks = [
             ("lr_schedule", LRSchedule(self.lr, decay_step, self.decay_factor)),
             ("divergence_guard", DivergenceGuard()),
             ("loss_goal", LossGoal(self.loss_goal)),
         ]
+        if self.sharpness_every:
+            tracker = SharpnessTracker(self.sharpness_every, self.n_eigs, self.sharpness_tol, random_state=seed)
+            callbacks.append(("sharpness", tracker))
         callbacks += [(f"user_{i}", cb) for i, cb in enumerate(self.callbacks or [])]
         if self.verbose:
             callbacks.append(("progress", ProgressReport(self.max_iter, verbose=int(self.verbose))))
@@ -187,7 +200,7 @@ class BaseEoS(BaseEstimator):
             net = FullBatchNet(
                 module=module, criterion=make_criterion(self.loss), optimizer=torch.optim.SGD,
                 lr=self.lr, max_epochs=self.max_iter, device=self.device,
-                callbacks=self._build_callbacks(), verbose=0,
+                callbacks=self._build_callbacks(seed), verbose=0,
             )
             net.initialize()
             net.partial_fit(data)
@@ -203,6 +216,9 @@ class BaseEoS(BaseEstimator):
         self.lr_history_ = np.array([row["lr"] for row in history[:n_steps]], dtype=float)
         self.n_iter_ = n_steps
         self.diverged_ = guard.diverged_
+        tracker = callbacks.get("sharpness")
+        self.sharpness_history_ = tracker.history_ if tracker else _as_arrays([], sharpness_columns(self.n_eigs))
+        self.rotation_history_ = tracker.rotation_history_ if tracker else _as_arrays([], rotation_columns(self.n_eigs))
         self.net_ = net
         self.module_ = net.module_
         if self.diverged_:
@@ -281,6 +297,14 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     decay_factor : float in (0, 1], default=0.1
     loss_goal : float or None, default=None
         Stop as soon as the full training loss reaches this value.
+    sharpness_every : int, default=100
+        Measure the top of the Hessian spectrum of the training loss every that many steps
+        (and always at the end of training); 0 disables tracking.
+    n_eigs : int, default=3
+        Number of top eigenvalues measured (k). Keep ``k >= 2`` for cheap warm starts at the
+        edge of stability and for subspace rotation.
+    sharpness_tol : float, default=1e-3
+        Relative accuracy of the measured eigenvalues.
     chunk_size : int or None, default=None
         Rows per forward pass; the gradient is accumulated over chunks and stays the exact
         full-batch gradient. None: the whole training set in one pass.
@@ -308,6 +332,15 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         Steps taken (on divergence, the steps whose loss was finite).
     diverged_ : bool
         True when the loss became non-finite; the parameters of the last finite step are kept.
+    sharpness_history_ : dict of 1-D ndarrays
+        One row per measurement (``pandas.DataFrame(sharpness_history_)`` makes a table):
+        'step', 'sharpness' (largest Hessian eigenvalue), 'eig_2'...'eig_k', 'threshold'
+        (2 / the learning rate of that step), 'lr', 'above_threshold', 'n_hvps', 'converged'.
+        The last row measures the returned model.
+    rotation_history_ : dict of 1-D ndarrays
+        One row per pair of consecutive measurements: 'step', 'prev_step', 'cosine' (|cos| of
+        the two top eigenvectors), 'cosine_2'...'cosine_k', 'subspace_overlap' (of the top-k
+        eigenspaces; 1 means no rotation).
     module_ : torch.nn.Module
         The trained network.
     net_ : sklearn_eos.FullBatchNet
@@ -380,12 +413,12 @@ class EoSRegressor(RegressorMixin, BaseEoS):
 
     def __init__(self, module=None, *, hidden_layer_sizes=(100,), activation="tanh", loss="mse",
                  lr=0.01, max_iter=500, decay_time=None, decay_factor=0.1, loss_goal=None,
-                 chunk_size=None, dtype="float32", device="cpu", callbacks=None, random_state=None,
+                 sharpness_every=100, n_eigs=3, sharpness_tol=1e-3, chunk_size=None, dtype="float32", device="cpu", callbacks=None, random_state=None,
                  verbose=0, warm_start=False):
         super().__init__(
             module, hidden_layer_sizes=hidden_layer_sizes, activation=activation, loss=loss, lr=lr,
             max_iter=max_iter, decay_time=decay_time, decay_factor=decay_factor, loss_goal=loss_goal,
-            chunk_size=chunk_size, dtype=dtype, device=device, callbacks=callbacks,
+            sharpness_every=sharpness_every, n_eigs=n_eigs, sharpness_tol=sharpness_tol, chunk_size=chunk_size, dtype=dtype, device=device, callbacks=callbacks,
             random_state=random_state, verbose=verbose, warm_start=warm_start,
         )
 

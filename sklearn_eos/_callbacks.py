@@ -137,17 +137,20 @@ class ProgressReport(Callback):
         self.step_ = 0
         self._every = max(1, self.total // (100 if self.verbose == 1 else self.n_lines))
         self._bar = None
+        # any callback exposing ``latest`` measurements (a SharpnessTracker) feeds the display
+        self._tracker = next((cb for _, cb in net.callbacks_ if hasattr(cb, "latest")), None)
         if self.verbose == 1:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=self.total, unit="step", file=self.file or sys.stderr, leave=False)
 
     def _fields(self, net, loss):
-        row = net.history[-1]
-        fields = {"loss": f"{float(loss):.4g}", "lr": f"{row.get('lr', float('nan')):.4g}"}
-        if "sharpness" in row:
-            fields["sharpness"] = f"{row['sharpness']:.4g}"
-            fields["2/lr"] = f"{row['threshold']:.4g}"
+        lr = net.optimizer_.param_groups[0]["lr"]
+        fields = {"loss": f"{float(loss):.4g}", "lr": f"{lr:.4g}"}
+        measured = self._tracker.latest if self._tracker is not None else None
+        if measured is not None:
+            fields["sharpness"] = f"{measured['sharpness']:.4g}"
+            fields["2/lr"] = f"{measured['threshold']:.4g}"
         return fields
 
     def on_batch_end(self, net, training=False, loss=None, **kwargs):
