@@ -1,0 +1,122 @@
+"""top_eigenpairs on explicit symmetric matrices with known spectra."""
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_eos._eigensolver import MatrixOperator, top_eigenpairs
+from sklearn_eos._rotation import subspace_overlap
+
+TOP = np.array([4.38, 4.30, 4.26])
+
+
+def matrix_with_spectrum(eigenvalues, seed=0):
+    """Symmetric matrix Q diag(eigenvalues) Q^T with a random orthogonal Q (float64)."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((len(eigenvalues), len(eigenvalues))))
+    return (Q * eigenvalues) @ Q.T, Q
+
+
+def edge_of_stability_spectrum(dim=300, seed=0):
+    """Near-degenerate top cluster, a bulk below, and a large negative eigenvalue."""
+    rng = np.random.default_rng(seed)
+    bulk = rng.uniform(-0.4, 3.8, dim - 4)
+    return np.concatenate([TOP, bulk, [-6.0]])
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-6])
+def test_largest_algebraic_within_tol(tol):
+    spectrum = edge_of_stability_spectrum()
+    A, _ = matrix_with_spectrum(spectrum)
+    op = MatrixOperator(A)
+    res = top_eigenpairs(op, 3, tol=tol, generator=gen())
+    assert res.converged
+    assert np.all(np.diff(res.eigenvalues) <= 0)
+    assert np.max(np.abs(res.eigenvalues - TOP) / TOP) <= tol
+    assert res.n_products == op.n_products
+    assert res.eigenvectors.shape == (300, 3) and res.eigenvectors.dtype == torch.float64
+    gram = res.eigenvectors.T @ res.eigenvectors
+    torch.testing.assert_close(gram, torch.eye(3, dtype=torch.float64), atol=1e-10, rtol=0)
+    assert res.min_eigenvalue is None and res.min_eigenvector is None
+
+
+def test_eigenvectors_match_up_to_sign():
+    spectrum = edge_of_stability_spectrum()
+    A, Q = matrix_with_spectrum(spectrum)
+    res = top_eigenpairs(MatrixOperator(A), 3, tol=1e-12, generator=gen(1))
+    cosines = np.abs(np.sum(Q[:, :3] * res.eigenvectors.numpy(), axis=0))
+    np.testing.assert_allclose(cosines, 1.0, atol=1e-8)
+
+
+def test_min_eigenvalue_most_negative():
+    spectrum = edge_of_stability_spectrum()
+    A, Q = matrix_with_spectrum(spectrum)
+    op = MatrixOperator(A)
+    res = top_eigenpairs(op, 3, tol=1e-8, compute_min=True, generator=gen())
+    assert res.min_eigenvalue == pytest.approx(-6.0, rel=1e-8)
+    assert abs(abs(float(res.min_eigenvector @ torch.from_numpy(Q[:, -1]))) - 1) < 1e-6
+    assert res.n_products == op.n_products and res.converged
+    assert res.eigenvalues[0] == pytest.approx(4.38, rel=1e-8)  # not the -6
+
+
+def test_warm_start_from_exact_block_is_cheap():
+    A, Q = matrix_with_spectrum(edge_of_stability_spectrum())
+    op = MatrixOperator(A)
+    res = top_eigenpairs(op, 3, start=torch.from_numpy(Q[:, :3]), tol=1e-3, generator=gen())
+    cold = top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, generator=gen())
+    assert res.converged and res.n_products <= 4 < cold.n_products
+    np.testing.assert_allclose(res.eigenvalues, TOP, rtol=1e-10)
+
+
+def test_warm_start_from_rotated_block():
+    """A block from a nearby matrix (the previous measurement) saves products."""
+    spectrum = edge_of_stability_spectrum()
+    A, Q = matrix_with_spectrum(spectrum)
+    rng = np.random.default_rng(3)
+    E = rng.standard_normal(A.shape) * 0.01
+    previous = np.linalg.eigh(A + E + E.T)[1][:, ::-1][:, :3]
+    warm = top_eigenpairs(MatrixOperator(A), 3, start=previous, tol=1e-3, generator=gen())
+    cold = top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, generator=gen())
+    assert warm.converged and warm.n_products < cold.n_products
+    assert np.max(np.abs(warm.eigenvalues - TOP) / TOP) <= 1e-3
+
+
+def test_exactly_degenerate_top():
+    spectrum = np.concatenate([[5.0, 5.0, 5.0], np.linspace(-1, 4, 97)])
+    A, Q = matrix_with_spectrum(spectrum, seed=2)
+    res = top_eigenpairs(MatrixOperator(A), 3, tol=1e-8, generator=gen())
+    np.testing.assert_allclose(res.eigenvalues, 5.0, rtol=1e-8)
+    assert subspace_overlap(res.eigenvectors, Q[:, :3]) == pytest.approx(1.0, abs=1e-8)
+
+
+def test_budget_and_small_dimension():
+    A, _ = matrix_with_spectrum(edge_of_stability_spectrum())
+    op = MatrixOperator(A)
+    res = top_eigenpairs(op, 3, tol=1e-12, max_products=10, generator=gen())
+    assert not res.converged and res.n_products == op.n_products <= 10
+    small = np.diag([3.0, -1.0, 2.0])
+    res = top_eigenpairs(MatrixOperator(small), k=5, compute_min=True, generator=gen())
+    np.testing.assert_allclose(res.eigenvalues, [3.0, 2.0, -1.0], atol=1e-12)
+    assert res.min_eigenvalue == pytest.approx(-1.0)
+
+
+def test_reproducible_and_float32():
+    A, _ = matrix_with_spectrum(edge_of_stability_spectrum())
+    first = top_eigenpairs(MatrixOperator(A, dtype=torch.float32), 3, generator=gen(7))
+    second = top_eigenpairs(MatrixOperator(A, dtype=torch.float32), 3, generator=gen(7))
+    np.testing.assert_array_equal(first.eigenvalues, second.eigenvalues)
+    assert first.eigenvectors.dtype == torch.float32
+    assert np.max(np.abs(first.eigenvalues - TOP) / TOP) <= 1e-3
+
+
+def test_rest_tol_keeps_the_top_eigenvalue_accurate_for_fewer_products():
+    A, _ = matrix_with_spectrum(edge_of_stability_spectrum())
+    tight = top_eigenpairs(MatrixOperator(A), k=3, tol=1e-3, generator=gen())
+    loose = top_eigenpairs(MatrixOperator(A), k=3, tol=1e-3, rest_tol=1e-1, generator=gen())
+    assert abs(loose.eigenvalues[0] - TOP[0]) <= 1e-3 * TOP[0]
+    assert np.all(np.abs(loose.eigenvalues - TOP[:3]) <= 1e-1 * TOP[:3])
+    assert loose.n_products < tight.n_products

@@ -1,0 +1,173 @@
+"""FullBatchHessian against exact Hessians of tiny float64 models."""
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call
+
+from sklearn_eos._eigensolver import top_eigenpairs
+from sklearn_eos._hvp import FullBatchHessian
+
+
+def mse(output, target):
+    """0.5 * sum over outputs, mean over examples (the edge-of-stability convention)."""
+    return 0.5 * ((output - target) ** 2).sum(dim=1).mean()
+
+
+def cross_entropy(output, target):
+    return torch.nn.functional.cross_entropy(output, target)
+
+
+def tiny_mlp(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)
+    ).double()
+
+
+def data(seed=0, n=10, classes=False):
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    if classes:
+        return X, torch.randint(0, 2, (n,), generator=gen)
+    return X, torch.randn(n, 2, generator=gen, dtype=torch.float64)
+
+
+def exact_hessian(module, loss_fn, X, y):
+    """Dense Hessian w.r.t. the flattened parameters (module.named_parameters() order)."""
+    names = [n for n, _ in module.named_parameters()]
+    shapes = [p.shape for _, p in module.named_parameters()]
+    sizes = [p.numel() for _, p in module.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for _, p in module.named_parameters()])
+
+    def loss(theta):
+        parts = [t.view(s) for t, s in zip(torch.split(theta, sizes), shapes)]
+        return loss_fn(functional_call(module, dict(zip(names, parts)), (X,)), y)
+
+    return torch.autograd.functional.hessian(loss, flat)
+
+
+@pytest.mark.parametrize("loss_fn, classes", [(mse, False), (cross_entropy, True)])
+def test_products_match_exact_hessian(loss_fn, classes):
+    model = tiny_mlp()
+    X, y = data(classes=classes)
+    H_exact = exact_hessian(model, loss_fn, X, y)
+    with FullBatchHessian(model, loss_fn, [(X, y)]) as H:
+        assert H.dim == 26 and H.dtype == torch.float64
+        dense = H.matmat(torch.eye(H.dim, dtype=torch.float64))
+        v = torch.randn(H.dim, dtype=torch.float64)
+        torch.testing.assert_close(H.matvec(v), H_exact @ v, rtol=1e-10, atol=1e-12)
+        assert H.n_products == H.dim + 1
+    torch.testing.assert_close(dense, H_exact, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss_fn, classes", [(mse, False), (cross_entropy, True)])
+def test_top_and_min_eigenpairs_match_eigvalsh(loss_fn, classes):
+    model = tiny_mlp(1)
+    X, y = data(1, classes=classes)
+    evals, evecs = torch.linalg.eigh(exact_hessian(model, loss_fn, X, y))
+    H = FullBatchHessian(model, loss_fn, [(X, y)])
+    res = top_eigenpairs(H, 3, tol=1e-10, compute_min=True,
+                         generator=torch.Generator().manual_seed(0))
+    expected = evals.flip(0)[:3].numpy()
+    np.testing.assert_allclose(res.eigenvalues, expected, rtol=1e-6)
+    np.testing.assert_allclose(res.min_eigenvalue, evals[0].item(), rtol=1e-6)
+    assert res.converged and res.n_products == H.n_products
+    cosines = (evecs.flip(1)[:, :3] * res.eigenvectors).sum(0).abs()
+    torch.testing.assert_close(cosines, torch.ones(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert abs(torch.dot(evecs[:, 0], res.min_eigenvector).abs().item() - 1) < 1e-6
+
+
+def test_chunked_operator_equals_one_chunk():
+    model = tiny_mlp(2)
+    X, y = data(2, n=11)
+    chunks = [(X[:2], y[:2]), (X[2:7], y[2:7]), (X[7:], y[7:])]
+    one = FullBatchHessian(model, mse, [(X, y)])
+    many = FullBatchHessian(model, mse, chunks)
+    V = torch.randn(one.dim, 3, dtype=torch.float64)
+    torch.testing.assert_close(many.matmat(V), one.matmat(V), rtol=1e-10, atol=1e-12)
+    assert many.n_products == 3
+    assert many.loss() == pytest.approx(one.loss(), rel=1e-12)
+    torch.testing.assert_close(many.gradient(), one.gradient(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(one.loss(), mse(model(X), y).item())
+
+
+def test_graph_cache_follows_parameter_updates():
+    model = tiny_mlp(3)
+    X, y = data(3)
+    H = FullBatchHessian(model, mse, [(X, y)])
+    v = torch.randn(H.dim, dtype=torch.float64)
+    H.matvec(v)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3)
+    expected = exact_hessian(model, mse, X, y) @ v
+    torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
+    H.close()
+    torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
+
+
+class _ModeRecorder(torch.nn.Module):
+    """Records the training flag seen by each forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(self.training)
+        return x
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+@pytest.mark.parametrize("n_chunks", [1, 2])
+def test_train_mode_used_and_restored(train_mode, n_chunks):
+    torch.manual_seed(0)
+    recorder = _ModeRecorder()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 6), torch.nn.BatchNorm1d(6), torch.nn.Tanh(),
+        torch.nn.Dropout(0.3), recorder, torch.nn.Linear(6, 2),
+    ).double()
+    X, y = data(4)
+    model.train(not train_mode)
+    buffers = [b.clone() for b in model.buffers()]
+    rng = torch.get_rng_state()
+    chunks = [(X, y)] if n_chunks == 1 else [(X[:5], y[:5]), (X[5:], y[5:])]
+    H = FullBatchHessian(model, mse, chunks, train_mode=train_mode)
+    dense = H.matmat(torch.eye(H.dim, dtype=torch.float64))
+    H.loss()
+    assert recorder.seen and all(flag == train_mode for flag in recorder.seen)
+    assert model.training is (not train_mode)
+    for before, after in zip(buffers, model.buffers()):
+        torch.testing.assert_close(before, after)
+    assert torch.equal(torch.get_rng_state(), rng)
+    torch.testing.assert_close(dense, dense.T, rtol=1e-10, atol=1e-12)  # fixed dropout mask
+    if not train_mode and n_chunks == 1:
+        model.eval()
+        torch.testing.assert_close(dense, exact_hessian(model, mse, X, y), rtol=1e-10,
+                                   atol=1e-12)
+
+
+def test_linear_model_closed_form():
+    gen = torch.Generator().manual_seed(5)
+    n, d, out = 20, 4, 3
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 2, 3, 0.5])
+    y = torch.randn(n, out, generator=gen, dtype=torch.float64)
+    model = torch.nn.Linear(d, out).double()
+    Xt = np.hstack([X.numpy(), np.ones((n, 1))])
+    G = Xt.T @ Xt / n
+    H = FullBatchHessian(model, mse, [(X, y)])
+    dense = H.matmat(torch.eye(H.dim, dtype=torch.float64)).numpy()
+    # parameters flattened as W (out x d, row-major) then b (out): reorder to [W_o, b_o] blocks
+    order = np.concatenate([np.r_[o * d:(o + 1) * d, out * d + o] for o in range(out)])
+    np.testing.assert_allclose(dense[np.ix_(order, order)], np.kron(np.eye(out), G),
+                               rtol=1e-10, atol=1e-12)
+    res = top_eigenpairs(H, 1, tol=1e-10, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(res.eigenvalues[0], np.linalg.eigvalsh(G)[-1], rtol=1e-8)
+
+
+def test_rejects_bad_shapes():
+    model = tiny_mlp()
+    H = FullBatchHessian(model, mse, [data()])
+    with pytest.raises(ValueError):
+        H.matmat(torch.zeros(H.dim + 1, 2, dtype=torch.float64))

@@ -1,0 +1,56 @@
+"""Rotation metrics on hand-made bases."""
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_eos._rotation import eigenvector_cosines, principal_angles, subspace_overlap
+
+
+def basis(dim=10, k=3, seed=0):
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, k)))
+    return Q
+
+
+def test_identical_bases():
+    U = basis()
+    np.testing.assert_allclose(eigenvector_cosines(U, U), 1.0)
+    assert subspace_overlap(U, U) == pytest.approx(1.0)
+    np.testing.assert_allclose(principal_angles(U, U), 0.0, atol=1e-7)
+
+
+def test_swapped_columns_and_sign_flips():
+    U = basis()
+    V = U[:, [1, 0, 2]] * np.array([-1.0, 1.0, -1.0])
+    np.testing.assert_allclose(eigenvector_cosines(U, V), [0.0, 0.0, 1.0], atol=1e-12)
+    assert subspace_overlap(U, V) == pytest.approx(1.0)
+    np.testing.assert_allclose(principal_angles(U, V), 0.0, atol=1e-7)
+
+
+def test_orthogonal_subspaces():
+    Q = basis(10, 6)
+    U, V = Q[:, :3], Q[:, 3:]
+    np.testing.assert_allclose(eigenvector_cosines(U, V), 0.0, atol=1e-12)
+    assert subspace_overlap(U, V) == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(principal_angles(U, V), np.pi / 2)
+
+
+def test_known_rotation_angle():
+    a = 0.3
+    Q = basis(10, 3)
+    U = Q[:, :2]
+    V = np.stack([np.cos(a) * Q[:, 0] + np.sin(a) * Q[:, 2], Q[:, 1]], axis=1)
+    np.testing.assert_allclose(eigenvector_cosines(U, V), [np.cos(a), 1.0])
+    assert subspace_overlap(U, V) == pytest.approx((np.cos(a) ** 2 + 1) / 2)
+    np.testing.assert_allclose(principal_angles(U, V), [0.0, a], atol=1e-7)
+
+
+def test_torch_inputs_and_vectors():
+    U = basis()
+    Ut = torch.from_numpy(U).float()
+    assert subspace_overlap(Ut, U) == pytest.approx(1.0, abs=1e-6)
+    cos = eigenvector_cosines(Ut[:, 0], -Ut[:, 0])
+    assert isinstance(cos, np.ndarray) and cos.dtype == np.float64
+    np.testing.assert_allclose(cos, [1.0], atol=1e-6)
+    with pytest.raises(ValueError):
+        subspace_overlap(U, basis(11))
