@@ -2,6 +2,7 @@
 
 from ._base import EoSClassifier, EoSRegressor
 from ._callbacks import DivergenceGuard, LossGoal, LRSchedule, ProgressReport
+from ._tracking import SharpnessTracker
 from ._losses import HalfSquaredError
 from ._modules import MLP
 from ._net import FullBatch, FullBatchNet
@@ -17,5 +18,6 @@ __all__ = [
     "DivergenceGuard",
     "LossGoal",
     "ProgressReport",
+    "SharpnessTracker",
 ]
 __version__ = "0.1.0"

@@ -61,7 +61,7 @@ class BaseEoS(BaseEstimator):
 
     _parameter_constraints = {
         "module": [None, type, torch.nn.Module],
-        "hidden_layer_sizes": ["array-like"],
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -125,7 +125,10 @@ class BaseEoS(BaseEstimator):
 
     # -- hooks the subclasses fill in -------------------------------------------------
     def _prepare_targets(self, y):
-        """Validate ``y``; return (targets as a tensor-ready array, number of outputs)."""
+        """Validate ``y``; return (training targets, number of outputs, fitted attributes).
+
+        The fitted attributes (e.g. ``classes_``) are set by `fit` once every check passed.
+        """
         raise NotImplementedError
 
     def _outputs_to_predictions(self, outputs):
@@ -155,7 +158,8 @@ class BaseEoS(BaseEstimator):
             ("loss_goal", LossGoal(self.loss_goal)),
         ]
         if self.sharpness_every:
-            tracker = SharpnessTracker(self.sharpness_every, self.n_eigs, self.sharpness_tol, random_state=seed)
+            tracker = SharpnessTracker(self.sharpness_every, self.n_eigs, self.sharpness_tol,
+                                       rest_tol=min(100 * self.sharpness_tol, 0.1), random_state=seed)
             callbacks.append(("sharpness", tracker))
         callbacks += [(f"user_{i}", cb) for i, cb in enumerate(self.callbacks or [])]
         if self.verbose:
@@ -177,12 +181,34 @@ class BaseEoS(BaseEstimator):
         """
         hidden = self._check_hidden_layer_sizes()
         torch_dtype = _DTYPES[self.dtype]
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=self._multi_output_y,
-                             y_numeric=not isinstance(self, ClassifierMixin))
-        targets, n_outputs = self._prepare_targets(y)
+        reuse = self.warm_start and hasattr(self, "module_")
+        try:
+            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=not reuse,
+                                 multi_output=self._multi_output_y,
+                                 y_numeric=not isinstance(self, ClassifierMixin))
+        except ValueError as exc:
+            if reuse:
+                raise ValueError(f"warm_start=True needs data that fit the previous model: {exc}") from exc
+            raise
+        targets, n_outputs, target_attrs = self._prepare_targets(y)
+        if reuse and (n_outputs != self._n_outputs or any(
+                not np.array_equal(value, getattr(self, name)) for name, value in target_attrs.items()
+                if name.endswith("_"))):
+            raise ValueError(
+                f"warm_start=True needs targets that fit the previous model ({self._n_outputs} "
+                f"outputs, same classes); these need {n_outputs} outputs."
+            )
+        X_train = self._to_tensor(X, torch_dtype)
+        y_train = self._to_tensor(targets, torch_dtype if targets.dtype.kind == "f" else torch.long)
+        for name, tensor in (("X", X_train), ("y", y_train)):
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise ValueError(f"{name} contains values too large for {self.dtype}.")
+        for name, value in target_attrs.items():
+            setattr(self, name, value)
+        self._n_outputs = n_outputs
 
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        if self.warm_start and hasattr(self, "module_"):
+        if reuse:
             module = self.module_
         else:
             module = build_module(
@@ -192,11 +218,7 @@ class BaseEoS(BaseEstimator):
         module = module.to(dtype=torch_dtype)
 
         with torch_threads(_thread_limit()):
-            data = FullBatch(
-                self._to_tensor(X, torch_dtype),
-                self._to_tensor(targets, torch_dtype if targets.dtype.kind == "f" else torch.long),
-                self.chunk_size,
-            )
+            data = FullBatch(X_train, y_train, self.chunk_size)
             net = FullBatchNet(
                 module=module, criterion=make_criterion(self.loss), optimizer=torch.optim.SGD,
                 lr=self.lr, max_epochs=self.max_iter, device=self.device,
@@ -304,7 +326,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         Number of top eigenvalues measured (k). Keep ``k >= 2`` for cheap warm starts at the
         edge of stability and for subspace rotation.
     sharpness_tol : float, default=1e-3
-        Relative accuracy of the measured eigenvalues.
+        Relative accuracy of the measured sharpness; eigenvalues 2..k are resolved to
+        ``min(100 * sharpness_tol, 0.1)``, which keeps a measurement cheap inside the nearly
+        degenerate top cluster of the edge of stability.
     chunk_size : int or None, default=None
         Rows per forward pass; the gradient is accumulated over chunks and stays the exact
         full-batch gradient. None: the whole training set in one pass.
@@ -359,16 +383,15 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         kind = type_of_target(y)
         if kind not in ("binary", "multiclass"):
             raise ValueError(f"{type(self).__name__} supports binary and multiclass targets, got {kind!r}.")
-        self.classes_, encoded = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
+        classes, encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes in the data, but the "
-                f"data contain only one class: {self.classes_[0]!r}."
+                f"data contain only one class: {classes[0]!r}."
             )
-        n_classes = len(self.classes_)
-        if self.loss == "mse":
-            return np.eye(n_classes)[encoded], n_classes
-        return encoded.astype(np.int64), n_classes
+        n_classes = len(classes)
+        targets = np.eye(n_classes)[encoded] if self.loss == "mse" else encoded.astype(np.int64)
+        return targets, n_classes, {"classes_": classes}
 
     def _outputs_to_predictions(self, outputs):
         return self.classes_[outputs.argmax(axis=1)]
@@ -424,8 +447,7 @@ class EoSRegressor(RegressorMixin, BaseEoS):
 
     def _prepare_targets(self, y):
         y = np.asarray(y, dtype=np.float64)
-        self._y_ndim = y.ndim
-        return y, (1 if y.ndim == 1 else y.shape[1])
+        return y, (1 if y.ndim == 1 else y.shape[1]), {"_y_ndim": y.ndim}
 
     def _outputs_to_predictions(self, outputs):
         return outputs.ravel() if self._y_ndim == 1 else outputs

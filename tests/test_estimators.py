@@ -1,0 +1,716 @@
+"""Behavioural tests of the public estimators `EoSClassifier` and `EoSRegressor`.
+
+Every test trains on tiny data for a handful of full-batch GD steps; expected values are
+computed independently (numpy, a deep copy of the trained module, a reference fit), never
+hard-coded.
+"""
+
+import copy
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from skorch.callbacks import Callback
+from sklearn.base import clone
+from sklearn.datasets import load_digits, make_blobs, make_regression
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from sklearn_eos import EoSClassifier, EoSRegressor
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+def _blobs(n_samples=60, n_classes=3, n_features=4, seed=0):
+    X, y = make_blobs(n_samples=n_samples, centers=n_classes, n_features=n_features,
+                      cluster_std=1.0, random_state=seed)
+    return StandardScaler().fit_transform(X), y
+
+
+def _regression(n_samples=50, n_features=4, n_targets=1, seed=0):
+    X, y = make_regression(n_samples=n_samples, n_features=n_features, n_targets=n_targets,
+                           noise=0.1, random_state=seed)
+    return X, (y - y.mean(axis=0)) / y.std(axis=0)
+
+
+def _outputs(est, X):
+    """Raw outputs of ``est.module_`` in float64, from a deep copy (the fitted one is untouched)."""
+    module = copy.deepcopy(est.module_).double().eval()
+    with torch.no_grad():
+        out = module(torch.as_tensor(np.asarray(X, dtype=np.float64)))
+    out = out.numpy()
+    return out.reshape(len(X), -1)
+
+
+def _half_squared_error(outputs, targets):
+    """0.5 * sum over outputs of squared error, mean over examples (computed in numpy)."""
+    targets = np.asarray(targets, dtype=np.float64).reshape(outputs.shape)
+    return 0.5 * np.sum((outputs - targets) ** 2) / outputs.shape[0]
+
+
+def _one_hot(y, classes):
+    return (np.asarray(y)[:, None] == np.asarray(classes)[None, :]).astype(np.float64)
+
+
+class Recorder(Callback):
+    """Records skorch hooks and the torch thread count seen during fit."""
+
+    def __init__(self):
+        self.events = []
+        self.threads = []
+
+    def on_train_begin(self, net, **kwargs):
+        self.events.append("on_train_begin")
+        self.threads.append(torch.get_num_threads())
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        self.threads.append(torch.get_num_threads())
+
+
+class TinyCNN(nn.Module):
+    """A small CNN for 8x8 digit images given as 64 flat features."""
+
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        assert n_features_in == 64
+        self.n_features_in = n_features_in
+        self.n_outputs = n_outputs
+        self.conv = nn.Conv2d(1, 4, kernel_size=3)
+        self.head = nn.Linear(4 * 6 * 6, n_outputs)
+
+    def forward(self, X):
+        h = torch.tanh(self.conv(X.reshape(-1, 1, 8, 8)))
+        return self.head(h.flatten(1))
+
+
+class TinyMLP(nn.Module):
+    def __init__(self, n_features_in, n_outputs, width=8):
+        super().__init__()
+        self.n_features_in = n_features_in
+        self.n_outputs = n_outputs
+        self.layers = nn.Sequential(nn.Linear(n_features_in, width), nn.Tanh(),
+                                    nn.Linear(width, n_outputs))
+
+    def forward(self, X):
+        return self.layers(X)
+
+
+def _state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same_state(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+CLF = dict(hidden_layer_sizes=(8,), lr=0.5, max_iter=40, random_state=0)
+REG = dict(hidden_layer_sizes=(8,), lr=0.1, max_iter=40, random_state=0)
+
+
+# ---------------------------------------------------------------------------------------
+# 1. labels of any type
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("labels", [
+    np.array(["cat", "ant", "bee"]),
+    np.array([2, 0, 1]),
+    np.array([100, -3, 7]),
+    np.array(["yes", "no"]),
+    np.array([1, -1]),
+    np.array([3.0, 1.0]),  # integral floats are classes (0.5 would be "continuous")
+], ids=["str", "int", "noncontiguous", "binary-str", "binary-pm1", "binary-float"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_labels_of_any_type(labels, loss):
+    X, idx = _blobs(n_classes=len(labels))
+    y = labels[idx]
+    clf = EoSClassifier(loss=loss, **CLF).fit(X, y)
+
+    np.testing.assert_array_equal(clf.classes_, np.sort(labels))
+    assert clf.classes_.dtype == y.dtype
+    pred = clf.predict(X)
+    assert pred.shape == (len(X),)
+    assert set(np.unique(pred)) <= set(labels)
+    # the label mapping is right: well separated blobs are learned
+    assert np.mean(pred == y) > 0.9
+
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), len(labels))
+    assert np.all(proba >= 0)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], pred)
+
+
+def test_regressor_multi_output():
+    X, Y = _regression(n_targets=2)
+    reg = EoSRegressor(**REG).fit(X, Y)
+    assert reg.predict(X).shape == (len(X), 2)
+    assert reg.module_(torch.zeros(1, X.shape[1])).shape == (1, 2)
+    reg1 = EoSRegressor(**REG).fit(X, Y[:, 0])
+    assert reg1.predict(X).shape == (len(X),)
+
+
+# ---------------------------------------------------------------------------------------
+# 2. pipelines, clone, cross-validation, grid search
+# ---------------------------------------------------------------------------------------
+def test_pipeline_and_clone():
+    X, idx = _blobs()
+    X = X * 50 + 10  # badly scaled: the scaler matters
+    y = np.array(["a", "b", "c"])[idx]
+    pipe = make_pipeline(StandardScaler(), EoSClassifier(**CLF)).fit(X, y)
+    assert pipe.score(X, y) > 0.9
+    Xr, yr = _regression()
+    rpipe = make_pipeline(StandardScaler(), EoSRegressor(**REG)).fit(Xr * 30, yr)
+    assert rpipe.score(Xr * 30, yr) > 0.5
+
+    fitted = pipe[-1]
+    c = clone(fitted)
+    assert type(c) is EoSClassifier
+    assert c.get_params() == fitted.get_params()
+    for attr in ("module_", "net_", "loss_curve_", "classes_", "n_iter_"):
+        assert not hasattr(c, attr)
+    # the clone refits to the same result (fixed random_state)
+    c.fit(pipe[0].transform(X), y)
+    np.testing.assert_array_equal(c.loss_curve_, fitted.loss_curve_)
+
+
+def test_cross_val_score():
+    X, y = _blobs(n_samples=45)
+    scores = cross_val_score(EoSClassifier(**CLF), X, y, cv=3)
+    assert scores.shape == (3,)
+    assert np.all((scores >= 0) & (scores <= 1))
+    assert scores.mean() > 0.8
+    np.testing.assert_array_equal(scores, cross_val_score(EoSClassifier(**CLF), X, y, cv=3))
+
+
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_grid_search_parallel_matches_sequential(Estimator):
+    if Estimator is EoSClassifier:
+        X, y = _blobs(n_samples=45)
+        params = dict(hidden_layer_sizes=(6,), max_iter=15, random_state=0)
+    else:
+        X, y = _regression(n_samples=45)
+        params = dict(hidden_layer_sizes=(6,), max_iter=15, random_state=0)
+    grid = {"lr": [0.05, 0.3], "decay_time": [None, 0.5]}
+    seq = GridSearchCV(Estimator(**params), grid, cv=3, n_jobs=1).fit(X, y)
+    par = GridSearchCV(Estimator(**params), grid, cv=3, n_jobs=2).fit(X, y)
+    s1, s2 = seq.cv_results_["mean_test_score"], par.cv_results_["mean_test_score"]
+    assert np.all(np.isfinite(s1))
+    assert len(np.unique(s1)) > 1  # the grid actually changes something
+    np.testing.assert_array_equal(s1, s2)
+    assert seq.best_params_ == par.best_params_
+    np.testing.assert_array_equal(seq.best_estimator_.loss_curve_, par.best_estimator_.loss_curve_)
+
+
+# ---------------------------------------------------------------------------------------
+# 3. torch threads in joblib workers
+# ---------------------------------------------------------------------------------------
+def _fit_recording_threads(seed):
+    """Run in a joblib worker: torch was (as can happen) set to more threads than the
+    worker's share; the fit must still run with at most the share."""
+    import os
+
+    torch.set_num_threads(4)
+    X, y = _blobs(n_samples=30, seed=seed)
+    recorder = Recorder()
+    EoSClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=seed,
+                  callbacks=[recorder]).fit(X, y)
+    return recorder.threads, os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+
+
+def test_torch_threads_limited_in_joblib_workers():
+    results = joblib.Parallel(n_jobs=2)(joblib.delayed(_fit_recording_threads)(s) for s in range(2))
+    share = max(1, joblib.cpu_count() // 2)
+    for threads, omp, after in results:
+        assert len(threads) == 1 + 3  # on_train_begin + one per step: the callback ran
+        assert max(threads) <= share, (threads, omp)
+        assert after == 4  # the worker's own setting is restored after fit
+
+
+# ---------------------------------------------------------------------------------------
+# 4. persistence
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_pickle_and_joblib_round_trip(Estimator, tmp_path):
+    if Estimator is EoSClassifier:
+        X, y = _blobs()
+        y = np.array(["x", "y", "z"])[y]
+        est = Estimator(**CLF).fit(X, y)
+    else:
+        X, y = _regression()
+        est = Estimator(**REG).fit(X, y)
+    X_new = np.random.RandomState(1).normal(size=(17, X.shape[1]))
+
+    restored = [pickle.loads(pickle.dumps(est))]
+    path = tmp_path / "est.joblib"
+    joblib.dump(est, path)
+    restored.append(joblib.load(path))
+    for r in restored:
+        assert r is not est and r.module_ is not est.module_
+        np.testing.assert_array_equal(r.predict(X_new), est.predict(X_new))
+        np.testing.assert_array_equal(r.loss_curve_, est.loss_curve_)
+        if Estimator is EoSClassifier:
+            np.testing.assert_array_equal(r.predict_proba(X_new), est.predict_proba(X_new))
+            np.testing.assert_array_equal(r.classes_, est.classes_)
+
+
+# ---------------------------------------------------------------------------------------
+# 5. reproducibility
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_random_state_reproducibility(Estimator):
+    X, y = _blobs() if Estimator is EoSClassifier else _regression()
+    params = dict(hidden_layer_sizes=(8,), max_iter=10, lr=0.1)
+    torch.manual_seed(123)  # the global torch RNG must not matter...
+    a = Estimator(random_state=7, **params).fit(X, y)
+    torch.manual_seed(999)
+    b = Estimator(random_state=7, **params).fit(X, y)
+    c = Estimator(random_state=8, **params).fit(X, y)
+    np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    assert not np.array_equal(a.loss_curve_, c.loss_curve_)
+    # ...and fitting does not consume it
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    Estimator(random_state=7, **params).fit(X, y)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# ---------------------------------------------------------------------------------------
+# 6. histories and the learning-rate decay
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("decay_time, step", [(4, 4), (0, 0), (0.3, 3), (0.55, 6), (None, None)])
+def test_lr_history_and_decay(decay_time, step):
+    X, y = _regression(n_samples=30)
+    reg = EoSRegressor(hidden_layer_sizes=(4,), lr=0.08, max_iter=10, decay_time=decay_time,
+                       decay_factor=0.25, random_state=0).fit(X, y)
+    assert reg.n_iter_ == 10
+    assert len(reg.loss_curve_) == len(reg.lr_history_) == reg.n_iter_
+    expected = np.full(10, 0.08)
+    if step is not None:
+        expected[step:] = 0.08 * 0.25
+    np.testing.assert_allclose(reg.lr_history_, expected, rtol=1e-15)
+    assert not reg.diverged_
+
+
+def test_decayed_lr_is_actually_used():
+    """The recorded lr is the one the optimizer applies: a run decayed at step k equals a
+    run at the small lr warm-started from the first k steps of the large one."""
+    X, y = _regression(n_samples=30)
+    common = dict(hidden_layer_sizes=(4,), random_state=0, dtype="float64")
+    decayed = EoSRegressor(lr=0.2, max_iter=8, decay_time=3, decay_factor=0.1, **common).fit(X, y)
+    ref = EoSRegressor(lr=0.2, max_iter=3, warm_start=True, **common).fit(X, y)
+    ref.set_params(lr=0.02, max_iter=5).fit(X, y)
+    np.testing.assert_allclose(decayed.loss_curve_[3:], ref.loss_curve_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_loss_decreases_at_small_lr(Estimator):
+    X, y = _blobs() if Estimator is EoSClassifier else _regression()
+    est = Estimator(hidden_layer_sizes=(8,), lr=0.05, max_iter=60, random_state=0).fit(X, y)
+    curve = est.loss_curve_
+    assert np.all(np.isfinite(curve))
+    assert curve[-1] < 0.5 * curve[0]
+    # at a lr far below the stability threshold, GD is monotone
+    assert np.all(np.diff(curve) <= 1e-6 * curve[0])
+
+
+# ---------------------------------------------------------------------------------------
+# 7. loss goal
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_loss_goal_stops_early(Estimator):
+    X, y = _blobs() if Estimator is EoSClassifier else _regression()
+    params = dict(hidden_layer_sizes=(8,), lr=0.05, max_iter=60, random_state=0)
+    full = Estimator(**params).fit(X, y)
+    goal = float(full.loss_curve_[25])
+    first = int(np.argmax(full.loss_curve_ <= goal))  # first step that reaches the goal
+
+    est = Estimator(loss_goal=goal, **params).fit(X, y)
+    assert est.n_iter_ < est.max_iter
+    assert est.n_iter_ == first + 1
+    assert len(est.loss_curve_) == len(est.lr_history_) == est.n_iter_
+    assert est.loss_curve_[-1] <= goal
+    assert np.all(est.loss_curve_[:-1] > goal)
+    np.testing.assert_array_equal(est.loss_curve_, full.loss_curve_[: first + 1])
+    assert not est.diverged_
+
+    # an unreachable goal changes nothing
+    never = Estimator(loss_goal=0.0, **params).fit(X, y)
+    assert never.n_iter_ == params["max_iter"]
+
+
+# ---------------------------------------------------------------------------------------
+# 8. divergence
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_divergence_is_caught(Estimator):
+    X, y = _blobs() if Estimator is EoSClassifier else _regression()
+    est = Estimator(hidden_layer_sizes=(8,), lr=1e3, max_iter=200, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        est.fit(X, y)
+    assert est.diverged_
+    assert 0 < est.n_iter_ < est.max_iter
+    assert len(est.loss_curve_) == len(est.lr_history_) == est.n_iter_
+    assert np.all(np.isfinite(est.loss_curve_))
+    assert all(torch.isfinite(p).all() for p in est.module_.parameters())
+    pred = est.predict(X)
+    if Estimator is EoSRegressor:
+        assert np.all(np.isfinite(pred))
+    else:
+        assert np.all(np.isfinite(est.predict_proba(X)))
+    assert np.isfinite(est.score(X, y))
+    # the parameters kept are those of the last finite step: their loss is loss_curve_[-1]
+    targets = _one_hot(y, est.classes_) if Estimator is EoSClassifier else y
+    kept_loss = _half_squared_error(_outputs(est, X), targets)
+    np.testing.assert_allclose(kept_loss, est.loss_curve_[-1], rtol=1e-3)
+
+
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_no_divergence_no_warning(Estimator):
+    X, y = _blobs() if Estimator is EoSClassifier else _regression()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = Estimator(hidden_layer_sizes=(8,), lr=0.05, max_iter=10, random_state=0).fit(X, y)
+    assert not est.diverged_
+
+
+def test_grid_search_survives_divergence():
+    X, y = _regression(n_samples=45)
+    search = GridSearchCV(
+        EoSRegressor(hidden_layer_sizes=(8,), max_iter=60, random_state=0),
+        {"lr": [0.01, 1e3]}, cv=3, error_score="raise",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X, y)
+    scores = search.cv_results_["mean_test_score"]
+    assert np.all(np.isfinite(scores))
+    assert search.best_params_ == {"lr": 0.01}
+    assert scores[0] > scores[1]
+
+
+# ---------------------------------------------------------------------------------------
+# 9. bad input: ValueError before any training
+# ---------------------------------------------------------------------------------------
+def _assert_fails_before_training(est, X, y, match):
+    recorder = Recorder()
+    est.set_params(callbacks=[recorder])
+    with pytest.raises(ValueError, match=match):
+        est.fit(X, y)
+    assert recorder.events == []
+    assert not hasattr(est, "net_") and not hasattr(est, "module_")
+
+
+def test_recorder_control():
+    """Control for the checks below: on a valid fit the recorder does see training."""
+    X, y = _blobs(n_samples=20)
+    recorder = Recorder()
+    est = EoSClassifier(hidden_layer_sizes=(2,), max_iter=2, callbacks=[recorder]).fit(X, y)
+    assert recorder.events == ["on_train_begin"]
+    assert hasattr(est, "net_")
+
+
+def _with(X, i, j, value):
+    X = X.copy()
+    X[i, j] = value
+    return X
+
+
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+@pytest.mark.parametrize("case", ["nan", "inf", "empty"])
+def test_bad_X(Estimator, case):
+    X, y = _blobs(n_samples=20) if Estimator is EoSClassifier else _regression(n_samples=20)
+    if case == "nan":
+        X, match = _with(X, 3, 1, np.nan), "NaN"
+    elif case == "inf":
+        X, match = _with(X, 3, 1, np.inf), "infinity"
+    else:
+        X, y, match = X[:0], y[:0], "0 sample"
+    _assert_fails_before_training(Estimator(max_iter=2), X, y, match)
+
+
+def test_bad_y():
+    X, y = _regression(n_samples=20)
+    _assert_fails_before_training(EoSRegressor(max_iter=2), X, _with(y[:, None], 2, 0, np.nan)[:, 0],
+                                  "Input y contains NaN")
+    _assert_fails_before_training(EoSRegressor(max_iter=2), X, _with(y[:, None], 2, 0, np.inf)[:, 0],
+                                  "Input y contains infinity")
+    _assert_fails_before_training(EoSClassifier(max_iter=2), X, y, "Unknown label type.*continuous")
+    _assert_fails_before_training(EoSClassifier(max_iter=2), X, np.full(len(X), "only"),
+                                  "one class.*'only'")
+    _assert_fails_before_training(EoSClassifier(max_iter=2), X, y[:5], "inconsistent numbers of samples")
+
+
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_wrong_n_features_at_predict(Estimator):
+    X, y = _blobs(n_samples=20) if Estimator is EoSClassifier else _regression(n_samples=20)
+    est = Estimator(hidden_layer_sizes=(2,), max_iter=2, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match=r"X has 3 features.*expecting 4 features"):
+        est.predict(X[:, :3])
+    with pytest.raises(ValueError, match="NaN"):
+        est.predict(_with(X, 0, 0, np.nan))
+
+
+@pytest.mark.parametrize("Estimator, params, match", [
+    (EoSClassifier, {"lr": 0.0}, "'lr'"),
+    (EoSRegressor, {"lr": -0.1}, "'lr'"),
+    (EoSClassifier, {"max_iter": 0}, "'max_iter'"),
+    (EoSRegressor, {"max_iter": 0}, "'max_iter'"),
+    (EoSClassifier, {"decay_time": 1.5}, "'decay_time'"),
+    (EoSRegressor, {"decay_time": -1}, "'decay_time'"),
+    (EoSClassifier, {"decay_factor": 0}, "'decay_factor'"),
+    (EoSRegressor, {"decay_factor": 2}, "'decay_factor'"),
+    (EoSClassifier, {"activation": "swish"}, "'activation'"),
+    (EoSClassifier, {"loss": "hinge"}, "'loss'"),
+    (EoSRegressor, {"loss": "cross_entropy"}, "'loss'"),
+    (EoSClassifier, {"hidden_layer_sizes": (8, 0)}, "hidden_layer_sizes"),
+    (EoSRegressor, {"hidden_layer_sizes": (-2,)}, "hidden_layer_sizes"),
+    (EoSClassifier, {"dtype": "float16"}, "'dtype'"),
+    (EoSRegressor, {"loss_goal": -1.0}, "'loss_goal'"),
+    (EoSRegressor, {"chunk_size": 0}, "'chunk_size'"),
+])
+def test_bad_params(Estimator, params, match):
+    X, y = _blobs(n_samples=20) if Estimator is EoSClassifier else _regression(n_samples=20)
+    _assert_fails_before_training(Estimator(**params), X, y, match)
+
+
+# ---------------------------------------------------------------------------------------
+# 10. depth 1
+# ---------------------------------------------------------------------------------------
+def test_depth_one_is_a_single_linear_layer():
+    X, y = _blobs(n_samples=20)
+    clf = EoSClassifier(hidden_layer_sizes=(), max_iter=2, random_state=0).fit(X, y)
+    leaves = [m for m in clf.module_.modules() if not list(m.children())]
+    assert len(leaves) == 1 and isinstance(leaves[0], nn.Linear)
+    assert (leaves[0].in_features, leaves[0].out_features) == (4, 3)
+    deep = EoSClassifier(hidden_layer_sizes=(5, 6), activation="relu", max_iter=2).fit(X, y)
+    kinds = [type(m) for m in deep.module_.modules() if not list(m.children())]
+    assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+
+
+def test_depth_one_regression_reaches_least_squares():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(40, 3))
+    w, b = np.array([1.5, -2.0, 0.5]), 0.7
+    y = X @ w + b + 0.05 * rng.normal(size=40)
+    reg = EoSRegressor(hidden_layer_sizes=(), lr=0.5, max_iter=300, dtype="float64",
+                       random_state=0).fit(X, y)
+    A = np.hstack([X, np.ones((len(X), 1))])
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    linear = reg.module_[0] if isinstance(reg.module_, nn.Sequential) else reg.module_
+    np.testing.assert_allclose(linear.weight.detach().numpy().ravel(), coef[:3], atol=1e-6)
+    np.testing.assert_allclose(linear.bias.detach().numpy(), coef[3:], atol=1e-6)
+    np.testing.assert_allclose(reg.predict(X), A @ coef, atol=1e-6)
+    # the final loss is the least-squares loss
+    np.testing.assert_allclose(reg.loss_curve_[-1], _half_squared_error(A @ coef, y), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# 11. custom modules
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(n_class=4, return_X_y=True)
+    return X[:80] / 16.0, y[:80]
+
+
+def test_custom_module_class(digits):
+    X, y = digits
+    clf = EoSClassifier(TinyCNN, lr=0.1, max_iter=20, random_state=0).fit(X, y)
+    assert isinstance(clf.module_, TinyCNN)
+    assert (clf.module_.n_features_in, clf.module_.n_outputs) == (64, 4)
+    assert not clf.diverged_
+    assert clf.loss_curve_[-1] < 0.5 * clf.loss_curve_[0]
+    assert clf.score(X, y) > 0.8
+    assert set(clf.predict(X)) <= set(y)
+    again = EoSClassifier(TinyCNN, lr=0.1, max_iter=20, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(again.loss_curve_, clf.loss_curve_)
+
+    Xr, yr = _regression()
+    reg = EoSRegressor(TinyMLP, lr=0.1, max_iter=30, random_state=0).fit(Xr, yr)
+    assert isinstance(reg.module_, TinyMLP)
+    assert (reg.module_.n_features_in, reg.module_.n_outputs) == (4, 1)
+    assert reg.predict(Xr).shape == (len(Xr),)
+    assert reg.loss_curve_[-1] < 0.5 * reg.loss_curve_[0]
+
+
+def test_custom_module_instance(digits):
+    X, y = digits
+    torch.manual_seed(0)
+    instance = TinyCNN(64, 4)
+    before = _state(instance)
+    clf = EoSClassifier(instance, lr=0.1, max_iter=20, random_state=0).fit(X, y)
+    assert clf.module_ is not instance
+    assert isinstance(clf.module_, TinyCNN)
+    assert _same_state(_state(instance), before), "fit modified the module passed in"
+    assert clf.module is instance
+    assert clf.score(X, y) > 0.8
+    # the trained module moved away from its initialisation
+    assert not _same_state(_state(clf.module_), before)
+
+    # random_state, not the instance's own weights, decides the initialisation
+    torch.manual_seed(1)
+    other = TinyCNN(64, 4)
+    assert not _same_state(_state(other), before)
+    same = EoSClassifier(other, lr=0.1, max_iter=20, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(same.loss_curve_, clf.loss_curve_)
+    different = EoSClassifier(instance, lr=0.1, max_iter=20, random_state=1).fit(X, y)
+    assert not np.array_equal(different.loss_curve_, clf.loss_curve_)
+    assert _same_state(_state(instance), before)
+
+
+# ---------------------------------------------------------------------------------------
+# 12. chunking is exact
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("Estimator, loss", [
+    (EoSClassifier, "mse"), (EoSClassifier, "cross_entropy"), (EoSRegressor, "mse"),
+])
+def test_chunk_size_gives_the_full_batch_gradient(Estimator, loss):
+    X, y = _blobs(n_samples=50) if Estimator is EoSClassifier else _regression(n_samples=50)
+    params = dict(hidden_layer_sizes=(8,), lr=0.3, max_iter=15, loss=loss, dtype="float64",
+                  random_state=0)
+    full = Estimator(**params).fit(X, y)
+    chunked = Estimator(chunk_size=7, **params).fit(X, y)
+    np.testing.assert_allclose(chunked.loss_curve_, full.loss_curve_, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(_outputs(chunked, X), _outputs(full, X), rtol=1e-9, atol=1e-12)
+    if Estimator is EoSClassifier:
+        np.testing.assert_allclose(chunked.predict_proba(X), full.predict_proba(X), rtol=1e-9)
+    else:
+        np.testing.assert_allclose(chunked.predict(X), full.predict(X), rtol=1e-9, atol=1e-12)
+    # a control: the loss really changes over these steps
+    assert full.loss_curve_[-1] < full.loss_curve_[0]
+
+
+# ---------------------------------------------------------------------------------------
+# 13. warm start
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_warm_start_continues_from_previous_parameters(Estimator):
+    X, y = _blobs() if Estimator is EoSClassifier else _regression()
+    est = Estimator(hidden_layer_sizes=(8,), lr=0.05, max_iter=30, warm_start=True,
+                    dtype="float64", random_state=0).fit(X, y)
+    first = est.loss_curve_.copy()
+    targets = _one_hot(y, est.classes_) if Estimator is EoSClassifier else y
+    loss_at_end = _half_squared_error(_outputs(est, X), targets)
+    est.fit(X, y)
+    assert len(est.loss_curve_) == est.n_iter_ == 30
+    np.testing.assert_allclose(est.loss_curve_[0], loss_at_end, rtol=1e-10)
+    assert est.loss_curve_[0] < first[-1] < first[0]
+
+    cold = clone(est).set_params(warm_start=False)
+    cold.fit(X, y)
+    cold.fit(X, y)
+    np.testing.assert_array_equal(cold.loss_curve_, first)
+
+
+# ---------------------------------------------------------------------------------------
+# 14. pandas and dtypes
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_dataframe_feature_names(Estimator):
+    X, y = _blobs(n_samples=20) if Estimator is EoSClassifier else _regression(n_samples=20)
+    names = ["alpha", "beta", "gamma", "delta"]
+    df = pd.DataFrame(X, columns=names)
+    est = Estimator(hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit(df, pd.Series(y))
+    np.testing.assert_array_equal(est.feature_names_in_, names)
+    assert est.n_features_in_ == 4
+    plain = Estimator(hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit(X, y)
+    assert not hasattr(plain, "feature_names_in_")
+    np.testing.assert_array_equal(est.predict(df), plain.predict(X))
+    with pytest.raises(ValueError, match="feature names"):
+        est.predict(df[names[::-1]])
+
+
+@pytest.mark.parametrize("dtype, torch_dtype", [("float64", torch.float64), ("float32", torch.float32)])
+def test_dtype(dtype, torch_dtype):
+    X, y = _regression(n_samples=20)
+    reg = EoSRegressor(hidden_layer_sizes=(4,), max_iter=3, dtype=dtype, random_state=0).fit(
+        X.astype(np.float32), y)
+    params = list(reg.module_.parameters())
+    assert params and all(p.dtype == torch_dtype for p in params)
+    assert reg.predict(X).dtype == np.float64
+
+
+# ---------------------------------------------------------------------------------------
+# 15. verbosity
+# ---------------------------------------------------------------------------------------
+def test_verbose(capfd):
+    X, y = _regression(n_samples=20)
+    params = dict(hidden_layer_sizes=(4,), max_iter=20, random_state=0)
+
+    EoSRegressor(verbose=0, **params).fit(X, y)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+    EoSRegressor(verbose=2, **params).fit(X, y)
+    out, err = capfd.readouterr()
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) >= 2
+    assert all("step" in line and "loss" in line for line in lines)
+    assert "20/20" in lines[-1]
+
+    EoSRegressor(verbose=1, **params).fit(X, y)
+    out, err = capfd.readouterr()
+    assert (out + err).strip() != ""
+
+
+# ---------------------------------------------------------------------------------------
+# 16. the MSE convention
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_mse_is_half_sum_over_outputs_mean_over_examples(Estimator):
+    if Estimator is EoSClassifier:
+        X, y = _blobs(n_samples=30)
+        y = np.array([7, -3, 100])[y]
+    else:
+        X, y = _regression(n_samples=30, n_targets=3)
+    params = dict(hidden_layer_sizes=(5,), lr=0.3, dtype="float64", random_state=0)
+    one = Estimator(max_iter=1, **params).fit(X, y)   # module_ holds theta_1
+    two = Estimator(max_iter=2, **params).fit(X, y)   # loss_curve_[1] is L(theta_1)
+    targets = _one_hot(y, one.classes_) if Estimator is EoSClassifier else y
+    by_hand = _half_squared_error(_outputs(one, X), targets)
+    np.testing.assert_allclose(two.loss_curve_[1], by_hand, rtol=1e-12)
+    np.testing.assert_array_equal(two.loss_curve_[:1], one.loss_curve_)
+    # and at the initialisation (a tiny lr barely moves the parameters)
+    tiny = Estimator(max_iter=1, **{**params, "lr": 1e-12}).fit(X, y)
+    np.testing.assert_allclose(tiny.loss_curve_[0], _half_squared_error(_outputs(tiny, X), targets),
+                               rtol=1e-9)
+
+
+# warm_start must refuse data the previous model cannot take (as MLPClassifier does), with a
+# ValueError before training that leaves n_features_in_ / classes_ untouched.
+@pytest.mark.parametrize("change", ["n_features", "classes"])
+def test_warm_start_rejects_incompatible_data(change):
+    X, y = _blobs(n_samples=30)
+    est = EoSClassifier(hidden_layer_sizes=(3,), max_iter=2, warm_start=True, random_state=0).fit(X, y)
+    X2, y2 = (X[:, :3], y) if change == "n_features" else (X, y % 2)
+    recorder = Recorder()
+    est.set_params(callbacks=[recorder])
+    before = (est.n_features_in_, est.classes_.copy())
+    with pytest.raises(ValueError, match="warm_start"):
+        est.fit(X2, y2)
+    assert recorder.events == []
+    assert est.n_features_in_ == before[0] and np.array_equal(est.classes_, before[1])
+
+
+# An int hidden_layer_sizes is one hidden layer, as in MLPClassifier.
+def test_int_hidden_layer_sizes_is_one_layer():
+    X, y = _blobs(n_samples=20)
+    clf = EoSClassifier(hidden_layer_sizes=5, max_iter=2, random_state=0).fit(X, y)
+    assert [m.out_features for m in clf.module_.modules() if isinstance(m, nn.Linear)] == [5, 3]
+
+
+# X is checked for finiteness in float64 but trained in float32: values beyond the float32
+# range (~3.4e38) must be rejected before training, not become inf in the training tensor.
+def test_X_overflowing_float32_is_rejected():
+    X, y = _regression(n_samples=20)
+    X = _with(X, 0, 0, 1e39)
+    _assert_fails_before_training(EoSRegressor(max_iter=2, dtype="float32"), X, y, "float32|too large")

@@ -1,0 +1,140 @@
+"""Sharpness and rotation tracking during fit, against closed forms and exact Hessians."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits, make_regression
+from sklearn.preprocessing import StandardScaler
+from torch.func import functional_call
+
+from sklearn_eos import EoSClassifier, EoSRegressor, SharpnessTracker
+
+
+def _linear_data(n=60, d=5, seed=0):
+    X, y = make_regression(n_samples=n, n_features=d, noise=5.0, random_state=seed)
+    X = X * np.linspace(0.5, 2.0, d) + 0.3  # unequal scales and a mean: a non-trivial spectrum
+    return X, y / y.std()
+
+
+def _closed_form_sharpness(X):
+    """Top eigenvalue of the depth-1 MSE Hessian: X~^T X~ / n with X~ = [X, 1]."""
+    Xt = np.hstack([X, np.ones((len(X), 1))])
+    return np.linalg.eigvalsh(Xt.T @ Xt / len(X))[-1]
+
+
+@pytest.mark.parametrize("lr_factor", [0.3, 0.9, 1.5])
+def test_depth1_sharpness_is_closed_form_and_does_not_rotate(lr_factor):
+    X, y = _linear_data()
+    lam = _closed_form_sharpness(X)
+    reg = EoSRegressor(hidden_layer_sizes=(), lr=lr_factor * 2 / lam, max_iter=60, sharpness_every=10,
+                       n_eigs=2, sharpness_tol=1e-10, dtype="float64", random_state=0).fit(X, y)
+    sh, rot = reg.sharpness_history_, reg.rotation_history_
+    np.testing.assert_array_equal(sh["step"], np.arange(0, 61, 10))
+    np.testing.assert_allclose(sh["sharpness"], lam, rtol=1e-9)
+    np.testing.assert_allclose(sh["threshold"], 2 / reg.lr)
+    assert len(rot["step"]) == len(sh["step"]) - 1
+    np.testing.assert_allclose(rot["cosine"], 1.0, atol=1e-6)
+    np.testing.assert_allclose(rot["subspace_overlap"], 1.0, atol=1e-6)
+
+
+def test_depth1_rotation_at_default_accuracy_is_far_below_edge_of_stability_rotation():
+    X, y = _linear_data()
+    reg = EoSRegressor(hidden_layer_sizes=(), lr=0.1, max_iter=60, sharpness_every=10, random_state=0).fit(X, y)
+    np.testing.assert_allclose(reg.sharpness_history_["sharpness"], _closed_form_sharpness(X), rtol=1e-3)
+    assert reg.rotation_history_["cosine"].min() > 0.999
+    assert reg.rotation_history_["subspace_overlap"].min() > 0.99
+
+
+def test_depth1_stability_threshold_is_two_over_sharpness():
+    """GD on a quadratic converges below 2/lambda and diverges above it."""
+    X, y = _linear_data()
+    lam = _closed_form_sharpness(X)
+    stable = EoSRegressor(hidden_layer_sizes=(), lr=0.9 * 2 / lam, max_iter=2000, sharpness_every=0,
+                          random_state=0).fit(X, y)
+    assert not stable.diverged_
+    assert stable.loss_curve_[-1] < 0.5 * stable.loss_curve_[0]
+    with pytest.warns(Warning, match="diverged"):
+        unstable = EoSRegressor(hidden_layer_sizes=(), lr=1.1 * 2 / lam, max_iter=2000,
+                                sharpness_every=0, random_state=0).fit(X, y)
+    assert unstable.diverged_
+    assert np.isfinite(unstable.predict(X)).all()
+
+
+def _exact_hessian_eigvals(module, X, Y):
+    params = {k: v.detach() for k, v in module.named_parameters()}
+    names, shapes = list(params), [p.shape for p in params.values()]
+    flat = torch.cat([p.reshape(-1) for p in params.values()])
+
+    def loss(theta):
+        chunks, i = {}, 0
+        for name, shape in zip(names, shapes):
+            n = int(np.prod(shape))
+            chunks[name] = theta[i:i + n].reshape(shape)
+            i += n
+        out = functional_call(module, chunks, (X,))
+        return 0.5 * (out - Y).square().sum() / len(X)
+
+    H = torch.autograd.functional.hessian(loss, flat)
+    return torch.linalg.eigvalsh(H).flip(0).numpy()
+
+
+def test_tiny_float64_network_matches_exact_hessian():
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(30, 3), rng.randn(30, 2)
+    reg = EoSRegressor(hidden_layer_sizes=(4,), lr=0.05, max_iter=25, sharpness_every=10, n_eigs=3,
+                       sharpness_tol=1e-9, dtype="float64", random_state=0).fit(X, y)
+    exact = _exact_hessian_eigvals(reg.module_, torch.tensor(X), torch.tensor(y))
+    last = {k: v[-1] for k, v in reg.sharpness_history_.items()}
+    assert last["step"] == 25
+    np.testing.assert_allclose([last["sharpness"], last["eig_2"], last["eig_3"]], exact[:3], rtol=1e-6)
+
+
+def test_tracker_is_a_plain_skorch_callback_and_histories_are_dataframes():
+    pd = pytest.importorskip("pandas")
+    X, y = load_digits(n_class=3, return_X_y=True)
+    X = StandardScaler().fit_transform(X)[:150]
+    y = y[:150]
+    tracker = SharpnessTracker(every=5, k=2, random_state=0)
+    clf = EoSClassifier(hidden_layer_sizes=(16,), lr=0.1, max_iter=12, sharpness_every=0,
+                        callbacks=[tracker], random_state=0).fit(X, y)
+    frame = pd.DataFrame(tracker.history_)
+    assert list(frame["step"]) == [0, 5, 10, 12]
+    assert {"sharpness", "eig_2", "threshold", "lr", "n_hvps"} <= set(frame.columns)
+    assert (frame["sharpness"] >= frame["eig_2"]).all()
+    assert len(pd.DataFrame(tracker.rotation_history_)) == 3
+    # disabled tracking still gives DataFrame-ready (empty) histories
+    assert len(pd.DataFrame(clf.sharpness_history_)) == 0
+
+
+def test_last_row_measures_the_returned_model_after_divergence():
+    X, y = _linear_data()
+    lam = _closed_form_sharpness(X)
+    with pytest.warns(Warning, match="diverged"):
+        reg = EoSRegressor(hidden_layer_sizes=(), lr=1.5 * 2 / lam, max_iter=3000, sharpness_every=50,
+                           n_eigs=2, random_state=0).fit(X, y)
+    sh = reg.sharpness_history_
+    assert reg.diverged_
+    assert sh["step"][-1] == reg.n_iter_ - 1
+    assert np.all(np.diff(sh["step"]) > 0)
+    np.testing.assert_allclose(sh["sharpness"], lam, rtol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def digits_eos_fit():
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    clf = EoSClassifier(hidden_layer_sizes=(200, 200), activation="tanh", loss="mse", lr=0.5,
+                        max_iter=1500, sharpness_every=100, random_state=0)
+    return clf.fit(X[:1257], y[:1257])
+
+
+def test_edge_of_stability_on_digits(digits_eos_fit):
+    """Sharpness rises to 2/lr and hovers there; the top eigenvectors rotate."""
+    sh, rot = digits_eos_fit.sharpness_history_, digits_eos_fit.rotation_history_
+    assert not digits_eos_fit.diverged_
+    settled = sh["step"] >= 200
+    ratio = sh["sharpness"][settled] / sh["threshold"][settled]
+    assert ratio.min() > 0.9 and ratio.max() < 1.2, ratio
+    assert np.median(rot["cosine"]) < 0.7
+    assert np.median(rot["subspace_overlap"]) < 0.7
+    assert digits_eos_fit.loss_curve_[-1] < 0.2 * digits_eos_fit.loss_curve_[0]
