@@ -25,10 +25,25 @@ class HalfSquaredError(nn.Module):
         return 0.5 * diff.square().sum() / diff.shape[0]
 
 
+class CrossEntropy(nn.Module):
+    """Mean softmax cross-entropy against class indices.
+
+    Equal to ``torch.nn.functional.cross_entropy`` (value exactly, gradient to rounding) and
+    built from plain differentiable operations, so Hessian-vector products go through it; on
+    the CPU it is about 40% faster than ``log_softmax`` on few classes
+    (``benchmarks/bench_gd_step.py``).
+    """
+
+    def forward(self, input, target):
+        shifted = input - input.detach().amax(dim=1, keepdim=True)  # the shift cancels exactly
+        log_norm = shifted.exp().sum(dim=1).log()
+        return (log_norm - shifted.gather(1, target[:, None]).squeeze(1)).mean()
+
+
 def make_criterion(loss):
     """Return the criterion module for the estimator's ``loss`` parameter."""
     if loss == "mse":
         return HalfSquaredError()
     if loss == "cross_entropy":
-        return nn.CrossEntropyLoss()
+        return CrossEntropy()
     raise ValueError(f"Unknown loss {loss!r}.")

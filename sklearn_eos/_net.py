@@ -52,7 +52,8 @@ class FastHistory(History):
 
     skorch's ``record``/``record_batch``/``new_batch`` go through ``History.__getitem__``, which
     copies the whole list of epochs on every call: six O(steps) copies per GD step, a cost
-    that grows linearly with the step count (about 0.1 ms per step at 10,000 steps).
+    that grows linearly with the step count (measured: 0.42 ms per step once 10,000 steps are
+    recorded, against 2 us here).
     Reads and everything else are skorch's.
     """
 
