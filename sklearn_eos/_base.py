@@ -15,11 +15,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._callbacks import DivergenceGuard, LossGoal, LRSchedule, ProgressReport
+from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
+from ._lr_schedule import LRSchedule
+from ._schedule import resolve_decay_time
 from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
 from ._net import FullBatch, FullBatchNet
-from ._tracking import SharpnessTracker, _as_arrays, rotation_columns, sharpness_columns
+from ._tracking import InstabilityTracker, SharpnessTracker, _as_arrays, rotation_columns, sharpness_columns
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -44,18 +46,6 @@ def _thread_limit():
     return int(value) if value.isdigit() else None
 
 
-def resolve_decay_step(decay_time, max_iter):
-    """GD step at which the learning rate is decayed (None: never).
-
-    An int is a step; a float in (0, 1) is a fraction of ``max_iter``.
-    """
-    if decay_time is None:
-        return None
-    if isinstance(decay_time, Integral):
-        return int(decay_time)
-    return int(round(decay_time * max_iter))
-
-
 class BaseEoS(BaseEstimator):
     """Shared fit/predict machinery; see `EoSClassifier` and `EoSRegressor`."""
 
@@ -67,6 +57,10 @@ class BaseEoS(BaseEstimator):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "decay_time": [None, Interval(Integral, 0, None, closed="left"), Interval(Real, 0, 1, closed="neither")],
         "decay_factor": [Interval(Real, 0, 1, closed="right")],
+        "decay_on": [StrOptions({"step", "instabilities"})],
+        "decay_when_stable": ["boolean"],
+        "lr_units": [StrOptions({"absolute", "threshold"})],
+        "instability_rtol": [Interval(Real, 0, None, closed="left")],
         "loss_goal": [None, Interval(Real, 0, None, closed="left")],
         "chunk_size": [None, Interval(Integral, 1, None, closed="left")],
         "sharpness_every": [Interval(Integral, 0, None, closed="left")],
@@ -91,6 +85,10 @@ class BaseEoS(BaseEstimator):
         max_iter=500,
         decay_time=None,
         decay_factor=0.1,
+        decay_on="step",
+        decay_when_stable=True,
+        lr_units="absolute",
+        instability_rtol=0.1,
         loss_goal=None,
         sharpness_every=100,
         n_eigs=3,
@@ -111,6 +109,10 @@ class BaseEoS(BaseEstimator):
         self.max_iter = max_iter
         self.decay_time = decay_time
         self.decay_factor = decay_factor
+        self.decay_on = decay_on
+        self.decay_when_stable = decay_when_stable
+        self.lr_units = lr_units
+        self.instability_rtol = instability_rtol
         self.loss_goal = loss_goal
         self.sharpness_every = sharpness_every
         self.n_eigs = n_eigs
@@ -151,16 +153,24 @@ class BaseEoS(BaseEstimator):
         return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=self.device)
 
     def _build_callbacks(self, seed):
-        decay_step = resolve_decay_step(self.decay_time, self.max_iter)
-        callbacks = [
-            ("lr_schedule", LRSchedule(self.lr, decay_step, self.decay_factor)),
-            ("divergence_guard", DivergenceGuard()),
-            ("loss_goal", LossGoal(self.loss_goal)),
-        ]
+        # order matters: the schedule sets the step's rate before the tracker reads its
+        # threshold, and episodes see the tracker's measurements; the guard and the loss
+        # goal, which may end training, come last
+        schedule = LRSchedule(
+            self.lr, resolve_decay_time(self.decay_time, self.max_iter, self.decay_on),
+            self.decay_factor, decay_on=self.decay_on, decay_when_stable=self.decay_when_stable,
+            lr_units=self.lr_units, tol=self.sharpness_tol, random_state=seed,
+        )
+        callbacks = [("lr_schedule", schedule)]
         if self.sharpness_every:
             tracker = SharpnessTracker(self.sharpness_every, self.n_eigs, self.sharpness_tol,
                                        rest_tol=min(100 * self.sharpness_tol, 0.1), random_state=seed)
             callbacks.append(("sharpness", tracker))
+        callbacks += [
+            ("instabilities", InstabilityTracker(self.instability_rtol)),
+            ("divergence_guard", DivergenceGuard()),
+            ("loss_goal", LossGoal(self.loss_goal)),
+        ]
         callbacks += [(f"user_{i}", cb) for i, cb in enumerate(self.callbacks or [])]
         if self.verbose:
             callbacks.append(("progress", ProgressReport(self.max_iter, verbose=int(self.verbose))))
@@ -238,9 +248,18 @@ class BaseEoS(BaseEstimator):
         self.lr_history_ = np.array([row["lr"] for row in history[:n_steps]], dtype=float)
         self.n_iter_ = n_steps
         self.diverged_ = guard.diverged_
+        schedule = callbacks["lr_schedule"]
+        self.effective_lr_ = schedule.effective_lr_
+        self.decay_step_ = schedule.decay_step_
+        self.instabilities_ = callbacks["instabilities"].history_
+        self.n_instabilities_ = len(self.instabilities_["start"])
         tracker = callbacks.get("sharpness")
         self.sharpness_history_ = tracker.history_ if tracker else _as_arrays([], sharpness_columns(self.n_eigs))
         self.rotation_history_ = tracker.rotation_history_ if tracker else _as_arrays([], rotation_columns(self.n_eigs))
+        self.initial_sharpness_ = schedule.initial_sharpness_
+        first = self.sharpness_history_["step"][:1]
+        if np.isnan(self.initial_sharpness_) and len(first) and first[0] == 0:
+            self.initial_sharpness_ = float(self.sharpness_history_["sharpness"][0])
         self.net_ = net
         self.module_ = net.module_
         if self.diverged_:
@@ -314,9 +333,22 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     max_iter : int, default=500
         Number of GD steps; one step is one exact gradient of the full training loss.
     decay_time : None, int or float in (0, 1), default=None
-        Step at which the learning rate is multiplied by ``decay_factor`` (a float is a
-        fraction of ``max_iter``); None never decays.
+        When the learning rate is multiplied by ``decay_factor``: with ``decay_on='step'``
+        a GD step (a float is a fraction of ``max_iter``), with ``decay_on='instabilities'``
+        a number k of instability episodes (decay right after the k-th ends); None never
+        decays.
     decay_factor : float in (0, 1], default=0.1
+    decay_on : {'step', 'instabilities'}, default='step'
+        What ``decay_time`` counts.
+    decay_when_stable : bool, default=True
+        A decay that falls inside an instability episode waits until the episode has ended.
+    lr_units : {'absolute', 'threshold'}, default='absolute'
+        'threshold': ``lr`` is a multiple of the stability threshold at initialisation; the
+        applied rate is ``lr * 2 / initial_sharpness_``, so that one grid of values means the
+        same thing across architectures and datasets (1 is the edge of stability at init).
+    instability_rtol : float, default=0.1
+        An instability episode starts when the training loss rises above its running minimum
+        by more than this fraction, and ends when it falls back.
     loss_goal : float or None, default=None
         Stop as soon as the full training loss reaches this value.
     sharpness_every : int, default=100
@@ -356,6 +388,21 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         Steps taken (on divergence, the steps whose loss was finite).
     diverged_ : bool
         True when the loss became non-finite; the parameters of the last finite step are kept.
+    instabilities_ : dict of 1-D ndarrays
+        One row per loss-based instability episode: 'start', 'end' (steps),
+        'peak_loss_ratio' (peak loss / running minimum), 'completed' (False for an episode
+        still open at the end), 'confirmed_by_sharpness' (a measurement in its window had
+        sharpness above 2/lr), 'cosine' and 'subspace_overlap' (rotation of the top
+        eigenvectors between the last measurement before it and the first after it; NaN
+        when either is missing).
+    n_instabilities_ : int
+    initial_sharpness_ : float
+        Sharpness at initialisation (NaN when neither tracking nor ``lr_units='threshold'``
+        measured it).
+    effective_lr_ : float
+        The absolute learning rate before any decay (``lr`` itself in absolute units).
+    decay_step_ : int or None
+        First step run at the decayed rate; None when no decay happened.
     sharpness_history_ : dict of 1-D ndarrays
         One row per measurement (``pandas.DataFrame(sharpness_history_)`` makes a table):
         'step', 'sharpness' (largest Hessian eigenvalue), 'eig_2'...'eig_k', 'threshold'
@@ -435,12 +482,15 @@ class EoSRegressor(RegressorMixin, BaseEoS):
     _parameter_constraints = {**BaseEoS._parameter_constraints, "loss": [StrOptions(_valid_losses)]}
 
     def __init__(self, module=None, *, hidden_layer_sizes=(100,), activation="tanh", loss="mse",
-                 lr=0.01, max_iter=500, decay_time=None, decay_factor=0.1, loss_goal=None,
+                 lr=0.01, max_iter=500, decay_time=None, decay_factor=0.1, decay_on="step",
+                 decay_when_stable=True, lr_units="absolute", instability_rtol=0.1, loss_goal=None,
                  sharpness_every=100, n_eigs=3, sharpness_tol=1e-3, chunk_size=None, dtype="float32", device="cpu", callbacks=None, random_state=None,
                  verbose=0, warm_start=False):
         super().__init__(
             module, hidden_layer_sizes=hidden_layer_sizes, activation=activation, loss=loss, lr=lr,
-            max_iter=max_iter, decay_time=decay_time, decay_factor=decay_factor, loss_goal=loss_goal,
+            max_iter=max_iter, decay_time=decay_time, decay_factor=decay_factor, decay_on=decay_on,
+            decay_when_stable=decay_when_stable, lr_units=lr_units, instability_rtol=instability_rtol,
+            loss_goal=loss_goal,
             sharpness_every=sharpness_every, n_eigs=n_eigs, sharpness_tol=sharpness_tol, chunk_size=chunk_size, dtype=dtype, device=device, callbacks=callbacks,
             random_state=random_state, verbose=verbose, warm_start=warm_start,
         )

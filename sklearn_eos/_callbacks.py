@@ -11,41 +11,6 @@ import torch
 from skorch.callbacks import Callback
 
 
-class LRSchedule(Callback):
-    """Set the learning rate of every GD step; record it in the history as ``'lr'``.
-
-    Parameters
-    ----------
-    lr : float
-        Learning rate before the decay.
-    decay_step : int or None
-        First step that uses ``lr * decay_factor``; None never decays.
-    decay_factor : float
-        Multiplier applied once, at ``decay_step``.
-    """
-
-    def __init__(self, lr, decay_step=None, decay_factor=0.1):
-        self.lr = lr
-        self.decay_step = decay_step
-        self.decay_factor = decay_factor
-
-    def on_train_begin(self, net, **kwargs):
-        self.step_ = 0
-
-    def lr_at(self, step):
-        """Learning rate of ``step`` (pure function of the schedule's parameters)."""
-        if self.decay_step is not None and step >= self.decay_step:
-            return self.lr * self.decay_factor
-        return self.lr
-
-    def on_epoch_begin(self, net, **kwargs):
-        lr = self.lr_at(self.step_)
-        for group in net.optimizer_.param_groups:
-            group["lr"] = lr
-        net.history.record("lr", lr)
-        self.step_ += 1
-
-
 class DivergenceGuard(Callback):
     """Stop at the first non-finite training loss and restore the last finite parameters.
 
@@ -137,6 +102,8 @@ class ProgressReport(Callback):
         self.step_ = 0
         self._every = max(1, self.total // (100 if self.verbose == 1 else self.n_lines))
         self._bar = None
+        self._loss = float("nan")
+        self._reported = 0
         # any callback exposing ``latest`` measurements (a SharpnessTracker) feeds the display
         self._tracker = next((cb for _, cb in net.callbacks_ if hasattr(cb, "latest")), None)
         if self.verbose == 1:
@@ -157,17 +124,23 @@ class ProgressReport(Callback):
         if not training:
             return
         self.step_ += 1
-        if self.step_ % self._every and self.step_ != self.total:
-            return
-        fields = self._fields(net, loss)
+        self._loss = loss
+        if self.step_ % self._every == 0 or self.step_ == self.total:
+            self._report(net)
+
+    def _report(self, net):
+        fields = self._fields(net, self._loss)
         if self._bar is not None:
-            self._bar.update(self.step_ - self._bar.n)
             self._bar.set_postfix(fields, refresh=False)
+            self._bar.update(self.step_ - self._bar.n)
         else:
             text = "  ".join(f"{k} {v}" for k, v in fields.items())
             print(f"step {self.step_:>6}/{self.total}  {text}", file=self.file or sys.stdout, flush=True)
+        self._reported = self.step_
 
     def on_train_end(self, net, **kwargs):
+        if self.step_ and self._reported != self.step_:  # stopped early: show where
+            self._report(net)
         if self._bar is not None:
             self._bar.close()
             self._bar = None

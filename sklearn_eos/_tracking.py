@@ -14,8 +14,18 @@ from skorch.callbacks import Callback
 from ._callbacks import DivergenceGuard
 from ._eigensolver import top_eigenpairs
 from ._hvp import FullBatchHessian
+from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
 from ._net import FullBatch
 from ._rotation import eigenvector_cosines, subspace_overlap
+
+
+def measure_spectrum(net, data, k, **solver_options):
+    """Top-k eigenpairs of the Hessian of ``net``'s full training loss on ``data`` (a `FullBatch`).
+
+    ``solver_options`` go to `top_eigenpairs` (``start``, ``tol``, ``rest_tol``, ...).
+    """
+    with FullBatchHessian(net.module_, net.criterion_, data.chunks) as hessian:
+        return top_eigenpairs(hessian, k, **solver_options)
 
 
 def sharpness_columns(k, compute_min=False):
@@ -94,6 +104,7 @@ class SharpnessTracker(Callback):
             raise TypeError("SharpnessTracker needs a net fitted on a FullBatch (full-batch GD).")
         self._data = X
         self._rows, self._rotation_rows = [], []
+        self._latest = None
         self._min_vector = None
         self.eigenvectors_ = None
         self.step_ = 0
@@ -103,20 +114,18 @@ class SharpnessTracker(Callback):
     @property
     def latest(self):
         """The last measurement as a dict (None before the first one)."""
-        rows = getattr(self, "_rows", None)
-        return rows[-1] if rows else None
+        return getattr(self, "_latest", None)
 
     def _lr(self, net):
         return float(net.optimizer_.param_groups[0]["lr"])
 
     def measure(self, net, step):
         """Measure the spectrum at the net's current parameters and record it as ``step``."""
-        with FullBatchHessian(net.module_, net.criterion_, self._data.chunks) as hessian:
-            result = top_eigenpairs(
-                hessian, self.k, start=self.eigenvectors_, tol=self.tol, rest_tol=self.rest_tol,
-                max_products=self.max_products, compute_min=self.compute_min,
-                min_start=self._min_vector, generator=self._generator,
-            )
+        result = measure_spectrum(
+            net, self._data, self.k, start=self.eigenvectors_, tol=self.tol, rest_tol=self.rest_tol,
+            max_products=self.max_products, compute_min=self.compute_min,
+            min_start=self._min_vector, generator=self._generator,
+        )
         lr = self._lr(net)
         eigs = result.eigenvalues
         row = {"step": step, "sharpness": float(eigs[0]), "threshold": 2.0 / lr, "lr": lr,
@@ -135,6 +144,7 @@ class SharpnessTracker(Callback):
             self._rotation_rows.append(rotation)
         self.eigenvectors_ = U
         self._rows.append(row)
+        self._latest = row
         return row
 
     def on_epoch_begin(self, net, **kwargs):
@@ -163,3 +173,100 @@ class SharpnessTracker(Callback):
         self.rotation_history_ = _as_arrays(self._rotation_rows, rotation_columns(k))
         self._data = None  # the fitted net must not carry the training set
         self._rows = self._rotation_rows = None
+
+
+def _tracker_before(net, callback):
+    """The last `SharpnessTracker` listed before ``callback`` on ``net`` (None if there is none)."""
+    found = None
+    for _, cb in net.callbacks_:
+        if cb is callback:
+            return found
+        if isinstance(cb, SharpnessTracker):
+            found = cb
+    return found
+
+
+class InstabilityTracker(Callback):
+    """Count loss-based instability episodes during training and the rotation across each.
+
+    An episode starts when the training loss rises above its running minimum by more than
+    ``rtol`` (relative) and ends when it falls back (`LossInstabilityDetector`). When a
+    `SharpnessTracker` runs on the same net (listed before this callback), each episode also
+    gets whether a sharpness measurement in its window was above 2/lr (the curvature-based
+    definition, recorded alongside, not used as a clock) and the rotation of the top Hessian
+    eigenvectors across it: between the last measurement before its start and the first
+    after its end. List it after the `SharpnessTracker`.
+
+    Parameters
+    ----------
+    rtol : float, default=0.1
+        Relative rise above the running minimum that starts an episode.
+
+    Attributes
+    ----------
+    detector_ : LossInstabilityDetector
+        Live state (``in_instability``, ``n_completed``), read by `LRSchedule`.
+    history_ : dict of 1-D arrays
+        One row per episode: 'start', 'end' (steps), 'peak_loss_ratio', 'completed',
+        'confirmed_by_sharpness', 'cosine', 'subspace_overlap' (NaN without measurements
+        on both sides).
+    """
+
+    def __init__(self, rtol=DEFAULT_RTOL):
+        self.rtol = rtol
+
+    def on_train_begin(self, net, **kwargs):
+        self.detector_ = LossInstabilityDetector(self.rtol)
+        self._tracker = _tracker_before(net, self)
+        self._step = 0
+        self._measured = []  # (step, eigenvectors) of the two latest measurements
+        self._before = {}  # episode index -> (step, eigenvectors) before its start
+        self._waiting = []  # ended episodes waiting for the next measurement
+        self._rotation = {}  # episode index -> (cosine, subspace overlap)
+
+    def _note_measurement(self):
+        latest = self._tracker.latest if self._tracker is not None else None
+        if latest is None or (self._measured and self._measured[-1][0] == latest["step"]):
+            return
+        U = self._tracker.eigenvectors_
+        for index in self._waiting:
+            before = self._before.get(index)
+            if before is not None and U is not None and before[1] is not None:
+                self._rotation[index] = (float(eigenvector_cosines(before[1], U)[0]),
+                                         float(subspace_overlap(before[1], U)))
+        self._waiting = []
+        self._measured = [*self._measured[-1:], (latest["step"], U)]
+
+    def on_epoch_begin(self, net, **kwargs):
+        self._note_measurement()
+
+    def on_batch_end(self, net, training=False, loss=None, **kwargs):
+        if not training:
+            return
+        event = self.detector_.update(self._step, float(loss))
+        index = len(self.detector_.episodes)
+        if event == "start":
+            earlier = [m for m in self._measured if m[0] < self._step]
+            self._before[index] = earlier[-1] if earlier else None
+        elif event == "end":
+            self._waiting.append(index - 1)
+        self._step += 1
+
+    def on_train_end(self, net, **kwargs):
+        self._note_measurement()  # the tracker's final measurement, if it ran first
+        episodes = self.detector_.to_dict()
+        n = len(episodes["start"])
+        sharpness = self._tracker.history_ if self._tracker is not None else None
+        if sharpness is not None and len(sharpness["step"]):
+            confirmed = confirm_with_sharpness(episodes, sharpness["step"], sharpness["sharpness"],
+                                               sharpness["threshold"])
+        else:
+            confirmed = np.zeros(n, dtype=bool)
+        rotation = [self._rotation.get(i, (np.nan, np.nan)) for i in range(n)]
+        self.history_ = {
+            **episodes,
+            "confirmed_by_sharpness": confirmed,
+            "cosine": np.array([r[0] for r in rotation], dtype=float),
+            "subspace_overlap": np.array([r[1] for r in rotation], dtype=float),
+        }
+        self._tracker = self._measured = self._before = self._waiting = None

@@ -714,3 +714,22 @@ def test_X_overflowing_float32_is_rejected():
     X, y = _regression(n_samples=20)
     X = _with(X, 0, 0, 1e39)
     _assert_fails_before_training(EoSRegressor(max_iter=2, dtype="float32"), X, y, "float32|too large")
+
+
+def test_cross_entropy_matches_torch():
+    from torch.nn import functional as F
+
+    from sklearn_eos._losses import CrossEntropy
+
+    gen = torch.Generator().manual_seed(0)
+    logits = (10 * torch.randn(50, 7, generator=gen, dtype=torch.float64)).requires_grad_()
+    target = torch.randint(0, 7, (50,), generator=gen)
+    ours, ref = CrossEntropy()(logits, target), F.cross_entropy(logits, target)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=0)
+    g1, = torch.autograd.grad(ours, logits, create_graph=True)
+    g2, = torch.autograd.grad(ref, logits, create_graph=True)
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-12)
+    v = torch.randn(50, 7, generator=gen, dtype=torch.float64)
+    h1, = torch.autograd.grad(g1, logits, v)
+    h2, = torch.autograd.grad(g2, logits, v)
+    torch.testing.assert_close(h1, h2, rtol=1e-8, atol=1e-10)

@@ -1,0 +1,86 @@
+"""The learning-rate schedule callback: instability-aware decay, threshold units."""
+
+import math
+
+import torch
+from skorch.callbacks import Callback
+
+from ._schedule import DecayPolicy, effective_lr
+from ._tracking import InstabilityTracker, measure_spectrum
+
+
+class LRSchedule(Callback):
+    """Set the learning rate of every GD step; record it in the history as ``'lr'``.
+
+    The decision is `DecayPolicy`'s (pure, tested without training): the rate is ``lr``
+    until the decay falls due, then ``lr * decay_factor``. With ``decay_on='instabilities'``
+    or ``decay_when_stable=True`` it reads the live episode state of the net's
+    `InstabilityTracker` (without one, training counts as stable); the learning rate of
+    step ``t`` is decided from the losses of steps ``< t``. List this callback before any
+    `SharpnessTracker`, whose threshold 2/lr uses the rate it sets.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate before the decay, in ``lr_units``.
+    decay_time : int or None
+        Resolved decay time (`resolve_decay_time`): a step for ``decay_on='step'``, a number
+        of completed instability episodes for ``decay_on='instabilities'``; None never decays.
+    decay_factor : float in (0, 1]
+    decay_on : {'step', 'instabilities'}, default='step'
+    decay_when_stable : bool, default=True
+        A decay due inside an instability episode waits until it has ended.
+    lr_units : {'absolute', 'threshold'}, default='absolute'
+        'threshold': ``lr`` is a multiple of the stability threshold at initialisation, so
+        the applied rate is ``lr * 2 / initial_sharpness`` (measured before the first step).
+    tol : float, default=1e-3
+        Relative accuracy of the initial sharpness measurement.
+    random_state : int or None
+
+    Attributes
+    ----------
+    initial_sharpness_ : float
+        Sharpness at initialisation (NaN when ``lr_units='absolute'``).
+    effective_lr_ : float
+        The absolute learning rate before the decay.
+    decay_step_ : int or None
+        First step with the decayed rate.
+    """
+
+    def __init__(self, lr, decay_time=None, decay_factor=0.1, decay_on="step", decay_when_stable=True,
+                 lr_units="absolute", tol=1e-3, random_state=None):
+        self.lr = lr
+        self.decay_time = decay_time
+        self.decay_factor = decay_factor
+        self.decay_on = decay_on
+        self.decay_when_stable = decay_when_stable
+        self.lr_units = lr_units
+        self.tol = tol
+        self.random_state = random_state
+
+    def on_train_begin(self, net, X=None, **kwargs):
+        self.initial_sharpness_ = math.nan
+        if self.lr_units == "threshold":
+            generator = torch.Generator()
+            if self.random_state is not None:
+                generator.manual_seed(self.random_state)
+            result = measure_spectrum(net, X, 2, tol=self.tol, rest_tol=1.0, generator=generator)
+            self.initial_sharpness_ = float(result.eigenvalues[0])
+        self.effective_lr_ = effective_lr(self.lr, self.lr_units, self.initial_sharpness_)
+        self._policy = DecayPolicy(self.decay_on, self.decay_time, self.decay_factor, self.decay_when_stable)
+        self._counter = next((cb for _, cb in net.callbacks_ if isinstance(cb, InstabilityTracker)), None)
+        if self._counter is None and self.decay_on == "instabilities" and self.decay_time is not None:
+            raise ValueError("decay_on='instabilities' needs an InstabilityTracker on the net.")
+        self.decay_step_ = None
+        self._step = 0
+
+    def on_epoch_begin(self, net, **kwargs):
+        detector = self._counter.detector_ if self._counter is not None else None
+        n_completed = detector.n_completed if detector is not None else 0
+        in_instability = detector.in_instability if detector is not None else False
+        lr = self.effective_lr_ * self._policy.lr_multiplier(self._step, n_completed, in_instability)
+        for group in net.optimizer_.param_groups:
+            group["lr"] = lr
+        net.history.record("lr", lr)
+        self.decay_step_ = self._policy.decay_step
+        self._step += 1

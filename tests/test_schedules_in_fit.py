@@ -1,0 +1,89 @@
+"""Instability-aware schedules and instability accounting in real fits (digits, MLP, MSE)."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_eos import EoSClassifier
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return StandardScaler().fit_transform(X)[:1257], y[:1257]
+
+
+def _eos(**params):
+    base = dict(hidden_layer_sizes=(200, 200), loss="mse", sharpness_every=100, random_state=0)
+    return EoSClassifier(**{**base, **params})
+
+
+@pytest.fixture(scope="module")
+def unstable_fit(digits):
+    """lr 0.5: threshold 4, below the initial sharpness (about 5)."""
+    return _eos(lr=0.5, max_iter=600, decay_time=300, decay_factor=0.2).fit(*digits)
+
+
+def test_no_instability_well_below_threshold(digits):
+    clf = _eos(lr=0.05, max_iter=300).fit(*digits)
+    assert clf.initial_sharpness_ < 0.25 * 2 / clf.lr
+    assert clf.n_instabilities_ == 0
+    assert not clf.sharpness_history_["above_threshold"].any()
+
+
+def test_instabilities_above_threshold_and_step_decay_waits_for_stability(unstable_fit):
+    clf = unstable_fit
+    ep = clf.instabilities_
+    assert clf.initial_sharpness_ > 2 / clf.lr
+    assert clf.n_instabilities_ >= 3 and clf.n_instabilities_ == len(ep["start"])
+    assert np.all(ep["end"] >= ep["start"]) and np.all(ep["peak_loss_ratio"] > 1 + clf.instability_rtol)
+    # each counted episode is a real rise of the recorded loss above its running minimum
+    for s in ep["start"]:
+        assert clf.loss_curve_[s] > (1 + clf.instability_rtol) * clf.loss_curve_[:s].min()
+    # the decay happened at or after step 300, never while an episode was open before it
+    d = clf.decay_step_
+    assert d is not None and d >= 300
+    assert not np.any((ep["start"] < d) & (d <= ep["end"]))
+    np.testing.assert_array_equal(clf.lr_history_[:d], 0.5)
+    np.testing.assert_allclose(clf.lr_history_[d:], 0.5 * 0.2)
+    # curvature-based definition recorded alongside, and rotation across episodes
+    assert ep["confirmed_by_sharpness"].dtype == bool and ep["confirmed_by_sharpness"].any()
+    measured = ~np.isnan(ep["subspace_overlap"])
+    assert measured.any() and np.all(ep["subspace_overlap"][measured] <= 1 + 1e-9)
+    assert np.nanmin(ep["cosine"]) < 0.9  # the top eigenvector turns across an instability
+
+
+def test_decay_after_third_instability(digits):
+    clf = _eos(lr=0.5, max_iter=400, decay_on="instabilities", decay_time=3, sharpness_every=0).fit(*digits)
+    ends = clf.instabilities_["end"]
+    assert clf.n_instabilities_ >= 3
+    assert clf.decay_step_ == ends[2] + 1
+    assert clf.lr_history_[ends[2]] == 0.5 and clf.lr_history_[ends[2] + 1] == pytest.approx(0.05)
+
+
+def test_threshold_units(digits):
+    clf = _eos(lr=1.5, lr_units="threshold", max_iter=5).fit(*digits)
+    assert clf.effective_lr_ == pytest.approx(1.5 * 2 / clf.initial_sharpness_)
+    np.testing.assert_allclose(clf.lr_history_, clf.effective_lr_)
+    # the tracker's own step-0 measurement sees the same parameters
+    assert clf.sharpness_history_["sharpness"][0] == pytest.approx(clf.initial_sharpness_, rel=2e-3)
+    assert clf.sharpness_history_["threshold"][0] == pytest.approx(clf.initial_sharpness_ / 1.5)
+
+
+def test_float_decay_time_counts_steps_only(digits):
+    with pytest.raises(ValueError, match="decay_time"):
+        _eos(decay_on="instabilities", decay_time=0.5, max_iter=3).fit(*digits)
+
+
+@pytest.mark.parametrize("decay_on, decay_times", [("step", [None, 0.5]), ("instabilities", [None, 2])])
+@pytest.mark.parametrize("lr_units, lrs", [("absolute", [0.05, 0.5]), ("threshold", [0.5, 2.0])])
+def test_grid_search_over_lr_and_decay_time(digits, decay_on, decay_times, lr_units, lrs):
+    X, y = digits[0][:300], digits[1][:300]
+    est = EoSClassifier(hidden_layer_sizes=(32,), max_iter=60, sharpness_every=0, decay_on=decay_on,
+                        lr_units=lr_units, random_state=0)
+    search = GridSearchCV(est, {"lr": lrs, "decay_time": decay_times}, cv=2, error_score="raise").fit(X, y)
+    scores = search.cv_results_["mean_test_score"]
+    assert len(scores) == 4 and np.isfinite(scores).all()
+    assert search.best_estimator_.lr_units == lr_units
