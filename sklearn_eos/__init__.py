@@ -1,8 +1,11 @@
 """sklearn-eos: scikit-learn estimators trained by full-batch gradient descent at the edge of stability."""
 
 from ._base import EoSClassifier, EoSRegressor
-from ._callbacks import DivergenceGuard, LossGoal, LRSchedule, ProgressReport
-from ._tracking import SharpnessTracker
+from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
+from ._display import RotationDisplay, SharpnessDisplay
+from ._frames import histories_to_frames
+from ._lr_schedule import LRSchedule
+from ._tracking import InstabilityTracker, SharpnessTracker
 from ._losses import HalfSquaredError
 from ._modules import MLP
 from ._net import FullBatch, FullBatchNet
@@ -19,5 +22,9 @@ __all__ = [
     "LossGoal",
     "ProgressReport",
     "SharpnessTracker",
+    "InstabilityTracker",
+    "SharpnessDisplay",
+    "RotationDisplay",
+    "histories_to_frames",
 ]
 __version__ = "0.1.0"

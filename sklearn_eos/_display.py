@@ -1,0 +1,422 @@
+"""Visualisations of an edge-of-stability fit, following scikit-learn's Display convention.
+
+A Display holds the data (``Display(...)``); ``plot`` draws it and stores the matplotlib
+artists as attributes; ``from_estimator`` reads a fitted estimator (or a Pipeline ending in
+one) and plots. matplotlib is an optional dependency, imported only when plotting.
+"""
+
+import numpy as np
+
+from ._frames import _as_history, _fitted_eos, _step_arrays
+
+_INSTALL_HINT = "pip install 'sklearn-eos[plot]' or pip install matplotlib"
+
+
+def _import_pyplot(caller):
+    """``matplotlib.pyplot``, or an ImportError saying how to install matplotlib."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(f"{caller} requires matplotlib: {_INSTALL_HINT}") from exc
+    return plt
+
+
+def _as_axes_list(ax):
+    """``ax`` (one Axes or a sequence/array of Axes) as a flat list."""
+    if hasattr(ax, "plot") and not isinstance(ax, (list, tuple, np.ndarray)):
+        return [ax]
+    return list(np.ravel(np.asarray(ax, dtype=object)))
+
+
+def _episodes(instabilities):
+    """Validated episode arrays ({} when there are none)."""
+    if instabilities is None:
+        return {}
+    episodes = {key: np.asarray(value) for key, value in dict(instabilities).items()}
+    if not episodes:
+        return {}
+    if "start" not in episodes or "end" not in episodes:
+        raise ValueError(f"instabilities needs 'start' and 'end' arrays, got keys {sorted(episodes)}.")
+    n = len(episodes["start"])
+    if any(np.ndim(v) != 1 or len(v) != n for v in episodes.values()):
+        raise ValueError("instabilities must be a dict of 1-D arrays of equal length.")
+    return episodes
+
+
+def _shade_episodes(axes, episodes, span_kwargs):
+    """Shade every episode [start, end] on every axes; one list of patches per episode.
+
+    Episodes confirmed by a sharpness measurement (column 'confirmed_by_sharpness') are
+    red; the others (loss-only, or unknown) are grey.
+    """
+    spans = []
+    if not episodes:
+        return spans
+    confirmed = episodes.get("confirmed_by_sharpness")
+    labelled = set()
+    for i, (start, end) in enumerate(zip(episodes["start"], episodes["end"])):
+        if confirmed is None:
+            color, label = "tab:red", "instability"
+        elif bool(confirmed[i]):
+            color, label = "tab:red", "instability (sharpness > 2/lr)"
+        else:
+            color, label = "tab:gray", "instability (loss only)"
+        kwargs = {"color": color, "alpha": 0.15, "linewidth": 0, "zorder": 0}
+        kwargs.update(span_kwargs or {})
+        patches = []
+        for j, ax in enumerate(axes):
+            # label once per kind, on the first axes, so that legends list it once
+            show = j == 0 and label not in labelled
+            patches.append(ax.axvspan(float(start), float(end), label=label if show else "_nolegend_",
+                                      **kwargs))
+            if show:
+                labelled.add(label)
+        spans.append(patches)
+    return spans
+
+
+def _eig_columns(history):
+    """'eig_2', 'eig_3', ... present in ``history``, in order."""
+    return sorted((c for c in history if c.startswith("eig_") and c[4:].isdigit()), key=lambda c: int(c[4:]))
+
+
+def _cosine_columns(history):
+    """'cosine', 'cosine_2', ... present in ``history``, in order."""
+    rest = sorted((c for c in history if c.startswith("cosine_") and c[7:].isdigit()),
+                  key=lambda c: int(c[7:]))
+    return (["cosine"] if "cosine" in history else []) + rest
+
+
+class SharpnessDisplay:
+    """Training loss, sharpness against 2/lr, and learning rate of one edge-of-stability fit.
+
+    Use `SharpnessDisplay.from_estimator` to plot a fitted estimator; the constructor only
+    stores the data. Panels share the step axis, top to bottom: (1) training loss (log
+    scale), (2) the sharpness (largest Hessian eigenvalue, markers at measurements), the
+    next top eigenvalues (lighter) and the stability threshold 2/lr (dashed step line at
+    every step), (3) the learning rate. Instability episodes are shaded on every panel.
+
+    Parameters
+    ----------
+    loss_curve : array-like of shape (n_steps,)
+        Training loss at steps 0..n_steps-1 (``loss_curve_``).
+    lr_history : array-like of shape (n_steps,)
+        Learning rate of each step (``lr_history_``); the threshold is ``2 / lr_history``.
+    sharpness_history : dict of 1-D arrays or None, default=None
+        ``sharpness_history_`` ('step', 'sharpness', 'eig_2'...). None or empty: no
+        sharpness curve, only the threshold.
+    instabilities : dict of 1-D arrays or None, default=None
+        ``instabilities_`` ('start', 'end', optionally 'confirmed_by_sharpness').
+    name : str or None, default=None
+        Title of the figure (top panel).
+
+    Attributes
+    ----------
+    axes_ : ndarray of matplotlib Axes
+        The panels, top to bottom.
+    ax_loss_, ax_sharpness_, ax_lr_ : matplotlib Axes or None
+        The panels by role (None for a panel not drawn).
+    figure_ : matplotlib Figure
+    loss_line_, sharpness_line_, threshold_line_, lr_line_ : matplotlib Line2D or None
+        None for a curve not drawn (no loss/lr panel, no sharpness measurement).
+    eig_lines_ : list of Line2D
+        Eigenvalues 2..k, in order.
+    lines_ : dict of str to Line2D
+        Every line above by name: 'loss', 'sharpness', 'eig_2'..., 'threshold', 'lr'.
+    instability_spans_ : list of list of matplotlib patches
+        One entry per episode: its shaded span on each panel.
+
+    Examples
+    --------
+    >>> from sklearn_eos import EoSClassifier, SharpnessDisplay          # doctest: +SKIP
+    >>> est = EoSClassifier(lr=0.3, sharpness_every=10).fit(X, y)       # doctest: +SKIP
+    >>> disp = SharpnessDisplay.from_estimator(est)                     # doctest: +SKIP
+    >>> disp.figure_.savefig("sharpness.png")                            # doctest: +SKIP
+    """
+
+    def __init__(self, *, loss_curve, lr_history, sharpness_history=None, instabilities=None, name=None):
+        self.loss_curve = loss_curve
+        self.lr_history = lr_history
+        self.sharpness_history = sharpness_history
+        self.instabilities = instabilities
+        self.name = name
+
+    def plot(self, ax=None, *, show_lr=True, show_eigs=True, log_loss=True, shade_instabilities=True,
+             loss_kwargs=None, sharpness_kwargs=None, threshold_kwargs=None, lr_kwargs=None,
+             span_kwargs=None):
+        """Draw the panels.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, or sequence/array of 2 or 3 Axes, default=None
+            None makes a new figure with 3 panels (2 with ``show_lr=False``). A sequence
+            gives the panels top to bottom: [loss, sharpness] or [loss, sharpness, lr]. A
+            single Axes draws the sharpness panel only.
+        show_lr : bool, default=True
+            Draw the learning-rate panel (when ``ax`` is None).
+        show_eigs : bool, default=True
+            Draw eigenvalues 2..k (lighter) with the sharpness.
+        log_loss : bool, default=True
+            Log scale for the training loss.
+        shade_instabilities : bool, default=True
+            Shade each instability episode (start to end) on every panel.
+        loss_kwargs, sharpness_kwargs, threshold_kwargs, lr_kwargs, span_kwargs : dict, default=None
+            Extra keyword arguments of the matplotlib calls (``plot``/``axvspan``).
+
+        Returns
+        -------
+        display : SharpnessDisplay
+        """
+        plt = _import_pyplot(f"{type(self).__name__}.plot")
+        steps = _step_arrays(self.loss_curve, self.lr_history)
+        history = _as_history(self.sharpness_history)
+        episodes = _episodes(self.instabilities) if shade_instabilities else {}
+
+        if ax is None:
+            n_panels = 3 if show_lr else 2
+            fig, axes = plt.subplots(n_panels, 1, sharex=True, figsize=(7.5, 2.0 + 1.9 * n_panels),
+                                     height_ratios=[1, 1.4, 0.7][:n_panels], layout="constrained")
+            axes = list(np.atleast_1d(axes))
+        else:
+            axes = _as_axes_list(ax)
+            if len(axes) not in (1, 2, 3):
+                raise ValueError(f"ax must be one Axes or a sequence of 2 or 3 Axes, got {len(axes)}.")
+        if len(axes) == 1:
+            ax_loss, ax_sharp, ax_lr = None, axes[0], None
+        else:
+            ax_loss, ax_sharp = axes[0], axes[1]
+            ax_lr = axes[2] if len(axes) == 3 else None
+
+        self.lines_ = {}
+        self.loss_line_ = self.lr_line_ = self.sharpness_line_ = None
+        self.eig_lines_ = []
+        x = steps["step"]
+
+        if ax_loss is not None:
+            kwargs = {"color": "tab:blue", "linewidth": 1.2, "label": "training loss"}
+            kwargs.update(loss_kwargs or {})
+            (self.loss_line_,) = ax_loss.plot(x, steps["loss"], **kwargs)
+            self.lines_["loss"] = self.loss_line_
+            if log_loss:
+                ax_loss.set_yscale("log")
+            ax_loss.set_ylabel("training loss" + (" (log)" if log_loss else ""))
+
+        measured = history.get("step", np.array([]))
+        if len(measured) and "sharpness" in history:
+            kwargs = {"color": "tab:orange", "linewidth": 1.6, "marker": "o", "markersize": 3, "zorder": 3,
+                      "label": r"sharpness $\lambda_1$"}
+            kwargs.update(sharpness_kwargs or {})
+            (self.sharpness_line_,) = ax_sharp.plot(measured, history["sharpness"], **kwargs)
+            self.lines_["sharpness"] = self.sharpness_line_
+            if show_eigs:
+                for col in _eig_columns(history):
+                    (line,) = ax_sharp.plot(measured, history[col], color="tab:orange", alpha=0.35,
+                                            linewidth=1, marker=".", markersize=3,
+                                            label=rf"$\lambda_{{{col[4:]}}}$")
+                    self.eig_lines_.append(line)
+                    self.lines_[col] = line
+        kwargs = {"color": "black", "linestyle": "--", "linewidth": 1.2, "drawstyle": "steps-post",
+                  "label": "2 / lr (stability threshold)"}
+        kwargs.update(threshold_kwargs or {})
+        (self.threshold_line_,) = ax_sharp.plot(x, steps["threshold"], **kwargs)
+        self.lines_["threshold"] = self.threshold_line_
+        ax_sharp.set_ylabel("top Hessian eigenvalues")
+
+        if ax_lr is not None:
+            kwargs = {"color": "tab:green", "linewidth": 1.2, "drawstyle": "steps-post",
+                      "label": "learning rate"}
+            kwargs.update(lr_kwargs or {})
+            (self.lr_line_,) = ax_lr.plot(x, steps["lr"], **kwargs)
+            self.lines_["lr"] = self.lr_line_
+            ax_lr.set_ylabel("learning rate")
+            ax_lr.set_ylim(bottom=0, top=1.15 * float(np.max(steps["lr"], initial=0)) or None)
+
+        drawn = [a for a in (ax_loss, ax_sharp, ax_lr) if a is not None]
+        self.instability_spans_ = _shade_episodes(drawn, episodes, span_kwargs)
+        drawn[-1].set_xlabel("step")
+        for a in drawn:
+            a.grid(True, alpha=0.3)
+        # the span legend entries live on the first panel; gather them with the curves
+        handles, labels = ax_sharp.get_legend_handles_labels()
+        if drawn[0] is not ax_sharp:
+            more = drawn[0].get_legend_handles_labels()
+            handles += [h for h, lab in zip(*more) if lab.startswith("instability")]
+            labels += [lab for lab in more[1] if lab.startswith("instability")]
+        ax_sharp.legend(handles, labels, loc="best", fontsize="small", framealpha=0.8)
+        if self.name is not None:
+            drawn[0].set_title(self.name)
+
+        self.axes_ = np.array(drawn, dtype=object)
+        self.ax_loss_, self.ax_sharpness_, self.ax_lr_ = ax_loss, ax_sharp, ax_lr
+        self.figure_ = ax_sharp.figure
+        return self
+
+    @classmethod
+    def from_estimator(cls, estimator, *, ax=None, name=None, **kwargs):
+        """Plot the loss, sharpness and learning rate of a fitted estimator.
+
+        Parameters
+        ----------
+        estimator : fitted EoSClassifier, EoSRegressor or Pipeline ending in one
+            Reads ``loss_curve_``, ``lr_history_``, ``sharpness_history_`` and, when
+            present, ``instabilities_``.
+        ax : see `plot`
+        name : str or None, default=None
+            Figure title; None uses the estimator's class name.
+        **kwargs
+            Passed to `plot`.
+
+        Returns
+        -------
+        display : SharpnessDisplay
+        """
+        _import_pyplot(f"{cls.__name__}.from_estimator")
+        est = _fitted_eos(estimator)
+        display = cls(
+            loss_curve=est.loss_curve_, lr_history=est.lr_history_,
+            sharpness_history=getattr(est, "sharpness_history_", None),
+            instabilities=getattr(est, "instabilities_", None),
+            name=type(est).__name__ if name is None else name,
+        )
+        return display.plot(ax=ax, **kwargs)
+
+
+class RotationDisplay:
+    """Rotation of the top Hessian eigenvectors between consecutive measurements.
+
+    Plots, against the step of the later measurement of each pair, the |cosine| between the
+    i-th top eigenvectors ('cosine', 'cosine_2', ...) and the overlap of the top-k
+    eigenspaces ('subspace_overlap'); 1 means no rotation (grey reference line). When the
+    instability episodes carry their own rotation ('cosine', 'subspace_overlap' across the
+    episode), they are marked at the episode's end.
+
+    Parameters
+    ----------
+    rotation_history : dict of 1-D arrays
+        ``rotation_history_`` ('step', 'prev_step', 'cosine', ..., 'subspace_overlap').
+    instabilities : dict of 1-D arrays or None, default=None
+        ``instabilities_``; uses 'start', 'end' and, when present, 'cosine' and
+        'subspace_overlap' (NaN: unknown, not marked).
+    name : str or None, default=None
+        Title of the axes.
+
+    Attributes
+    ----------
+    ax_ : matplotlib Axes
+    figure_ : matplotlib Figure
+    lines_ : dict of str to Line2D
+        One line per plotted column ('cosine', 'cosine_2', ..., 'subspace_overlap').
+    reference_line_ : Line2D
+        The horizontal line at 1 (no rotation).
+    instability_markers_ : dict of str to PathCollection
+        Episode markers by column ('cosine', 'subspace_overlap'); empty when none.
+    instability_spans_ : list of list of matplotlib patches
+        One entry per episode (its span on ``ax_``).
+    """
+
+    def __init__(self, *, rotation_history, instabilities=None, name=None):
+        self.rotation_history = rotation_history
+        self.instabilities = instabilities
+        self.name = name
+
+    def plot(self, ax=None, *, mark_instabilities=True, shade_instabilities=True, line_kwargs=None,
+             span_kwargs=None):
+        """Draw the rotation curves.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+            None makes a new figure.
+        mark_instabilities : bool, default=True
+            Mark each episode's rotation (its 'cosine' and 'subspace_overlap', when known)
+            at the episode's end.
+        shade_instabilities : bool, default=True
+            Shade each episode from start to end.
+        line_kwargs : dict, default=None
+            Extra keyword arguments of every curve's ``plot``.
+        span_kwargs : dict, default=None
+            Extra keyword arguments of ``axvspan``.
+
+        Returns
+        -------
+        display : RotationDisplay
+        """
+        plt = _import_pyplot(f"{type(self).__name__}.plot")
+        if ax is None:
+            _, ax = plt.subplots(figsize=(10, 3.8), layout="constrained")
+        history = _as_history(self.rotation_history)
+        episodes = _episodes(self.instabilities)
+        x = history.get("step", np.array([]))
+
+        self.lines_ = {}
+        cmap = plt.get_cmap("tab10")
+        for i, col in enumerate(_cosine_columns(history)):
+            index = 1 if col == "cosine" else int(col[7:])
+            kwargs = {"color": cmap(i % 10), "marker": "o", "markersize": 2.5, "linewidth": 1.0,
+                      "alpha": 0.9 if index == 1 else 0.5,
+                      "label": rf"$|\cos(v_{{{index}}}, v'_{{{index}}})|$"}
+            kwargs.update(line_kwargs or {})
+            (self.lines_[col],) = ax.plot(x, np.abs(history[col]), **kwargs)
+        if "subspace_overlap" in history:
+            k = len(_cosine_columns(history))
+            kwargs = {"color": "black", "marker": "s", "markersize": 3, "linewidth": 1.8, "zorder": 3,
+                      "label": f"top-{k} subspace overlap" if k else "subspace overlap"}
+            kwargs.update(line_kwargs or {})
+            (self.lines_["subspace_overlap"],) = ax.plot(x, history["subspace_overlap"], **kwargs)
+        self.reference_line_ = ax.axhline(1.0, color="gray", linestyle=":", linewidth=1,
+                                          label="1 = no rotation")
+
+        self.instability_spans_ = _shade_episodes([ax], episodes if shade_instabilities else {},
+                                                  span_kwargs)
+        self.instability_markers_ = {}
+        if mark_instabilities and episodes:
+            end = np.asarray(episodes["end"], dtype=float)
+            for col, marker, color in (("cosine", "x", "tab:red"), ("subspace_overlap", "D", "darkred")):
+                if col not in episodes:
+                    continue
+                values = np.asarray(episodes[col], dtype=float)
+                known = np.isfinite(values)
+                if known.any():
+                    what = "|cos|" if col == "cosine" else "subspace overlap"
+                    self.instability_markers_[col] = ax.scatter(
+                        end[known], np.abs(values[known]), marker=marker, color=color, s=30, zorder=4,
+                        label=f"episode {what} (start to end)")
+
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("step (later of two consecutive measurements)")
+        ax.set_ylabel("eigenvector alignment")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
+        if self.name is not None:
+            ax.set_title(self.name)
+        self.ax_ = ax
+        self.figure_ = ax.figure
+        return self
+
+    @classmethod
+    def from_estimator(cls, estimator, *, ax=None, name=None, **kwargs):
+        """Plot the eigenvector rotation of a fitted estimator.
+
+        Parameters
+        ----------
+        estimator : fitted EoSClassifier, EoSRegressor or Pipeline ending in one
+            Reads ``rotation_history_`` and, when present, ``instabilities_``.
+        ax : matplotlib Axes, default=None
+        name : str or None, default=None
+            Axes title; None uses the estimator's class name.
+        **kwargs
+            Passed to `plot`.
+
+        Returns
+        -------
+        display : RotationDisplay
+        """
+        _import_pyplot(f"{cls.__name__}.from_estimator")
+        est = _fitted_eos(estimator)
+        display = cls(
+            rotation_history=getattr(est, "rotation_history_", None),
+            instabilities=getattr(est, "instabilities_", None),
+            name=type(est).__name__ if name is None else name,
+        )
+        return display.plot(ax=ax, **kwargs)
+

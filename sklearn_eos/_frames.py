@@ -1,0 +1,156 @@
+"""The fitted histories of an edge-of-stability estimator as pandas DataFrames.
+
+Also the shared helpers that `sklearn_eos._display` uses to read a fitted estimator
+(or the last step of a `~sklearn.pipeline.Pipeline`).
+"""
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+from sklearn.exceptions import NotFittedError
+
+from ._tracking import rotation_columns, sharpness_columns
+
+#: Columns of the ``'instabilities'`` frame when the estimator has no ``instabilities_``.
+INSTABILITY_COLUMNS = ("start", "end", "peak_loss_ratio", "completed", "confirmed_by_sharpness",
+                       "cosine", "subspace_overlap")
+
+# dtype of a column when its array is empty (np.array([]) is float64 whatever the column)
+_EMPTY_DTYPES = {
+    "step": np.int64, "prev_step": np.int64, "start": np.int64, "end": np.int64, "n_hvps": np.int64,
+    "above_threshold": bool, "converged": bool, "completed": bool, "confirmed_by_sharpness": bool,
+}
+
+_FITTED_ATTRIBUTES = ("loss_curve_", "lr_history_")
+
+
+def _fitted_eos(estimator):
+    """The estimator that holds the histories: ``estimator`` or a Pipeline's last step.
+
+    Raises ``NotFittedError`` when it is not fitted (has no ``loss_curve_``/``lr_history_``).
+    """
+    if isinstance(estimator, Pipeline):
+        final = estimator.steps[-1][1] if estimator.steps else None
+        if final is None or isinstance(final, str):
+            raise TypeError(f"The last step of the pipeline is {final!r}, not an edge-of-stability "
+                            f"estimator.")
+        estimator = final
+    if not all(hasattr(estimator, name) for name in _FITTED_ATTRIBUTES):
+        raise NotFittedError(
+            f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with "
+            f"appropriate arguments before plotting or reading its histories."
+        )
+    return estimator
+
+
+def _n_eigs(estimator):
+    n_eigs = getattr(estimator, "n_eigs", 1)
+    return n_eigs if isinstance(n_eigs, (int, np.integer)) and n_eigs >= 1 else 1
+
+
+def _as_history(history):
+    """A history (dict of 1-D arrays, DataFrame-ready mapping, or None) as a dict of arrays."""
+    if history is None:
+        return {}
+    return {key: np.asarray(value) for key, value in dict(history).items()}
+
+
+def _history(estimator, name):
+    """``estimator.<name>`` as a dict of 1-D arrays ({} when absent or None)."""
+    return _as_history(getattr(estimator, name, None))
+
+
+def _thresholds(lr):
+    """2 / lr (inf where lr == 0)."""
+    lr = np.asarray(lr, dtype=np.float64)
+    return np.divide(2.0, lr, out=np.full(lr.shape, np.inf), where=lr != 0)
+
+
+def _step_arrays(loss_curve, lr_history):
+    """Per-step arrays: step, loss, lr, threshold (2 / lr)."""
+    loss = np.asarray(loss_curve, dtype=np.float64)
+    lr = np.asarray(lr_history, dtype=np.float64)
+    if loss.ndim != 1 or loss.shape != lr.shape:
+        raise ValueError(f"loss_curve (shape {loss.shape}) and lr_history (shape {lr.shape}) "
+                         f"must be 1-D with one value per step.")
+    return {"step": np.arange(len(loss)), "loss": loss, "lr": lr, "threshold": _thresholds(lr)}
+
+
+def _frame(pd, arrays, default_columns):
+    """A DataFrame of ``arrays`` (dict of 1-D arrays); ``default_columns`` when it is empty."""
+    if not arrays:
+        arrays = {c: np.array([]) for c in default_columns}
+    columns = {}
+    for key, value in arrays.items():
+        value = np.asarray(value)
+        if value.size == 0 and key in _EMPTY_DTYPES:
+            value = value.astype(_EMPTY_DTYPES[key])
+        columns[key] = value
+    return pd.DataFrame(columns)
+
+
+def histories_to_frames(estimator):
+    """Every history of a fitted edge-of-stability estimator as a pandas DataFrame.
+
+    Parameters
+    ----------
+    estimator : fitted EoSClassifier, EoSRegressor or Pipeline ending in one
+        Any fitted object with ``loss_curve_`` and ``lr_history_`` works; the other
+        histories are optional.
+
+    Returns
+    -------
+    frames : dict of str to pandas.DataFrame
+        ``'steps'``
+            One row per GD step: 'step', 'loss' (``loss_curve_``), 'lr' (``lr_history_``),
+            'threshold' (2 / lr).
+        ``'sharpness'``
+            ``sharpness_history_``, one row per measurement ('step', 'sharpness',
+            'eig_2'..., 'threshold', 'lr', 'above_threshold', 'n_hvps', 'converged').
+        ``'rotation'``
+            ``rotation_history_``, one row per pair of consecutive measurements ('step',
+            'prev_step', 'cosine', 'cosine_2'..., 'subspace_overlap').
+        ``'instabilities'``
+            ``instabilities_``, one row per instability episode ('start', 'end',
+            'peak_loss_ratio', 'completed', ...).
+
+        A history that is absent or empty (e.g. ``sharpness_every=0``) gives an empty
+        frame with its usual columns. Frames have a default integer index; use
+        ``frame.set_index('step')`` to index by step.
+
+    Raises
+    ------
+    ImportError
+        When pandas is not installed.
+    sklearn.exceptions.NotFittedError
+        When the estimator is not fitted.
+
+    Examples
+    --------
+    >>> frames = histories_to_frames(est)                         # doctest: +SKIP
+    >>> frames["sharpness"].plot(x="step", y=["sharpness", "threshold"])  # doctest: +SKIP
+    """
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ImportError(
+            "histories_to_frames requires pandas: pip install 'sklearn-eos[plot]' or pip install pandas"
+        ) from exc
+    estimator = _fitted_eos(estimator)
+    k = _n_eigs(estimator)
+    sharpness = _history(estimator, "sharpness_history_")
+    sharpness_defaults = sharpness_columns(k)
+    if not sharpness or all(np.size(v) == 0 for v in sharpness.values()):
+        # keep the estimator's own column names when it has them
+        sharpness_defaults = list(sharpness) or sharpness_defaults
+        sharpness = {}
+    rotation = _history(estimator, "rotation_history_")
+    rotation_defaults = rotation_columns(k)
+    if not rotation or all(np.size(v) == 0 for v in rotation.values()):
+        rotation_defaults = list(rotation) or rotation_defaults
+        rotation = {}
+    return {
+        "steps": _frame(pd, _step_arrays(estimator.loss_curve_, estimator.lr_history_), ()),
+        "sharpness": _frame(pd, sharpness, sharpness_defaults),
+        "rotation": _frame(pd, rotation, rotation_defaults),
+        "instabilities": _frame(pd, _history(estimator, "instabilities_"), INSTABILITY_COLUMNS),
+    }

@@ -1,0 +1,243 @@
+"""Tests of `SharpnessDisplay` and `RotationDisplay` (scikit-learn Display convention).
+
+One tiny edge-of-stability fit (a Pipeline, module scope) feeds the tests; plotted data are
+compared with the estimator's own arrays. Episodes are set by hand on a shallow copy (or a
+fake fitted object), so the tests do not depend on how `instabilities_` is computed.
+"""
+
+import copy
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import MinMaxScaler  # noqa: E402
+
+from sklearn_eos import EoSClassifier  # noqa: E402
+from sklearn_eos._display import RotationDisplay, SharpnessDisplay  # noqa: E402
+
+N_STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    X, y = load_digits(return_X_y=True)
+    est = EoSClassifier(hidden_layer_sizes=(16,), lr=0.3, max_iter=N_STEPS, sharpness_every=10,
+                        random_state=0)
+    return make_pipeline(MinMaxScaler(), est).fit(X[:150], y[:150])
+
+
+@pytest.fixture
+def est(pipe):
+    """A shallow copy of the fitted estimator (tests may set ``instabilities_`` on it)."""
+    return copy.copy(pipe[-1])
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _two_episodes(confirmed=(True, False), cosine=(0.5, np.nan), overlap=(0.7, np.nan)):
+    return {
+        "start": np.array([5, 20]), "end": np.array([9, 26]),
+        "peak_loss_ratio": np.array([1.3, 1.2]), "completed": np.array([True, False]),
+        "confirmed_by_sharpness": np.array(confirmed), "cosine": np.array(cosine),
+        "subspace_overlap": np.array(overlap),
+    }
+
+
+def _span_x(patch):
+    """Data x-extent of an ``axvspan`` patch (Rectangle or Polygon, whatever matplotlib returns)."""
+    xs = patch.get_patch_transform().transform(patch.get_path().vertices)[:, 0]
+    return xs.min(), xs.max()
+
+
+# ---------------------------------------------------------------------------------------
+# SharpnessDisplay
+# ---------------------------------------------------------------------------------------
+def test_sharpness_display_plots_the_estimator_arrays(est):
+    assert est.n_iter_ == N_STEPS and len(est.sharpness_history_["step"]) >= 3
+    disp = SharpnessDisplay.from_estimator(est)
+    steps = np.arange(est.n_iter_)
+    h = est.sharpness_history_
+
+    np.testing.assert_array_equal(disp.loss_line_.get_xdata(), steps)
+    np.testing.assert_array_equal(disp.loss_line_.get_ydata(), est.loss_curve_)
+    np.testing.assert_array_equal(disp.sharpness_line_.get_xdata(), h["step"])
+    np.testing.assert_array_equal(disp.sharpness_line_.get_ydata(), h["sharpness"])
+    assert [line.get_label() for line in disp.eig_lines_] == [r"$\lambda_{2}$", r"$\lambda_{3}$"]
+    for i, line in enumerate(disp.eig_lines_, start=2):
+        np.testing.assert_array_equal(line.get_ydata(), h[f"eig_{i}"])
+    # the threshold is drawn at every step from lr_history_, as a step line
+    np.testing.assert_array_equal(disp.threshold_line_.get_xdata(), steps)
+    np.testing.assert_allclose(disp.threshold_line_.get_ydata(), 2 / est.lr_history_)
+    assert disp.threshold_line_.get_drawstyle() == "steps-post"
+    assert disp.threshold_line_.get_linestyle() == "--"
+    np.testing.assert_array_equal(disp.lr_line_.get_ydata(), est.lr_history_)
+    assert set(disp.lines_) == {"loss", "sharpness", "eig_2", "eig_3", "threshold", "lr"}
+    assert disp.instability_spans_ == [] or hasattr(est, "instabilities_")
+
+
+def test_sharpness_display_axes_labels_and_figure(est):
+    disp = SharpnessDisplay.from_estimator(est)
+    assert len(disp.axes_) == 3
+    ax_loss, ax_sharp, ax_lr = disp.axes_
+    assert (disp.ax_loss_, disp.ax_sharpness_, disp.ax_lr_) == (ax_loss, ax_sharp, ax_lr)
+    assert ax_loss.get_yscale() == "log"
+    assert "loss" in ax_loss.get_ylabel()
+    assert "eigenvalue" in ax_sharp.get_ylabel()
+    assert ax_lr.get_ylabel() == "learning rate" and ax_lr.get_xlabel() == "step"
+    assert ax_loss.get_title() == "EoSClassifier"
+    # panels share the step axis
+    assert ax_loss.get_shared_x_axes().joined(ax_loss, ax_lr)
+    assert all(ax.figure is disp.figure_ for ax in disp.axes_)
+    legend = [t.get_text() for t in ax_sharp.get_legend().get_texts()]
+    assert any("sharpness" in t for t in legend) and any("2 / lr" in t for t in legend)
+
+
+def test_sharpness_display_shades_each_episode_on_every_panel(est):
+    est.instabilities_ = _two_episodes()
+    disp = SharpnessDisplay.from_estimator(est)
+    assert len(disp.instability_spans_) == 2
+    for patches, start, end in zip(disp.instability_spans_, (5, 20), (9, 26)):
+        assert len(patches) == 3
+        assert [p.axes for p in patches] == list(disp.axes_)
+        for patch in patches:
+            assert _span_x(patch) == pytest.approx((start, end))
+    # confirmed (red) and loss-only (grey) episodes look different, and the legend says so
+    confirmed, loss_only = disp.instability_spans_
+    assert confirmed[0].get_facecolor() != loss_only[0].get_facecolor()
+    legend = [t.get_text() for t in disp.ax_sharpness_.get_legend().get_texts()]
+    assert "instability (sharpness > 2/lr)" in legend and "instability (loss only)" in legend
+
+
+def test_sharpness_display_without_instabilities_attribute(est):
+    if hasattr(est, "instabilities_"):
+        del est.instabilities_  # the copy's own attribute (the pipeline's estimator keeps it)
+    assert not hasattr(est, "instabilities_")
+    disp = SharpnessDisplay.from_estimator(est, shade_instabilities=True)
+    assert disp.instability_spans_ == []
+
+
+def test_sharpness_display_accepts_axes(est):
+    fig, axes = plt.subplots(2, 1)
+    disp = SharpnessDisplay.from_estimator(est, ax=axes, name="run")
+    assert list(disp.axes_) == list(axes) and disp.figure_ is fig
+    assert disp.lr_line_ is None and "lr" not in disp.lines_
+    assert disp.loss_line_.axes is axes[0] and disp.sharpness_line_.axes is axes[1]
+    assert axes[0].get_title() == "run"
+
+    fig, ax = plt.subplots()
+    disp = SharpnessDisplay.from_estimator(est, ax=ax)
+    assert disp.loss_line_ is None and disp.lr_line_ is None
+    assert disp.sharpness_line_.axes is ax and disp.threshold_line_.axes is ax
+
+    _, axes = plt.subplots(4, 1)
+    with pytest.raises(ValueError, match="2 or 3 Axes"):
+        SharpnessDisplay.from_estimator(est, ax=axes)
+
+
+def test_sharpness_display_show_lr_false_makes_two_panels(est):
+    disp = SharpnessDisplay.from_estimator(est, show_lr=False, show_eigs=False, log_loss=False)
+    assert len(disp.axes_) == 2 and disp.ax_lr_ is None
+    assert disp.eig_lines_ == [] and disp.ax_loss_.get_yscale() == "linear"
+
+
+def test_sharpness_display_accepts_pipeline(pipe):
+    disp = SharpnessDisplay.from_estimator(pipe)
+    np.testing.assert_array_equal(disp.sharpness_line_.get_ydata(), pipe[-1].sharpness_history_["sharpness"])
+    assert disp.ax_loss_.get_title() == "EoSClassifier"
+
+
+def test_sharpness_display_constructor_and_untracked_fit():
+    """Built from arrays; no sharpness measurement: the threshold is still drawn."""
+    lr = np.r_[np.full(6, 0.5), np.full(4, 0.05)]
+    disp = SharpnessDisplay(loss_curve=np.linspace(1, 0.1, 10), lr_history=lr,
+                            sharpness_history={"step": np.array([]), "sharpness": np.array([])})
+    assert disp.plot() is disp
+    assert disp.sharpness_line_ is None and disp.eig_lines_ == []
+    np.testing.assert_allclose(disp.threshold_line_.get_ydata(), np.r_[np.full(6, 4.0), np.full(4, 40.0)])
+    with pytest.raises(ValueError, match="one value per step"):
+        SharpnessDisplay(loss_curve=np.ones(3), lr_history=np.ones(4)).plot()
+    with pytest.raises(ValueError, match="'start' and 'end'"):
+        SharpnessDisplay(loss_curve=np.ones(3), lr_history=np.ones(3), instabilities={"x": [1]}).plot()
+
+
+# ---------------------------------------------------------------------------------------
+# RotationDisplay
+# ---------------------------------------------------------------------------------------
+def test_rotation_display_plots_the_estimator_arrays(est):
+    est.instabilities_ = _two_episodes()
+    disp = RotationDisplay.from_estimator(est)
+    r = est.rotation_history_
+    assert list(disp.lines_) == ["cosine", "cosine_2", "cosine_3", "subspace_overlap"]
+    for col, line in disp.lines_.items():
+        np.testing.assert_array_equal(line.get_xdata(), r["step"])
+        np.testing.assert_allclose(line.get_ydata(), np.abs(r[col]))
+    assert disp.ax_.get_ylim() == pytest.approx((0, 1.05))
+    np.testing.assert_array_equal(disp.reference_line_.get_ydata(), [1, 1])
+    assert disp.ax_.get_xlabel().startswith("step") and disp.ax_.get_ylabel()
+    assert disp.figure_ is disp.ax_.figure
+    # episodes: only the known (finite) rotation is marked, at the episode's end
+    assert set(disp.instability_markers_) == {"cosine", "subspace_overlap"}
+    np.testing.assert_allclose(disp.instability_markers_["cosine"].get_offsets(), [[9, 0.5]])
+    np.testing.assert_allclose(disp.instability_markers_["subspace_overlap"].get_offsets(), [[9, 0.7]])
+    assert len(disp.instability_spans_) == 2
+
+
+def test_rotation_display_ax_pipeline_and_no_episode_rotation(pipe):
+    fig, ax = plt.subplots()
+    disp = RotationDisplay.from_estimator(pipe, ax=ax, mark_instabilities=False)
+    assert disp.ax_ is ax and disp.figure_ is fig
+    assert disp.instability_markers_ == {}
+    np.testing.assert_allclose(disp.lines_["subspace_overlap"].get_ydata(),
+                               pipe[-1].rotation_history_["subspace_overlap"])
+    # episodes whose rotation is unknown (NaN) or absent are not marked
+    episodes = _two_episodes(cosine=(np.nan, np.nan), overlap=(np.nan, np.nan))
+    disp = RotationDisplay(rotation_history=pipe[-1].rotation_history_, instabilities=episodes).plot()
+    assert disp.instability_markers_ == {}
+    del episodes["cosine"], episodes["subspace_overlap"]
+    assert RotationDisplay(rotation_history=pipe[-1].rotation_history_,
+                           instabilities=episodes).plot().instability_markers_ == {}
+
+
+# ---------------------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("Display", [SharpnessDisplay, RotationDisplay])
+def test_from_estimator_unfitted_raises(Display):
+    with pytest.raises(NotFittedError):
+        Display.from_estimator(EoSClassifier())
+    with pytest.raises(NotFittedError):
+        Display.from_estimator(make_pipeline(MinMaxScaler(), EoSClassifier()))
+
+
+def test_fake_fitted_object_is_accepted():
+    fake = SimpleNamespace(loss_curve_=np.array([1.0, 0.5, 0.6, 0.3]), lr_history_=np.full(4, 0.1),
+                           instabilities_=_two_episodes())
+    fake.instabilities_ = {k: v[:1] for k, v in fake.instabilities_.items()}
+    disp = SharpnessDisplay.from_estimator(fake)
+    assert disp.sharpness_line_ is None and len(disp.instability_spans_) == 1
+    assert RotationDisplay.from_estimator(fake).lines_ == {}
+
+
+@pytest.mark.parametrize("Display", [SharpnessDisplay, RotationDisplay])
+def test_missing_matplotlib_gives_a_clear_error(Display, est, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    message = r"requires matplotlib: pip install 'sklearn-eos\[plot\]' or pip install matplotlib"
+    with pytest.raises(ImportError, match=message):
+        Display.from_estimator(est)
+    display = (SharpnessDisplay(loss_curve=[1.0], lr_history=[0.1]) if Display is SharpnessDisplay
+               else RotationDisplay(rotation_history=est.rotation_history_))
+    with pytest.raises(ImportError, match=f"{Display.__name__}.plot " + message):
+        display.plot()

@@ -1,0 +1,102 @@
+"""Tests of `histories_to_frames`: every fitted history as a pandas DataFrame."""
+
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pd = pytest.importorskip("pandas")
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import MinMaxScaler  # noqa: E402
+
+from sklearn_eos import EoSClassifier, EoSRegressor  # noqa: E402
+from sklearn_eos._frames import INSTABILITY_COLUMNS, histories_to_frames  # noqa: E402
+from sklearn_eos._tracking import rotation_columns, sharpness_columns  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    X, y = load_digits(return_X_y=True)
+    est = EoSClassifier(hidden_layer_sizes=(16,), lr=0.3, max_iter=30, sharpness_every=10, random_state=0)
+    return make_pipeline(MinMaxScaler(), est).fit(X[:150], y[:150])
+
+
+def test_frames_hold_the_fitted_histories(pipe):
+    est = pipe[-1]
+    frames = histories_to_frames(est)
+    assert set(frames) == {"steps", "sharpness", "rotation", "instabilities"}
+    assert all(isinstance(f, pd.DataFrame) for f in frames.values())
+
+    steps = frames["steps"]
+    assert list(steps.columns) == ["step", "loss", "lr", "threshold"]
+    assert len(steps) == est.n_iter_
+    np.testing.assert_array_equal(steps["step"], np.arange(est.n_iter_))
+    np.testing.assert_array_equal(steps["loss"], est.loss_curve_)
+    np.testing.assert_array_equal(steps["lr"], est.lr_history_)
+    np.testing.assert_allclose(steps["threshold"], 2 / est.lr_history_)
+
+    pd.testing.assert_frame_equal(frames["sharpness"], pd.DataFrame(est.sharpness_history_))
+    pd.testing.assert_frame_equal(frames["rotation"], pd.DataFrame(est.rotation_history_))
+    assert list(frames["sharpness"].columns) == sharpness_columns(3)
+    assert list(frames["rotation"].columns) == rotation_columns(3)
+    # the last measurement's threshold is the one of the last step's lr
+    assert frames["sharpness"]["threshold"].iloc[-1] == pytest.approx(steps["threshold"].iloc[-1])
+
+    episodes = frames["instabilities"]
+    if getattr(est, "instabilities_", None) is not None:
+        pd.testing.assert_frame_equal(episodes, pd.DataFrame(est.instabilities_), check_dtype=False)
+    else:
+        assert episodes.empty and list(episodes.columns) == list(INSTABILITY_COLUMNS)
+
+
+def test_frames_accept_a_pipeline(pipe):
+    from_pipe, from_est = histories_to_frames(pipe), histories_to_frames(pipe[-1])
+    for key in from_est:
+        pd.testing.assert_frame_equal(from_pipe[key], from_est[key])
+
+
+def test_untracked_fit_gives_empty_frames_with_columns():
+    X = np.random.RandomState(0).randn(20, 3)
+    est = EoSRegressor(hidden_layer_sizes=(4,), max_iter=3, sharpness_every=0, n_eigs=2).fit(X, X[:, 0])
+    frames = histories_to_frames(est)
+    assert len(frames["steps"]) == 3
+    for key, columns in (("sharpness", sharpness_columns(2)), ("rotation", rotation_columns(2))):
+        assert frames[key].empty and list(frames[key].columns) == columns
+    assert frames["sharpness"]["step"].dtype == np.int64
+    assert frames["sharpness"]["converged"].dtype == bool
+
+
+def test_instabilities_frame_from_attribute_and_when_absent():
+    episodes = {"start": np.array([3, 10]), "end": np.array([6, 12]), "peak_loss_ratio": np.array([1.2, 1.5]),
+                "completed": np.array([True, False]), "confirmed_by_sharpness": np.array([True, False]),
+                "cosine": np.array([0.9, np.nan]), "subspace_overlap": np.array([0.95, np.nan])}
+    fake = SimpleNamespace(loss_curve_=np.ones(15), lr_history_=np.full(15, 0.5), instabilities_=episodes)
+    frame = histories_to_frames(fake)["instabilities"]
+    pd.testing.assert_frame_equal(frame, pd.DataFrame(episodes))
+
+    del fake.instabilities_
+    frames = histories_to_frames(fake)
+    frame = frames["instabilities"]
+    assert frame.empty and list(frame.columns) == list(INSTABILITY_COLUMNS)
+    assert frame["start"].dtype == np.int64 and frame["completed"].dtype == bool
+    # no sharpness_history_ / n_eigs at all: empty frames with the k=1 columns
+    assert list(frames["sharpness"].columns) == sharpness_columns(1)
+    assert list(frames["rotation"].columns) == rotation_columns(1)
+
+
+def test_unfitted_raises():
+    with pytest.raises(NotFittedError):
+        histories_to_frames(EoSClassifier())
+    with pytest.raises(NotFittedError):
+        histories_to_frames(make_pipeline(MinMaxScaler(), EoSClassifier()))
+
+
+def test_missing_pandas_gives_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    fake = SimpleNamespace(loss_curve_=np.ones(2), lr_history_=np.ones(2))
+    message = r"requires pandas: pip install 'sklearn-eos\[plot\]' or pip install pandas"
+    with pytest.raises(ImportError, match=message):
+        histories_to_frames(fake)

@@ -1,0 +1,139 @@
+"""Tests of the training progress report (`ProgressReport` via the estimators' ``verbose``).
+
+``verbose=1``: a tqdm bar on stderr whose postfix shows loss, lr and (when tracking)
+sharpness and 2/lr; ``verbose=2``: printed lines on stdout; ``verbose=0``: nothing.
+Printed values are compared with the fitted estimator's own histories.
+"""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+import tqdm.auto
+from sklearn.datasets import load_digits
+
+from sklearn_eos import EoSClassifier
+
+N_STEPS = 20
+LR = 0.3
+
+LINE = re.compile(
+    r"^step +(?P<step>\d+)/(?P<total>\d+)  loss (?P<loss>\S+)  lr (?P<lr>\S+)"
+    r"(?:  sharpness (?P<sharpness>\S+)  2/lr (?P<threshold>\S+))?$"
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = load_digits(return_X_y=True)
+    return X[:100] / 16, y[:100]
+
+
+def _fit(data, **params):
+    params = {"hidden_layer_sizes": (16,), "lr": LR, "max_iter": N_STEPS, "sharpness_every": 10,
+              "random_state": 0, **params}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return EoSClassifier(**params).fit(*data)
+
+
+def _g(x):
+    return f"{x:.4g}"
+
+
+def _latest_sharpness(est, step):
+    """The measurement ProgressReport shows after ``step`` steps: the last one taken before
+    step ``step - 1``'s update (measurements happen at the start of a step)."""
+    h = est.sharpness_history_
+    i = np.searchsorted(h["step"], step - 1, side="right") - 1
+    return h["sharpness"][i], h["threshold"][i]
+
+
+@pytest.fixture
+def unthrottled_tqdm(monkeypatch):
+    """tqdm that renders at every update (no 0.1 s mininterval), so the output is deterministic."""
+    class Unthrottled(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["mininterval"] = 0
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Unthrottled)
+
+
+def test_verbose_2_prints_lines_with_plausible_values(data, capsys):
+    est = _fit(data, verbose=2)
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines and err == ""
+    matches = [LINE.match(line) for line in lines]
+    assert all(matches), lines
+    steps = [int(m["step"]) for m in matches]
+    assert steps == sorted(steps) and steps[-1] == N_STEPS
+    assert len(lines) == min(N_STEPS, 20)  # n_lines=20 per fit
+    for m in matches:
+        step = int(m["step"])
+        assert int(m["total"]) == N_STEPS
+        assert m["lr"] == _g(est.lr_history_[step - 1]) == _g(LR)
+        assert float(m["loss"]) == pytest.approx(est.loss_curve_[step - 1], rel=1e-3)
+        sharpness, threshold = _latest_sharpness(est, step)
+        assert m["sharpness"] == _g(sharpness)
+        assert m["threshold"] == _g(threshold) == _g(2 / LR)
+
+
+def test_verbose_2_without_tracking_has_no_sharpness(data, capsys):
+    _fit(data, verbose=2, sharpness_every=0, max_iter=5)
+    out, _ = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 5
+    assert all(LINE.match(line) and "sharpness" not in line and "2/lr" not in line for line in lines)
+    assert lines[0].startswith("step      1/5  loss ")
+
+
+def test_verbose_2_line_format_pads_the_step(data, capsys):
+    _fit(data, verbose=2, sharpness_every=0, max_iter=100, hidden_layer_sizes=(2,))
+    out, _ = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 20 and lines[-1].startswith("step    100/100  loss ")
+
+
+def test_verbose_1_shows_a_tqdm_bar_on_stderr(data, capfd):
+    _fit(data, verbose=1, sharpness_every=0, max_iter=5)
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "/5 [" in err and "step" in err  # "0/5 [00:00<?, ?step/s]"
+
+
+def test_verbose_1_postfix_shows_loss_lr_sharpness_threshold(data, capfd, unthrottled_tqdm):
+    est = _fit(data, verbose=1)
+    out, err = capfd.readouterr()
+    assert out == ""
+    renders = [r for r in err.split("\r") if "/%d [" % N_STEPS in r]
+    assert renders and f"{N_STEPS}/{N_STEPS}" in renders[-1]
+    postfixes = [re.search(r"loss=(\S+), lr=(\S+), sharpness=(\S+), 2/lr=([^\]]+)\]", r) for r in renders]
+    postfixes = [p for p in postfixes if p]
+    assert postfixes, renders
+    losses = {_g(v) for v in est.loss_curve_}
+    sharpnesses = {_g(v) for v in est.sharpness_history_["sharpness"]}
+    for p in postfixes:
+        loss, lr, sharpness, threshold = p.groups()
+        assert loss in losses and lr == _g(LR) and sharpness in sharpnesses and threshold == _g(2 / LR)
+
+
+def test_verbose_1_last_render_shows_the_last_loss(data, capfd, unthrottled_tqdm):
+    est = _fit(data, verbose=1, sharpness_every=0, max_iter=5)
+    _, err = capfd.readouterr()
+    last = [r for r in err.split("\r") if "5/5 [" in r][-1]
+    assert f"loss={_g(est.loss_curve_[-1])}" in last
+
+
+def test_verbose_0_prints_nothing(data, capfd):
+    _fit(data, verbose=0, max_iter=5, sharpness_every=2)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_verbose_2_reports_where_an_early_stop_ended(data, capsys):
+    est = _fit(data, verbose=2, sharpness_every=0, max_iter=200, loss_goal=10.0)
+    out = capsys.readouterr().out
+    assert est.n_iter_ < 200
+    assert f"step {est.n_iter_:>6}/200" in out.splitlines()[-1]
