@@ -34,6 +34,7 @@ def main(argv=None):
     parser.add_argument("--decay-time", type=float, default=None, help="decay step (int) or fraction")
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1)
+    parser.add_argument("--plot", metavar="PNG", help="also save the sharpness and rotation plots (needs matplotlib)")
     args = parser.parse_args(argv)
 
     X, y = load_digits(return_X_y=True)
@@ -71,7 +72,22 @@ def main(argv=None):
         ratio = sh["sharpness"][after] / sh["threshold"][after]
         print(f"\nafter step 200 the sharpness is {ratio.min():.3f}x to {ratio.max():.3f}x the threshold "
               f"2/lr (edge of stability: it hovers near 1)")
+    ep = clf.instabilities_
+    confirmed = int(ep["confirmed_by_sharpness"].sum())
+    print(f"{clf.n_instabilities_} loss-based instability episodes (loss > {1 + clf.instability_rtol:g}x its "
+          f"running minimum), {confirmed} confirmed by a sharpness measurement above 2/lr; first ones "
+          f"(start-end): {', '.join(f'{s}-{e}' for s, e in zip(ep['start'][:8], ep['end'][:8]))}")
     print(f"train accuracy {clf.score(X_train, y_train):.4f}, test accuracy {clf.score(X_test, y_test):.4f}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from . import RotationDisplay, SharpnessDisplay
+
+        SharpnessDisplay.from_estimator(clf).figure_.savefig(args.plot, dpi=100)
+        rotation_png = args.plot.replace(".png", "") + "_rotation.png"
+        RotationDisplay.from_estimator(clf).figure_.savefig(rotation_png, dpi=100)
+        print(f"plots saved to {args.plot} and {rotation_png}")
     return clf
 
 
