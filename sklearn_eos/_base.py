@@ -211,7 +211,9 @@ class BaseEoS(BaseEstimator):
         X_train = self._to_tensor(X, torch_dtype)
         y_train = self._to_tensor(targets, torch_dtype if targets.dtype.kind == "f" else torch.long)
         for name, tensor in (("X", X_train), ("y", y_train)):
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            # row blocks: a whole-tensor isfinite would allocate as much again as the data
+            if tensor.is_floating_point() and not all(
+                    torch.isfinite(block).all() for block in tensor.split(self.chunk_size or 8192)):
                 raise ValueError(f"{name} contains values too large for {self.dtype}.")
         for name, value in target_attrs.items():
             setattr(self, name, value)

@@ -190,6 +190,7 @@ class FullBatchHessian:
             with self._pass():
                 for loss in self._chunk_losses():
                     grads = self._gradient_graph(loss)
+                    del loss  # free this chunk's graph before the next chunk's forward
                     self._apply(grads, V, out)
                     del grads
         self.n_products += V.shape[1]

@@ -1,0 +1,102 @@
+"""``device='cuda'``: fit, tracking and predict on the GPU give the CPU's results.
+
+Skipped without a CUDA device. The expected values are the same fit on the CPU: both start
+from the same initialisation (built on the CPU from ``random_state``, then moved) and run in
+float64, so the trajectories agree to rounding; the eigensolver's random start vectors come
+from the same CPU generator. The learning rates keep the runs below the edge of stability,
+where rounding differences between devices would be amplified.
+"""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits, make_regression
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_eos import EoSClassifier, EoSRegressor
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _digits(n=300):
+    X, y = load_digits(return_X_y=True)
+    return StandardScaler().fit_transform(X[:n]), y[:n]
+
+
+def _regression(n=120):
+    X, y = make_regression(n_samples=n, n_features=6, n_targets=2, noise=0.1, random_state=0)
+    return X, (y - y.mean(axis=0)) / y.std(axis=0)
+
+
+def _pair(Estimator, X, y, **params):
+    params = dict(max_iter=40, sharpness_every=10, n_eigs=3, sharpness_tol=1e-8, dtype="float64",
+                  random_state=0, **params)
+    cpu = Estimator(device="cpu", **params).fit(X, y)
+    gpu = Estimator(device="cuda", **params).fit(X, y)
+    return cpu, gpu
+
+
+def _assert_close_fits(cpu, gpu):
+    assert gpu.n_iter_ == cpu.n_iter_ and gpu.diverged_ == cpu.diverged_
+    assert isinstance(gpu.loss_curve_, np.ndarray) and gpu.loss_curve_.dtype == np.float64
+    np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=1e-9)
+    np.testing.assert_array_equal(gpu.lr_history_, cpu.lr_history_)
+    sc, sg = cpu.sharpness_history_, gpu.sharpness_history_
+    np.testing.assert_array_equal(sg["step"], sc["step"])
+    assert sg["converged"].all()
+    np.testing.assert_allclose(sg["sharpness"], sc["sharpness"], rtol=1e-6)
+    for column, values in gpu.rotation_history_.items():
+        assert isinstance(values, np.ndarray), column
+    np.testing.assert_allclose(gpu.rotation_history_["subspace_overlap"],
+                               cpu.rotation_history_["subspace_overlap"], atol=1e-5)
+    for p in gpu.module_.parameters():
+        assert p.device.type == "cuda"
+    for p_gpu, p_cpu in zip(gpu.module_.parameters(), cpu.module_.parameters()):
+        torch.testing.assert_close(p_gpu.cpu(), p_cpu, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 64])
+def test_classifier_on_cuda_matches_cpu(chunk_size):
+    X, y = _digits()
+    cpu, gpu = _pair(EoSClassifier, X, y, hidden_layer_sizes=(32, 32), lr=0.2, chunk_size=chunk_size)
+    _assert_close_fits(cpu, gpu)
+    pred = gpu.predict(X)
+    assert isinstance(pred, np.ndarray) and pred.dtype == cpu.classes_.dtype
+    np.testing.assert_array_equal(pred, cpu.predict(X))
+    proba = gpu.predict_proba(X)
+    assert isinstance(proba, np.ndarray)
+    np.testing.assert_allclose(proba, cpu.predict_proba(X), rtol=1e-6, atol=1e-9)
+    assert (pred == y).mean() > 0.5  # a control: the model learned something
+
+
+def test_regressor_on_cuda_matches_cpu():
+    X, y = _regression()
+    cpu, gpu = _pair(EoSRegressor, X, y, hidden_layer_sizes=(16,), lr=0.05)
+    _assert_close_fits(cpu, gpu)
+    pred = gpu.predict(X)
+    assert isinstance(pred, np.ndarray) and pred.shape == y.shape
+    np.testing.assert_allclose(pred, cpu.predict(X), rtol=1e-6, atol=1e-9)
+
+
+def test_float32_on_cuda_is_close_to_cpu():
+    X, y = _digits()
+    params = dict(hidden_layer_sizes=(32,), lr=0.3, max_iter=20, sharpness_every=10, random_state=0)
+    cpu = EoSClassifier(**params).fit(X, y)
+    gpu = EoSClassifier(device="cuda", **params).fit(X, y)
+    np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=1e-3)
+    np.testing.assert_allclose(gpu.sharpness_history_["sharpness"], cpu.sharpness_history_["sharpness"],
+                               rtol=1e-2)
+    assert (gpu.predict(X) == cpu.predict(X)).mean() > 0.97
+
+
+def test_cuda_fitted_estimator_pickles_and_copies():
+    X, y = _digits(120)
+    gpu = EoSClassifier(hidden_layer_sizes=(16,), lr=0.3, max_iter=10, sharpness_every=5,
+                        device="cuda", random_state=0).fit(X, y)
+    for other in (pickle.loads(pickle.dumps(gpu)), copy.deepcopy(gpu)):
+        np.testing.assert_array_equal(other.predict(X), gpu.predict(X))
+        np.testing.assert_array_equal(other.sharpness_history_["sharpness"],
+                                      gpu.sharpness_history_["sharpness"])
