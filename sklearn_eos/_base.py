@@ -381,10 +381,10 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-    loss_curve_ : ndarray of shape (n_iter_,)
+    loss_curve_ : ndarray of shape (`n_iter_`,)
         ``loss_curve_[t]``: full training loss at the parameters on which step t computed its
         gradient.
-    lr_history_ : ndarray of shape (n_iter_,)
+    lr_history_ : ndarray of shape (`n_iter_`,)
         Learning rate applied at each step.
     n_iter_ : int
         Steps taken (on divergence, the steps whose loss was finite).
@@ -411,7 +411,7 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         (2 / the learning rate of that step), 'lr', 'above_threshold', 'n_hvps', 'converged'.
         The last row measures the returned model.
     rotation_history_ : dict of 1-D ndarrays
-        One row per pair of consecutive measurements: 'step', 'prev_step', 'cosine' (|cos| of
+        One row per pair of consecutive measurements: 'step', 'prev_step', 'cosine' (absolute cosine of
         the two top eigenvectors), 'cosine_2'...'cosine_k', 'subspace_overlap' (of the top-k
         eigenspaces; 1 means no rotation).
     module_ : torch.nn.Module

@@ -284,7 +284,7 @@ class SharpnessDisplay:
 class RotationDisplay:
     """Rotation of the top Hessian eigenvectors between consecutive measurements.
 
-    Plots, against the step of the later measurement of each pair, the |cosine| between the
+    Plots, against the step of the later measurement of each pair, the absolute cosine between the
     i-th top eigenvectors ('cosine', 'cosine_2', ...) and the overlap of the top-k
     eigenspaces ('subspace_overlap'); 1 means no rotation (grey reference line). When the
     instability episodes carry their own rotation ('cosine', 'subspace_overlap' across the

@@ -83,7 +83,7 @@ class SharpnessTracker(Callback):
         'above_threshold', 'n_hvps' (Hessian-vector products used), 'converged'.
     rotation_history_ : dict of 1-D arrays
         One row per pair of consecutive measurements: 'step', 'prev_step', 'cosine'
-        (|cos| between the two top eigenvectors), 'cosine_2'...'cosine_k', 'subspace_overlap'
+        (absolute cosine between the two top eigenvectors), 'cosine_2'...'cosine_k', 'subspace_overlap'
         (||U^T V||_F^2 / k of the top-k subspaces).
     eigenvectors_ : torch.Tensor of shape (n_params, k)
         Top eigenvectors of the last measurement.

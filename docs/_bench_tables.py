@@ -1,0 +1,210 @@
+"""Benchmark tables for ``docs/benchmarks.rst``, written at build time from the results files.
+
+``conf.py`` calls `write_tables` before Sphinx reads the sources. For each benchmark it
+writes ``docs/generated/bench/<name>.inc`` (ignored by git, not a Sphinx document: it is
+pulled into ``benchmarks.rst`` by ``.. include::``): either tables of the numbers in
+``benchmarks/results/<name>.json``, labelled with the exact command that writes that file
+(derived from the settings stored in it), or, when the file does not exist, the command to
+run. Nothing here measures or invents a figure.
+"""
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+OUT = Path(__file__).resolve().parent / "generated" / "bench"
+
+
+def _table(header, rows, widths=None):
+    """A reST list-table."""
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [header, *rows]:
+        lines.append(f"   * - {row[0]}")
+        lines += [f"     - {cell}" for cell in row[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def _missing(command, path):
+    return (f".. note::\n\n   No results file yet (``{path}``). Run ``{command}`` to measure; "
+            f"the tables appear here on the next documentation build.\n")
+
+
+def _source(command, path, settings_line):
+    return (f"Command: ``{command}``, results file ``{path}``.\n\n{settings_line}\n\n")
+
+
+def _fmt(x, spec):
+    return "n/a" if x is None else format(x, spec)
+
+
+# -- bench_gd_step.py ---------------------------------------------------------------------
+def gd_step():
+    path = "benchmarks/results/gd_step.json"
+    file = ROOT / path
+    if not file.exists():
+        return _missing("python benchmarks/bench_gd_step.py --mse", path)
+    data = json.loads(file.read_text())
+    s, results = data["settings"], data["results"]
+    command = "python benchmarks/bench_gd_step.py"
+    if s["steps"] == 200 and s["repeats"] == 2:
+        command += " --quick"
+    else:
+        if s["steps"] != 2000:
+            command += f" --steps {s['steps']}"
+        if s["repeats"] != 3:
+            command += f" --repeats {s['repeats']}"
+    if s.get("skorch_steps") not in (None, max(2, round(s["steps"] * 0.25))):
+        command += f" --skorch-fraction {s['skorch_steps'] / s['steps']:g}"
+    if any(name.endswith("(mse)") for name in results):
+        command += " --mse"
+    settings = (f"Digits, n_train {s['n_train']}, MLP {s['architecture']}, lr {s['lr']}, "
+                f"{s['dtype']}, {s['torch_threads']} torch thread(s); {s['repeats']} repeats; "
+                f"torch {s['torch']}, scikit-learn {s['sklearn']}, skorch {s['skorch']}, "
+                f"Python {s['python']}, {s['cpu_count']} CPUs ({s['machine']}).")
+    rows = []
+    for name, r in results.items():
+        rows.append([f"``{name}``", r["steps"], f"{r['ms_per_step']:.2f}", f"{r['ratio']:.2f}",
+                     f"{r['cpu_ms_per_step']:.2f}", f"{r['cpu_ratio']:.2f}", f"{r['final_loss']:.3g}",
+                     _fmt(r.get("fixed_cost_ms"), ".1f")])
+    header = ["variant", "steps", "wall ms / step", "ratio to raw loop", "CPU ms / step",
+              "CPU ratio", "final training loss", "fixed cost of a fit (ms)"]
+    return (_source(command, path, settings) + _table(header, rows)
+            + "\nTimes per step are medians over the repeats; ratios are medians of the "
+              "within-repeat ratios to the raw PyTorch loop with the same loss ('raw' for "
+              "cross-entropy, 'raw (mse)' for squared error).\n")
+
+
+# -- bench_tracking.py --------------------------------------------------------------------
+def tracking():
+    path = "benchmarks/results/tracking.json"
+    file = ROOT / path
+    if not file.exists():
+        return _missing("python benchmarks/bench_tracking.py", path)
+    data = json.loads(file.read_text())
+    s = data["settings"]
+    command = "python benchmarks/bench_tracking.py"
+    if s.get("quick"):
+        command += " --quick"
+    else:
+        if s["steps"] != 1500:
+            command += f" --steps {s['steps']}"
+        if s["repeats"] != 3:
+            command += f" --repeats {s['repeats']}"
+    settings = (f"Digits, MLP {s['architecture']}, {s['loss']}, lr {s['lr']} (2/lr = "
+                f"{s['threshold']:g}), {s['dtype']}, {s['steps']} GD steps, tracker k={s['k']}, "
+                f"tol {s['tol']:g}, rest_tol {s['rest_tol']:g}; {s['repeats']} repeats, "
+                f"{s['torch_threads']} torch thread(s); torch {s['torch']}, Python {s['python']}, "
+                f"{s['cpu_count']} CPUs."
+                + (" **This is a quick (smoke) run**: few steps and repeats, so the figures are "
+                   "indicative only; run the command without ``--quick`` for the full "
+                   "measurement." if s.get("quick") else ""))
+    out = [_source(command, path, settings)]
+
+    out.append("**Fit-time overhead of tracking** (median fit time; overhead = median of the "
+               "within-repeat ratios to the fit without tracking, minus 1):\n\n")
+    rows = []
+    for every, o in data["overhead"].items():
+        warm = o["hvps_warm"]
+        warm_text = (f"{warm['median']:g} ({warm['min']:g}-{warm['max']:g})" if warm.get("n") else "n/a")
+        rows.append([every, f"{o['median_seconds']:.1f}", f"{100 * o['overhead']:.0f}%",
+                     o["n_measurements"], o["total_hvps"], warm_text])
+    out.append(_table(["sharpness_every", "fit s", "overhead", "measurements", "HVPs in total",
+                       "HVPs per warm measurement, median (range)"], rows))
+
+    audited = data.get("audited", {})
+    summary = audited.get("summary")
+    if summary:
+        ref = s.get("reference", {})
+        out.append(f"\n**Accuracy of the tracker** (every 100 steps; relative errors against a "
+                   f"reference solve at tol {ref.get('tol', 'n/a')}):\n\n")
+        rows = []
+        for key, label in (("err_sharpness", "sharpness (lambda_1)"), ("err_eig_2", "eig_2"),
+                           ("err_eig_3", "eig_3")):
+            if key in summary:
+                e = summary[key]
+                rows.append([label, f"{e['median']:.1e}", f"{e['max']:.1e}"])
+        out.append(_table(["eigenvalue", "median error", "max error"], rows))
+        variants = audited.get("variants", {})
+        if variants:
+            hw = summary["hvps_warm"]
+            rows = [["tracker (warm k=3, rest_tol=0.1)", f"{hw['median']:g}", f"{hw['max']:g}",
+                     f"{summary['err_sharpness']['median']:.1e}", f"{summary['err_sharpness']['max']:.1e}"]]
+            for name, v in variants.items():
+                rows.append([name, f"{v['hvps']['median']:g}", f"{v['hvps']['max']:g}",
+                             f"{v['err_sharpness']['median']:.1e}", f"{v['err_sharpness']['max']:.1e}"])
+            out.append("\nVariants at the same points, each warm-started from its own previous "
+                       "result:\n\n")
+            out.append(_table(["variant", "HVPs median", "HVPs max", "sharpness error median",
+                               "sharpness error max"], rows))
+
+    h = data.get("hvp_cost")
+    if h:
+        iqr = h.get("hvp_per_gradient_iqr") or [None, None]
+        out.append(f"\n**Cost of one HVP** at step {h['step']} (median of {h['repeats']} "
+                   f"interleaved pairs): {h['hvp_per_gradient']:.2f} gradients (interquartile "
+                   f"range {_fmt(iqr[0], '.2f')}-{_fmt(iqr[1], '.2f')}; one gradient "
+                   f"{h['gradient_ms']:.1f} ms). Building the gradient graph: "
+                   f"{h['graph_build_per_gradient']:.2f} gradients. One warm measurement: "
+                   f"{h['measurement_hvps']} HVPs, {h['measurement_per_gradient']:.1f} gradients "
+                   f"in all.\n")
+
+    e = data.get("eigsh")
+    if e and e.get("points"):
+        out.append("\n**Against scipy** ``eigsh(k=2, which='LA', tol=0)`` (the protocol of Cohen "
+                   "et al.) on the same HVP operator, fresh operator each:\n\n")
+        rows = [[p["step"], f"{p['eigsh_hvps']:.0f}", f"{p['eigsh_seconds']:.2f}",
+                 f"{p['eigsh_err_sharpness']:.1e}", f"{p['ours_hvps']:.0f}", f"{p['ours_seconds']:.2f}",
+                 f"{p['ours_err_sharpness']:.1e}", f"{p['time_ratio']:.1f}x"] for p in e["points"]]
+        out.append(_table(["step", "eigsh HVPs", "eigsh s", "eigsh error", "tracker HVPs",
+                           "tracker s", "tracker error", "speed-up"], rows))
+        out.append(f"\nMedian speed-up: {e['median_time_ratio']:.1f}x.\n")
+    return "".join(out)
+
+
+# -- bench_chunking.py --------------------------------------------------------------------
+def chunking():
+    for name in ("chunking.json", "chunking_quick.json"):
+        file = RESULTS / name
+        if file.exists():
+            break
+    else:
+        return _missing("python benchmarks/bench_chunking.py", "benchmarks/results/chunking.json")
+    data = json.loads(file.read_text())
+    m = data["meta"]
+    settings = (f"{m['n_samples']} x {m['n_features']} float32, MLP {m['n_features']}-"
+                f"{'-'.join(map(str, m['hidden']))}-10 tanh, MSE, {m['threads']} torch thread(s), "
+                f"{m['repeats']} repeats; torch {m['torch']}, Python {m['python']}, {m['machine']}.")
+    rows = [[str(r["chunk_size"]), r["n_chunks"], f"{r['fit_mem_mib']:.0f}", f"{r['peak_mem_mib']:.0f}",
+             f"{r['step_s']:.3f}", f"{r['step_rel']:.2f}", f"{r['hvp_s']:.3f}", f"{r['hvp_rel']:.2f}",
+             f"{r['measurement_s']:.2f}", r["measurement_hvps"]] for r in data["rows"]]
+    header = ["chunk_size", "chunks", "memory after 5 GD steps (MiB)",
+              "memory after a measurement (MiB)", "GD step s", "step vs None", "HVP s",
+              "HVP vs None", "measurement s", "HVPs"]
+    return _source(m["command"], f"benchmarks/results/{file.name}", settings) + _table(header, rows)
+
+
+# -- bench_gpu.py -------------------------------------------------------------------------
+def gpu():
+    for name in ("gpu.json", "gpu_quick.json"):
+        file = RESULTS / name
+        if file.exists():
+            return (f"Results file ``benchmarks/results/{name}`` exists; :doc:`scaling` quotes its "
+                    f"figures.\n")
+    return _missing("python benchmarks/bench_gpu.py", "benchmarks/results/gpu.json")
+
+
+def write_tables():
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, make in (("gd_step", gd_step), ("tracking", tracking), ("chunking", chunking),
+                       ("gpu", gpu)):
+        text = make()
+        target = OUT / f"{name}.inc"
+        if not target.exists() or target.read_text() != text:  # keep mtimes stable
+            target.write_text(text)
+
+
+if __name__ == "__main__":
+    write_tables()
+    for f in sorted(OUT.glob("*.inc")):
+        print(f"==> {f}\n{f.read_text()}")
