@@ -121,11 +121,16 @@ class SharpnessTracker(Callback):
 
     def measure(self, net, step):
         """Measure the spectrum at the net's current parameters and record it as ``step``."""
-        result = measure_spectrum(
-            net, self._data, self.k, start=self.eigenvectors_, tol=self.tol, rest_tol=self.rest_tol,
-            max_products=self.max_products, compute_min=self.compute_min,
-            min_start=self._min_vector, generator=self._generator,
-        )
+        try:
+            result = measure_spectrum(
+                net, self._data, self.k, start=self.eigenvectors_, tol=self.tol, rest_tol=self.rest_tol,
+                max_products=self.max_products, compute_min=self.compute_min,
+                min_start=self._min_vector, generator=self._generator,
+            )
+        except np.linalg.LinAlgError:
+            result = None  # the products overflowed: parameters near a divergence
+        if result is None or not np.isfinite(result.eigenvalues).all():
+            return self._record_failed(net, step)
         lr = self._lr(net)
         eigs = result.eigenvalues
         row = {"step": step, "sharpness": float(eigs[0]), "threshold": 2.0 / lr, "lr": lr,
@@ -143,6 +148,17 @@ class SharpnessTracker(Callback):
             rotation.update({f"cosine_{i}": float(cosines[i - 1]) for i in range(2, self.k + 1)})
             self._rotation_rows.append(rotation)
         self.eigenvectors_ = U
+        self._rows.append(row)
+        self._latest = row
+        return row
+
+    def _record_failed(self, net, step):
+        """A NaN row for a measurement whose Hessian products were not finite; the next
+        measurement starts cold and no rotation is recorded across this one."""
+        lr = self._lr(net)
+        row = {c: np.nan for c in sharpness_columns(self.k, self.compute_min)}
+        row.update(step=step, threshold=2.0 / lr, lr=lr, n_hvps=-1, converged=False, above_threshold=False)
+        self.eigenvectors_ = self._min_vector = None
         self._rows.append(row)
         self._latest = row
         return row

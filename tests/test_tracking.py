@@ -138,3 +138,21 @@ def test_edge_of_stability_on_digits(digits_eos_fit):
     assert np.median(rot["cosine"]) < 0.7
     assert np.median(rot["subspace_overlap"]) < 0.7
     assert digits_eos_fit.loss_curve_[-1] < 0.2 * digits_eos_fit.loss_curve_[0]
+
+
+def test_divergence_with_tracking_warns_and_records_what_it_can():
+    """The last finite parameters of a diverging deep net can overflow the Hessian products:
+    the fit must still warn and return, not crash in the final measurement."""
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    X, y = StandardScaler().fit_transform(X), (y - y.mean()) / y.std()
+    with pytest.warns(Warning, match="diverged"):
+        reg = EoSRegressor(hidden_layer_sizes=(200, 200), lr=2.0, lr_units="threshold", max_iter=600,
+                           sharpness_every=25, random_state=0).fit(X, y)
+    sh = reg.sharpness_history_
+    assert reg.diverged_ and sh["step"][-1] == reg.n_iter_ - 1
+    assert np.isfinite(sh["sharpness"][:-1]).all()
+    # the returned parameters (loss ~1e34) overflow float32 HVPs: a NaN row, not a crash
+    assert np.isnan(sh["sharpness"][-1]) and sh["n_hvps"][-1] == -1 and not sh["converged"][-1]
+    assert np.isfinite(reg.predict(X)).all()

@@ -1,0 +1,85 @@
+"""
+Progressive sharpening and the edge of stability on digits
+==========================================================
+
+The phenomenon of Cohen et al. (ICLR 2021), reproduced on scikit-learn's digits: an MLP
+64-200-200-10 with tanh, PyTorch default initialisation, trained with the 0.5-sum MSE on
+one-hot targets by plain full-batch gradient descent. Gradient descent on a quadratic is
+stable only while the sharpness (largest eigenvalue of the training-loss Hessian) stays
+below 2/lr. On a neural network the sharpness first *rises* during training (progressive
+sharpening) until it reaches 2/lr; it then stops rising and hovers at or just above 2/lr,
+while the loss keeps falling, non-monotonically: the edge of stability.
+
+Two learning rates: 0.25 (threshold 2/lr = 8, 700 steps), which starts well below its
+threshold and shows the sharpening, and 0.5 (threshold 4), whose threshold is already below the sharpness
+at initialisation (about 5.3 on this split), so the net is at the edge of stability from the
+first steps (1,500 steps). The sharpness is measured every 50 steps (top-3 eigenvalues, warm-started block
+Krylov solver on exact Hessian-vector products).
+"""
+
+import os
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_eos import EoSClassifier, RotationDisplay, SharpnessDisplay
+
+QUICK = os.environ.get("SKLEARN_EOS_QUICK") == "1"  # the docs gallery's quick mode
+# steps per learning rate: lr 0.25 has finished sharpening by step ~400
+N_STEPS = {0.25: 200, 0.5: 300} if QUICK else {0.25: 700, 0.5: 1500}
+EVERY = 25 if QUICK else 50
+
+X, y = load_digits(return_X_y=True)
+X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+
+fits = {}
+for lr in (0.25, 0.5):
+    model = make_pipeline(
+        StandardScaler(),
+        EoSClassifier(hidden_layer_sizes=(200, 200), activation="tanh", loss="mse", lr=lr,
+                      max_iter=N_STEPS[lr], sharpness_every=EVERY, n_eigs=3, random_state=0),
+    )
+    fits[lr] = model.fit(X_train, y_train)
+    est = model[-1]
+    print(f"lr {lr}: threshold 2/lr = {2 / lr:.1f}, initial sharpness {est.initial_sharpness_:.3f}, "
+          f"final loss {est.loss_curve_[-1]:.4f}, test accuracy {model.score(X_test, y_test):.3f}, "
+          f"{est.n_instabilities_} loss instabilities, diverged={est.diverged_}")
+
+# %%
+# The sharpness table of each run: the measured largest eigenvalue, the threshold 2/lr and
+# their ratio. At lr 0.25 the ratio climbs from about 0.66 to 1 (progressive sharpening),
+# then stays a few percent above 1; at lr 0.5 it is above 1 from the start and stays near it.
+for lr, model in fits.items():
+    table = pd.DataFrame(model[-1].sharpness_history_)[["step", "sharpness", "threshold"]]
+    table["ratio"] = table["sharpness"] / table["threshold"]
+    print(f"\nlr = {lr}")
+    print(table.round(3).to_string(index=False))
+    late = table[table["step"] >= N_STEPS[lr] // 2]
+    print(f"second half: sharpness median {late['sharpness'].median():.3f}, range "
+          f"{late['sharpness'].min():.3f}-{late['sharpness'].max():.3f} (threshold {2 / lr:.1f})")
+
+# %%
+# Loss, sharpness against 2/lr, and learning rate, one figure per learning rate. Shaded:
+# instability episodes (the loss rose more than 10% above its running minimum).
+for lr, model in fits.items():
+    SharpnessDisplay.from_estimator(model, name=f"lr = {lr} (threshold 2/lr = {2 / lr:g})")
+
+# %%
+# How the top Hessian eigenvectors turn between consecutive measurements (50 steps apart):
+# the absolute cosine of the i-th eigenvectors and the overlap of the top-3 eigenspaces (1 = no
+# rotation). At the edge of stability the top eigenvalues are nearly degenerate, so
+# individual eigenvectors swap and their cosines are small, while the subspace overlap is
+# the more stable reading. At lr 0.25 the contrast is visible in one run: while the
+# network is still sharpening (first ~150 steps) the top-3 subspace barely moves between
+# measurements; once the sharpness has reached 2/lr it turns substantially every 50 steps.
+fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), layout="constrained")
+for ax, (lr, model) in zip(axes, fits.items()):
+    RotationDisplay.from_estimator(model, ax=ax, name=f"lr = {lr}")
+for lr, model in fits.items():
+    rot = pd.DataFrame(model[-1].rotation_history_)
+    print(f"lr {lr}: median |cos(v1, v1')| {rot['cosine'].abs().median():.3f}, "
+          f"median top-3 subspace overlap {rot['subspace_overlap'].median():.3f}")
