@@ -139,7 +139,13 @@ class ProgressReport(Callback):
         self._reported = self.step_
 
     def on_train_end(self, net, **kwargs):
-        if self.step_ and self._reported != self.step_:  # stopped early: show where
+        # stopped early (a callback before this one may have ended the last step before it
+        # was counted here): report the steps the history holds
+        steps = len(net.history)
+        if steps and self._reported != steps:
+            batches = net.history[-1]["batches"]
+            self.step_ = steps
+            self._loss = batches[-1].get("train_loss", self._loss) if batches else self._loss
             self._report(net)
         if self._bar is not None:
             self._bar.close()
