@@ -29,13 +29,14 @@ class DivergenceGuard(Callback):
     def on_train_begin(self, net, **kwargs):
         self.diverged_ = False
         self.n_finite_steps_ = 0
-        self._params = [p for p in net.module_.parameters()]
-        self._current = [p.detach().clone() for p in self._params]
-        self._last_finite = [p.detach().clone() for p in self._params]
+        # detached views share storage with the parameters: made once, not every step
+        self._params = [p.detach() for p in net.module_.parameters()]
+        self._current = [p.clone() for p in self._params]
+        self._last_finite = [p.clone() for p in self._params]
 
     def on_batch_begin(self, net, training=False, **kwargs):
         if training:
-            torch._foreach_copy_(self._current, [p.detach() for p in self._params])
+            torch._foreach_copy_(self._current, self._params)
 
     def on_batch_end(self, net, training=False, loss=None, **kwargs):
         if not training:
@@ -46,8 +47,7 @@ class DivergenceGuard(Callback):
             return
         self.diverged_ = True
         restore = self._last_finite if self.n_finite_steps_ else self._current
-        with torch.no_grad():
-            torch._foreach_copy_(self._params, restore)
+        torch._foreach_copy_(self._params, restore)
         raise KeyboardInterrupt  # skorch's way of ending fit from a callback
 
     def on_train_end(self, net, **kwargs):

@@ -2,11 +2,10 @@
 
 import math
 
-import torch
 from skorch.callbacks import Callback
 
 from ._schedule import DecayPolicy, effective_lr
-from ._tracking import InstabilityTracker, measure_spectrum
+from ._tracking import InstabilityTracker, measure_spectrum, random_generator
 
 
 class LRSchedule(Callback):
@@ -61,10 +60,8 @@ class LRSchedule(Callback):
     def on_train_begin(self, net, X=None, **kwargs):
         self.initial_sharpness_ = math.nan
         if self.lr_units == "threshold":
-            generator = torch.Generator()
-            if self.random_state is not None:
-                generator.manual_seed(self.random_state)
-            result = measure_spectrum(net, X, 2, tol=self.tol, rest_tol=1.0, generator=generator)
+            result = measure_spectrum(net, X, 2, tol=self.tol, rest_tol=1.0,
+                                      generator=random_generator(self.random_state))
             self.initial_sharpness_ = float(result.eigenvalues[0])
         self.effective_lr_ = effective_lr(self.lr, self.lr_units, self.initial_sharpness_)
         self._policy = DecayPolicy(self.decay_on, self.decay_time, self.decay_factor, self.decay_when_stable)

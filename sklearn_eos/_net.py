@@ -132,6 +132,13 @@ class FullBatchNet(NeuralNet):
         # torch's own optimizers evaluate a closure once, before the update; LBFGS needs it
         return type(optimizer).__module__.startswith("torch.optim") and not isinstance(optimizer, torch.optim.LBFGS)
 
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        # decided once per fit, not every step: the optimizer and callbacks are fixed by now
+        self._fast_step = self._fast_step_ok()
+        self._notify_grad = _overrides(self, NeuralNet, "on_grad_computed") or any(
+            _overrides(cb, Callback, "on_grad_computed") for _, cb in self.callbacks_)
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+
     def train_step(self, batch, **fit_params):
         """One exact full-batch GD step: zero the gradients, accumulate them, step.
 
@@ -139,14 +146,12 @@ class FullBatchNet(NeuralNet):
         closure), without the closure, the step accumulator and, when no callback listens to
         it, the ``on_grad_computed`` notification and its ``TeeGenerator``.
         """
-        if not isinstance(batch, FullBatch) or not self._fast_step_ok():
+        if not isinstance(batch, FullBatch) or not getattr(self, "_fast_step", False):
             return super().train_step(batch, **fit_params)
         with torch.enable_grad():  # as inside ``optimizer.step(closure)``
             self._zero_grad_optimizer()
             step = self.train_step_single(batch, **fit_params)
-            if _overrides(self, NeuralNet, "on_grad_computed") or any(
-                _overrides(cb, Callback, "on_grad_computed") for _, cb in self.callbacks_
-            ):
+            if self._notify_grad:
                 self.notify(
                     "on_grad_computed",
                     named_parameters=TeeGenerator(self.get_all_learnable_params()),

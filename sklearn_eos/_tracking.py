@@ -28,6 +28,13 @@ def measure_spectrum(net, data, k, **solver_options):
         return top_eigenpairs(hessian, k, **solver_options)
 
 
+def random_generator(random_state):
+    """A CPU ``torch.Generator`` for eigensolver start vectors, seeded from ``random_state``
+    (None: a fresh seed), leaving the global torch RNG alone."""
+    seed = np.random.randint(2**31) if random_state is None else random_state
+    return torch.Generator().manual_seed(int(seed))
+
+
 def sharpness_columns(k, compute_min=False):
     """Column names of a sharpness history with ``k`` eigenvalues."""
     cols = ["step", "sharpness", *[f"eig_{i}" for i in range(2, k + 1)], "threshold", "lr"]
@@ -108,8 +115,7 @@ class SharpnessTracker(Callback):
         self._min_vector = None
         self.eigenvectors_ = None
         self.step_ = 0
-        seed = self.random_state if self.random_state is not None else np.random.randint(2**31)
-        self._generator = torch.Generator().manual_seed(int(seed))
+        self._generator = random_generator(self.random_state)
 
     @property
     def latest(self):

@@ -733,3 +733,22 @@ def test_cross_entropy_matches_torch():
     h1, = torch.autograd.grad(g1, logits, v)
     h2, = torch.autograd.grad(g2, logits, v)
     torch.testing.assert_close(h1, h2, rtol=1e-8, atol=1e-10)
+
+
+def test_on_grad_computed_still_reaches_callbacks_that_listen():
+    """The lean step skips skorch's on_grad_computed only when nobody overrides it."""
+    from skorch.callbacks import Callback
+
+    class GradNorms(Callback):
+        def on_train_begin(self, net, **kwargs):
+            self.norms = []
+
+        def on_grad_computed(self, net, named_parameters, **kwargs):
+            self.norms.append(float(sum(p.grad.square().sum() for _, p in named_parameters)))
+
+    X, y = load_digits(n_class=3, return_X_y=True)
+    recorder = GradNorms()
+    clf = EoSClassifier(hidden_layer_sizes=(8,), max_iter=7, sharpness_every=0, callbacks=[recorder],
+                        random_state=0).fit(X[:60] / 16, y[:60])
+    assert len(recorder.norms) == clf.n_iter_ == 7
+    assert all(n > 0 for n in recorder.norms)
