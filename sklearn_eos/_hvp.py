@@ -25,6 +25,8 @@ from contextlib import contextmanager
 
 import torch
 
+from ._second_order import curvature_graph
+
 __all__ = ["FullBatchHessian"]
 
 
@@ -130,10 +132,16 @@ class FullBatchHessian:
                     # (batch norm) stays usable; the restored values are those it was built with.
                     b.data.copy_(saved)
 
-    def _chunk_losses(self):
-        """Yield the weighted loss ``(n_c / n) * loss_fn(module(X_c), y_c)`` of each chunk."""
+    def _chunk_losses(self, curvature=False):
+        """Yield the weighted loss ``(n_c / n) * loss_fn(module(X_c), y_c)`` of each chunk;
+        ``curvature``: forward passes that will be differentiated twice (`curvature_graph`)."""
         for (X, y), w in zip(self.chunks, self._weights):
-            yield w * self.loss_fn(self.module(X), y)
+            if curvature:
+                with curvature_graph():
+                    output = self.module(X)
+            else:
+                output = self.module(X)
+            yield w * self.loss_fn(output, y)
 
     def _gradient_graph(self, loss):
         """Gradient of ``loss`` with ``create_graph=True`` (``None`` for unused parameters)."""
@@ -148,7 +156,7 @@ class FullBatchHessian:
         if self._graph is None or self._graph[0] != versions:
             self._graph = None
             with self._pass():
-                grads = self._gradient_graph(next(self._chunk_losses()))
+                grads = self._gradient_graph(next(self._chunk_losses(curvature=True)))
             self._graph = (versions, grads)
         return self._graph[1]
 
@@ -188,7 +196,7 @@ class FullBatchHessian:
             self._apply(self._cached_gradient(), V, out)
         else:
             with self._pass():
-                for loss in self._chunk_losses():
+                for loss in self._chunk_losses(curvature=True):
                     grads = self._gradient_graph(loss)
                     del loss  # free this chunk's graph before the next chunk's forward
                     self._apply(grads, V, out)
