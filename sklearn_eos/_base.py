@@ -20,7 +20,7 @@ from ._lr_schedule import LRSchedule
 from ._schedule import resolve_decay_time
 from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
-from ._net import FullBatch, FullBatchNet
+from ._net import SYNC_EVERY, FullBatch, FullBatchNet
 from ._tracking import InstabilityTracker, SharpnessTracker, _as_arrays, rotation_columns, sharpness_columns
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -48,6 +48,10 @@ def _thread_limit():
 
 class BaseEoS(BaseEstimator):
     """Shared fit/predict machinery; see `EoSClassifier` and `EoSRegressor`."""
+
+    #: Steps between two host reads of the training losses (`FullBatchNet.sync_every`);
+    #: private: the fitted attributes do not depend on it.
+    _sync_every = SYNC_EVERY
 
     _parameter_constraints = {
         "module": [None, type, torch.nn.Module],
@@ -234,7 +238,7 @@ class BaseEoS(BaseEstimator):
             net = FullBatchNet(
                 module=module, criterion=make_criterion(self.loss), optimizer=torch.optim.SGD,
                 lr=self.lr, max_epochs=self.max_iter, device=self.device,
-                callbacks=self._build_callbacks(seed), verbose=0,
+                callbacks=self._build_callbacks(seed), verbose=0, sync_every=self._sync_every,
             )
             net.initialize()
             net.partial_fit(data)
