@@ -79,6 +79,11 @@ class FastHistory(History):
         list.__getitem__(self, -1)["batches"][-1][attr] = value
 
 
+class _Initialized:
+    """Pickled in place of a module or criterion given as an instance: it is the initialized
+    attribute (``module_``) itself, which skorch pickles (see `FullBatchNet.__getstate__`)."""
+
+
 def _overrides(obj, base, name):
     """Whether ``obj`` has its own ``name`` method instead of ``base``'s (a no-op)."""
     return getattr(type(obj), name, None) is not getattr(base, name) or name in getattr(obj, "__dict__", ())
@@ -137,6 +142,23 @@ class FullBatchNet(NeuralNet):
 
     def get_default_callbacks(self):
         return []
+
+    def __getstate__(self):
+        # skorch pickles ``module_`` (and ``criterion_``) apart and loads it onto the device
+        # asked for, or onto the CPU where CUDA is missing. A module given as an instance
+        # *is* ``module_``: pickled as a plain attribute too, it would be a second copy that
+        # loads only where its device exists
+        state = super().__getstate__()
+        for name in getattr(self, "_modules", []) + getattr(self, "_criteria", []):
+            if name in state and state[name] is getattr(self, name + "_", None):
+                state[name] = _Initialized
+        return state
+
+    def __setstate__(self, state):
+        same = [name for name, value in state.items() if value is _Initialized]
+        super().__setstate__(state)
+        for name in same:
+            setattr(self, name, getattr(self, name + "_"))
 
     def initialize_history(self):
         if self.history_ is None:

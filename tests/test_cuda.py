@@ -13,6 +13,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from skorch.exceptions import DeviceWarning
 from sklearn.datasets import load_digits, make_regression
 from sklearn.preprocessing import StandardScaler
 
@@ -100,3 +101,28 @@ def test_cuda_fitted_estimator_pickles_and_copies():
         np.testing.assert_array_equal(other.predict(X), gpu.predict(X))
         np.testing.assert_array_equal(other.sharpness_history_["sharpness"],
                                       gpu.sharpness_history_["sharpness"])
+
+
+def test_cuda_fit_unpickles_on_a_machine_without_cuda(monkeypatch):
+    """The only CUDA tensors a fitted estimator holds are the network's, which skorch pickles
+    with the net and maps to the CPU where CUDA is missing. Simulated by hiding CUDA while
+    unpickling: torch refuses to load any other CUDA tensor of the pickle then."""
+    X, y = _digits(120)
+    gpu = EoSClassifier(hidden_layer_sizes=(16,), lr=0.3, max_iter=10, sharpness_every=5,
+                        device="cuda", random_state=0).fit(X, y)
+    tracker = dict(gpu.net_.callbacks_)["sharpness"]
+    assert tracker.eigenvectors_.device.type == "cpu"  # diagnostics were moved at the end of fit
+    blob = pickle.dumps(gpu)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: False)
+        with pytest.warns(DeviceWarning):
+            cpu = pickle.loads(blob)
+    assert cpu.net_.device == "cpu" and cpu.module_ is cpu.net_.module_
+    assert all(p.device.type == "cpu" for p in cpu.module_.parameters())
+    np.testing.assert_array_equal(cpu.predict(X), gpu.predict(X))
+    np.testing.assert_allclose(cpu.predict_proba(X), gpu.predict_proba(X), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(cpu.sharpness_history_["sharpness"], gpu.sharpness_history_["sharpness"])
+    # where CUDA exists, the network comes back on the GPU
+    again = pickle.loads(blob)
+    assert again.net_.device == "cuda" and all(p.device.type == "cuda" for p in again.module_.parameters())
+
