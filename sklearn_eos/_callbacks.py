@@ -38,9 +38,10 @@ class DivergenceGuard(Callback):
     """Stop at the first non-finite training loss and restore the last finite parameters.
 
     Works without reading the loss on the host at every step. Before step ``t`` the
-    parameters are copied into a buffer; after it, on the device, a flag records whether
-    every loss so far was finite and, while it is, that copy becomes the "last finite" one
-    (a `torch.where`, no host read). The host checks the losses when the net reads them
+    parameters are copied into a buffer; after it, on the device, a 0-d tensor records
+    whether every loss so far was finite (0, or NaN from the first non-finite loss on) and,
+    while they all were, that copy becomes the "last finite" one (a `torch.where`, no host
+    read). The host checks the losses when the net reads them
     (`FullBatchNet`: every ``sync_every`` steps, before every `SharpnessTracker`
     measurement and at the end of training; ``on_step_loss``): at the first non-finite loss
     it puts the last finite parameters back and stops training. The steps run between the
@@ -65,7 +66,7 @@ class DivergenceGuard(Callback):
         self._current = _FlatCopy(self._params)
         self._last_finite = _FlatCopy(self._params)
         torch._foreach_copy_(self._last_finite.views, self._params)
-        self._all_finite = True  # a 0-d bool tensor on the device after the first step
+        self._nan_after_divergence = None  # 0-d, on the device: 0 while every loss is finite
         self._measure_every = [cb.every for _, cb in net.callbacks_ if isinstance(cb, SharpnessTracker) and cb.every]
 
     def needs_losses(self, net, step, **kwargs):
@@ -79,8 +80,13 @@ class DivergenceGuard(Callback):
     def on_batch_end(self, net, training=False, loss=None, **kwargs):
         if not training:
             return
-        self._all_finite = torch.isfinite(loss) & self._all_finite
-        torch.where(self._all_finite, self._current.words, self._last_finite.words, out=self._last_finite.words)
+        if self._nan_after_divergence is None:
+            self._nan_after_divergence = torch.zeros_like(loss)
+        # adds 0 * loss: 0 for a finite loss, NaN for inf or NaN, and NaN stays NaN (three
+        # small device ops per step, where torch.isfinite and a logical and take five)
+        self._nan_after_divergence.add_(loss, alpha=0)
+        all_finite = self._nan_after_divergence.eq(0)
+        torch.where(all_finite, self._current.words, self._last_finite.words, out=self._last_finite.words)
 
     def on_step_loss(self, net, step, loss, **kwargs):
         if math.isfinite(loss):
@@ -91,7 +97,7 @@ class DivergenceGuard(Callback):
         raise KeyboardInterrupt  # skorch's way of ending fit from a callback
 
     def on_train_end(self, net, **kwargs):
-        self._params = self._current = self._last_finite = self._all_finite = None
+        self._params = self._current = self._last_finite = self._nan_after_divergence = None
 
 
 class LossGoal(Callback):
