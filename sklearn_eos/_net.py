@@ -84,6 +84,16 @@ class _Initialized:
     attribute (``module_``) itself, which skorch pickles (see `FullBatchNet.__getstate__`)."""
 
 
+_STEP_HOOKS = ("on_epoch_begin", "on_batch_begin", "on_batch_end", "on_epoch_end")
+
+
+def _batch_size(batch):
+    """skorch's batch size, without its generic (and per-step costly) ``get_len`` for a `FullBatch`."""
+    if isinstance(batch, FullBatch):
+        return len(batch)
+    return get_len(batch[0]) if isinstance(batch, (tuple, list)) else get_len(batch)
+
+
 def _overrides(obj, base, name):
     """Whether ``obj`` has its own ``name`` method instead of ``base``'s (a no-op)."""
     return getattr(type(obj), name, None) is not getattr(base, name) or name in getattr(obj, "__dict__", ())
@@ -197,14 +207,26 @@ class FullBatchNet(NeuralNet):
         self._n_steps = 0
         self._loss_listeners = [cb for _, cb in self.callbacks_ if hasattr(cb, "on_step_loss")]
         self._loss_askers = [cb for _, cb in self.callbacks_ if hasattr(cb, "needs_losses")]
+        self._step_hooks = {name: [cb for _, cb in self.callbacks_ if _overrides(cb, Callback, name)]
+                            for name in _STEP_HOOKS}
         super().on_train_begin(net, X=X, y=y, **kwargs)
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
         # the net is notified before its callbacks: they all end on read losses
         if getattr(self, "_pending", None) is not None:
             self._read_losses()
-        self._pending = self._loss_listeners = self._loss_askers = None
+        self._pending = self._loss_listeners = self._loss_askers = self._step_hooks = None
         super().on_train_end(net, X=X, y=y, **kwargs)
+
+    def notify(self, method_name, **cb_kwargs):
+        """skorch's ``notify``; during training, a per-step hook skips the callbacks that
+        leave it as skorch's no-op (decided once per fit, in ``on_train_begin``)."""
+        hooks = getattr(self, "_step_hooks", None)
+        if not hooks or method_name not in hooks:
+            return super().notify(method_name, **cb_kwargs)
+        getattr(self, method_name)(self, **cb_kwargs)
+        for cb in hooks[method_name]:
+            getattr(cb, method_name)(self, **cb_kwargs)
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
         """skorch's epoch, without reading each training step's loss on the host.
@@ -221,8 +243,7 @@ class FullBatchNet(NeuralNet):
             step = step_fn(batch, **fit_params)
             loss = step["loss"].detach()
             self.history.record_batch(prefix + "_loss", loss)
-            self.history.record_batch(prefix + "_batch_size", get_len(batch[0]) if isinstance(batch, (tuple, list))
-                                      else get_len(batch))
+            self.history.record_batch(prefix + "_batch_size", _batch_size(batch))
             t = self._n_steps
             self._n_steps += 1
             self._pending.append((t, len(self.history) - 1, list.__getitem__(self.history, -1)["batches"][-1], loss))
@@ -262,13 +283,16 @@ class FullBatchNet(NeuralNet):
         """One exact full-batch GD step: zero the gradients, accumulate them, step.
 
         The same sequence as skorch's ``train_step`` (which passes it to the optimizer as a
-        closure), without the closure, the step accumulator and, when no callback listens to
-        it, the ``on_grad_computed`` notification and its ``TeeGenerator``.
+        closure), without the closure, the step accumulator, the profiler scope of
+        ``zero_grad()`` (whose effect, gradients set to None, is kept) and, when no callback
+        listens to it, the ``on_grad_computed`` notification and its ``TeeGenerator``.
         """
         if not isinstance(batch, FullBatch) or not getattr(self, "_fast_step", False):
             return super().train_step(batch, **fit_params)
         with torch.enable_grad():  # as inside ``optimizer.step(closure)``
-            self._zero_grad_optimizer()
+            for group in self.optimizer_.param_groups:  # zero_grad(), without its profiler scope
+                for p in group["params"]:
+                    p.grad = None
             step = self.train_step_single(batch, **fit_params)
             if self._notify_grad:
                 self.notify(

@@ -279,3 +279,31 @@ def test_sync_every_must_be_a_positive_int():
     net, data = _net(sync_every=0)
     with pytest.raises(ValueError, match="sync_every"):
         net.fit(data, None)
+
+
+def test_per_step_hooks_reach_every_callback_that_defines_them():
+    """The net calls a per-step hook only on callbacks that override skorch's no-op; a
+    callback that defines one, on its class or on the instance, is called every step."""
+    class Hooks(Callback):
+        def on_train_begin(self, net, **kwargs):
+            self.calls = collections.Counter()
+
+        def on_epoch_begin(self, net, **kwargs):
+            self.calls["on_epoch_begin"] += 1
+
+        def on_batch_begin(self, net, **kwargs):
+            self.calls["on_batch_begin"] += 1
+
+        def on_batch_end(self, net, **kwargs):
+            self.calls["on_batch_end"] += 1
+
+        def on_epoch_end(self, net, **kwargs):
+            self.calls["on_epoch_end"] += 1
+
+    hooks, plain = Hooks(), Callback()
+    ends = []
+    plain.on_epoch_end = lambda net, **kwargs: ends.append(len(net.history))
+    net, data = _net(("hooks", hooks), ("plain", plain), max_epochs=7)
+    net.fit(data, None)
+    assert hooks.calls == {name: 7 for name in ("on_epoch_begin", "on_batch_begin", "on_batch_end", "on_epoch_end")}
+    assert ends == list(range(1, 8))
