@@ -20,7 +20,7 @@ from ._lr_schedule import LRSchedule
 from ._schedule import resolve_decay_time
 from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
-from ._net import FullBatch, FullBatchNet
+from ._net import SYNC_EVERY, FullBatch, FullBatchNet
 from ._tracking import InstabilityTracker, SharpnessTracker, _as_arrays, rotation_columns, sharpness_columns
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -40,6 +40,13 @@ def torch_threads(n_threads):
             torch.set_num_threads(previous)
 
 
+def _tensors_to_cpu(obj):
+    """Move the tensors among ``obj``'s attributes to the CPU (no copy for CPU tensors)."""
+    for name, value in list(vars(obj).items()):
+        if isinstance(value, torch.Tensor):
+            setattr(obj, name, value.cpu())
+
+
 def _thread_limit():
     """Threads a fit may use: the ``OMP_NUM_THREADS`` that joblib and Dask workers set."""
     value = os.environ.get("OMP_NUM_THREADS", "")
@@ -48,6 +55,10 @@ def _thread_limit():
 
 class BaseEoS(BaseEstimator):
     """Shared fit/predict machinery; see `EoSClassifier` and `EoSRegressor`."""
+
+    #: Steps between two host reads of the training losses (`FullBatchNet.sync_every`);
+    #: private: the fitted attributes do not depend on it.
+    _sync_every = SYNC_EVERY
 
     _parameter_constraints = {
         "module": [None, type, torch.nn.Module],
@@ -148,9 +159,9 @@ class BaseEoS(BaseEstimator):
             )
         return sizes
 
-    def _to_tensor(self, array, dtype=None):
+    def _to_tensor(self, array, dtype=None, device=None):
         # a copy: the array may be read-only (memmap), which torch does not support
-        return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=self.device)
+        return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=device or self.device)
 
     def _build_callbacks(self, seed):
         # order matters: the schedule sets the step's rate before the tracker reads its
@@ -234,7 +245,7 @@ class BaseEoS(BaseEstimator):
             net = FullBatchNet(
                 module=module, criterion=make_criterion(self.loss), optimizer=torch.optim.SGD,
                 lr=self.lr, max_epochs=self.max_iter, device=self.device,
-                callbacks=self._build_callbacks(seed), verbose=0,
+                callbacks=self._build_callbacks(seed), verbose=0, sync_every=self._sync_every,
             )
             net.initialize()
             net.partial_fit(data)
@@ -262,6 +273,9 @@ class BaseEoS(BaseEstimator):
         first = self.sharpness_history_["step"][:1]
         if np.isnan(self.initial_sharpness_) and len(first) and first[0] == 0:
             self.initial_sharpness_ = float(self.sharpness_history_["sharpness"][0])
+        for name, callback in net.callbacks_:
+            if not name.startswith("user_"):
+                _tensors_to_cpu(callback)  # diagnostics (eigenvectors): no CUDA tensor in a pickle
         self.net_ = net
         self.module_ = net.module_
         if self.diverged_:
@@ -271,6 +285,18 @@ class BaseEoS(BaseEstimator):
                 f"{n_steps - 1}, the last with a finite loss, were kept.",
                 ConvergenceWarning,
             )
+
+    # -- persistence ------------------------------------------------------------------
+    def __getstate__(self):
+        # ``module_`` is ``net_.module_``: skorch pickles it with the net and loads it onto
+        # the device it is asked for, or onto the CPU, with a warning, where CUDA is missing
+        state = super().__getstate__()
+        return {k: v for k, v in state.items() if k != "module_"} if "net_" in state else state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "net_" in state:
+            self.module_ = self.net_.module_
 
     # -- predict ----------------------------------------------------------------------
     def _forward(self, X):
@@ -284,6 +310,7 @@ class BaseEoS(BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         module = self.module_
+        device = self.net_.device  # the CPU for a CUDA fit loaded where CUDA is missing
         state = {
             name: t.detach().to(torch.float64) if t.is_floating_point() else t
             for name, t in (*module.named_parameters(), *module.named_buffers())
@@ -292,7 +319,7 @@ class BaseEoS(BaseEstimator):
         module.eval()
         try:
             with torch.no_grad(), torch_threads(_thread_limit()):
-                Xt = self._to_tensor(X, torch.float64)
+                Xt = self._to_tensor(X, torch.float64, device)
                 size = self.chunk_size or max(len(X), 1)
                 out = torch.cat([functional_call(module, state, (Xc,)) for Xc in Xt.split(size)])
         finally:
@@ -415,7 +442,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         the two top eigenvectors), 'cosine_2'...'cosine_k', 'subspace_overlap' (of the top-k
         eigenspaces; 1 means no rotation).
     module_ : torch.nn.Module
-        The trained network.
+        The trained network, ``net_.module_``, on ``device``. Pickled with the net by skorch:
+        a fit on a GPU loads onto the GPU, or onto the CPU with a skorch ``DeviceWarning``
+        on a machine without CUDA; ``predict`` then runs on the CPU.
     net_ : sklearn_eos.FullBatchNet
         The skorch net that trained it (its ``history`` holds every step).
     n_features_in_ : int

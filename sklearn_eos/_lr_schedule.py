@@ -18,6 +18,12 @@ class LRSchedule(Callback):
     step ``t`` is decided from the losses of steps ``< t``. List this callback before any
     `SharpnessTracker`, whose threshold 2/lr uses the rate it sets.
 
+    While the rate of the next step depends on that episode state
+    (`DecayPolicy.depends_on_episodes`: with ``decay_on='instabilities'`` until the decay,
+    with ``decay_on='step'`` and ``decay_when_stable`` from ``decay_time`` until the decay)
+    the net reads every step's loss on the host (``needs_losses``), a synchronisation per
+    step on a GPU. Otherwise the schedule asks for no read.
+
     Parameters
     ----------
     lr : float
@@ -70,6 +76,10 @@ class LRSchedule(Callback):
             raise ValueError("decay_on='instabilities' needs an InstabilityTracker on the net.")
         self.decay_step_ = None
         self._step = 0
+
+    def needs_losses(self, net, step, **kwargs):
+        # the rate of step + 1 depends on the episodes only while a decay is pending on them
+        return self._counter is not None and self._policy.depends_on_episodes(step + 1)
 
     def on_epoch_begin(self, net, **kwargs):
         detector = self._counter.detector_ if self._counter is not None else None

@@ -7,13 +7,23 @@ per-step ``Dataset.__getitem__``/collation (which is where skorch spends most of
 ``batch_size=-1``). When the data are split into chunks to bound memory, the chunk losses
 are weighted by chunk size and their gradients accumulated before the one optimizer step, so
 the step is still the exact full-batch gradient step.
+
+The training loss of a step stays on the device until the host reads the pending steps'
+losses in one copy (`FullBatchNet`'s ``sync_every``): on a GPU a per-step read would make the
+host wait for every step to finish.
 """
+
+from numbers import Integral
 
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback
 from skorch.history import History
+from skorch.dataset import get_len
 from skorch.utils import TeeGenerator
+
+#: Default steps between two host reads of the training losses (`FullBatchNet.sync_every`).
+SYNC_EVERY = 32
 
 
 class FullBatch(torch.utils.data.Dataset):
@@ -69,6 +79,21 @@ class FastHistory(History):
         list.__getitem__(self, -1)["batches"][-1][attr] = value
 
 
+class _Initialized:
+    """Pickled in place of a module or criterion given as an instance: it is the initialized
+    attribute (``module_``) itself, which skorch pickles (see `FullBatchNet.__getstate__`)."""
+
+
+_STEP_HOOKS = ("on_epoch_begin", "on_batch_begin", "on_batch_end", "on_epoch_end")
+
+
+def _batch_size(batch):
+    """skorch's batch size, without its generic (and per-step costly) ``get_len`` for a `FullBatch`."""
+    if isinstance(batch, FullBatch):
+        return len(batch)
+    return get_len(batch[0]) if isinstance(batch, (tuple, list)) else get_len(batch)
+
+
 def _overrides(obj, base, name):
     """Whether ``obj`` has its own ``name`` method instead of ``base``'s (a no-op)."""
     return getattr(type(obj), name, None) is not getattr(base, name) or name in getattr(obj, "__dict__", ())
@@ -95,16 +120,55 @@ class FullBatchNet(NeuralNet):
 
     Fit it with a `FullBatch` as ``X`` (``y=None``). Callbacks see the usual skorch hooks;
     ``on_batch_end`` receives the step's ``loss``: the full training loss at the parameters
-    on which the step computed its gradient. The default callbacks (timer, scoring, printed
-    log) are dropped: they cost more than a small network's GD step, and the estimators
-    record what they need themselves.
+    on which the step computed its gradient, a 0-d tensor on the training device. The
+    default callbacks (timer, scoring, printed log) are dropped: they cost more than a small
+    network's GD step, and the estimators record what they need themselves.
+
+    Deferred loss reads. A step does not read its loss on the host (on a GPU that read would
+    wait for the step to finish). The host reads the losses of the pending steps in one copy
+    right after a step ``t`` when ``(t + 1) % sync_every == 0``, when a callback's
+    ``needs_losses(net, step=t)`` returns True, and at the end of training. Each read
+    replaces the pending steps' ``train_loss`` in the history (the 0-d tensor until then)
+    with floats, and calls ``on_step_loss(net, step=s, loss=float)`` of every callback that
+    has it, step by step in step order and callback order, which is the order in which
+    ``on_batch_end`` would have seen them. A callback stops training from ``on_step_loss``
+    by raising ``KeyboardInterrupt``, as from any skorch hook: later callbacks do not see
+    that step, nobody sees the steps after it, and the history rows (epochs) after it, which
+    ran before the host knew, are dropped. Their parameter updates are not undone: a
+    callback that must stop *at* a step asks for every step's loss (`LossGoal`), or puts
+    back parameters it kept itself (`DivergenceGuard`). Steps are numbered ``0, 1, ...``
+    within one ``fit``/``partial_fit`` call.
+
+    Parameters
+    ----------
+    sync_every : int, default=SYNC_EVERY
+        Steps between two host reads of the training losses (one device-to-host copy each).
+        Other parameters are skorch's ``NeuralNet``'s.
     """
 
-    def __init__(self, *args, batch_size=-1, train_split=None, **kwargs):
+    def __init__(self, *args, batch_size=-1, train_split=None, sync_every=SYNC_EVERY, **kwargs):
         super().__init__(*args, batch_size=batch_size, train_split=train_split, **kwargs)
+        self.sync_every = sync_every
 
     def get_default_callbacks(self):
         return []
+
+    def __getstate__(self):
+        # skorch pickles ``module_`` (and ``criterion_``) apart and loads it onto the device
+        # asked for, or onto the CPU where CUDA is missing. A module given as an instance
+        # *is* ``module_``: pickled as a plain attribute too, it would be a second copy that
+        # loads only where its device exists
+        state = super().__getstate__()
+        for name in getattr(self, "_modules", []) + getattr(self, "_criteria", []):
+            if name in state and state[name] is getattr(self, name + "_", None):
+                state[name] = _Initialized
+        return state
+
+    def __setstate__(self, state):
+        same = [name for name, value in state.items() if value is _Initialized]
+        super().__setstate__(state)
+        for name in same:
+            setattr(self, name, getattr(self, name + "_"))
 
     def initialize_history(self):
         if self.history_ is None:
@@ -137,19 +201,98 @@ class FullBatchNet(NeuralNet):
         self._fast_step = self._fast_step_ok()
         self._notify_grad = _overrides(self, NeuralNet, "on_grad_computed") or any(
             _overrides(cb, Callback, "on_grad_computed") for _, cb in self.callbacks_)
+        if not (isinstance(self.sync_every, Integral) and self.sync_every >= 1):
+            raise ValueError(f"sync_every must be an int >= 1, got {self.sync_every!r}.")
+        self._pending = []  # (step, history row, batch record, 0-d loss tensor) not read yet
+        self._n_steps = 0
+        self._loss_listeners = [cb for _, cb in self.callbacks_ if hasattr(cb, "on_step_loss")]
+        self._loss_askers = [cb for _, cb in self.callbacks_ if hasattr(cb, "needs_losses")]
+        self._step_hooks = {name: [cb for _, cb in self.callbacks_ if _overrides(cb, Callback, name)]
+                            for name in _STEP_HOOKS}
         super().on_train_begin(net, X=X, y=y, **kwargs)
+
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        # the net is notified before its callbacks: they all end on read losses
+        if getattr(self, "_pending", None) is not None:
+            self._read_losses()
+        self._pending = self._loss_listeners = self._loss_askers = self._step_hooks = None
+        super().on_train_end(net, X=X, y=y, **kwargs)
+
+    def notify(self, method_name, **cb_kwargs):
+        """skorch's ``notify``; during training, a per-step hook skips the callbacks that
+        leave it as skorch's no-op (decided once per fit, in ``on_train_begin``)."""
+        hooks = getattr(self, "_step_hooks", None)
+        if not hooks or method_name not in hooks:
+            return super().notify(method_name, **cb_kwargs)
+        getattr(self, method_name)(self, **cb_kwargs)
+        for cb in hooks[method_name]:
+            getattr(cb, method_name)(self, **cb_kwargs)
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        """skorch's epoch, without reading each training step's loss on the host.
+
+        The same hooks and history records as skorch's, except that ``train_loss`` holds the
+        detached 0-d loss tensor until the next read (see the class docstring). Validation
+        epochs are skorch's.
+        """
+        if not training or getattr(self, "_pending", None) is None:
+            return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+        batch_count = 0
+        for batch in iterator:
+            self.notify("on_batch_begin", batch=batch, training=True)
+            step = step_fn(batch, **fit_params)
+            loss = step["loss"].detach()
+            self.history.record_batch(prefix + "_loss", loss)
+            self.history.record_batch(prefix + "_batch_size", _batch_size(batch))
+            t = self._n_steps
+            self._n_steps += 1
+            self._pending.append((t, len(self.history) - 1, list.__getitem__(self.history, -1)["batches"][-1], loss))
+            due = (t + 1) % self.sync_every == 0 or any(cb.needs_losses(self, step=t) for cb in self._loss_askers)
+            if due and self._read_losses():
+                raise KeyboardInterrupt  # skorch's way of ending fit
+            self.notify("on_batch_end", batch=batch, training=True, **step)
+            batch_count += 1
+        self.history.record(prefix + "_batch_count", batch_count)
+
+    def _read_losses(self):
+        """Read the pending steps' losses in one device-to-host copy and replay them.
+
+        Returns
+        -------
+        stopped : bool
+            Whether a callback's ``on_step_loss`` stopped training (see the class docstring).
+        """
+        pending, self._pending = self._pending, []
+        if not pending:
+            return False
+        values = torch.stack([loss for *_, loss in pending]).tolist()
+        for (*_, record, _), value in zip(pending, values):
+            record["train_loss"] = value
+        for (t, row, *_), value in zip(pending, values):
+            for cb in self._loss_listeners:
+                try:
+                    cb.on_step_loss(self, step=t, loss=value)
+                except KeyboardInterrupt:
+                    # the history as if training had stopped in step t's on_batch_end
+                    list.__delitem__(self.history, slice(row + 1, None))
+                    list.__getitem__(self.history, row).pop("train_batch_count", None)
+                    return True
+        return False
 
     def train_step(self, batch, **fit_params):
         """One exact full-batch GD step: zero the gradients, accumulate them, step.
 
         The same sequence as skorch's ``train_step`` (which passes it to the optimizer as a
-        closure), without the closure, the step accumulator and, when no callback listens to
-        it, the ``on_grad_computed`` notification and its ``TeeGenerator``.
+        closure), without the closure, the step accumulator, the profiler scope of
+        ``zero_grad()`` (whose effect, gradients set to None, is kept) and, when no callback
+        listens to it, the ``on_grad_computed`` notification and its ``TeeGenerator``.
         """
         if not isinstance(batch, FullBatch) or not getattr(self, "_fast_step", False):
             return super().train_step(batch, **fit_params)
         with torch.enable_grad():  # as inside ``optimizer.step(closure)``
-            self._zero_grad_optimizer()
+            for group in self.optimizer_.param_groups:  # zero_grad(), without its profiler scope
+                for p in group["params"]:
+                    p.grad = None
             step = self.train_step_single(batch, **fit_params)
             if self._notify_grad:
                 self.notify(

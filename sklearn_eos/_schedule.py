@@ -221,6 +221,29 @@ class DecayPolicy:
         self.decayed = False
         self.decay_step = None
 
+    def depends_on_episodes(self, step):
+        """Whether :meth:`lr_multiplier` at ``step`` can depend on the episode state (O(1)).
+
+        Parameters
+        ----------
+        step : int
+            Step whose learning rate is being decided.
+
+        Returns
+        -------
+        depends : bool
+            ``True`` exactly when two values of ``(n_completed, in_instability)`` give
+            different multipliers. ``False`` with no decay, after the decay, with
+            ``decay_on='step'`` before ``decay_time`` or without ``decay_when_stable``, and
+            with ``decay_on='instabilities'``, ``decay_time=0`` and no
+            ``decay_when_stable``.
+        """
+        if self.decayed or self.decay_time is None:
+            return False
+        if self.decay_on == "instabilities":
+            return self.decay_time > 0 or self.decay_when_stable
+        return self.decay_when_stable and step >= self.decay_time
+
     def lr_multiplier(self, step, n_completed, in_instability):
         """Multiplier of the base learning rate at ``step`` (O(1)).
 

@@ -219,6 +219,11 @@ class InstabilityTracker(Callback):
     eigenvectors across it: between the last measurement before its start and the first
     after its end. List it after the `SharpnessTracker`.
 
+    The losses come from the net's host reads (`FullBatchNet`, ``on_step_loss``), in step
+    order; the net reads them before every measurement of that tracker, so that each
+    episode is paired with the measurements as they stood at its steps, and otherwise every
+    ``sync_every`` steps.
+
     Parameters
     ----------
     rtol : float, default=0.1
@@ -240,7 +245,6 @@ class InstabilityTracker(Callback):
     def on_train_begin(self, net, **kwargs):
         self.detector_ = LossInstabilityDetector(self.rtol)
         self._tracker = _tracker_before(net, self)
-        self._step = 0
         self._measured = []  # (step, eigenvectors) of the two latest measurements
         self._before = {}  # episode index -> (step, eigenvectors) before its start
         self._waiting = []  # ended episodes waiting for the next measurement
@@ -262,17 +266,20 @@ class InstabilityTracker(Callback):
     def on_epoch_begin(self, net, **kwargs):
         self._note_measurement()
 
-    def on_batch_end(self, net, training=False, loss=None, **kwargs):
-        if not training:
-            return
-        event = self.detector_.update(self._step, float(loss))
+    def needs_losses(self, net, step, **kwargs):
+        # episodes are paired with measurements as they stood at each step: read the losses
+        # before every measurement
+        every = self._tracker.every if self._tracker is not None else 0
+        return bool(every) and (step + 1) % every == 0
+
+    def on_step_loss(self, net, step, loss, **kwargs):
+        event = self.detector_.update(step, loss)
         index = len(self.detector_.episodes)
         if event == "start":
-            earlier = [m for m in self._measured if m[0] < self._step]
+            earlier = [m for m in self._measured if m[0] < step]
             self._before[index] = earlier[-1] if earlier else None
         elif event == "end":
             self._waiting.append(index - 1)
-        self._step += 1
 
     def on_train_end(self, net, **kwargs):
         self._note_measurement()  # the tracker's final measurement, if it ran first

@@ -13,10 +13,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from skorch.callbacks import Callback
+from skorch.exceptions import DeviceWarning
 from sklearn.datasets import load_digits, make_regression
 from sklearn.preprocessing import StandardScaler
 
-from sklearn_eos import EoSClassifier, EoSRegressor
+from sklearn_eos import EoSClassifier, EoSRegressor, FullBatchNet
+from sklearn_eos._net import SYNC_EVERY
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -100,3 +103,87 @@ def test_cuda_fitted_estimator_pickles_and_copies():
         np.testing.assert_array_equal(other.predict(X), gpu.predict(X))
         np.testing.assert_array_equal(other.sharpness_history_["sharpness"],
                                       gpu.sharpness_history_["sharpness"])
+
+
+def test_cuda_fit_unpickles_on_a_machine_without_cuda(monkeypatch):
+    """The only CUDA tensors a fitted estimator holds are the network's, which skorch pickles
+    with the net and maps to the CPU where CUDA is missing. Simulated by hiding CUDA while
+    unpickling: torch refuses to load any other CUDA tensor of the pickle then."""
+    X, y = _digits(120)
+    gpu = EoSClassifier(hidden_layer_sizes=(16,), lr=0.3, max_iter=10, sharpness_every=5,
+                        device="cuda", random_state=0).fit(X, y)
+    tracker = dict(gpu.net_.callbacks_)["sharpness"]
+    assert tracker.eigenvectors_.device.type == "cpu"  # diagnostics were moved at the end of fit
+    blob = pickle.dumps(gpu)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: False)
+        with pytest.warns(DeviceWarning):
+            cpu = pickle.loads(blob)
+    assert cpu.net_.device == "cpu" and cpu.module_ is cpu.net_.module_
+    assert all(p.device.type == "cpu" for p in cpu.module_.parameters())
+    np.testing.assert_array_equal(cpu.predict(X), gpu.predict(X))
+    np.testing.assert_allclose(cpu.predict_proba(X), gpu.predict_proba(X), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(cpu.sharpness_history_["sharpness"], gpu.sharpness_history_["sharpness"])
+    # where CUDA exists, the network comes back on the GPU
+    again = pickle.loads(blob)
+    assert again.net_.device == "cuda" and all(p.device.type == "cuda" for p in again.module_.parameters())
+
+
+def test_training_steps_do_not_synchronise_with_the_host(monkeypatch):
+    """Between two reads of the losses, a GD step only queues work on the GPU:
+    ``torch.cuda.set_sync_debug_mode('error')`` makes any synchronising call (``.item()``,
+    ``float()`` of a CUDA tensor, a blocking copy) raise during training, except inside the
+    net's reads of the losses, which lift it."""
+    read_losses = FullBatchNet._read_losses
+    reads = []
+
+    def lifted(self):
+        torch.cuda.set_sync_debug_mode("default")
+        try:
+            reads.append(len(self._pending))
+            return read_losses(self)
+        finally:
+            torch.cuda.set_sync_debug_mode("error")
+
+    monkeypatch.setattr(FullBatchNet, "_read_losses", lifted)
+
+    class Strict(Callback):  # listed last: from after every callback's setup to the end
+        def on_train_begin(self, net, **kwargs):
+            torch.cuda.set_sync_debug_mode("error")
+
+        def on_train_end(self, net, **kwargs):
+            torch.cuda.set_sync_debug_mode("default")
+
+    X, y = _digits()
+    steps = 3 * SYNC_EVERY + 5
+    try:
+        est = EoSClassifier(hidden_layer_sizes=(32, 32), lr=0.2, max_iter=steps, sharpness_every=0,
+                            device="cuda", callbacks=[Strict()], random_state=0).fit(X, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert est.n_iter_ == steps and not est.diverged_
+    assert reads == [SYNC_EVERY] * 3 + [5]
+    cpu = EoSClassifier(hidden_layer_sizes=(32, 32), lr=0.2, max_iter=steps, sharpness_every=0,
+                        random_state=0).fit(X, y)
+    np.testing.assert_allclose(est.loss_curve_, cpu.loss_curve_, rtol=1e-3)
+
+
+def test_control_sync_debug_mode_catches_a_per_step_read():
+    """Control for the test above: a float() of the loss in a step raises."""
+    class ReadsEveryStep(Callback):
+        def on_train_begin(self, net, **kwargs):
+            torch.cuda.set_sync_debug_mode("error")
+
+        def on_batch_end(self, net, loss=None, **kwargs):
+            float(loss)
+
+        def on_train_end(self, net, **kwargs):
+            torch.cuda.set_sync_debug_mode("default")
+
+    X, y = _digits(100)
+    try:
+        with pytest.raises(RuntimeError, match="synchroniz"):
+            EoSClassifier(hidden_layer_sizes=(8,), max_iter=3, sharpness_every=0, device="cuda",
+                          callbacks=[ReadsEveryStep()], random_state=0).fit(X, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

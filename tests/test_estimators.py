@@ -253,6 +253,8 @@ def test_pickle_and_joblib_round_trip(Estimator, tmp_path):
     restored.append(joblib.load(path))
     for r in restored:
         assert r is not est and r.module_ is not est.module_
+        # one network, pickled once (by skorch, with the net)
+        assert r.module_ is r.net_.module_ is r.net_.module
         np.testing.assert_array_equal(r.predict(X_new), est.predict(X_new))
         np.testing.assert_array_equal(r.loss_curve_, est.loss_curve_)
         if Estimator is EoSClassifier:

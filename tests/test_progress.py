@@ -11,9 +11,10 @@ import warnings
 import numpy as np
 import pytest
 import tqdm.auto
-from sklearn.datasets import load_digits
+from sklearn.datasets import load_digits, make_regression
+from sklearn.exceptions import ConvergenceWarning
 
-from sklearn_eos import EoSClassifier
+from sklearn_eos import EoSClassifier, EoSRegressor
 
 N_STEPS = 20
 LR = 0.3
@@ -137,3 +138,18 @@ def test_verbose_2_reports_where_an_early_stop_ended(data, capsys):
     out = capsys.readouterr().out
     assert est.n_iter_ < 200
     assert f"step {est.n_iter_:>6}/200" in out.splitlines()[-1]
+
+
+def test_verbose_2_shows_no_step_past_a_divergence(capsys):
+    """The loss is read before each report, so the guard stops training before a step
+    past the divergence is shown (the losses are otherwise read every 32 steps)."""
+    X, y = make_regression(n_samples=80, n_features=5, noise=0.1, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        est = EoSRegressor(hidden_layer_sizes=(8,), lr=3.0, max_iter=200, sharpness_every=0, verbose=2,
+                           random_state=0).fit(X, (y - y.mean()) / y.std())
+    matches = [LINE.match(line) for line in capsys.readouterr().out.splitlines()]
+    steps = [int(m["step"]) for m in matches]
+    assert est.diverged_ and est.n_iter_ % 10 != 0  # not at a report step: caught between two
+    assert steps == sorted(set(steps))
+    assert steps[-1] == est.n_iter_ + 1  # the step whose loss was not finite, as before
+    assert not np.isfinite(float(matches[-1]["loss"]))

@@ -161,6 +161,27 @@ def test_policy_validation(args, match):
         DecayPolicy(*args)
 
 
+@pytest.mark.parametrize("decay_on, decay_time", [("step", 4), ("step", None), ("instabilities", 2),
+                                                  ("instabilities", 0)])
+@pytest.mark.parametrize("decay_when_stable", [True, False])
+def test_depends_on_episodes_is_exact(decay_on, decay_time, decay_when_stable):
+    """Where it says False, every episode state gives the same multiplier (and the same
+    latched state); where it says True, two states differ. Checked along a run whose
+    episode state changes from step to step."""
+    rng = np.random.default_rng(0)
+    policy = DecayPolicy(decay_on, decay_time, FACTOR, decay_when_stable)
+    states = [(n, open_) for n in range(4) for open_ in (False, True)]
+    for step in range(12):
+        outcomes = set()
+        for n, open_ in states:
+            trial = DecayPolicy(decay_on, decay_time, FACTOR, decay_when_stable)
+            trial.decayed, trial.decay_step = policy.decayed, policy.decay_step
+            outcomes.add((trial.lr_multiplier(step, n, open_), trial.decay_step))
+        assert policy.depends_on_episodes(step) == (len(outcomes) > 1), step
+        n, open_ = states[rng.integers(len(states))]
+        policy.lr_multiplier(step, n, open_)
+
+
 # --- lr_schedule_from_losses ---------------------------------------------------
 
 

@@ -1,0 +1,309 @@
+"""Host reads of tensor values during a fit: the losses stay on the device between reads.
+
+On a GPU, every read of a tensor's value on the host (``.item()``, ``float()``, ``bool()``,
+``.tolist()``, ``.numpy()``, ``.cpu()``) makes the host wait until the device has finished
+its queued work. These tests count such reads on the CPU, where they cost nothing, by
+wrapping those methods of ``torch.Tensor``: a default fit must make O(steps / sync_every)
+of them, and a tracked fit O(measurements) more, not one per step. The fitted attributes
+must not depend on ``sync_every``. ``tests/test_cuda.py`` checks the same on a GPU with
+``torch.cuda.set_sync_debug_mode('error')``.
+"""
+
+import collections
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from skorch.callbacks import Callback
+from sklearn.datasets import load_digits, make_regression
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_eos import (DivergenceGuard, EoSClassifier, EoSRegressor, FullBatch, FullBatchNet, HalfSquaredError,
+                         InstabilityTracker, MLP, SharpnessTracker)
+from sklearn_eos._base import BaseEoS
+from sklearn_eos._net import SYNC_EVERY
+
+STEPS = 256
+READS = ("item", "tolist", "__float__", "__int__", "__index__", "__bool__", "numpy", "cpu", "__array__")
+SETUP_READS = 4  # fit's input checks (``torch.isfinite(block).all()`` on X and y) and slack
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return StandardScaler().fit_transform(X[:200]), y[:200]
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Counts host reads of tensors, split into those inside a sharpness measurement and
+    the others (``counts['measuring']`` and ``counts['training']``)."""
+    counts = collections.Counter()
+    inside = []
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            counts["measuring" if inside else "training"] += 1
+            return original(self, *args, **kwargs)
+        return read
+
+    for name in READS:
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    measure = SharpnessTracker.measure
+
+    def counted_measure(self, net, step):
+        counts["measurements"] += 1
+        inside.append(step)
+        try:
+            return measure(self, net, step)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(SharpnessTracker, "measure", counted_measure)
+    return counts
+
+
+def _fit(data, **params):
+    params = {"hidden_layer_sizes": (16,), "lr": 0.3, "max_iter": STEPS, "sharpness_every": 0,
+              "random_state": 0, **params}
+    return EoSClassifier(**params).fit(*data)
+
+
+# -- the counter itself -----------------------------------------------------------------
+def test_the_counter_sees_the_reads_of_a_loop_that_reads_every_step(host_reads):
+    """Control: the wrapped methods are those a per-step loss read goes through."""
+    loss = torch.tensor(0.5)
+    for _ in range(10):
+        float(loss)
+        loss.item()
+        bool(loss > 0)
+    assert host_reads["training"] == 30
+
+
+def test_a_loss_goal_reads_every_step(digits, host_reads):
+    """Control on a fit: stopping at the very step that reaches the goal needs every loss."""
+    est = _fit(digits, loss_goal=0.0)  # never reached: all STEPS steps run
+    assert est.n_iter_ == STEPS
+    assert host_reads["training"] >= STEPS
+
+
+# -- the claims ---------------------------------------------------------------------------
+def test_default_fit_reads_the_losses_once_every_sync_every_steps(digits, host_reads):
+    est = _fit(digits)
+    assert est.n_iter_ == STEPS and not est.diverged_
+    assert host_reads["measurements"] == 0
+    assert host_reads["training"] <= STEPS // SYNC_EVERY + SETUP_READS
+    # the losses were read all the same
+    assert all(isinstance(v, float) for v in est.loss_curve_.tolist()) and len(est.loss_curve_) == STEPS
+
+
+def test_tracked_fit_reads_scale_with_measurements(digits, host_reads):
+    every = 64
+    _fit(digits, sharpness_every=every)
+    n_measurements = STEPS // every + 1  # and one at the end
+    assert host_reads["measurements"] == n_measurements
+    assert host_reads["measuring"] > 0
+    # one read before each measurement at most, besides the periodic ones
+    assert host_reads["training"] <= STEPS // SYNC_EVERY + n_measurements + SETUP_READS
+
+
+def test_step_decay_reads_every_step_only_while_it_waits_for_stability(digits, host_reads):
+    est = _fit(digits, decay_time=100)
+    assert est.decay_step_ is not None
+    waiting = est.decay_step_ - 100 + 1  # steps whose next rate depended on the episodes
+    assert host_reads["training"] <= STEPS // SYNC_EVERY + waiting + SETUP_READS
+
+
+def test_instability_decay_reads_every_step_until_the_decay(digits, host_reads):
+    est = _fit(digits, lr=1.2, decay_on="instabilities", decay_time=2)
+    assert est.n_iter_ == STEPS and est.decay_step_ is not None
+    decay = est.decay_step_
+    assert decay < STEPS - 2 * SYNC_EVERY  # so that the bound below says something
+    assert decay <= host_reads["training"] <= decay + (STEPS - decay) // SYNC_EVERY + 1 + SETUP_READS
+
+
+# -- the results do not depend on when the losses are read ----------------------------
+def _fitted(est):
+    attrs = {k: v for k, v in vars(est).items() if k.endswith("_") and k not in ("net_", "module_")}
+    rows = [dict(row) for row in est.net_.history]
+    return attrs, {k: v.clone() for k, v in est.module_.state_dict().items()}, rows
+
+
+def _assert_same(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _assert_same(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_same(x, y)
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, (np.ndarray, float)):
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert a == b
+
+
+def _regression():
+    X, y = make_regression(n_samples=80, n_features=5, noise=0.1, random_state=0)
+    return X, (y - y.mean()) / y.std()
+
+
+FITS = {
+    # edge of stability: episodes, a decay that waits for one to end, rotation across them
+    "tracked": (EoSClassifier, dict(hidden_layer_sizes=(32, 32), lr=1.0, max_iter=200, sharpness_every=25,
+                                    decay_time=170, random_state=0)),
+    "instability_decay": (EoSClassifier, dict(hidden_layer_sizes=(32, 32), lr=1.0, max_iter=150,
+                                              sharpness_every=0, decay_on="instabilities", decay_time=2,
+                                              random_state=0)),
+    # diverges at step 19: measurements at 0, 7, 14 and (restored) 18; none may see step 19+
+    "diverged": (EoSRegressor, dict(hidden_layer_sizes=(8,), lr=3.0, max_iter=200, sharpness_every=7,
+                                    random_state=0)),
+}
+
+
+@pytest.mark.parametrize("sync_every", [3, SYNC_EVERY, 10_000])
+@pytest.mark.parametrize("name", sorted(FITS))
+def test_fitted_attributes_do_not_depend_on_sync_every(name, sync_every, digits, monkeypatch):
+    Estimator, params = FITS[name]
+    X, y = _regression() if Estimator is EoSRegressor else digits
+    results = []
+    for every in (1, sync_every):
+        monkeypatch.setattr(BaseEoS, "_sync_every", every)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            results.append(_fitted(Estimator(**params).fit(X, y)))
+    (attrs, state, rows), expected = results[1], results[0]
+    if name == "diverged":
+        assert attrs["diverged_"] and attrs["n_iter_"] == 19
+    elif name == "tracked":
+        assert attrs["decay_step_"] == 175 and attrs["n_instabilities_"] == 3  # it waited for one
+    _assert_same(attrs, expected[0])
+    _assert_same(state, expected[1])
+    _assert_same(rows, expected[2])
+
+
+@pytest.mark.parametrize("name, asking", [("tracked", "InstabilityTracker"), ("diverged", "DivergenceGuard")])
+def test_each_callback_asks_for_the_reads_it_needs(name, asking, digits, monkeypatch):
+    """The guard and the instability tracker both ask for a read before every measurement;
+    each one's request alone keeps its own results (no measurement past a divergence;
+    episodes paired with the measurements around them) independent of ``sync_every``."""
+    other = DivergenceGuard if asking == "InstabilityTracker" else InstabilityTracker
+    monkeypatch.setattr(other, "needs_losses", lambda self, net, step, **kwargs: False)
+    Estimator, params = FITS[name]
+    X, y = _regression() if Estimator is EoSRegressor else digits
+    results = []
+    for every in (1, 10_000):
+        monkeypatch.setattr(BaseEoS, "_sync_every", every)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            results.append(_fitted(Estimator(**params).fit(X, y)))
+    if name == "tracked":  # episodes with a rotation across them
+        assert not np.isnan(results[1][0]["instabilities_"]["cosine"]).all()
+    _assert_same(results[1], results[0])
+
+
+# -- FullBatchNet's read protocol --------------------------------------------------------
+class StepLosses(Callback):
+    """Records each ``on_step_loss`` call and, in ``on_batch_end``, what the history held."""
+
+    def __init__(self, stop_at=None):
+        self.stop_at = stop_at
+
+    def on_train_begin(self, net, **kwargs):
+        self.seen, self.held = [], []
+
+    def on_step_loss(self, net, step, loss, **kwargs):
+        self.seen.append((step, loss, len(net.history)))
+        if step == self.stop_at:
+            raise KeyboardInterrupt
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        self.held.append(net.history[-1]["batches"][-1]["train_loss"])
+
+
+def _net(*callbacks, sync_every=4, max_epochs=10):
+    X, y = make_regression(n_samples=40, n_features=3, random_state=0)
+    data = FullBatch(torch.tensor(X, dtype=torch.float32), torch.tensor(y / y.std(), dtype=torch.float32))
+    net = FullBatchNet(MLP, module__n_features_in=3, module__n_outputs=1, module__hidden_layer_sizes=(4,),
+                       criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.01, max_epochs=max_epochs,
+                       callbacks=list(callbacks), sync_every=sync_every)
+    return net, data
+
+
+def test_losses_are_read_every_sync_every_steps_and_replayed_in_order():
+    recorder = StepLosses()
+    net, data = _net(("recorder", recorder), sync_every=4, max_epochs=10)
+    net.fit(data, None)
+    losses = [row["batches"][0]["train_loss"] for row in net.history]
+    assert all(isinstance(v, float) for v in losses) and len(losses) == 10
+    # every step once, in order, with the value the history keeps; read after steps 3, 7 and
+    # at the end (history lengths 4, 8, 10)
+    assert [s for s, _, _ in recorder.seen] == list(range(10))
+    assert [v for _, v, _ in recorder.seen] == losses
+    assert [n for _, _, n in recorder.seen] == [4] * 4 + [8] * 4 + [10] * 2
+    # between reads the history holds the 0-d loss tensor; right after a read, floats
+    assert [isinstance(v, float) for v in recorder.held] == [(t + 1) % 4 == 0 for t in range(10)]
+    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 for i, v in enumerate(recorder.held) if (i + 1) % 4)
+
+
+def test_a_stop_from_on_step_loss_ends_training_at_that_step():
+    stopper, after = StepLosses(stop_at=5), StepLosses()
+    net, data = _net(("stopper", stopper), ("after", after), sync_every=8, max_epochs=20)
+    net.fit(data, None)
+    # steps 6 and 7 ran before the read after step 7; their rows are dropped, nobody saw them
+    assert [s for s, _, _ in stopper.seen] == list(range(6))
+    assert [s for s, _, _ in after.seen] == list(range(5))
+    assert len(net.history) == 6
+    assert "train_batch_count" not in net.history[-1] and "train_batch_count" in net.history[-2]
+
+
+def test_callbacks_can_ask_for_a_read_after_any_step():
+    class AskAt(StepLosses):
+        def needs_losses(self, net, step, **kwargs):
+            return step == 2
+
+    recorder = AskAt()
+    net, data = _net(("recorder", recorder), sync_every=100, max_epochs=6)
+    net.fit(data, None)
+    assert [n for _, _, n in recorder.seen] == [3] * 3 + [6] * 3
+
+
+def test_sync_every_must_be_a_positive_int():
+    net, data = _net(sync_every=0)
+    with pytest.raises(ValueError, match="sync_every"):
+        net.fit(data, None)
+
+
+def test_per_step_hooks_reach_every_callback_that_defines_them():
+    """The net calls a per-step hook only on callbacks that override skorch's no-op; a
+    callback that defines one, on its class or on the instance, is called every step."""
+    class Hooks(Callback):
+        def on_train_begin(self, net, **kwargs):
+            self.calls = collections.Counter()
+
+        def on_epoch_begin(self, net, **kwargs):
+            self.calls["on_epoch_begin"] += 1
+
+        def on_batch_begin(self, net, **kwargs):
+            self.calls["on_batch_begin"] += 1
+
+        def on_batch_end(self, net, **kwargs):
+            self.calls["on_batch_end"] += 1
+
+        def on_epoch_end(self, net, **kwargs):
+            self.calls["on_epoch_end"] += 1
+
+    hooks, plain = Hooks(), Callback()
+    ends = []
+    plain.on_epoch_end = lambda net, **kwargs: ends.append(len(net.history))
+    net, data = _net(("hooks", hooks), ("plain", plain), max_epochs=7)
+    net.fit(data, None)
+    assert hooks.calls == {name: 7 for name in ("on_epoch_begin", "on_batch_begin", "on_batch_end", "on_epoch_end")}
+    assert ends == list(range(1, 8))
