@@ -154,27 +154,31 @@ class _Subspace:
         Wt = W.T.contiguous()
         norm0 = torch.linalg.vector_norm(Wt, dim=1)
         Q = self._Qt[:self._m]
+        norms = norm0
         if self._m:
             # classical Gram-Schmidt, repeated only when a pass removed most of a vector
             # (the DGKS criterion): a Ritz residual is already orthogonal to the basis up to
             # rounding, so one pass is the usual case (half of the basis reads saved)
-            before = norm0
             for _ in range(2):
                 Wt = torch.addmm(Wt, Wt @ Q.T, Q, alpha=-1)
                 after = torch.linalg.vector_norm(Wt, dim=1)
-                if bool((after > 0.7 * before).all()):
+                if bool((after > 0.7 * norms).all()):
+                    norms = after
                     break
-                before = after
+                norms = after
+        if Wt.shape[0] == 1:  # the usual expansion: no host loop over columns
+            return Wt / norms[0] if bool(norms[0] > self._drop * norm0[0]) else None
         kept = []
+        floor = (self._drop * norm0).tolist()
         for j in range(Wt.shape[0]):
-            if norm0[j] == 0:
+            if floor[j] == 0:
                 continue
             w = Wt[j]
             for _ in range(2):
                 for q in kept:
                     w = w - (q @ w) * q
             norm = torch.linalg.vector_norm(w)
-            if norm > self._drop * norm0[j]:
+            if norm > floor[j]:
                 kept.append(w / norm)
         return torch.stack(kept) if kept else None
 
@@ -234,12 +238,16 @@ def _error_bounds(theta, residual_norms, index, use_gap):
     ``||r_i||^2 / gap_i`` when smaller, ``gap_i`` being the distance from ``theta_i`` to the
     nearest other Ritz value (an estimate of the distance to the rest of the spectrum).
     """
-    bounds = []
-    for i, r in zip(index, residual_norms):
-        others = np.delete(theta, i)
-        gap = np.min(np.abs(others - theta[i])) if use_gap and others.size else 0.0
-        bounds.append(min(r, r * r / gap) if gap > 0 else r)
-    return np.array(bounds)
+    index = np.asarray(index)
+    r = np.asarray(residual_norms, dtype=np.float64)
+    if not use_gap or theta.size < 2:
+        return r
+    # theta is sorted (descending): the nearest other Ritz value is a neighbour
+    step = np.abs(np.diff(theta))
+    above = np.concatenate([[np.inf], step])[index]
+    below = np.concatenate([step, [np.inf]])[index]
+    gap = np.minimum(above, below)
+    return np.where(gap > 0, np.minimum(r, r * r / np.where(gap > 0, gap, np.inf)), r)
 
 
 def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=False, guard=False):

@@ -132,16 +132,20 @@ class FullBatchHessian:
                     # (batch norm) stays usable; the restored values are those it was built with.
                     b.data.copy_(saved)
 
+    def _output(self, X, curvature):
+        """``module(X)``; with ``curvature``, a forward that will be differentiated twice."""
+        if curvature:
+            with curvature_graph():
+                return self.module(X)
+        return self.module(X)
+
     def _chunk_losses(self, curvature=False):
         """Yield the weighted loss ``(n_c / n) * loss_fn(module(X_c), y_c)`` of each chunk;
         ``curvature``: forward passes that will be differentiated twice (`curvature_graph`)."""
         for (X, y), w in zip(self.chunks, self._weights):
-            if curvature:
-                with curvature_graph():
-                    output = self.module(X)
-            else:
-                output = self.module(X)
-            yield w * self.loss_fn(output, y)
+            # no local name for the output: while the generator waits, a name would keep this
+            # chunk's graph alive during the next chunk's forward
+            yield w * self.loss_fn(self._output(X, curvature), y)
 
     def _gradient_graph(self, loss):
         """Gradient of ``loss`` with ``create_graph=True`` (``None`` for unused parameters)."""
