@@ -1,7 +1,7 @@
 """Extreme eigenpairs of a symmetric operator known only through block products.
 
-Algorithm: a block Krylov (block Lanczos / unpreconditioned block Davidson) method with full
-reorthogonalisation and Rayleigh-Ritz on the whole basis.
+Algorithm: a Krylov method (unpreconditioned Davidson, Lanczos in exact arithmetic) started
+from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis.
 
 * The basis ``Q`` (orthonormal columns) and its image ``HQ`` are both stored, so the projected
   matrix ``T = Q^T H Q`` and the exact Ritz residuals ``r_i = H u_i - theta_i u_i`` cost no extra
@@ -341,7 +341,7 @@ def _as_block(start, operator):
 
 def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_products=300,
                    compute_min=False, min_start=None, generator=None):
-    """Largest algebraic eigenpairs of a symmetric operator by block Krylov / Rayleigh-Ritz.
+    """Largest algebraic eigenpairs of a symmetric operator by Krylov / Rayleigh-Ritz from a block.
 
     Parameters
     ----------
