@@ -42,8 +42,9 @@ class DivergenceGuard(Callback):
     whether every loss so far was finite (0, or NaN from the first non-finite loss on) and,
     while they all were, that copy becomes the "last finite" one (a `torch.where`, no host
     read). The host checks the losses when the net reads them
-    (`FullBatchNet`: every ``sync_every`` steps, before every `SharpnessTracker`
-    measurement and at the end of training; ``on_step_loss``): at the first non-finite loss
+    (`FullBatchNet`: every ``sync_every`` steps, whenever a callback asks, e.g. a
+    `SharpnessTracker` before each measurement, and at the end of training;
+    ``on_step_loss``): at the first non-finite loss
     it puts the last finite parameters back and stops training. The steps run between the
     divergence and that read leave nothing behind: the parameters are restored, the net
     drops their history rows, and no measurement has seen them. Costs one parameter copy and
@@ -57,8 +58,6 @@ class DivergenceGuard(Callback):
     """
 
     def on_train_begin(self, net, **kwargs):
-        from ._tracking import SharpnessTracker  # imports this module
-
         self.diverged_ = False
         self.n_finite_steps_ = 0
         # detached views share storage with the parameters: made once, not every step
@@ -67,11 +66,6 @@ class DivergenceGuard(Callback):
         self._last_finite = _FlatCopy(self._params)
         torch._foreach_copy_(self._last_finite.views, self._params)
         self._nan_after_divergence = None  # 0-d, on the device: 0 while every loss is finite
-        self._measure_every = [cb.every for _, cb in net.callbacks_ if isinstance(cb, SharpnessTracker) and cb.every]
-
-    def needs_losses(self, net, step, **kwargs):
-        # a measurement at step + 1 must not see parameters past a divergence
-        return any((step + 1) % every == 0 for every in self._measure_every)
 
     def on_batch_begin(self, net, training=False, **kwargs):
         if training:

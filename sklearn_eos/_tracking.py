@@ -169,6 +169,12 @@ class SharpnessTracker(Callback):
         self._latest = row
         return row
 
+    def needs_losses(self, net, step, **kwargs):
+        # on a `FullBatchNet`: the losses up to this step are read on the host before the
+        # measurement at step + 1, so that the callbacks acting on them (the divergence
+        # guard, the instability tracker) have seen every step the measurement follows
+        return bool(self.every) and (step + 1) % self.every == 0
+
     def on_epoch_begin(self, net, **kwargs):
         # runs after LRSchedule's on_epoch_begin (callback order), so the lr is this step's
         if self.every and self.step_ % self.every == 0:
@@ -220,9 +226,8 @@ class InstabilityTracker(Callback):
     after its end. List it after the `SharpnessTracker`.
 
     The losses come from the net's host reads (`FullBatchNet`, ``on_step_loss``), in step
-    order; the net reads them before every measurement of that tracker, so that each
-    episode is paired with the measurements as they stood at its steps, and otherwise every
-    ``sync_every`` steps.
+    order; the `SharpnessTracker` has them read before each of its measurements, so that
+    each episode is paired with the measurements as they stood at its steps.
 
     Parameters
     ----------
@@ -265,12 +270,6 @@ class InstabilityTracker(Callback):
 
     def on_epoch_begin(self, net, **kwargs):
         self._note_measurement()
-
-    def needs_losses(self, net, step, **kwargs):
-        # episodes are paired with measurements as they stood at each step: read the losses
-        # before every measurement
-        every = self._tracker.every if self._tracker is not None else 0
-        return bool(every) and (step + 1) % every == 0
 
     def on_step_loss(self, net, step, loss, **kwargs):
         event = self.detector_.update(step, loss)

@@ -189,24 +189,34 @@ def test_fitted_attributes_do_not_depend_on_sync_every(name, sync_every, digits,
     _assert_same(rows, expected[2])
 
 
-@pytest.mark.parametrize("name, asking", [("tracked", "InstabilityTracker"), ("diverged", "DivergenceGuard")])
-def test_each_callback_asks_for_the_reads_it_needs(name, asking, digits, monkeypatch):
-    """The guard and the instability tracker both ask for a read before every measurement;
-    each one's request alone keeps its own results (no measurement past a divergence;
-    episodes paired with the measurements around them) independent of ``sync_every``."""
-    other = DivergenceGuard if asking == "InstabilityTracker" else InstabilityTracker
-    monkeypatch.setattr(other, "needs_losses", lambda self, net, step, **kwargs: False)
+@pytest.mark.parametrize("name", ["tracked", "diverged"])
+def test_the_tracker_has_every_earlier_loss_read_before_each_measurement(name, digits, monkeypatch):
+    """However rare the periodic reads, each measurement follows a read of every earlier
+    step's loss (the tracker's ``needs_losses``): no measurement past a divergence, episodes
+    paired with the measurements around them."""
+    delivered, at_measurement = [], []
+
+    class Delivered(Callback):
+        def on_step_loss(self, net, step, loss, **kwargs):
+            delivered.append(step)
+
+    measure = SharpnessTracker.measure
+
+    def spied_measure(self, net, step):
+        at_measurement.append((step, delivered[-1] if delivered else -1))
+        return measure(self, net, step)
+
+    monkeypatch.setattr(SharpnessTracker, "measure", spied_measure)
+    monkeypatch.setattr(BaseEoS, "_sync_every", 10_000)
     Estimator, params = FITS[name]
     X, y = _regression() if Estimator is EoSRegressor else digits
-    results = []
-    for every in (1, 10_000):
-        monkeypatch.setattr(BaseEoS, "_sync_every", every)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            results.append(_fitted(Estimator(**params).fit(X, y)))
-    if name == "tracked":  # episodes with a rotation across them
-        assert not np.isnan(results[1][0]["instabilities_"]["cosine"]).all()
-    _assert_same(results[1], results[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = Estimator(**params, callbacks=[Delivered()]).fit(X, y)
+    periodic = [(step, last) for step, last in at_measurement[:-1]]  # the last one is at the end
+    assert len(periodic) >= 3
+    assert all(last == step - 1 for step, last in periodic), periodic
+    assert est.diverged_ == (name == "diverged")
 
 
 # -- FullBatchNet's read protocol --------------------------------------------------------
