@@ -160,12 +160,11 @@ class _Subspace:
             # (the DGKS criterion): a Ritz residual is already orthogonal to the basis up to
             # rounding, so one pass is the usual case (half of the basis reads saved)
             for _ in range(2):
+                before = norms
                 Wt = torch.addmm(Wt, Wt @ Q.T, Q, alpha=-1)
-                after = torch.linalg.vector_norm(Wt, dim=1)
-                if bool((after > 0.7 * norms).all()):
-                    norms = after
+                norms = torch.linalg.vector_norm(Wt, dim=1)
+                if bool((norms > 0.7 * before).all()):
                     break
-                norms = after
         if Wt.shape[0] == 1:  # the usual expansion: no host loop over columns
             return Wt / norms[0] if bool(norms[0] > self._drop * norm0[0]) else None
         kept = []

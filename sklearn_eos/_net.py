@@ -283,16 +283,13 @@ class FullBatchNet(NeuralNet):
         """One exact full-batch GD step: zero the gradients, accumulate them, step.
 
         The same sequence as skorch's ``train_step`` (which passes it to the optimizer as a
-        closure), without the closure, the step accumulator, the profiler scope of
-        ``zero_grad()`` (whose effect, gradients set to None, is kept) and, when no callback
-        listens to it, the ``on_grad_computed`` notification and its ``TeeGenerator``.
+        closure), without the closure, the step accumulator and, when no callback listens to
+        it, the ``on_grad_computed`` notification and its ``TeeGenerator``.
         """
         if not isinstance(batch, FullBatch) or not getattr(self, "_fast_step", False):
             return super().train_step(batch, **fit_params)
         with torch.enable_grad():  # as inside ``optimizer.step(closure)``
-            for group in self.optimizer_.param_groups:  # zero_grad(), without its profiler scope
-                for p in group["params"]:
-                    p.grad = None
+            self._zero_grad_optimizer()
             step = self.train_step_single(batch, **fit_params)
             if self._notify_grad:
                 self.notify(

@@ -38,12 +38,11 @@ def curvature_graph():
 
 
 class _TanhGradient(torch.autograd.Function):
-    """``gz = gy * (1 - y**2)`` as a function of ``(gy, z)``, ``y = tanh(z)`` given as data;
-    its backward (the HVP's) uses the factors saved at construction."""
+    """``gz = gy * s`` as a function of ``(gy, z)``, with ``y = tanh(z)`` and ``s = 1 - y**2``
+    given as data; its backward (the HVP's) uses the factors saved at construction."""
 
     @staticmethod
-    def forward(ctx, gy, z, y):
-        s = 1 - y * y
+    def forward(ctx, gy, z, y, s):
         ctx.save_for_backward(s, -2 * y * s * gy)
         return gy * s
 
@@ -51,7 +50,7 @@ class _TanhGradient(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_gz):
         s, c = ctx.saved_tensors
-        return grad_gz * s, grad_gz * c, None
+        return grad_gz * s, grad_gz * c, None, None
 
 
 class _Tanh(torch.autograd.Function):
@@ -65,7 +64,7 @@ class _Tanh(torch.autograd.Function):
     def backward(ctx, gy):
         z, y, s = ctx.saved_tensors
         if torch.is_grad_enabled():  # building a gradient graph (create_graph=True)
-            return _TanhGradient.apply(gy, z, y.detach())
+            return _TanhGradient.apply(gy, z, y.detach(), s.detach())
         return gy * s
 
 
