@@ -321,12 +321,12 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
 # where a missing eigenvalue shows up) is expanded until its residual is <= _GUARD_TOL * |theta|,
 # and (2) no pair is accepted while its residual interval theta_i + ||r_i|| reaches above the
 # top Ritz value (plus tol): such a loosely converged pair can be a mix holding the missing top
-# eigenvector. Measured (tests/test_eigensolver.py, 48 blocks missing v1): guard tol 3e-2 with
-# (2): 0 misses; 5e-2: 3; without (2): 4-7; gap-based guard test 1e-2: 4. Cold starts get the
-# guard too: an unguarded random start on the same fit also stopped 4e-3 low at step 800.
-# Cost on the digits tracking fit (1500 steps, every 100): median warm products 19 -> 36 with
-# block expansions; 21 with the one-vector expansions (19 unguarded, which missed once, 2.3e-2).
-# With one-vector expansions 5e-2 misses 4 of the 48 blocks: 3e-2 stays.
+# eigenvector. Cold starts get the guard too: an unguarded random start on the same fit also
+# stopped 4e-3 low at step 800. The tolerance: ``python benchmarks/bench_guard.py`` (48 warm
+# blocks lacking v1, the construction of the randomized test) misses 0 times at 2e-2 and 3e-2,
+# 4 at 5e-2 and 15 at 8e-2, for a median of 16 products against 15: 3e-2. On the tracked digits
+# fit (``benchmarks/bench_tracking.py``, every 100 steps) the guarded solver needs a median of 21
+# products per warm measurement (36 when it expanded by every open residual, commit a7de044).
 _GUARD_TOL = 3e-2
 
 

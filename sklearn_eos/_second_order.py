@@ -8,7 +8,8 @@ those factors are constants. `tanh` below, used by the default `~sklearn_eos._mo
 computes them once when the gradient graph is built, so each product costs two elementwise
 multiplications per layer: ``d(gz) = d(gy) * s + dz * c`` with ``s = 1 - y**2`` and
 ``c = -2 * y * s * gy``. Measured on the digits edge-of-stability MLP (64-200-200-10, 1,257
-examples, float32, one thread): 2.13 -> 2.02 gradients per HVP (interleaved medians), about 5%.
+examples, float32, one thread; ``python benchmarks/bench_sharpness.py``, part (a)): 2.05 ->
+2.00 gradients per HVP.
 
 The cheap form is used only while a `curvature_graph` context is active, which the Hessian
 operator enters when it builds its gradient graph; training steps run plain ``torch.tanh``.
