@@ -5,8 +5,10 @@ PyTorch default init (torch.manual_seed(0)), 0.5-sum/mean MSE on one-hot targets
 at lr 0.5. After ``--steps`` steps, measurements are taken every ``--every`` steps at
 ``--points`` points; each measures:
 
-(a) the cost of one Hessian-vector product in units of one gradient: graph reuse (the gradient
-    built once with ``create_graph=True``) vs a fresh double backward, medians of repeats;
+(a) the cost of one Hessian-vector product in units of one gradient: autograd with graph reuse
+    (the gradient built once with ``create_graph=True``), a fresh double backward, and the
+    R-operator (``sklearn_eos._mlp_hessian``) that the package uses for its MLP, medians of
+    repeats;
 (b) products, relative error and time of: this package's solver (k=3, and k=1 for the sharpness
     alone) from a random start, warm-started from the top-3 block of the previous measurement
     (``--every`` steps earlier), from the previous top vector alone, with the most negative
@@ -29,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sklearn_eos._eigensolver import top_eigenpairs
 from sklearn_eos._hvp import FullBatchHessian
+from sklearn_eos._losses import HalfSquaredError
 from sklearn_eos._modules import MLP
 
 
@@ -73,8 +76,9 @@ def median_time(fn, repeats):
 
 
 def hvp_costs(model, X, Y, repeats, n_solve):
-    """Cost of one HVP in gradients: graph reuse steady, reuse amortised over n_solve, fresh,
-    and graph reuse with the package's MLP; plus the gradient time."""
+    """Cost of one HVP in gradients: autograd with graph reuse (steady, and amortised over
+    n_solve with the graph build), a fresh double backward, and the R-operator that the
+    package uses for its MLP (steady, and its one-off build); plus the gradient time."""
     params = list(model.parameters())
 
     def gradient():
@@ -85,18 +89,25 @@ def hvp_costs(model, X, Y, repeats, n_solve):
         torch.autograd.grad(g, params, grad_outputs=[torch.ones_like(p) for p in params])
 
     H = FullBatchHessian(model, mse, [(X, Y)])
+    assert H.method == "autograd"
     v = torch.randn(H.dim)
     H.matvec(v)
-    # the package's MLP, same weights: its tanh applies the second derivative from factors
-    # saved once per graph (sklearn_eos._second_order)
+    # the package's MLP and loss, same weights and the same loss value: the R-operator
     package_mlp = MLP(X.shape[1], Y.shape[1], (200, 200), "tanh")
     package_mlp.load_state_dict(model.state_dict())
-    H_mlp = FullBatchHessian(package_mlp, mse, [(X, Y)])
-    H_mlp.matvec(v)
+    H_r = FullBatchHessian(package_mlp, HalfSquaredError(), [(X, Y)])
+    assert H_r.method == "r-operator"
+    H_r.matvec(v)
     t_grad = median_time(gradient, repeats)
     t_reuse = median_time(lambda: H.matvec(v), repeats)
-    t_mlp = median_time(lambda: H_mlp.matvec(v), repeats)
-    H_mlp.close()
+    t_r = median_time(lambda: H_r.matvec(v), repeats)
+
+    def build_r():
+        H_r.close()
+        H_r.matvec(v)
+
+    t_build_r = median_time(build_r, repeats) - t_r
+    H_r.close()
 
     def solve():
         H.close()
@@ -106,7 +117,8 @@ def hvp_costs(model, X, Y, repeats, n_solve):
     t_solve = median_time(solve, max(1, repeats // 4)) / n_solve
     t_fresh = median_time(fresh, repeats)
     H.close()
-    return t_reuse / t_grad, t_solve / t_grad, t_fresh / t_grad, t_mlp / t_grad, t_grad
+    return (t_reuse / t_grad, t_solve / t_grad, t_fresh / t_grad, t_r / t_grad,
+            t_build_r / t_grad, t_grad)
 
 
 def eigsh_protocol(H, seed):
@@ -155,13 +167,13 @@ def main():
                                   generator=torch.Generator().manual_seed(0)).eigenvectors
     gd(model, X, Y, args.lr, args.every)
 
-    reuse, amortised, fresh, package, t_grad = hvp_costs(model, X, Y, args.repeats, 15)
+    reuse, amortised, fresh, r_op, r_build, t_grad = hvp_costs(model, X, Y, args.repeats, 15)
     print(f"\n(a) one HVP in gradients (one gradient = {1e3 * t_grad:.1f} ms), "
           f"median of {args.repeats}:")
-    print(f"    graph reuse, per product          {reuse:.2f}")
-    print(f"    graph reuse, amortised over 15    {amortised:.2f}")
-    print(f"    fresh double backward             {fresh:.2f}")
-    print(f"    graph reuse, sklearn_eos MLP      {package:.2f}  (cheap tanh second derivative)")
+    print(f"    autograd, graph reuse, per product          {reuse:.2f}")
+    print(f"    autograd, graph reuse, amortised over 15    {amortised:.2f}")
+    print(f"    autograd, fresh double backward             {fresh:.2f}")
+    print(f"    R-operator (package MLP), per product       {r_op:.2f}  (build {r_build:.2f} once)")
 
     rows = {name: [] for name in ("k=3 random", "k=3 warm top-3", "k=3 warm top-1",
                                   "k=3 warm top-3 +min", "k=1 random", "k=1 warm top-3",

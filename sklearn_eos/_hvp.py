@@ -1,31 +1,40 @@
 """Exact Hessian-vector products of the full training loss.
 
 The Hessian is never formed. A product ``H v`` is the derivative of ``<g(theta), v>`` where
-``g`` is the gradient of the full training loss, computed by double backward.
+``g`` is the gradient of the full training loss. Two ways to compute it, chosen per operator
+(attribute ``method``):
 
-Cost choice (measured in ``benchmarks/bench_sharpness.py``, see ``docs``/anchors): building
-the gradient once with ``create_graph=True`` at fixed parameters and reusing its graph for every
-product costs about 1.6 gradients per product, against 2.8 for a fresh double backward and
-3.0-3.5 for ``torch.func`` transforms. Hence:
+* ``'r-operator'``: for a chain of ``nn.Linear`` layers and elementwise activations (the default
+  MLP) under this package's losses, the closed-form forward/backward pass of
+  `~sklearn_eos._mlp_hessian` with every factor that does not depend on ``v`` computed once per
+  parameter point;
+* ``'autograd'``: any other module and loss, by double backward: the gradient is built once
+  with ``create_graph=True`` at fixed parameters and its graph reused for every product.
 
-* one chunk: the gradient graph is built lazily on the first product and kept until the
-  parameters change (detected through their version counters) or :meth:`FullBatchHessian.close`;
+Costs, in gradients per product (``python benchmarks/bench_sharpness.py``, part (a), digits
+MLP 64-200-200-10 tanh): a fresh double backward 2.9, autograd with the graph reused 2.0, the
+R-operator 1.6. What is kept:
+
+* one chunk: the gradient graph (or the R-operator's factors) is built lazily on the first
+  product and kept until the parameters change (detected through their version counters) or
+  :meth:`FullBatchHessian.close`;
 * several chunks: keeping every chunk's graph would cost the memory that chunking is meant to
   save, so each call of :meth:`~FullBatchHessian.matmat` re-builds the chunks' graphs one at a
   time and reuses each for all the columns of the block before freeing it. A block of ``m``
   vectors therefore costs one gradient graph per chunk plus ``m`` backward passes.
 
-Randomness and side effects: every forward pass of the operator runs with the same saved random
-number generator state (so a dropout mask is fixed for the operator's whole life and the
-operator is a genuine symmetric matrix), leaves the global generator untouched, and restores the
-module's buffers (e.g. batch-norm running statistics) and train/eval mode afterwards.
+Randomness and side effects (autograd): every forward pass of the operator runs with the same
+saved random number generator state (so a dropout mask is fixed for the operator's whole life
+and the operator is a genuine symmetric matrix), leaves the global generator untouched, and
+restores the module's buffers (e.g. batch-norm running statistics) and train/eval mode
+afterwards. The R-operator's networks have neither randomness nor buffers.
 """
 
 from contextlib import contextmanager
 
 import torch
 
-from ._second_order import curvature_graph
+from ._mlp_hessian import MLPCurvature, applies_to_data, mlp_structure
 
 __all__ = ["FullBatchHessian"]
 
@@ -77,6 +86,10 @@ class FullBatchHessian:
         Hessian-vector products performed so far; a block of ``m`` vectors counts ``m``.
     dtype, device
         Those of the first parameter; vectors must use them.
+    method : {'r-operator', 'autograd'}
+        How products are computed (see the module notes): the R-operator for a chain of
+        ``nn.Linear`` layers and elementwise activations under the package's losses, else
+        autograd.
 
     Notes
     -----
@@ -109,7 +122,15 @@ class FullBatchHessian:
         self._cuda_rng_state = (
             torch.cuda.get_rng_state(self.device) if self._cuda_devices else None
         )
-        self._graph = None  # (parameter versions, gradient tensors with graph)
+        self._graph = None  # (parameter versions, gradient tensors with graph or MLPCurvature)
+        structure = mlp_structure(module, loss_fn, self.params)
+        if structure is not None and all(applies_to_data(X, y, structure[1], self.dtype)
+                                         for X, y in self.chunks):
+            self._structure = structure
+            self.method = "r-operator"
+        else:
+            self._structure = None
+            self.method = "autograd"
 
     # ------------------------------------------------------------------ context
     @contextmanager
@@ -132,20 +153,12 @@ class FullBatchHessian:
                     # (batch norm) stays usable; the restored values are those it was built with.
                     b.data.copy_(saved)
 
-    def _output(self, X, curvature):
-        """``module(X)``; with ``curvature``, a forward that will be differentiated twice."""
-        if curvature:
-            with curvature_graph():
-                return self.module(X)
-        return self.module(X)
-
-    def _chunk_losses(self, curvature=False):
-        """Yield the weighted loss ``(n_c / n) * loss_fn(module(X_c), y_c)`` of each chunk;
-        ``curvature``: forward passes that will be differentiated twice (`curvature_graph`)."""
+    def _chunk_losses(self):
+        """Yield the weighted loss ``(n_c / n) * loss_fn(module(X_c), y_c)`` of each chunk."""
         for (X, y), w in zip(self.chunks, self._weights):
             # no local name for the output: while the generator waits, a name would keep this
             # chunk's graph alive during the next chunk's forward
-            yield w * self.loss_fn(self._output(X, curvature), y)
+            yield w * self.loss_fn(self.module(X), y)
 
     def _gradient_graph(self, loss):
         """Gradient of ``loss`` with ``create_graph=True`` (``None`` for unused parameters)."""
@@ -154,19 +167,45 @@ class FullBatchHessian:
     def _versions(self):
         return tuple((p._version, p.data_ptr()) for p in self.params)
 
-    def _cached_gradient(self):
-        """Gradient graph of the one-chunk loss, rebuilt if the parameters changed."""
+    def _curvatures(self):
+        """Yield, chunk by chunk, what a product needs at the current parameters: the
+        R-operator's factors or the gradient graph (``create_graph=True``)."""
+        if self._structure is not None:
+            for (X, y), w in zip(self.chunks, self._weights):
+                yield MLPCurvature(*self._structure, X, y, w)
+            return
+        with self._pass():
+            for loss in self._chunk_losses():
+                grads = self._gradient_graph(loss)
+                del loss  # free this chunk's graph before the next chunk's forward
+                yield grads
+                del grads
+
+    def _cached_curvature(self):
+        """The one chunk's curvature (`_curvatures`), rebuilt if the parameters changed."""
         versions = self._versions()
         if self._graph is None or self._graph[0] != versions:
             self._graph = None
-            with self._pass():
-                grads = self._gradient_graph(next(self._chunk_losses(curvature=True)))
-            self._graph = (versions, grads)
+            if self._structure is not None:
+                (X, y), = self.chunks
+                curvature = MLPCurvature(*self._structure, X, y, self._weights[0])
+            else:
+                with self._pass():
+                    curvature = self._gradient_graph(next(self._chunk_losses()))
+            self._graph = (versions, curvature)
         return self._graph[1]
 
     # ----------------------------------------------------------------- products
-    def _apply(self, grads, V, out):
-        """Add ``d<g, v>/dtheta`` for each column ``v`` of ``V`` into ``out``, reusing ``grads``."""
+    def _apply(self, curvature, V, out):
+        """Add the chunk's ``H v`` for each column ``v`` of ``V`` into ``out``."""
+        if isinstance(curvature, MLPCurvature):
+            hv = torch.empty(self.dim, dtype=self.dtype, device=self.device)
+            hv_parts = _unflatten(hv, self.params)
+            for j in range(V.shape[1]):
+                curvature.product(_unflatten(V[:, j].contiguous(), self.params), hv_parts)
+                out[:, j] += hv
+            return
+        grads = curvature
         index = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
         if not index:  # gradient independent of the parameters: zero Hessian
             return
@@ -197,14 +236,11 @@ class FullBatchHessian:
         V = V.to(dtype=self.dtype, device=self.device)
         out = torch.zeros_like(V)
         if len(self.chunks) == 1:
-            self._apply(self._cached_gradient(), V, out)
+            self._apply(self._cached_curvature(), V, out)
         else:
-            with self._pass():
-                for loss in self._chunk_losses(curvature=True):
-                    grads = self._gradient_graph(loss)
-                    del loss  # free this chunk's graph before the next chunk's forward
-                    self._apply(grads, V, out)
-                    del grads
+            for curvature in self._curvatures():
+                self._apply(curvature, V, out)
+                del curvature
         self.n_products += V.shape[1]
         return out
 

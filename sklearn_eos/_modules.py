@@ -6,19 +6,9 @@ import inspect
 import torch
 from torch import nn
 
-from . import _second_order
-
-
-class Tanh(nn.Tanh):
-    """``nn.Tanh`` whose second derivative is cheap in Hessian-vector products
-    (`sklearn_eos._second_order`); identical to ``nn.Tanh`` everywhere else."""
-
-    def forward(self, input):
-        return _second_order.tanh(input)
-
 
 ACTIVATIONS = {
-    "tanh": Tanh,
+    "tanh": nn.Tanh,
     "relu": nn.ReLU,
     "gelu": nn.GELU,
     "elu": nn.ELU,
