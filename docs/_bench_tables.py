@@ -89,11 +89,15 @@ def tracking():
     else:
         if s["steps"] != 1500:
             command += f" --steps {s['steps']}"
-        if s["repeats"] != 3:
+        if s["repeats"] != 5:
             command += f" --repeats {s['repeats']}"
+        if s.get("context_repeats", 2) != 2:
+            command += f" --context-repeats {s['context_repeats']}"
+    repeats = (f"{s['repeats']} repeats of every 0 / 100 and {s['context_repeats']} of 0 / 50 / 10"
+               if "context_repeats" in s else f"{s['repeats']} repeats")
     settings = (f"Digits, MLP {s['architecture']}, {s['loss']}, lr {s['lr']} (2/lr = "
                 f"{s['threshold']:g}), {s['dtype']}, {s['steps']} GD steps, tracker k={s['k']}, "
-                f"tol {s['tol']:g}, rest_tol {s['rest_tol']:g}; {s['repeats']} repeats, "
+                f"tol {s['tol']:g}, rest_tol {s['rest_tol']:g}; {repeats}, "
                 f"{s['torch_threads']} torch thread(s); torch {s['torch']}, Python {s['python']}, "
                 f"{s['cpu_count']} CPUs."
                 + (" **This is a quick (smoke) run**: few steps and repeats, so the figures are "
@@ -107,10 +111,12 @@ def tracking():
     for every, o in data["overhead"].items():
         warm = o["hvps_warm"]
         warm_text = (f"{warm['median']:g} ({warm['min']:g}-{warm['max']:g})" if warm.get("n") else "n/a")
-        rows.append([every, f"{o['median_seconds']:.1f}", f"{100 * o['overhead']:.0f}%",
+        spread = (f"{100 * min(o['overheads']):.0f}% to {100 * max(o['overheads']):.0f}%"
+                  if every != "0" else "")
+        rows.append([every, f"{o['median_seconds']:.1f}", f"{100 * o['overhead']:.0f}%", spread,
                      o["n_measurements"], o["total_hvps"], warm_text])
-    out.append(_table(["sharpness_every", "fit s", "overhead", "measurements", "HVPs in total",
-                       "HVPs per warm measurement, median (range)"], rows))
+    out.append(_table(["sharpness_every", "fit s", "overhead", "overhead range", "measurements",
+                       "HVPs in total", "HVPs per warm measurement, median (range)"], rows))
 
     audited = data.get("audited", {})
     summary = audited.get("summary")
@@ -144,7 +150,8 @@ def tracking():
         out.append(f"\n**Cost of one HVP** at step {h['step']} (median of {h['repeats']} "
                    f"interleaved pairs): {h['hvp_per_gradient']:.2f} gradients (interquartile "
                    f"range {_fmt(iqr[0], '.2f')}-{_fmt(iqr[1], '.2f')}; one gradient "
-                   f"{h['gradient_ms']:.1f} ms). Building the gradient graph: "
+                   f"{h['gradient_ms']:.1f} ms). Building what the products reuse (the R-operator's "
+                   f"factors, or autograd's gradient graph): "
                    f"{h['graph_build_per_gradient']:.2f} gradients. One warm measurement: "
                    f"{h['measurement_hvps']} HVPs, {h['measurement_per_gradient']:.1f} gradients "
                    f"in all.\n")
