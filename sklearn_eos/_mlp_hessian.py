@@ -181,8 +181,7 @@ class MLPCurvature:
         self.loss_kind = loss_kind
         self.scale = weight / X.shape[0]  # d(full loss) / d(one example's loss)
         self.a = [X]  # a_0 .. a_{L-1}: inputs of each linear layer
-        self.d1, self.q, self.g = [], [], []
-        d2s = []
+        self.d1, d2s = [], []
         h = X
         for linear, module, derivative in layers:
             z = F.linear(h, linear.weight, linear.bias)
