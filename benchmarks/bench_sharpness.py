@@ -7,8 +7,8 @@ at lr 0.5. After ``--steps`` steps, measurements are taken every ``--every`` ste
 
 (a) the cost of one Hessian-vector product in units of one gradient: autograd with graph reuse
     (the gradient built once with ``create_graph=True``), a fresh double backward, and the
-    R-operator (``sklearn_eos._mlp_hessian``) that the package uses for its MLP, medians of
-    repeats;
+    R-operator (``sklearn_eos._mlp_hessian``) that the package uses for its MLP; each timed
+    right after a gradient, medians of the ratios;
 (b) products, relative error and time of: this package's solver (k=3, and k=1 for the sharpness
     alone) from a random start, warm-started from the top-3 block of the previous measurement
     (``--every`` steps earlier), from the previous top vector alone, with the most negative
@@ -75,10 +75,29 @@ def median_time(fn, repeats):
     return float(np.median(times))
 
 
+def interleaved_ratios(fns, reference, repeats):
+    """Median over ``repeats`` rounds of (time of each ``fns[name]()`` / time of
+    ``reference()``), the calls of one round run back to back so that the machine's drift
+    cancels in the ratios; plus the median reference time."""
+    ratios = {name: [] for name in fns}
+    ref_times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        reference()
+        t_ref = time.perf_counter() - t0
+        ref_times.append(t_ref)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ratios[name].append((time.perf_counter() - t0) / t_ref)
+    return {name: float(np.median(r)) for name, r in ratios.items()}, float(np.median(ref_times))
+
+
 def hvp_costs(model, X, Y, repeats, n_solve):
-    """Cost of one HVP in gradients: autograd with graph reuse (steady, and amortised over
-    n_solve with the graph build), a fresh double backward, and the R-operator that the
-    package uses for its MLP (steady, and its one-off build); plus the gradient time."""
+    """Cost of one HVP in gradients (interleaved with the gradient, medians of the ratios):
+    autograd with graph reuse (steady, and amortised over n_solve with the graph build), a
+    fresh double backward, and the R-operator that the package uses for its MLP (steady, and
+    its one-off build); plus the gradient time."""
     params = list(model.parameters())
 
     def gradient():
@@ -98,27 +117,24 @@ def hvp_costs(model, X, Y, repeats, n_solve):
     H_r = FullBatchHessian(package_mlp, HalfSquaredError(), [(X, Y)])
     assert H_r.method == "r-operator"
     H_r.matvec(v)
-    t_grad = median_time(gradient, repeats)
-    t_reuse = median_time(lambda: H.matvec(v), repeats)
-    t_r = median_time(lambda: H_r.matvec(v), repeats)
-
-    def build_r():
-        H_r.close()
-        H_r.matvec(v)
-
-    t_build_r = median_time(build_r, repeats) - t_r
-    H_r.close()
 
     def solve():
         H.close()
         for _ in range(n_solve):
             H.matvec(v)
 
-    t_solve = median_time(solve, max(1, repeats // 4)) / n_solve
-    t_fresh = median_time(fresh, repeats)
+    def build_r():
+        H_r.close()
+        H_r.matvec(v)
+
+    r, t_grad = interleaved_ratios(
+        {"reuse": lambda: H.matvec(v), "r_op": lambda: H_r.matvec(v), "build_r": build_r,
+         "fresh": fresh}, gradient, repeats)
+    amortised, _ = interleaved_ratios({"solve": solve}, gradient, max(4, repeats // 4))
     H.close()
-    return (t_reuse / t_grad, t_solve / t_grad, t_fresh / t_grad, t_r / t_grad,
-            t_build_r / t_grad, t_grad)
+    H_r.close()
+    return (r["reuse"], amortised["solve"] / n_solve, r["fresh"], r["r_op"],
+            r["build_r"] - r["r_op"], t_grad)
 
 
 def eigsh_protocol(H, seed):
@@ -169,7 +185,7 @@ def main():
 
     reuse, amortised, fresh, r_op, r_build, t_grad = hvp_costs(model, X, Y, args.repeats, 15)
     print(f"\n(a) one HVP in gradients (one gradient = {1e3 * t_grad:.1f} ms), "
-          f"median of {args.repeats}:")
+          f"median of {args.repeats} interleaved ratios:")
     print(f"    autograd, graph reuse, per product          {reuse:.2f}")
     print(f"    autograd, graph reuse, amortised over 15    {amortised:.2f}")
     print(f"    autograd, fresh double backward             {fresh:.2f}")

@@ -12,8 +12,9 @@ The Hessian is never formed. A product ``H v`` is the derivative of ``<g(theta),
   with ``create_graph=True`` at fixed parameters and its graph reused for every product.
 
 Costs, in gradients per product (``python benchmarks/bench_sharpness.py``, part (a), digits
-MLP 64-200-200-10 tanh): a fresh double backward 2.9, autograd with the graph reused 2.0, the
-R-operator 1.6. What is kept:
+MLP 64-200-200-10 tanh, each product timed right after a gradient): a fresh double backward
+3.3, autograd with the graph reused 2.0, the R-operator 1.6 (1.5 in
+``benchmarks/bench_tracking.py``). What is kept:
 
 * one chunk: the gradient graph (or the R-operator's factors) is built lazily on the first
   product and kept until the parameters change (detected through their version counters) or

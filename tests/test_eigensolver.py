@@ -44,6 +44,28 @@ def test_largest_algebraic_within_tol(tol):
     assert res.min_eigenvalue is None and res.min_eigenvector is None
 
 
+def test_thick_restarts_bound_the_basis_and_keep_the_answer(monkeypatch):
+    """A long solve (tol 1e-10 in a near-degenerate cluster) restarts many times: the basis
+    for the top pairs never exceeds ``_MAX_BASIS`` + 1 columns, and the answer is exact."""
+    from sklearn_eos import _eigensolver
+
+    sizes = []
+    extend = _eigensolver._Subspace.extend
+
+    def recording_extend(self, W):
+        n = extend(self, W)
+        sizes.append(self.size)
+        return n
+
+    monkeypatch.setattr(_eigensolver._Subspace, "extend", recording_extend)
+    spectrum = edge_of_stability_spectrum(dim=600, seed=3)
+    A, _ = matrix_with_spectrum(spectrum, seed=3)
+    res = top_eigenpairs(MatrixOperator(A), 3, tol=1e-10, generator=gen(2))
+    assert res.converged and res.n_products > 3 * _eigensolver._MAX_BASIS
+    assert max(sizes) <= _eigensolver._MAX_BASIS + 1
+    np.testing.assert_allclose(res.eigenvalues, TOP, rtol=1e-10)
+
+
 def test_eigenvectors_match_up_to_sign():
     spectrum = edge_of_stability_spectrum()
     A, Q = matrix_with_spectrum(spectrum)
