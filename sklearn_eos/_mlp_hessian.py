@@ -41,7 +41,7 @@ from torch import nn
 
 from ._losses import CrossEntropy, HalfSquaredError
 
-__all__ = ["MLPCurvature", "mlp_structure"]
+__all__ = ["MLPCurvature", "applies_to_data", "mlp_structure"]
 
 
 # --------------------------------------------------------------------------- activations
