@@ -187,3 +187,27 @@ def test_control_sync_debug_mode_catches_a_per_step_read():
                           callbacks=[ReadsEveryStep()], random_state=0).fit(X, y)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_r_operator_products_on_cuda_equal_autograd(loss):
+    """The MLP's closed-form HVPs on the GPU equal autograd's double backward there (float64)."""
+    from sklearn_eos._hvp import FullBatchHessian
+    from sklearn_eos._losses import make_criterion
+    from sklearn_eos._modules import MLP
+
+    torch.manual_seed(0)
+    module = MLP(6, 4, hidden_layer_sizes=(16, 8), activation="tanh").double().cuda()
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(50, 6, generator=gen, dtype=torch.float64).cuda()
+    y = (torch.randint(0, 4, (50,), generator=gen) if loss == "cross_entropy"
+         else torch.randn(50, 4, generator=gen, dtype=torch.float64)).cuda()
+    criterion = make_criterion(loss)
+    V = torch.randn(sum(p.numel() for p in module.parameters()), 3, generator=gen,
+                    dtype=torch.float64).cuda()
+    with FullBatchHessian(module, criterion, [(X, y)]) as H:
+        assert H.method == "r-operator"
+        fast = H.matmat(V)
+    with FullBatchHessian(module, lambda out, t: criterion(out, t), [(X, y)]) as H:
+        assert H.method == "autograd"
+        torch.testing.assert_close(fast, H.matmat(V), rtol=1e-10, atol=1e-12)
