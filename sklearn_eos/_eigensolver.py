@@ -157,8 +157,8 @@ class _Subspace:
     def HQ(self, value):
         pass
 
-    def _orthonormalise(self, W):
-        Wt = W.T.contiguous()
+    def _orthonormalise(self, Wt):
+        """Orthonormalise the rows of ``Wt`` (n, dim) against the basis and each other."""
         norm0 = torch.linalg.vector_norm(Wt, dim=1)
         Q = self._Qt[:self._m]
         norms = norm0
@@ -198,7 +198,12 @@ class _Subspace:
                 setattr(self, name, new)
 
     def extend(self, W):
-        Vt = self._orthonormalise(W)
+        """Add the columns of ``W`` (dim, n), orthonormalised, and their images."""
+        return self.extend_rows(W.T.contiguous())
+
+    def extend_rows(self, Wt):
+        """`extend` for a block given as rows ``Wt`` (n, dim)."""
+        Vt = self._orthonormalise(Wt)
         if Vt is None:
             return 0
         n = Vt.shape[0]
@@ -219,6 +224,14 @@ class _Subspace:
         """Ritz values (descending, float64) and coefficient vectors ``Y`` (float64)."""
         theta, Y = np.linalg.eigh(self.T)
         return theta[::-1].copy(), Y[:, ::-1].copy()
+
+    def residual_rows(self, Y, theta):
+        """Ritz residuals ``H u_i - theta_i u_i`` as rows (p, dim), for the coefficient
+        columns ``Y`` (m, p) and Ritz values ``theta`` (p,): two reads of the basis."""
+        Yt = torch.as_tensor(Y, dtype=self._Qt.dtype, device=self._Qt.device)
+        Ys = torch.as_tensor(Y * -np.asarray(theta)[None, :], dtype=self._Qt.dtype,
+                             device=self._Qt.device)
+        return torch.mm(Yt.T, self._HQt[:self._m]).addmm_(Ys.T, self._Qt[:self._m])
 
     def vectors(self, Y):
         Yt = torch.as_tensor(Y, dtype=self._Qt.dtype, device=self._Qt.device)
@@ -278,9 +291,8 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
         index = index_of(len(theta))
         use_guard = guard and len(theta) > n_wanted and space.size < op.dim
         full = index + [n_wanted] if use_guard else index
-        U, HU = space.vectors(Y[:, full])
-        R = HU - U * torch.as_tensor(theta[full], dtype=U.dtype, device=U.device)
-        rnorm = torch.linalg.vector_norm(R, dim=0).double().cpu().numpy()
+        Rt = space.residual_rows(Y[:, full], theta[full])
+        rnorm = torch.linalg.vector_norm(Rt, dim=1).double().cpu().numpy()
         bounds = _error_bounds(theta, rnorm[:len(index)], index, use_gap=not interior)
         radius = np.max(np.abs(theta))
         # relative to the eigenvalue, but never below a small fraction of the spectral radius:
@@ -296,13 +308,12 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
             reach = theta[full] + rnorm > ceiling
             reach[0] = False
             open_ = open_ | reach
-        U = U[:, :len(index)]
         enough = len(theta) >= n_wanted
         if enough and not open_.any():
-            return theta[index], U, True
+            return theta[index], space.vectors(Y[:, index])[0], True
         budget = max_products - space.n_products
         if budget <= 0 or space.size >= op.dim:
-            return theta[index], U, False
+            return theta[index], space.vectors(Y[:, index])[0], False
         n_keep = 2 * n_wanted + 2
         if space.size > max(_MAX_BASIS_INTERIOR if interior else _MAX_BASIS, n_keep + 4):
             keep = sorted(set(index) | set(range(min(len(theta), n_keep))))
@@ -312,14 +323,15 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
             # one vector per iteration: the residual of the open pair whose interval
             # theta_i + ||r_i|| reaches highest (see "Expansion" in the module notes)
             upper = (theta[full] + rnorm)[open_]
-            W = R[:, [int(np.flatnonzero(open_)[np.argmax(upper)])]]
+            j = int(np.flatnonzero(open_)[np.argmax(upper)])
+            Wt = Rt[j:j + 1]
         else:
-            W = R[:, :budget]
-        if not enough or space.extend(W) == 0:
+            Wt = Rt[:budget]
+        if not enough or space.extend_rows(Wt) == 0:
             n_new = min(budget, max(1, n_wanted - len(theta)))
             W = torch.randn(op.dim, n_new, generator=generator, dtype=op.dtype).to(op.device)
             if space.extend(W) == 0:
-                return theta[index], U, False
+                return theta[index], space.vectors(Y[:, index])[0], False
 
 
 # Guard against a basis that has not yet seen the top eigenvector (a tracked digits fit
