@@ -347,7 +347,8 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
 # 4 at 5e-2 and 15 at 8e-2, for a median of 16 products against 15: 3e-2. On the tracked digits
 # fit (``benchmarks/bench_tracking.py``, every 100 steps) the guarded solver needs a median of
 # 21-22 products per warm measurement (36 when it expanded by every open residual, commit
-# a7de044); without the guard 19, but one of 14 measurements then returned lambda_2 (9.3e-3 off).
+# a7de044); without the guard's tolerance 18, but one of 15 measurements then returned lambda_2
+# (9.8e-3 off; ``python benchmarks/bench_certify.py``).
 _GUARD_TOL = 3e-2
 
 

@@ -1,0 +1,129 @@
+"""Where the products of a tracked measurement go: finding lambda_1 vs proving it.
+
+Setup (that of ``bench_tracking.py``): sklearn digits, ``EoSClassifier(hidden_layer_sizes=(200,
+200), activation='tanh', loss='mse', lr=0.5, random_state=0)``, 1,500 full-batch GD steps
+(``--quick``: 300), one torch thread. The fit runs with the estimator's own tracker (every 100
+steps) and keeps a copy of the parameters at each measurement. Then, at each kept point:
+
+* a reference solve (``top_eigenpairs`` k=3, tol 1e-7, random start);
+* the tracker's solve again (k=3, tol 1e-3, rest_tol 0.1), warm-started from its own previous
+  result as the tracker is, recording the top Ritz value after every product: *found* is the
+  number of products after which it is within 1e-3 of the reference for good, *stopped* the
+  number the solver used before it accepted;
+* the same chain with the guard's tolerance removed (``_GUARD_TOL = inf``; the reach rule and
+  the convergence tests unchanged): products and misses (error above 1e-3).
+
+Run: ``python benchmarks/bench_certify.py`` (about a minute). Prints a table, writes nothing.
+"""
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from sklearn_eos import _eigensolver  # noqa: E402
+from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
+from sklearn_eos._hvp import FullBatchHessian  # noqa: E402
+from sklearn_eos._tracking import SharpnessTracker  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_tracking import K, REST_TOL, TOL, make_clf, make_data  # noqa: E402
+
+
+class KeepingTracker(SharpnessTracker):
+    """The estimator's tracker, also keeping the module, loss and data of each measurement."""
+
+    def measure(self, net, step):
+        self.kept.append((step, copy.deepcopy(net.module_), net.criterion_, list(self._data.chunks)))
+        return super().measure(net, step)
+
+
+class RitzRecorder:
+    """Records (products so far, top Ritz value) at every Rayleigh-Ritz of the solver."""
+
+    def __init__(self):
+        self.trace = []
+        self._ritz = _eigensolver._Subspace.ritz
+
+    def __enter__(self):
+        recorder = self
+
+        def ritz(space):
+            theta, Y = recorder._ritz(space)
+            recorder.trace.append((space.n_products, float(theta[0])))
+            return theta, Y
+
+        _eigensolver._Subspace.ritz = ritz
+        return self
+
+    def __exit__(self, *exc):
+        _eigensolver._Subspace.ritz = self._ritz
+
+
+def chain(points, refs, guard_tol=None):
+    """The tracker's warm-started solves along the kept points: per warm point (products,
+    products after which theta_1 stays within 1e-3 of the reference, error)."""
+    default = _eigensolver._GUARD_TOL
+    if guard_tol is not None:
+        _eigensolver._GUARD_TOL = guard_tol
+    rows, start = [], None
+    gen = torch.Generator().manual_seed(0)
+    try:
+        for (step, module, criterion, chunks), ref in zip(points, refs):
+            with FullBatchHessian(module, criterion, chunks) as H, RitzRecorder() as rec:
+                res = top_eigenpairs(H, K, start=start, tol=TOL, rest_tol=REST_TOL, generator=gen)
+            errors = [(n, abs(t - ref) / ref) for n, t in rec.trace]
+            found = next((n for i, (n, _) in enumerate(errors)
+                          if all(e <= TOL for _, e in errors[i:])), np.nan)  # nan: never
+            if start is not None:
+                rows.append((res.n_products, found, abs(res.eigenvalues[0] - ref) / ref))
+            start = res.eigenvectors
+    finally:
+        _eigensolver._GUARD_TOL = default
+    return np.array(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="300 steps")
+    args = parser.parse_args()
+    steps = 300 if args.quick else 1500
+    X, y = make_data()
+    tracker = KeepingTracker(every=100, k=K, tol=TOL, rest_tol=REST_TOL, random_state=0)
+    tracker.kept = []
+    make_clf(steps, 0, callbacks=[tracker]).fit(X, y)
+    points = tracker.kept
+    refs = []
+    for i, (_, module, criterion, chunks) in enumerate(points):
+        with FullBatchHessian(module, criterion, chunks) as H:
+            ref = top_eigenpairs(H, K, tol=1e-7, max_products=1500,
+                                 generator=torch.Generator().manual_seed(100 + i))
+        refs.append(float(ref.eigenvalues[0]))
+
+    tracked = chain(points, refs)
+    unguarded = chain(points, refs, guard_tol=np.inf)
+    print(f"digits MLP 64-200-200-10, lr 0.5, {steps} steps; {len(tracked)} warm measurements "
+          f"100 steps apart, k={K}, tol {TOL:g}, rest_tol {REST_TOL:g}")
+    print(f"{'':<44}{'median':>8}{'mean':>7}{'max':>5}{'misses':>8}{'max error':>11}")
+    for label, values, err in (
+            ("theta_1 within tol for good after", tracked[:, 1], None),
+            ("the solver stopped after", tracked[:, 0], tracked[:, 2]),
+            ("without the guard's tolerance, stopped after", unguarded[:, 0], unguarded[:, 2])):
+        misses = "" if err is None else f"{int((err > TOL).sum()):>8}"
+        max_err = "" if err is None else f"{err.max():>11.1e}"
+        print(f"{label:<44}{np.median(values):>8.1f}{values.mean():>7.1f}{values.max():>5.0f}"
+              f"{misses}{max_err}")
+
+
+if __name__ == "__main__":
+    main()
