@@ -88,24 +88,16 @@ def _gelu(module, z):
     return z * cdf, cdf + z * pdf, pdf * (2 - z * z)
 
 
+_DERIVATIVES = {nn.Identity: _identity, nn.Tanh: _tanh, nn.Sigmoid: _sigmoid, nn.ReLU: _relu,
+                nn.ELU: _elu, nn.Softplus: _softplus, nn.GELU: _gelu}
+
+
 def _activation(module):
-    """The derivative function of an activation module, or None if it is not supported."""
-    kind = type(module)
-    if kind is nn.Identity:
-        return _identity
-    if kind is nn.Tanh:
-        return _tanh
-    if kind is nn.Sigmoid:
-        return _sigmoid
-    if kind is nn.ReLU:
-        return _relu
-    if kind is nn.ELU:
-        return _elu
-    if kind is nn.Softplus:
-        return _softplus
-    if kind is nn.GELU and module.approximate == "none":
-        return _gelu
-    return None
+    """The derivative function of an activation module (exactly one of the classes above,
+    not a subclass, which may compute something else), or None if it is not supported."""
+    if type(module) is nn.GELU and module.approximate != "none":
+        return None
+    return _DERIVATIVES.get(type(module))
 
 
 # --------------------------------------------------------------------------- structure

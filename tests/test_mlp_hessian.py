@@ -113,9 +113,14 @@ class _Linear(nn.Linear):
     pass
 
 
+class _ScaledTanh(nn.Tanh):
+    def forward(self, input):
+        return 2 * super().forward(input)
+
+
 @pytest.mark.parametrize("case", [
     "dropout", "layer_norm", "linear_subclass", "hook", "torch_mse", "parameter_subset",
-    "activation_first", "three_d_input", "tanh_approximate_gelu",
+    "activation_first", "three_d_input", "tanh_approximate_gelu", "activation_subclass",
 ])
 def test_other_models_and_losses_fall_back_to_autograd(case):
     torch.manual_seed(6)
@@ -134,6 +139,8 @@ def test_other_models_and_losses_fall_back_to_autograd(case):
         layers.insert(0, nn.Tanh())
     elif case == "tanh_approximate_gelu":
         layers[1] = nn.GELU(approximate="tanh")
+    elif case == "activation_subclass":
+        layers[1] = _ScaledTanh()
     module = nn.Sequential(*layers).double()
     if case == "hook":
         module[1].register_forward_hook(lambda mod, inputs, output: output * 2)
