@@ -28,10 +28,9 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
   current top ``2k + 2`` Ritz vectors (the wanted ones, the guard and a few more), which keeps
   their images ``HQ`` exact for free. Each iteration reads the basis five times (Ritz
   residuals, one Gram-Schmidt pass of two reads, the new column of ``T``), so its size sets the
-  solver's own cost: restarting at 12 columns instead of 80 left the products unchanged on the
-  tracked digits fit (mean 22.4 against 23.3 per warm measurement, 100 steps apart) and on the
-  adversarial blocks of ``benchmarks/bench_guard.py`` (no miss), and cut the time the solver
-  spends outside the products by a third (``benchmarks/bench_tracking.py``).
+  solver's own cost. Restarting at 12 columns instead of 80 left the products unchanged on the
+  tracked digits fit (22 per warm measurement, ``python benchmarks/bench_certify.py``) and on
+  the adversarial blocks of ``benchmarks/bench_guard.py`` (no miss).
 * The most negative eigenvalue continues from the same basis (Krylov spaces approximate both
   ends of the spectrum) with the bottom Ritz pair as the target. It sits at the edge of the
   dense bulk near zero where Ritz gaps mean nothing, so it is judged by the residual alone,
