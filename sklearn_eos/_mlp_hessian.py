@@ -117,8 +117,8 @@ def mlp_structure(module, loss_fn, params):
     ``layers`` is a list of ``(linear, activation module or None, derivative function)``.
     Applies when ``module`` is an ``nn.Sequential`` (the default `MLP` is one) of ``nn.Linear``
     layers (exactly that class), each optionally followed by one supported activation, without
-    hooks; ``loss_fn`` is a `HalfSquaredError` or a `CrossEntropy`; and ``params`` are all of the
-    module's parameters in their natural order.
+    hooks; ``loss_fn`` is a `HalfSquaredError` or a `CrossEntropy`; and ``params`` are the
+    layers' weights and biases, each once, in layer order (no tied or frozen weights).
     """
     if not isinstance(module, nn.Sequential) or _has_hooks(module):
         return None
@@ -127,9 +127,6 @@ def mlp_structure(module, loss_fn, params):
     elif type(loss_fn) is CrossEntropy:
         loss_kind = "cross_entropy"
     else:
-        return None
-    own = list(module.parameters())
-    if len(own) != len(params) or any(p is not q for p, q in zip(own, params)):
         return None
     layers = []
     for child in module:
@@ -140,7 +137,10 @@ def mlp_structure(module, loss_fn, params):
         if derivative is None or not layers or layers[-1][1] is not None:
             return None  # unsupported module, activation first, or two in a row
         layers[-1][1:] = [child, derivative]
-    if not layers:
+    # the products are laid out as (weight, bias) per layer: that must be exactly ``params``
+    # (not so with tied weights, frozen layers or another order)
+    own = [p for linear, _, _ in layers for p in (linear.weight, linear.bias) if p is not None]
+    if not layers or len(own) != len(params) or any(p is not q for p, q in zip(own, params)):
         return None
     return [tuple(layer) for layer in layers], loss_kind
 

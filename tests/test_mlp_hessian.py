@@ -121,6 +121,7 @@ class _ScaledTanh(nn.Tanh):
 @pytest.mark.parametrize("case", [
     "dropout", "layer_norm", "linear_subclass", "hook", "torch_mse", "parameter_subset",
     "activation_first", "three_d_input", "tanh_approximate_gelu", "activation_subclass",
+    "tied_weights", "frozen_layer",
 ])
 def test_other_models_and_losses_fall_back_to_autograd(case):
     torch.manual_seed(6)
@@ -141,7 +142,12 @@ def test_other_models_and_losses_fall_back_to_autograd(case):
         layers[1] = nn.GELU(approximate="tanh")
     elif case == "activation_subclass":
         layers[1] = _ScaledTanh()
+    if case == "tied_weights":
+        layers = [nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, N_OUT)]
+        layers[2].weight = layers[0].weight
     module = nn.Sequential(*layers).double()
+    if case == "frozen_layer":
+        module[0].requires_grad_(False)
     if case == "hook":
         module[1].register_forward_hook(lambda mod, inputs, output: output * 2)
     elif case == "parameter_subset":
@@ -152,6 +158,6 @@ def test_other_models_and_losses_fall_back_to_autograd(case):
         assert H.method == "autograd"
         v = torch.randn(H.dim, dtype=torch.float64)
         hv = H.matvec(v)
-    if case not in ("parameter_subset", "three_d_input"):
+    if case not in ("parameter_subset", "three_d_input", "frozen_layer"):
         torch.testing.assert_close(hv, exact_hessian(module, criterion, X, y) @ v,
                                    rtol=1e-10, atol=1e-12)
