@@ -13,7 +13,7 @@ steps) and keeps a copy of the parameters at each measurement. Then, at each kep
 * the same chain with the guard's tolerance removed (``_GUARD_TOL = inf``; the reach rule and
   the convergence tests unchanged): products and misses (error above 1e-3).
 
-Run: ``python benchmarks/bench_certify.py`` (about a minute). Prints a table, writes nothing.
+Run: ``python benchmarks/bench_certify.py`` (about 40 s). Prints a table, writes nothing.
 """
 
 import os

@@ -65,16 +65,6 @@ def gd(model, X, Y, lr, steps):
         opt.step()
 
 
-def median_time(fn, repeats):
-    """Median wall time of ``fn()`` in seconds."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def interleaved_ratios(fns, reference, repeats):
     """Median over ``repeats`` rounds of (time of each ``fns[name]()`` / time of
     ``reference()``), the calls of one round run back to back so that the machine's drift

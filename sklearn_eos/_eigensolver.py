@@ -121,9 +121,9 @@ class MatrixOperator:
 class _Subspace:
     """Orthonormal basis ``Q``, its image ``HQ`` and the projection ``T = Q^T H Q`` (float64).
 
-    Q and HQ are kept as preallocated contiguous rows (m, dim) and a new block is
-    orthogonalised against the basis at once (CGS2), no per-column ``torch.cat`` of the basis
-    (from ``benchmarks/bench_tracking.py``: 55 -> 42 gradients per warm measurement, same results).
+    Q and HQ are kept as preallocated contiguous rows (m, dim), grown by doubling, and a new
+    block is orthogonalised against the whole basis at once (classical Gram-Schmidt, with a
+    second pass when the DGKS criterion asks for it), never by concatenating the basis.
     """
 
     def __init__(self, operator):
@@ -139,22 +139,6 @@ class _Subspace:
     @property
     def size(self):
         return self._m
-
-    @property
-    def Q(self):
-        return self._Qt[:self._m].T
-
-    @Q.setter
-    def Q(self, value):  # only the base __init__ sets it (empty)
-        pass
-
-    @property
-    def HQ(self):
-        return self._HQt[:self._m].T
-
-    @HQ.setter
-    def HQ(self, value):
-        pass
 
     def _orthonormalise(self, Wt):
         """Orthonormalise the rows of ``Wt`` (n, dim) against the basis and each other."""

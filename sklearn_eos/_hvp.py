@@ -52,6 +52,28 @@ def _unflatten(v, params):
     return [chunk.view_as(p) for chunk, p in zip(torch.split(v, [p.numel() for p in params]), params)]
 
 
+class _AutogradCurvature:
+    """A chunk's gradient, built with ``create_graph=True``, as the factor reused by every
+    product: ``product`` writes ``d<g, v>/dtheta`` (double backward), the interface of
+    `~sklearn_eos._mlp_hessian.MLPCurvature`."""
+
+    def __init__(self, grads, params):
+        self.params = params
+        # parameters whose gradient depends on the parameters (else a zero Hessian block)
+        self.index = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        self.outputs = [grads[i] for i in self.index]
+
+    def product(self, parts, out_parts):
+        """Write ``H v`` into ``out_parts`` for ``v`` given as ``parts`` (one per parameter)."""
+        hv = torch.autograd.grad(
+            self.outputs, self.params, grad_outputs=[parts[i] for i in self.index],
+            retain_graph=True, allow_unused=True,
+        ) if self.index else [None] * len(self.params)
+        with torch.no_grad():
+            for out, h in zip(out_parts, hv):
+                out.zero_() if h is None else out.copy_(h)
+
+
 def _n_examples(X):
     """Number of examples in a chunk's inputs (size of the first dimension)."""
     return X.shape[0] if hasattr(X, "shape") else len(X)
@@ -123,7 +145,7 @@ class FullBatchHessian:
         self._cuda_rng_state = (
             torch.cuda.get_rng_state(self.device) if self._cuda_devices else None
         )
-        self._graph = None  # (parameter versions, gradient tensors with graph or MLPCurvature)
+        self._graph = None  # (parameter versions, MLPCurvature or _AutogradCurvature)
         structure = mlp_structure(module, loss_fn, self.params)
         if structure is not None and all(applies_to_data(X, y, structure[1], self.dtype)
                                          for X, y in self.chunks):
@@ -162,8 +184,9 @@ class FullBatchHessian:
             yield w * self.loss_fn(self.module(X), y)
 
     def _gradient_graph(self, loss):
-        """Gradient of ``loss`` with ``create_graph=True`` (``None`` for unused parameters)."""
-        return torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+        """Gradient of ``loss`` with ``create_graph=True``, as an `_AutogradCurvature`."""
+        grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+        return _AutogradCurvature(grads, self.params)
 
     def _versions(self):
         return tuple((p._version, p.data_ptr()) for p in self.params)
@@ -177,10 +200,10 @@ class FullBatchHessian:
             return
         with self._pass():
             for loss in self._chunk_losses():
-                grads = self._gradient_graph(loss)
+                curvature = self._gradient_graph(loss)
                 del loss  # free this chunk's graph before the next chunk's forward
-                yield grads
-                del grads
+                yield curvature
+                del curvature
 
     def _cached_curvature(self):
         """The one chunk's curvature (`_curvatures`), rebuilt if the parameters changed."""
@@ -198,26 +221,13 @@ class FullBatchHessian:
 
     # ----------------------------------------------------------------- products
     def _apply(self, curvature, V, out):
-        """Add the chunk's ``H v`` for each column ``v`` of ``V`` into ``out``."""
-        if isinstance(curvature, MLPCurvature):
-            hv = torch.empty(self.dim, dtype=self.dtype, device=self.device)
-            hv_parts = _unflatten(hv, self.params)
-            for j in range(V.shape[1]):
-                curvature.product(_unflatten(V[:, j].contiguous(), self.params), hv_parts)
-                out[:, j] += hv
-            return
-        grads = curvature
-        index = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        if not index:  # gradient independent of the parameters: zero Hessian
-            return
-        outputs = [grads[i] for i in index]
+        """Add the chunk's ``H v`` for each column ``v`` of ``V`` into ``out`` (``curvature``:
+        an `MLPCurvature` or an `_AutogradCurvature`)."""
+        hv = torch.empty(self.dim, dtype=self.dtype, device=self.device)
+        hv_parts = _unflatten(hv, self.params)
         for j in range(V.shape[1]):
-            parts = _unflatten(V[:, j], self.params)
-            hv = torch.autograd.grad(
-                outputs, self.params, grad_outputs=[parts[i] for i in index],
-                retain_graph=True, allow_unused=True,
-            )
-            out[:, j] += _flatten(hv, self.params).detach()
+            curvature.product(_unflatten(V[:, j].contiguous(), self.params), hv_parts)
+            out[:, j] += hv
 
     def matmat(self, V):
         """Hessian times a block of vectors.

@@ -6,7 +6,6 @@ import inspect
 import torch
 from torch import nn
 
-
 ACTIVATIONS = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,

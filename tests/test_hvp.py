@@ -171,3 +171,23 @@ def test_rejects_bad_shapes():
     H = FullBatchHessian(model, mse, [data()])
     with pytest.raises(ValueError):
         H.matmat(torch.zeros(H.dim + 1, 2, dtype=torch.float64))
+
+
+def test_zero_hessian_and_unused_parameters_give_zero_blocks():
+    torch.manual_seed(7)
+    lin = torch.nn.Linear(3, 1).double()
+    X, _ = data(7, n=9)
+    y = X[:, 0].clone()
+    # a loss linear in the parameters: the gradient does not depend on them, H = 0
+    with FullBatchHessian(lin, lambda out, t: (out[:, 0] * t).mean(), [(X, y)]) as H:
+        assert H.method == "autograd"
+        torch.testing.assert_close(H.matvec(torch.randn(H.dim, dtype=torch.float64)),
+                                   torch.zeros(H.dim, dtype=torch.float64), rtol=0, atol=0)
+    # a parameter the loss never uses: its rows and columns of H are zero
+    unused = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    loss_fn = lambda out, t: ((out[:, 0] - t) ** 2).mean()  # noqa: E731
+    with FullBatchHessian(lin, loss_fn, [(X, y)], params=[*lin.parameters(), unused]) as H:
+        dense = H.matmat(torch.eye(H.dim, dtype=torch.float64))
+    expected = torch.zeros(6, 6, dtype=torch.float64)
+    expected[:4, :4] = exact_hessian(lin, loss_fn, X, y)
+    torch.testing.assert_close(dense, expected, rtol=1e-10, atol=1e-12)
