@@ -50,20 +50,49 @@ def test_thick_restarts_bound_the_basis_and_keep_the_answer(monkeypatch):
     from sklearn_eos import _eigensolver
 
     sizes = []
-    extend = _eigensolver._Subspace.extend
+    extend_rows = _eigensolver._Subspace.extend_rows
 
-    def recording_extend(self, W):
-        n = extend(self, W)
+    def recording_extend_rows(self, Wt):  # every expansion goes through it
+        n = extend_rows(self, Wt)
         sizes.append(self.size)
         return n
 
-    monkeypatch.setattr(_eigensolver._Subspace, "extend", recording_extend)
+    monkeypatch.setattr(_eigensolver._Subspace, "extend_rows", recording_extend_rows)
     spectrum = edge_of_stability_spectrum(dim=600, seed=3)
     A, _ = matrix_with_spectrum(spectrum, seed=3)
     res = top_eigenpairs(MatrixOperator(A), 3, tol=1e-10, generator=gen(2))
     assert res.converged and res.n_products > 3 * _eigensolver._MAX_BASIS
     assert max(sizes) <= _eigensolver._MAX_BASIS + 1
     np.testing.assert_allclose(res.eigenvalues, TOP, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_basis_stays_orthonormal_and_projection_exact(dtype, atol):
+    """Through a block start, one-vector expansions (residuals, as the solver adds them) and a
+    thick restart, Q stays orthonormal and T equals Q^T A Q."""
+    from sklearn_eos._eigensolver import _Subspace
+
+    A, _ = matrix_with_spectrum(edge_of_stability_spectrum(dim=200, seed=5), seed=5)
+    op = MatrixOperator(A, dtype=dtype)
+    space = _Subspace(op)
+    space.extend(torch.randn(200, 4, generator=gen(3), dtype=dtype))
+
+    def check():
+        Q = space._Qt[:space.size].double()
+        torch.testing.assert_close(Q @ Q.T, torch.eye(space.size, dtype=torch.float64), atol=atol, rtol=0)
+        np.testing.assert_allclose(space.T, (Q @ torch.as_tensor(A) @ Q.T).numpy(), atol=10 * atol, rtol=0)
+        torch.testing.assert_close(space._HQt[:space.size].double(), Q @ torch.as_tensor(A), atol=10 * atol, rtol=0)
+
+    for step in range(14):
+        theta, Y = space.ritz()
+        residual = space.residual_rows(Y[:, :1], theta[:1])
+        assert space.extend_rows(residual) == 1
+        check()
+        if step == 8:
+            space.restart(space.ritz()[1][:, :5])
+            assert space.size == 5
+            check()
+    assert space.n_products == op.n_products == 4 + 14
 
 
 def test_eigenvectors_match_up_to_sign():
