@@ -7,7 +7,11 @@ random_state=0)``, 1,500 full-batch GD steps (``--quick``: 300), one torch threa
 1. Fit-time overhead: fits with ``sharpness_every`` 0 and 100 (the estimator's own tracker:
    k = n_eigs = 3, tol 1e-3, rest_tol 0.1), run in a rotated order inside each of ``--repeats``
    repeats after an untimed warm-up fit; overhead = median over repeats of (fit time / fit time
-   at every=0) - 1. Then every 0, 50 and 10 the same way for context (``--context-repeats``).
+   at every=0) - 1. The load of a shared host moves whole fits by tens of percent (every-0 fits
+   of one run: 7.3-11.8 s), so each tracked fit is also split by the clock: the time spent in
+   its measurements (``SharpnessTracker.measure``, timed) over the rest of the same fit
+   ("within"). The target is judged on both. Then every 0, 50 and 10 the same way for context
+   (``--context-repeats``).
    HVPs per measurement at every=100 and every=10 are read from those fits' histories.
 2. Accuracy (an untimed fit with ``sharpness_every=0`` and an audited `SharpnessTracker`
    subclass, every 100 steps, passed through ``callbacks``): at each measurement a tight
@@ -263,26 +267,61 @@ class Audit:
         return res
 
 
+class MeasurementClock:
+    """Wall time spent inside ``SharpnessTracker.measure`` (every measurement of a fit: the
+    operator, the solve, the rotation bookkeeping), while the ``with`` block runs."""
+
+    def __enter__(self):
+        self.seconds = 0.0
+        self._measure = SharpnessTracker.measure
+        clock = self
+
+        def measure(tracker, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return clock._measure(tracker, *args, **kwargs)
+            finally:
+                clock.seconds += time.perf_counter() - t0
+
+        SharpnessTracker.measure = measure
+        return self
+
+    def __exit__(self, *exc):
+        SharpnessTracker.measure = self._measure
+
+
 def overhead(X, y, steps, everies, repeats):
+    """Whole-fit ratios (tracked / untracked fit, rotated order) and, inside each tracked fit,
+    the time of its measurements over the rest of that fit (same fit, so the host's load,
+    which varies by tens of percent from fit to fit on a shared machine, cancels)."""
     times = {e: [] for e in everies}
+    inside = {e: [] for e in everies}
     hvps = {e: [] for e in everies}
     for r in range(repeats):
         order = everies[r % len(everies):] + everies[:r % len(everies)]
         for e in order:
             clf = make_clf(steps, e)
-            t0 = time.perf_counter()
-            clf.fit(X, y)
-            times[e].append(time.perf_counter() - t0)
+            with MeasurementClock() as clock:
+                t0 = time.perf_counter()
+                clf.fit(X, y)
+                times[e].append(time.perf_counter() - t0)
+            inside[e].append(clock.seconds)
             hvps[e] = [int(n) for n in clf.sharpness_history_["n_hvps"]]
             print(f"  repeat {r} every={e}: {times[e][-1]:.1f} s"
-                  + (f", {len(hvps[e])} measurements, {sum(hvps[e])} HVPs" if e else ""), flush=True)
+                  + (f", {len(hvps[e])} measurements, {sum(hvps[e])} HVPs, {clock.seconds:.1f} s in them"
+                     if e else ""), flush=True)
     base = np.array(times[0])
     out = {}
     for e in everies:
         ratios = np.array(times[e]) / base
+        t, m = np.array(times[e]), np.array(inside[e])
+        within = m / (t - m)
         h = hvps[e]
         out[e] = {"seconds": times[e], "median_seconds": float(np.median(times[e])),
                   "overhead": float(np.median(ratios) - 1), "overheads": [float(x - 1) for x in ratios],
+                  "measurement_seconds": inside[e],
+                  "overhead_within": float(np.median(within)), "overheads_within": [float(x) for x in within],
+                  "rest_vs_untracked": float(np.median(t - m) / np.median(base) - 1),
                   "n_measurements": len(h), "total_hvps": int(sum(h)),
                   "hvps_warm": stats(h[1:]), "hvps_first": h[0] if h else None, "hvps_all": h}
     return out
@@ -348,16 +387,23 @@ def main():
           f"lr={LR}, random_state=0), {args.steps} steps, 1 torch thread, k={K}, tol={TOL}, rest_tol={REST_TOL}")
     print("\n(1) fit time vs sharpness_every (median of within-repeat ratios over "
           f"{args.repeats} repeats for every=100, {args.context_repeats} for 50 and 10)")
-    print(f"{'every':>6}{'fit s':>8}{'overhead':>10}{'range':>16}{'meas.':>7}{'HVPs':>7}"
-          f"{'HVPs/meas warm med':>20}{'max':>6}{'first':>7}")
+    print("    whole fit: tracked / untracked fit time - 1; within: time in the measurements / rest of the"
+          " same tracked fit")
+    print(f"{'every':>6}{'fit s':>8}{'whole fit':>11}{'range':>14}{'within':>8}{'range':>14}{'meas.':>7}"
+          f"{'HVPs':>7}{'HVPs/meas warm med':>20}{'max':>6}{'first':>7}")
+    pct = lambda v: '%.0f..%.0f%%' % (100 * min(v), 100 * max(v))  # noqa: E731
     for e in everies:
         o = over[e]
         hw = o["hvps_warm"]
-        print(f"{e:>6}{o['median_seconds']:>8.1f}{100 * o['overhead']:>9.0f}%"
-              f"{'%.0f..%.0f%%' % (100 * min(o['overheads']), 100 * max(o['overheads'])):>16}"
-              f"{o['n_measurements']:>7}{o['total_hvps']:>7}"
-              + (f"{hw['median']:>20.1f}{hw['max']:>6.0f}{o['hvps_first']:>7}" if e else ""))
-    print(f"target: overhead <= 40% at every=100 -> {'MET' if over[100]['overhead'] <= 0.4 else 'MISSED'}")
+        print(f"{e:>6}{o['median_seconds']:>8.1f}{100 * o['overhead']:>10.0f}%{pct(o['overheads']):>14}"
+              + (f"{100 * o['overhead_within']:>7.0f}%{pct(o['overheads_within']):>14}"
+                 f"{o['n_measurements']:>7}{o['total_hvps']:>7}"
+                 f"{hw['median']:>20.1f}{hw['max']:>6.0f}{o['hvps_first']:>7}" if e else ""))
+    o = over[100]
+    met_overhead = o["overhead"] <= 0.4 and o["overhead_within"] <= 0.4
+    print(f"rest of the tracked fits vs untracked fits (the measurements' effect on the steps around them, "
+          f"host noise included): {100 * o['rest_vs_untracked']:+.0f}%")
+    print(f"target: overhead <= 40% at every=100, whole fit and within -> {'MET' if met_overhead else 'MISSED'}")
 
     print("\n(2) audited every=100 fit: per measurement (relative errors vs reference tol 1e-7)")
     print(f"{'step':>6}{'HVPs':>6}{'err l1':>10}{'err l2':>10}{'err l3':>10}{'lambda_1':>10}{'lambda_2':>10}"
@@ -413,7 +459,7 @@ def main():
                           "sharpness_err_max_le_1e-3": es["max"] <= 1e-3,
                           "hvp_le_1.7_gradients": bool(h and h["hvp_per_gradient"] <= 1.7),
                           "eigsh_speedup_ge_5": speed >= 5,
-                          "overhead_every100_le_40pct": over[100]["overhead"] <= 0.4}}
+                          "overhead_every100_le_40pct": met_overhead}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"\nwrote {args.out}")

@@ -105,18 +105,24 @@ def tracking():
                    "measurement." if s.get("quick") else ""))
     out = [_source(command, path, settings)]
 
-    out.append("**Fit-time overhead of tracking** (median fit time; overhead = median of the "
-               "within-repeat ratios to the fit without tracking, minus 1):\n\n")
+    out.append("**Fit-time overhead of tracking** (median fit time; whole fit = median of the "
+               "within-repeat ratios to the fit without tracking, minus 1; within = the time spent "
+               "in the measurements of a tracked fit over the rest of that same fit, median over "
+               "the repeats, which the host's load from fit to fit does not move):\n\n")
     rows = []
+    spread = lambda v: f"{100 * min(v):.0f}% to {100 * max(v):.0f}%"  # noqa: E731
     for every, o in data["overhead"].items():
         warm = o["hvps_warm"]
         warm_text = (f"{warm['median']:g} ({warm['min']:g}-{warm['max']:g})" if warm.get("n") else "n/a")
-        spread = (f"{100 * min(o['overheads']):.0f}% to {100 * max(o['overheads']):.0f}%"
-                  if every != "0" else "")
-        rows.append([every, f"{o['median_seconds']:.1f}", f"{100 * o['overhead']:.0f}%", spread,
+        tracked = every != "0"
+        within = o.get("overheads_within")
+        rows.append([every, f"{o['median_seconds']:.1f}", f"{100 * o['overhead']:.0f}%",
+                     spread(o["overheads"]) if tracked else "",
+                     f"{100 * o['overhead_within']:.0f}% ({spread(within)})" if tracked and within else "",
                      o["n_measurements"], o["total_hvps"], warm_text])
-    out.append(_table(["sharpness_every", "fit s", "overhead", "overhead range", "measurements",
-                       "HVPs in total", "HVPs per warm measurement, median (range)"], rows))
+    out.append(_table(["sharpness_every", "fit s", "overhead, whole fit", "range", "overhead, within",
+                       "measurements", "HVPs in total", "HVPs per warm measurement, median (range)"],
+                      rows))
 
     audited = data.get("audited", {})
     summary = audited.get("summary")

@@ -167,15 +167,20 @@ class BaseEoS(BaseEstimator):
         # order matters: the schedule sets the step's rate before the tracker reads its
         # threshold, and episodes see the tracker's measurements; the guard and the loss
         # goal, which may end training, come last
+        rest_tol = min(100 * self.sharpness_tol, 0.1)
+        # with tracking on, the initial measurement for lr_units='threshold' is taken with
+        # the tracker's settings, and the tracker records it as its step-0 row
         schedule = LRSchedule(
             self.lr, resolve_decay_time(self.decay_time, self.max_iter, self.decay_on),
             self.decay_factor, decay_on=self.decay_on, decay_when_stable=self.decay_when_stable,
-            lr_units=self.lr_units, tol=self.sharpness_tol, random_state=seed,
+            lr_units=self.lr_units, tol=self.sharpness_tol,
+            n_eigs=self.n_eigs if self.sharpness_every else 2,
+            rest_tol=rest_tol if self.sharpness_every else 1.0, random_state=seed,
         )
         callbacks = [("lr_schedule", schedule)]
         if self.sharpness_every:
             tracker = SharpnessTracker(self.sharpness_every, self.n_eigs, self.sharpness_tol,
-                                       rest_tol=min(100 * self.sharpness_tol, 0.1), random_state=seed)
+                                       rest_tol=rest_tol, random_state=seed)
             callbacks.append(("sharpness", tracker))
         callbacks += [
             ("instabilities", InstabilityTracker(self.instability_rtol)),

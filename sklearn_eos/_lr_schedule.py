@@ -5,7 +5,7 @@ import math
 from skorch.callbacks import Callback
 
 from ._schedule import DecayPolicy, effective_lr
-from ._tracking import InstabilityTracker, measure_spectrum, random_generator
+from ._tracking import InstabilityTracker, measure_spectrum, parameter_versions, random_generator
 
 
 class LRSchedule(Callback):
@@ -40,6 +40,13 @@ class LRSchedule(Callback):
         the applied rate is ``lr * 2 / initial_sharpness`` (measured before the first step).
     tol : float, default=1e-3
         Relative accuracy of the initial sharpness measurement.
+    n_eigs : int, default=2
+        Top eigenpairs of the initial measurement (the first is the sharpness).
+    rest_tol : float, default=1.0
+        Relative accuracy of its eigenvalues 2..``n_eigs``. A `SharpnessTracker` listed after
+        this callback reuses the initial measurement as its step-0 row when it asks for no
+        more (``k <= n_eigs``, ``tol >= tol``, ``rest_tol >= rest_tol``), instead of measuring
+        the same parameters again; the estimators pass the tracker's settings here.
     random_state : int or None
 
     Attributes
@@ -53,7 +60,7 @@ class LRSchedule(Callback):
     """
 
     def __init__(self, lr, decay_time=None, decay_factor=0.1, decay_on="step", decay_when_stable=True,
-                 lr_units="absolute", tol=1e-3, random_state=None):
+                 lr_units="absolute", tol=1e-3, n_eigs=2, rest_tol=1.0, random_state=None):
         self.lr = lr
         self.decay_time = decay_time
         self.decay_factor = decay_factor
@@ -61,14 +68,19 @@ class LRSchedule(Callback):
         self.decay_when_stable = decay_when_stable
         self.lr_units = lr_units
         self.tol = tol
+        self.n_eigs = n_eigs
+        self.rest_tol = rest_tol
         self.random_state = random_state
 
     def on_train_begin(self, net, X=None, **kwargs):
         self.initial_sharpness_ = math.nan
+        self._initial_spectrum = self._initial_versions = None
         if self.lr_units == "threshold":
-            result = measure_spectrum(net, X, 2, tol=self.tol, rest_tol=1.0,
+            result = measure_spectrum(net, X, self.n_eigs, tol=self.tol, rest_tol=self.rest_tol,
                                       generator=random_generator(self.random_state))
             self.initial_sharpness_ = float(result.eigenvalues[0])
+            self._initial_spectrum = result  # for a tracker's step 0; dropped at the end of fit
+            self._initial_versions = parameter_versions(net.module_)
         self.effective_lr_ = effective_lr(self.lr, self.lr_units, self.initial_sharpness_)
         self._policy = DecayPolicy(self.decay_on, self.decay_time, self.decay_factor, self.decay_when_stable)
         self._counter = next((cb for _, cb in net.callbacks_ if isinstance(cb, InstabilityTracker)), None)
@@ -76,6 +88,20 @@ class LRSchedule(Callback):
             raise ValueError("decay_on='instabilities' needs an InstabilityTracker on the net.")
         self.decay_step_ = None
         self._step = 0
+
+    def initial_spectrum_for(self, net, k, tol, rest_tol):
+        """The initial measurement, if it answers a request for ``k`` eigenpairs at ``tol`` /
+        ``rest_tol`` and the parameters have not changed since; else None."""
+        result = getattr(self, "_initial_spectrum", None)
+        asked = tol if rest_tol is None else rest_tol
+        mine = self.tol if self.rest_tol is None else self.rest_tol
+        if (result is None or k > len(result.eigenvalues) or tol < self.tol or asked < mine
+                or self._initial_versions != parameter_versions(net.module_)):
+            return None
+        return result
+
+    def on_train_end(self, net, **kwargs):
+        self._initial_spectrum = self._initial_versions = None  # no eigenvectors in the fitted net
 
     def needs_losses(self, net, step, **kwargs):
         # the rate of step + 1 depends on the episodes only while a decay is pending on them

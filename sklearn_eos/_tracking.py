@@ -7,6 +7,8 @@ at the edge of stability, where the top eigenvalues are nearly degenerate and si
 swap places) and the rotation metrics.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from skorch.callbacks import Callback
@@ -26,6 +28,12 @@ def measure_spectrum(net, data, k, **solver_options):
     """
     with FullBatchHessian(net.module_, net.criterion_, data.chunks) as hessian:
         return top_eigenpairs(hessian, k, **solver_options)
+
+
+def parameter_versions(module):
+    """A fingerprint of ``module``'s parameters that changes with every in-place update (an
+    optimizer step) or replacement: their autograd version counters and storage."""
+    return tuple((p._version, p.data_ptr()) for p in module.parameters())
 
 
 def random_generator(random_state):
@@ -125,16 +133,30 @@ class SharpnessTracker(Callback):
     def _lr(self, net):
         return float(net.optimizer_.param_groups[0]["lr"])
 
+    def _initial_spectrum(self, net):
+        """A measurement of the same parameters that an `LRSchedule` listed before this
+        callback took for ``lr_units='threshold'``, if it answers this tracker's request."""
+        if self._rows or self.compute_min:
+            return None
+        # duck-typed: `LRSchedule` (its module imports this one)
+        schedule = _callback_before(net, self, lambda cb: hasattr(cb, "initial_spectrum_for"))
+        return None if schedule is None else schedule.initial_spectrum_for(net, self.k, self.tol, self.rest_tol)
+
     def measure(self, net, step):
         """Measure the spectrum at the net's current parameters and record it as ``step``."""
-        try:
-            result = measure_spectrum(
-                net, self._data, self.k, start=self.eigenvectors_, tol=self.tol, rest_tol=self.rest_tol,
-                max_products=self.max_products, compute_min=self.compute_min,
-                min_start=self._min_vector, generator=self._generator,
-            )
-        except np.linalg.LinAlgError:
-            result = None  # the products overflowed: parameters near a divergence
+        result = self._initial_spectrum(net)
+        if result is not None:
+            result = replace(result, eigenvalues=result.eigenvalues[:self.k],
+                             eigenvectors=result.eigenvectors[:, :self.k])
+        else:
+            try:
+                result = measure_spectrum(
+                    net, self._data, self.k, start=self.eigenvectors_, tol=self.tol, rest_tol=self.rest_tol,
+                    max_products=self.max_products, compute_min=self.compute_min,
+                    min_start=self._min_vector, generator=self._generator,
+                )
+            except np.linalg.LinAlgError:
+                result = None  # the products overflowed: parameters near a divergence
         if result is None or not np.isfinite(result.eigenvalues).all():
             return self._record_failed(net, step)
         lr = self._lr(net)
@@ -203,15 +225,21 @@ class SharpnessTracker(Callback):
         self._rows = self._rotation_rows = None
 
 
-def _tracker_before(net, callback):
-    """The last `SharpnessTracker` listed before ``callback`` on ``net`` (None if there is none)."""
+def _callback_before(net, callback, wanted):
+    """The last callback ``cb`` with ``wanted(cb)`` listed before ``callback`` on ``net``
+    (None if there is none)."""
     found = None
     for _, cb in net.callbacks_:
         if cb is callback:
             return found
-        if isinstance(cb, SharpnessTracker):
+        if wanted(cb):
             found = cb
     return found
+
+
+def _tracker_before(net, callback):
+    """The last `SharpnessTracker` listed before ``callback`` on ``net`` (None if there is none)."""
+    return _callback_before(net, callback, lambda cb: isinstance(cb, SharpnessTracker))
 
 
 class InstabilityTracker(Callback):

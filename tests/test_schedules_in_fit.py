@@ -63,13 +63,31 @@ def test_decay_after_third_instability(digits):
     assert clf.lr_history_[ends[2]] == 0.5 and clf.lr_history_[ends[2] + 1] == pytest.approx(0.05)
 
 
-def test_threshold_units(digits):
-    clf = _eos(lr=1.5, lr_units="threshold", max_iter=5).fit(*digits)
+def test_threshold_units(digits, monkeypatch):
+    from sklearn_eos import _lr_schedule, _tracking
+
+    solves = []  # k of every solve, the schedule's and the tracker's
+    measure = _tracking.measure_spectrum
+    for module in (_tracking, _lr_schedule):
+        monkeypatch.setattr(module, "measure_spectrum", lambda *a, **k: solves.append(a[2]) or measure(*a, **k))
+    clf = _eos(lr=1.5, lr_units="threshold", max_iter=5, sharpness_every=2).fit(*digits)
     assert clf.effective_lr_ == pytest.approx(1.5 * 2 / clf.initial_sharpness_)
     np.testing.assert_allclose(clf.lr_history_, clf.effective_lr_)
-    # the tracker's own step-0 measurement sees the same parameters
-    assert clf.sharpness_history_["sharpness"][0] == pytest.approx(clf.initial_sharpness_, rel=2e-3)
-    assert clf.sharpness_history_["threshold"][0] == pytest.approx(clf.initial_sharpness_ / 1.5)
+    # the schedule's initial measurement, taken with the tracker's k, is the tracker's step-0
+    # row: one solve at step 0, not two of the same parameters
+    history = clf.sharpness_history_
+    assert list(history["step"]) == [0, 2, 4, 5] and solves == [3] * 4
+    assert history["sharpness"][0] == clf.initial_sharpness_
+    assert history["threshold"][0] == pytest.approx(clf.initial_sharpness_ / 1.5)
+    assert history["n_hvps"][0] > 0 and history["converged"][0]
+    assert len(clf.rotation_history_["step"]) == 3
+    # and the fitted net does not keep the initial eigenvectors
+    assert clf.net_.callbacks_[0][1]._initial_spectrum is None
+
+    # without tracking the schedule measures only the top 2, loosely
+    solves.clear()
+    _eos(lr=1.5, lr_units="threshold", max_iter=2, sharpness_every=0).fit(*digits)
+    assert solves == [2]
 
 
 def test_float_decay_time_counts_steps_only(digits):

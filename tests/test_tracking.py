@@ -106,6 +106,34 @@ def test_tracker_is_a_plain_skorch_callback_and_histories_are_dataframes():
     assert len(pd.DataFrame(clf.sharpness_history_)) == 0
 
 
+def test_tracker_reuses_an_initial_measurement_only_when_it_answers_its_request():
+    """`LRSchedule.initial_spectrum_for`: the same k or fewer, no stricter tolerances, and the
+    parameters untouched since the measurement."""
+    from skorch import NeuralNet
+
+    from sklearn_eos._lr_schedule import LRSchedule
+    from sklearn_eos._net import FullBatch
+
+    X, y = _linear_data()
+    net = NeuralNet(torch.nn.Linear(X.shape[1], 1), torch.nn.MSELoss, optimizer=torch.optim.SGD, lr=0.01)
+    net.initialize()
+    data = FullBatch(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)[:, None])
+    schedule = LRSchedule(0.5, lr_units="threshold", n_eigs=3, rest_tol=0.1, random_state=0)
+    net.callbacks_ = []
+    schedule.on_train_begin(net, X=data)
+    result = schedule.initial_spectrum_for(net, 3, 1e-3, 0.1)
+    assert result is not None and len(result.eigenvalues) == 3
+    assert schedule.initial_spectrum_for(net, 2, 1e-2, 0.5) is result  # asks for less
+    assert schedule.initial_spectrum_for(net, 4, 1e-3, 0.1) is None  # more eigenpairs
+    assert schedule.initial_spectrum_for(net, 3, 1e-4, 0.1) is None  # stricter sharpness
+    assert schedule.initial_spectrum_for(net, 3, 1e-3, None) is None  # rest at 1e-3
+    with torch.no_grad():
+        net.module_.weight.add_(1.0)  # a step
+    assert schedule.initial_spectrum_for(net, 3, 1e-3, 0.1) is None
+    schedule.on_train_end(net)
+    assert schedule._initial_spectrum is None
+
+
 def test_last_row_measures_the_returned_model_after_divergence():
     X, y = _linear_data()
     lam = _closed_form_sharpness(X)
