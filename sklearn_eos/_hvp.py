@@ -79,6 +79,12 @@ def _n_examples(X):
     return X.shape[0] if hasattr(X, "shape") else len(X)
 
 
+def parameter_versions(params):
+    """A fingerprint of ``params`` that changes with every in-place update (an optimizer step)
+    or replacement of one of them: their autograd version counters and storage."""
+    return tuple((p._version, p.data_ptr()) for p in params)
+
+
 class FullBatchHessian:
     """Hessian of the full training loss w.r.t. the trainable parameters, as a linear operator.
 
@@ -189,7 +195,7 @@ class FullBatchHessian:
         return _AutogradCurvature(grads, self.params)
 
     def _versions(self):
-        return tuple((p._version, p.data_ptr()) for p in self.params)
+        return parameter_versions(self.params)
 
     def _curvatures(self):
         """Yield, chunk by chunk, what a product needs at the current parameters: the

@@ -5,7 +5,8 @@ import math
 from skorch.callbacks import Callback
 
 from ._schedule import DecayPolicy, effective_lr
-from ._tracking import InstabilityTracker, measure_spectrum, parameter_versions, random_generator
+from ._hvp import parameter_versions
+from ._tracking import InstabilityTracker, measure_spectrum, random_generator
 
 
 class LRSchedule(Callback):
@@ -80,7 +81,7 @@ class LRSchedule(Callback):
                                       generator=random_generator(self.random_state))
             self.initial_sharpness_ = float(result.eigenvalues[0])
             self._initial_spectrum = result  # for a tracker's step 0; dropped at the end of fit
-            self._initial_versions = parameter_versions(net.module_)
+            self._initial_versions = parameter_versions(net.module_.parameters())
         self.effective_lr_ = effective_lr(self.lr, self.lr_units, self.initial_sharpness_)
         self._policy = DecayPolicy(self.decay_on, self.decay_time, self.decay_factor, self.decay_when_stable)
         self._counter = next((cb for _, cb in net.callbacks_ if isinstance(cb, InstabilityTracker)), None)
@@ -96,7 +97,7 @@ class LRSchedule(Callback):
         asked = tol if rest_tol is None else rest_tol
         mine = self.tol if self.rest_tol is None else self.rest_tol
         if (result is None or k > len(result.eigenvalues) or tol < self.tol or asked < mine
-                or self._initial_versions != parameter_versions(net.module_)):
+                or self._initial_versions != parameter_versions(net.module_.parameters())):
             return None
         return result
 

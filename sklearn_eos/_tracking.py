@@ -30,12 +30,6 @@ def measure_spectrum(net, data, k, **solver_options):
         return top_eigenpairs(hessian, k, **solver_options)
 
 
-def parameter_versions(module):
-    """A fingerprint of ``module``'s parameters that changes with every in-place update (an
-    optimizer step) or replacement: their autograd version counters and storage."""
-    return tuple((p._version, p.data_ptr()) for p in module.parameters())
-
-
 def random_generator(random_state):
     """A CPU ``torch.Generator`` for eigensolver start vectors, seeded from ``random_state``
     (None: a fresh seed), leaving the global torch RNG alone."""
