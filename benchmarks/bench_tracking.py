@@ -7,11 +7,11 @@ random_state=0)``, 1,500 full-batch GD steps (``--quick``: 300), one torch threa
 1. Fit-time overhead: fits with ``sharpness_every`` 0 and 100 (the estimator's own tracker:
    k = n_eigs = 3, tol 1e-3, rest_tol 0.1), run in a rotated order inside each of ``--repeats``
    repeats after an untimed warm-up fit; overhead = median over repeats of (fit time / fit time
-   at every=0) - 1. The load of a shared host moves whole fits by tens of percent (every-0 fits
-   of one run: 7.3-11.8 s), so each tracked fit is also split by the clock: the time spent in
-   its measurements (``SharpnessTracker.measure``, timed) over the rest of the same fit
-   ("within"). The target is judged on both. Then every 0, 50 and 10 the same way for context
-   (``--context-repeats``).
+   at every=0) - 1. The load of a shared host moves whole fits by tens of percent (the every-0
+   fits of the run of record took 8.6-9.7 s), so each tracked fit is also split by the clock:
+   the time spent in its measurements (``SharpnessTracker.measure``, timed) over the rest of
+   the same fit ("within"). The target is judged on both. Then every 0, 50 and 10 the same way
+   for context (``--context-repeats``).
    HVPs per measurement at every=100 and every=10 are read from those fits' histories.
 2. Accuracy (an untimed fit with ``sharpness_every=0`` and an audited `SharpnessTracker`
    subclass, every 100 steps, passed through ``callbacks``): at each measurement a tight

@@ -170,12 +170,11 @@ class BaseEoS(BaseEstimator):
         rest_tol = min(100 * self.sharpness_tol, 0.1)
         # with tracking on, the initial measurement for lr_units='threshold' is taken with
         # the tracker's settings, and the tracker records it as its step-0 row
+        shared = {"n_eigs": self.n_eigs, "rest_tol": rest_tol} if self.sharpness_every else {}
         schedule = LRSchedule(
             self.lr, resolve_decay_time(self.decay_time, self.max_iter, self.decay_on),
             self.decay_factor, decay_on=self.decay_on, decay_when_stable=self.decay_when_stable,
-            lr_units=self.lr_units, tol=self.sharpness_tol,
-            n_eigs=self.n_eigs if self.sharpness_every else 2,
-            rest_tol=rest_tol if self.sharpness_every else 1.0, random_state=seed,
+            lr_units=self.lr_units, tol=self.sharpness_tol, random_state=seed, **shared,
         )
         callbacks = [("lr_schedule", schedule)]
         if self.sharpness_every:
