@@ -104,6 +104,30 @@ def make_clf(steps, every, callbacks=None):
                          random_state=0)
 
 
+def matmul_macs(widths, n):
+    """Multiply-adds in the matrix products of one full-batch gradient (= one GD step), one
+    R-operator HVP and the HVP factors of one measurement, for an MLP with layer widths
+    ``widths`` (inputs first) on ``n`` examples. Per layer ``d_in -> d_out`` (``n d_in d_out``
+    each): the gradient does the forward, the weight gradient and, past the first layer, the
+    input gradient (3; 2 for the first); the HVP (`sklearn_eos._mlp_hessian`) does 6 (2 for the
+    first); the factors a forward and the backward signals (2; 1 for the first)."""
+    layers = [n * a * b for a, b in zip(widths[:-1], widths[1:])]
+    first, rest = layers[0], sum(layers[1:])
+    return {"gradient": 2 * first + 3 * rest, "hvp": 2 * first + 6 * rest, "factors": first + 2 * rest}
+
+
+def matmul_accounting(widths, n, n_measurements, total_hvps, steps, target=0.4):
+    """The fit-time overhead of the measurements counted in multiply-adds of matrix products
+    (one GD step = one gradient), and the HVPs per measurement that ``target`` leaves room for
+    by the same count. Not a strict floor in time: GEMMs of other shapes run at other speeds,
+    and steps carry elementwise and Python work of their own."""
+    macs = matmul_macs(widths, n)
+    hvp, factors = macs["hvp"] / macs["gradient"], macs["factors"] / macs["gradient"]
+    return {"hvp_in_gradients": hvp, "factors_in_gradients": factors,
+            "overhead": (total_hvps * hvp + n_measurements * factors) / steps,
+            "hvps_per_measurement_at_target": (target * steps / n_measurements - factors) / hvp}
+
+
 def rel(a, b):
     return float(abs(a - b) / abs(b))
 
@@ -407,6 +431,13 @@ def main():
           f"host noise included): {100 * o['rest_vs_untracked']:+.0f}%")
     print(f"one HVP of a measurement, everything included, costs {np.median(o['hvp_in_steps']):.2f} steps of the "
           f"same fit ({min(o['hvp_in_steps']):.2f}-{max(o['hvp_in_steps']):.2f})")
+    macs = matmul_accounting((X.shape[1], *HIDDEN, len(np.unique(y))), X.shape[0], o["n_measurements"],
+                             o["total_hvps"], args.steps)
+    o["matmul_accounting"] = macs
+    print(f"counted in multiply-adds of matrix products: one HVP = {macs['hvp_in_gradients']:.2f} GD steps, "
+          f"the factors {macs['factors_in_gradients']:.2f} per measurement; {o['total_hvps']} HVPs in "
+          f"{o['n_measurements']} measurements = {100 * macs['overhead']:.0f}% of the fit; 40% leaves room for "
+          f"{macs['hvps_per_measurement_at_target']:.1f} HVPs per measurement")
     print(f"target: overhead <= 40% at every=100, whole fit and within -> {'MET' if met_overhead else 'MISSED'}")
 
     print("\n(2) audited every=100 fit: per measurement (relative errors vs reference tol 1e-7)")
