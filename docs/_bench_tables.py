@@ -123,6 +123,14 @@ def tracking():
     out.append(_table(["sharpness_every", "fit s", "overhead, whole fit", "range", "overhead, within",
                        "measurements", "HVPs in total", "HVPs per warm measurement, median (range)"],
                       rows))
+    macs = data["overhead"].get("100", {}).get("matmul_accounting")
+    if macs:
+        o = data["overhead"]["100"]
+        out.append(f"\nCounted in multiply-adds of matrix products, one HVP of this network is "
+                   f"{macs['hvp_in_gradients']:.2f} GD steps and the factors a measurement builds once "
+                   f"{macs['factors_in_gradients']:.2f}; the {o['total_hvps']} HVPs of the every=100 "
+                   f"fit then come to {100 * macs['overhead']:.0f}% of the fit, and 40% would leave "
+                   f"room for {macs['hvps_per_measurement_at_target']:.1f} HVPs per measurement.\n")
 
     audited = data.get("audited", {})
     summary = audited.get("summary")
