@@ -522,15 +522,15 @@ class EoSRegressor(RegressorMixin, BaseEoS):
     def __init__(self, module=None, *, hidden_layer_sizes=(100,), activation="tanh", loss="mse",
                  lr=0.01, max_iter=500, decay_time=None, decay_factor=0.1, decay_on="step",
                  decay_when_stable=True, lr_units="absolute", instability_rtol=0.1, loss_goal=None,
-                 sharpness_every=100, n_eigs=3, sharpness_tol=1e-3, chunk_size=None, dtype="float32", device="cpu", callbacks=None, random_state=None,
-                 verbose=0, warm_start=False):
+                 sharpness_every=100, n_eigs=3, sharpness_tol=1e-3, chunk_size=None, dtype="float32",
+                 device="cpu", callbacks=None, random_state=None, verbose=0, warm_start=False):
         super().__init__(
             module, hidden_layer_sizes=hidden_layer_sizes, activation=activation, loss=loss, lr=lr,
             max_iter=max_iter, decay_time=decay_time, decay_factor=decay_factor, decay_on=decay_on,
             decay_when_stable=decay_when_stable, lr_units=lr_units, instability_rtol=instability_rtol,
-            loss_goal=loss_goal,
-            sharpness_every=sharpness_every, n_eigs=n_eigs, sharpness_tol=sharpness_tol, chunk_size=chunk_size, dtype=dtype, device=device, callbacks=callbacks,
-            random_state=random_state, verbose=verbose, warm_start=warm_start,
+            loss_goal=loss_goal, sharpness_every=sharpness_every, n_eigs=n_eigs,
+            sharpness_tol=sharpness_tol, chunk_size=chunk_size, dtype=dtype, device=device,
+            callbacks=callbacks, random_state=random_state, verbose=verbose, warm_start=warm_start,
         )
 
     def _prepare_targets(self, y):
