@@ -20,8 +20,8 @@ from sklearn.datasets import load_digits, make_regression
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 
-from sklearn_eos import (DivergenceGuard, EoSClassifier, EoSRegressor, FullBatch, FullBatchNet, HalfSquaredError,
-                         InstabilityTracker, MLP, SharpnessTracker)
+from sklearn_eos import (EoSClassifier, EoSRegressor, FullBatch, FullBatchNet, HalfSquaredError, MLP,
+                         SharpnessTracker)
 from sklearn_eos._base import BaseEoS
 from sklearn_eos._net import SYNC_EVERY
 
