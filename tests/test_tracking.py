@@ -134,17 +134,24 @@ def test_tracker_reuses_an_initial_measurement_only_when_it_answers_its_request(
     assert schedule._initial_spectrum is None
 
 
-def test_last_row_measures_the_returned_model_after_divergence():
+@pytest.mark.parametrize("every", [50, 1])
+def test_last_row_measures_the_returned_model_after_divergence(every):
+    """every=1 also measures the parameters of the step whose loss then turns out non-finite
+    (losses are read after a step): those rows are dropped and the returned step re-measured."""
     X, y = _linear_data()
     lam = _closed_form_sharpness(X)
     with pytest.warns(Warning, match="diverged"):
-        reg = EoSRegressor(hidden_layer_sizes=(), lr=1.5 * 2 / lam, max_iter=3000, sharpness_every=50,
+        reg = EoSRegressor(hidden_layer_sizes=(), lr=1.5 * 2 / lam, max_iter=3000, sharpness_every=every,
                            n_eigs=2, random_state=0).fit(X, y)
-    sh = reg.sharpness_history_
+    sh, rot = reg.sharpness_history_, reg.rotation_history_
     assert reg.diverged_
     assert sh["step"][-1] == reg.n_iter_ - 1
     assert np.all(np.diff(sh["step"]) > 0)
+    if every == 1:
+        np.testing.assert_array_equal(sh["step"], np.arange(reg.n_iter_))
     np.testing.assert_allclose(sh["sharpness"], lam, rtol=1e-3)
+    assert np.all(rot["step"] < reg.n_iter_)
+    np.testing.assert_allclose(rot["cosine"], 1.0, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
