@@ -16,6 +16,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
+from ._eigensolver import resolvable_tol
 from ._lr_schedule import LRSchedule
 from ._schedule import resolve_decay_time
 from ._losses import make_criterion
@@ -206,6 +207,12 @@ class BaseEoS(BaseEstimator):
         """
         hidden = self._check_hidden_layer_sizes()
         torch_dtype = _DTYPES[self.dtype]
+        if self.sharpness_tol < resolvable_tol(torch_dtype):
+            raise ValueError(
+                f"sharpness_tol={self.sharpness_tol:g} is below what {self.dtype} resolves "
+                f"({resolvable_tol(torch_dtype):.1e}, four machine epsilons): no measurement could "
+                f"converge. Use a larger sharpness_tol or dtype='float64'."
+            )
         reuse = self.warm_start and hasattr(self, "module_")
         try:
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=not reuse,
@@ -396,7 +403,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     sharpness_tol : float, default=1e-3
         Relative accuracy of the measured sharpness; eigenvalues 2..k are resolved to
         ``min(100 * sharpness_tol, 0.1)``, which keeps a measurement cheap inside the nearly
-        degenerate top cluster of the edge of stability.
+        degenerate top cluster of the edge of stability. At least four machine epsilons of
+        ``dtype`` (4.8e-7 for float32), the finest accuracy its products can certify.
     chunk_size : int or None, default=None
         Rows per forward pass; the gradient is accumulated over chunks and stays the exact
         full-batch gradient. None: the whole training set in one pass.

@@ -31,6 +31,11 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
   solver's own cost. Restarting at 12 columns instead of 80 left the products unchanged on the
   tracked digits fit (22 per warm measurement, ``python benchmarks/bench_certify.py``) and on
   the adversarial blocks of ``benchmarks/bench_guard.py`` (no miss).
+* Rounding: no bound is taken below ``resolvable_tol(dtype) * max|theta|`` (four machine
+  epsilons of the operator's dtype). The residual bounds see the products only through their
+  rounded results, so they keep shrinking past what the dtype resolves: at the digits edge of
+  stability, float32 solves asked for 1e-7 and 1e-9 said converged and were 2-3.5e-7 off the
+  float64 spectrum. A tolerance below the floor now ends unconverged at the budget.
 * The most negative eigenvalue continues from the same basis (Krylov spaces approximate both
   ends of the spectrum) with the bottom Ritz pair as the target. It sits at the edge of the
   dense bulk near zero where Ritz gaps mean nothing, so it is judged by the residual alone,
@@ -51,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["EigenResult", "MatrixOperator", "top_eigenpairs"]
+__all__ = ["EigenResult", "MatrixOperator", "resolvable_tol", "top_eigenpairs"]
 
 _MAX_BASIS = 12  # columns of the basis for the top pairs before a thick restart (see "Restarts")
 _MAX_BASIS_INTERIOR = 80  # the same for the most negative eigenvalue
@@ -236,6 +241,13 @@ class _Subspace:
 
 
 _ZERO_FLOOR = 1e-3  # eigenvalues below this fraction of the spectral radius count as zero
+_ROUNDING_EPS = 4  # machine epsilons: the smallest error bound trusted (see "Rounding")
+
+
+def resolvable_tol(dtype):
+    """Smallest relative tolerance that a solve in ``dtype`` (a torch dtype) can certify:
+    ``4 * eps`` (4.8e-7 for float32, 8.9e-16 for float64), relative to the spectral radius."""
+    return _ROUNDING_EPS * torch.finfo(dtype).eps
 
 
 def _error_bounds(theta, residual_norms, index, use_gap):
@@ -281,8 +293,9 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
         full = index + [n_wanted] if use_guard else index
         Rt = space.residual_rows(Y[:, full], theta[full])
         rnorm = torch.linalg.vector_norm(Rt, dim=1).double().cpu().numpy()
-        bounds = _error_bounds(theta, rnorm[:len(index)], index, use_gap=not interior)
         radius = np.max(np.abs(theta))
+        bounds = np.maximum(_error_bounds(theta, rnorm[:len(index)], index, use_gap=not interior),
+                            resolvable_tol(op.dtype) * radius)
         # relative to the eigenvalue, but never below a small fraction of the spectral radius:
         # a (near-)zero eigenvalue of a rank-deficient Hessian has no relative accuracy
         scale = radius if interior else np.maximum(np.abs(theta[index]), _ZERO_FLOOR * radius)
@@ -367,7 +380,9 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
     tol : float, default=1e-3
         Relative accuracy on each of the k returned eigenvalues, judged by the residual bound
         ``min(||r||, ||r||^2 / gap) <= tol * |theta|`` (gap estimated from the Ritz values).
-        All k must converge, so the cost grows when lambda_k is close to lambda_{k+1}.
+        All k must converge, so the cost grows when lambda_k is close to lambda_{k+1}. The
+        bound is never taken below the rounding floor ``resolvable_tol(dtype) * max|theta|``:
+        a smaller tolerance (e.g. 1e-7 in float32) ends unconverged at ``max_products``.
     rest_tol : float, optional
         A looser accuracy for eigenvalues 2..k (default: ``tol``). At the edge of stability
         lambda_3 often sits within 0.5% of lambda_4, and resolving it to 1e-3 costs three times

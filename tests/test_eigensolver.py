@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sklearn_eos._eigensolver import MatrixOperator, top_eigenpairs
+from sklearn_eos._eigensolver import MatrixOperator, resolvable_tol, top_eigenpairs
 from sklearn_eos._rotation import subspace_overlap
 
 TOP = np.array([4.38, 4.30, 4.26])
@@ -165,6 +165,21 @@ def test_budget_and_small_dimension():
     res = top_eigenpairs(MatrixOperator(small), k=5, compute_min=True, generator=gen())
     np.testing.assert_allclose(res.eigenvalues, [3.0, 2.0, -1.0], atol=1e-12)
     assert res.min_eigenvalue == pytest.approx(-1.0)
+
+
+def test_tolerance_below_rounding_is_not_claimed():
+    """float32 products carry rounding of a few eps * ||A||: the residual bounds alone keep
+    shrinking past it, so without the floor a 1e-9 solve said converged and was 5e-8 off."""
+    A, _ = matrix_with_spectrum(edge_of_stability_spectrum())
+    exact = np.sort(np.linalg.eigvalsh(A))[::-1][:3]
+    assert resolvable_tol(torch.float32) == pytest.approx(4 * np.finfo(np.float32).eps)
+    tiny = top_eigenpairs(MatrixOperator(A, dtype=torch.float32), 3, tol=1e-9, max_products=120,
+                          generator=gen())
+    assert not tiny.converged and tiny.n_products == 120
+    for dtype, tol in [(torch.float32, 3e-6), (torch.float64, 1e-9)]:
+        res = top_eigenpairs(MatrixOperator(A, dtype=dtype), 3, tol=tol, generator=gen())
+        assert res.converged
+        assert np.max(np.abs(res.eigenvalues - exact) / exact) <= tol
 
 
 def test_reproducible_and_float32():

@@ -478,6 +478,8 @@ def test_wrong_n_features_at_predict(Estimator):
     (EoSClassifier, {"dtype": "float16"}, "'dtype'"),
     (EoSRegressor, {"loss_goal": -1.0}, "'loss_goal'"),
     (EoSRegressor, {"chunk_size": 0}, "'chunk_size'"),
+    (EoSClassifier, {"sharpness_tol": 1e-7}, "sharpness_tol=1e-07 is below what float32 resolves"),
+    (EoSRegressor, {"sharpness_tol": 1e-16, "dtype": "float64"}, "below what float64 resolves"),
 ])
 def test_bad_params(Estimator, params, match):
     X, y = _blobs(n_samples=20) if Estimator is EoSClassifier else _regression(n_samples=20)
