@@ -296,6 +296,18 @@ class BaseEoS(BaseEstimator):
                 f"{n_steps - 1}, the last with a finite loss, were kept.",
                 ConvergenceWarning,
             )
+        sharpness = self.sharpness_history_
+        # rows with n_hvps == -1 are products that overflowed next to a divergence (warned above)
+        short = (sharpness["n_hvps"] >= 0) & ~sharpness["converged"].astype(bool)
+        if short.any():
+            steps = ", ".join(str(s) for s in sharpness["step"][short][:5]) + (", ..." if short.sum() > 5 else "")
+            warnings.warn(
+                f"{type(self).__name__}: {short.sum()} of {len(short)} sharpness measurements (steps "
+                f"{steps}) used their budget of Hessian-vector products before reaching "
+                f"sharpness_tol={self.sharpness_tol:g}; their 'sharpness' is a lower bound on the top "
+                f"eigenvalue ('converged' is False in sharpness_history_).",
+                ConvergenceWarning,
+            )
 
     # -- persistence ------------------------------------------------------------------
     def __getstate__(self):
@@ -451,7 +463,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         One row per measurement (``pandas.DataFrame(sharpness_history_)`` makes a table):
         'step', 'sharpness' (largest Hessian eigenvalue), 'eig_2'...'eig_k', 'threshold'
         (2 / the learning rate of that step), 'lr', 'above_threshold', 'n_hvps', 'converged'.
-        The last row measures the returned model.
+        The last row measures the returned model. A measurement that runs out of products
+        before ``sharpness_tol`` (``'converged'`` False) raises a ``ConvergenceWarning``.
     rotation_history_ : dict of 1-D ndarrays
         One row per pair of consecutive measurements: 'step', 'prev_step', 'cosine' (absolute cosine of
         the two top eigenvectors), 'cosine_2'...'cosine_k', 'subspace_overlap' (of the top-k

@@ -37,6 +37,26 @@ def test_depth1_sharpness_is_closed_form_and_does_not_rotate(lr_factor):
     np.testing.assert_allclose(rot["subspace_overlap"], 1.0, atol=1e-6)
 
 
+def test_measurements_out_of_products_warn_and_are_lower_bounds(monkeypatch):
+    """A measurement that stops at its budget says so: a ConvergenceWarning, 'converged' False,
+    and a Ritz value that can only be below the top eigenvalue (Rayleigh-Ritz)."""
+    import functools
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sklearn_eos import _base
+
+    X, y = _linear_data(d=12)  # 13 parameters: 3 products cannot span the top of the spectrum
+    lam = _closed_form_sharpness(X)
+    monkeypatch.setattr(_base, "SharpnessTracker", functools.partial(SharpnessTracker, max_products=3))
+    with pytest.warns(ConvergenceWarning, match=r"3 of 3 sharpness measurements \(steps 0, 10, 20\)"):
+        reg = EoSRegressor(hidden_layer_sizes=(), lr=0.01, max_iter=20, sharpness_every=10, n_eigs=2,
+                           dtype="float64", random_state=0).fit(X, y)
+    sh = reg.sharpness_history_
+    assert not sh["converged"].any() and np.all(sh["n_hvps"] <= 3)
+    assert np.all(sh["sharpness"] <= lam * (1 + 1e-12)) and np.all(sh["sharpness"] < 0.999 * lam)
+
+
 def test_depth1_rotation_at_default_accuracy_is_far_below_edge_of_stability_rotation():
     X, y = _linear_data()
     reg = EoSRegressor(hidden_layer_sizes=(), lr=0.1, max_iter=60, sharpness_every=10, random_state=0).fit(X, y)
