@@ -1,7 +1,9 @@
 """The learning-rate schedule callback: instability-aware decay, threshold units."""
 
 import math
+import warnings
 
+from sklearn.exceptions import ConvergenceWarning
 from skorch.callbacks import Callback
 
 from ._schedule import DecayPolicy, effective_lr
@@ -80,6 +82,14 @@ class LRSchedule(Callback):
             result = measure_spectrum(net, X, self.n_eigs, tol=self.tol, rest_tol=self.rest_tol,
                                       generator=random_generator(self.random_state))
             self.initial_sharpness_ = float(result.eigenvalues[0])
+            if not result.converged:
+                warnings.warn(
+                    f"LRSchedule: the initial sharpness measurement used its {result.n_products} "
+                    f"Hessian-vector products before reaching tol={self.tol:g}; "
+                    f"{self.initial_sharpness_:.6g} is a lower bound, so the learning rate "
+                    f"lr * 2 / initial_sharpness_ may sit above {self.lr:g} thresholds.",
+                    ConvergenceWarning,
+                )
             self._initial_spectrum = result  # for a tracker's step 0; dropped at the end of fit
             self._initial_versions = parameter_versions(net.module_.parameters())
         self.effective_lr_ = effective_lr(self.lr, self.lr_units, self.initial_sharpness_)

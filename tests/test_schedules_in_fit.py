@@ -90,6 +90,20 @@ def test_threshold_units(digits, monkeypatch):
     assert solves == [2]
 
 
+def test_threshold_units_warn_when_the_initial_measurement_runs_out(digits, monkeypatch):
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sklearn_eos import _lr_schedule
+
+    reference = _eos(lr=1.5, lr_units="threshold", max_iter=2, sharpness_every=0).fit(*digits)
+    measure = _lr_schedule.measure_spectrum
+    monkeypatch.setattr(_lr_schedule, "measure_spectrum", lambda *a, **k: measure(*a, **{**k, "max_products": 3}))
+    with pytest.warns(ConvergenceWarning, match=r"initial sharpness measurement used its 3 .* lower bound"):
+        clf = _eos(lr=1.5, lr_units="threshold", max_iter=2, sharpness_every=0).fit(*digits)
+    assert clf.initial_sharpness_ < 0.99 * reference.initial_sharpness_
+    assert clf.effective_lr_ > reference.effective_lr_
+
+
 def test_float_decay_time_counts_steps_only(digits):
     with pytest.raises(ValueError, match="decay_time"):
         _eos(decay_on="instabilities", decay_time=0.5, max_iter=3).fit(*digits)
