@@ -296,18 +296,6 @@ class BaseEoS(BaseEstimator):
                 f"{n_steps - 1}, the last with a finite loss, were kept.",
                 ConvergenceWarning,
             )
-        sharpness = self.sharpness_history_
-        # rows with n_hvps == -1 are products that overflowed next to a divergence (warned above)
-        short = (sharpness["n_hvps"] >= 0) & ~sharpness["converged"].astype(bool)
-        if short.any():
-            steps = ", ".join(str(s) for s in sharpness["step"][short][:5]) + (", ..." if short.sum() > 5 else "")
-            warnings.warn(
-                f"{type(self).__name__}: {short.sum()} of {len(short)} sharpness measurements (steps "
-                f"{steps}) used their budget of Hessian-vector products before reaching "
-                f"sharpness_tol={self.sharpness_tol:g}; their 'sharpness' is a lower bound on the top "
-                f"eigenvalue ('converged' is False in sharpness_history_).",
-                ConvergenceWarning,
-            )
 
     # -- persistence ------------------------------------------------------------------
     def __getstate__(self):

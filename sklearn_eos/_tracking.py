@@ -7,10 +7,12 @@ at the edge of stability, where the top eigenvalues are nearly degenerate and si
 swap places) and the rotation metrics.
 """
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from skorch.callbacks import Callback
 
 from ._callbacks import DivergenceGuard
@@ -91,7 +93,9 @@ class SharpnessTracker(Callback):
     history_ : dict of 1-D arrays
         One row per measurement: 'step', 'sharpness' (lambda_1), 'eig_2'...'eig_k',
         'threshold' (2 / the learning rate of that step), 'lr', ['eig_min'],
-        'above_threshold', 'n_hvps' (Hessian-vector products used), 'converged'.
+        'above_threshold', 'n_hvps' (Hessian-vector products used), 'converged' (False for a
+        measurement that used up ``max_products`` first: a ``ConvergenceWarning`` at the end
+        of training names them).
     rotation_history_ : dict of 1-D arrays
         One row per pair of consecutive measurements: 'step', 'prev_step', 'cosine'
         (absolute cosine between the two top eigenvectors), 'cosine_2'...'cosine_k', 'subspace_overlap'
@@ -217,8 +221,23 @@ class SharpnessTracker(Callback):
         k = self.k
         self.history_ = _as_arrays(self._rows, sharpness_columns(k, self.compute_min))
         self.rotation_history_ = _as_arrays(self._rotation_rows, rotation_columns(k))
+        self._warn_unconverged()
         self._data = None  # the fitted net must not carry the training set
         self._rows = self._rotation_rows = None
+
+
+    def _warn_unconverged(self):
+        history = self.history_
+        # n_hvps == -1: products that overflowed next to a divergence (the guard warns of it)
+        short = (history["n_hvps"] >= 0) & ~history["converged"].astype(bool)
+        if short.any():
+            steps = ", ".join(str(s) for s in history["step"][short][:5]) + (", ..." if short.sum() > 5 else "")
+            warnings.warn(
+                f"SharpnessTracker: {short.sum()} of {len(short)} measurements (steps {steps}) used "
+                f"their budget of Hessian-vector products before reaching tol={self.tol:g}; their "
+                f"'sharpness' is a lower bound on the top eigenvalue ('converged' is False).",
+                ConvergenceWarning,
+            )
 
 
 def _callback_before(net, callback, wanted):

@@ -49,7 +49,7 @@ def test_measurements_out_of_products_warn_and_are_lower_bounds(monkeypatch):
     X, y = _linear_data(d=12)  # 13 parameters: 3 products cannot span the top of the spectrum
     lam = _closed_form_sharpness(X)
     monkeypatch.setattr(_base, "SharpnessTracker", functools.partial(SharpnessTracker, max_products=3))
-    with pytest.warns(ConvergenceWarning, match=r"3 of 3 sharpness measurements \(steps 0, 10, 20\)"):
+    with pytest.warns(ConvergenceWarning, match=r"3 of 3 measurements \(steps 0, 10, 20\) used their budget"):
         reg = EoSRegressor(hidden_layer_sizes=(), lr=0.01, max_iter=20, sharpness_every=10, n_eigs=2,
                            dtype="float64", random_state=0).fit(X, y)
     sh = reg.sharpness_history_
