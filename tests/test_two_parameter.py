@@ -1,0 +1,87 @@
+"""The primer's two-parameter model L = 0.5 (a*b - y)^2, in closed form.
+
+Its Hessian is [[b^2, 2ab - y], [2ab - y, a^2]]: at a minimum (ab = y) the top eigenvector is
+(b, a)/norm and the sharpness a^2 + b^2 >= 2|y|, so GD with lr > 1/|y| cannot settle at a
+minimum; during an instability a and b grow unequally and the top eigenvector turns (depth 2
+rotates, where depth 1 does not: ``test_tracking.py``).
+"""
+
+import numpy as np
+import pytest
+import torch
+from skorch.callbacks import Callback
+
+from sklearn_eos import EoSRegressor
+
+Y = 1.0
+
+
+class ScalarProduct(torch.nn.Module):
+    """``f(x) = a * b * x`` with two scalar parameters (no ``reset_parameters``: the given
+    initial values are kept)."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor([a]))
+        self.b = torch.nn.Parameter(torch.tensor([b]))
+
+    def forward(self, X):
+        return X * self.a * self.b
+
+
+class ParameterRecorder(Callback):
+    """(a, b) before every step, i.e. the parameters the tracker measures at that step."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.values = []
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.values.append((net.module_.a.item(), net.module_.b.item()))
+
+
+def _hessian(a, b):
+    return np.array([[b * b, 2 * a * b - Y], [2 * a * b - Y, a * a]])
+
+
+def _fit(lr, a0=1.5, b0=0.1, max_iter=300):
+    recorder = ParameterRecorder()
+    X, y = np.ones((4, 1)), np.full(4, Y)
+    reg = EoSRegressor(module=ScalarProduct(a0, b0), lr=lr, max_iter=max_iter, sharpness_every=1, n_eigs=2,
+                       sharpness_tol=1e-10, dtype="float64", callbacks=[recorder], random_state=0)
+    reg.fit(X, y)
+    a, b = reg.module_.a.item(), reg.module_.b.item()
+    return reg, np.array(recorder.values + [(a, b)])
+
+
+def test_sharpness_and_rotation_match_the_closed_form_through_an_instability():
+    reg, ab = _fit(lr=0.8)
+    sh, rot = reg.sharpness_history_, reg.rotation_history_
+    np.testing.assert_array_equal(sh["step"], np.arange(reg.n_iter_ + 1))
+    eigenvalues, eigenvectors = np.linalg.eigh([_hessian(a, b) for a, b in ab[sh["step"]]])
+    np.testing.assert_allclose(sh["sharpness"], eigenvalues[:, 1], rtol=1e-9)
+    np.testing.assert_allclose(sh["eig_2"], eigenvalues[:, 0], rtol=1e-9, atol=1e-12)
+    top = eigenvectors[:, :, 1]
+    cosines = np.abs(np.sum(top[1:] * top[:-1], axis=1))
+    np.testing.assert_allclose(rot["cosine"], cosines, atol=1e-8)
+    # the run crosses the threshold (a^2 - b^2 = 2.24 allows no minimum below sharpness 3.0 >
+    # 2/lr = 2.5), and the unequal changes of a and b turn the top eigenvector as it does
+    assert sh["above_threshold"].any()
+    assert rot["cosine"].min() < 0.9
+
+
+def test_settles_only_below_lr_one_over_y():
+    settled, ab = _fit(lr=0.8)
+    a, b = ab[-1]
+    assert settled.loss_curve_[-1] < 1e-20
+    # at the minimum reached: sharpness a^2 + b^2 >= 2|y|, below 2/lr, top eigenvector (b, a)/norm
+    sharpness = settled.sharpness_history_["sharpness"][-1]
+    assert sharpness == pytest.approx(a * a + b * b, rel=1e-9)
+    assert 2 * abs(Y) <= sharpness < 2 / settled.lr
+    top = dict(settled.net_.callbacks_)["sharpness"].eigenvectors_[:, 0].numpy()
+    assert abs(top @ np.array([b, a])) / np.hypot(a, b) == pytest.approx(1.0, abs=1e-9)
+
+    for lr in (1.05, 1.2):  # every minimum is unstable: no settling, whatever GD does instead
+        unsettled, _ = _fit(lr=lr, max_iter=1000)
+        assert unsettled.diverged_ or unsettled.loss_curve_[-50:].max() > 1e-3
+        last = unsettled.sharpness_history_
+        assert unsettled.diverged_ or last["sharpness"][-100:].max() > 2 / lr
