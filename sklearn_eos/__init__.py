@@ -6,6 +6,7 @@ from ._display import RotationDisplay, SharpnessDisplay
 from ._frames import histories_to_frames
 from ._lr_schedule import LRSchedule
 from ._tracking import InstabilityTracker, SharpnessTracker
+from ._update_curvature import UpdateCurvature
 from ._losses import HalfSquaredError
 from ._modules import MLP
 from ._net import FullBatch, FullBatchNet
@@ -23,6 +24,7 @@ __all__ = [
     "ProgressReport",
     "SharpnessTracker",
     "InstabilityTracker",
+    "UpdateCurvature",
     "SharpnessDisplay",
     "RotationDisplay",
     "histories_to_frames",

@@ -10,6 +10,8 @@ test accuracy.
 import argparse
 import time
 
+import numpy as np
+
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -71,6 +73,12 @@ def main(argv=None):
         ratio = sh["sharpness"][after] / sh["threshold"][after]
         print(f"\nafter step 200 the sharpness is {ratio.min():.3f}x to {ratio.max():.3f}x the threshold "
               f"2/lr (edge of stability: it hovers near 1)")
+    curvature = clf.update_curvature_
+    if len(curvature) >= 600:
+        medians = [float(np.median(curvature[a:a + 100])) for a in range(500, len(curvature) - 99, 100)]
+        print(f"curvature along the GD update (update_curvature_, every step, no HVP): median over each "
+              f"100 steps from step 500 {min(medians):.4g} to {max(medians):.4g}, threshold 2/lr "
+              f"{2 / args.lr:.4g}")
     ep = clf.instabilities_
     confirmed = int(ep["confirmed_by_sharpness"].sum())
     print(f"{clf.n_instabilities_} loss-based instability episodes (loss > {1 + clf.instability_rtol:g}x its "

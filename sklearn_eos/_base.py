@@ -22,6 +22,7 @@ from ._schedule import resolve_decay_time
 from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
 from ._net import SYNC_EVERY, FullBatch, FullBatchNet
+from ._update_curvature import UpdateCurvature
 from ._tracking import InstabilityTracker, SharpnessTracker, _as_arrays, rotation_columns, sharpness_columns
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -184,6 +185,7 @@ class BaseEoS(BaseEstimator):
             callbacks.append(("sharpness", tracker))
         callbacks += [
             ("instabilities", InstabilityTracker(self.instability_rtol)),
+            ("update_curvature", UpdateCurvature()),
             ("divergence_guard", DivergenceGuard()),
             ("loss_goal", LossGoal(self.loss_goal)),
         ]
@@ -276,6 +278,7 @@ class BaseEoS(BaseEstimator):
         self.effective_lr_ = schedule.effective_lr_
         self.decay_step_ = schedule.decay_step_
         self.instabilities_ = callbacks["instabilities"].history_
+        self.update_curvature_ = callbacks["update_curvature"].curvatures_[:max(n_steps - 1, 0)]
         self.n_instabilities_ = len(self.instabilities_["start"])
         tracker = callbacks.get("sharpness")
         self.sharpness_history_ = tracker.history_ if tracker else _as_arrays([], sharpness_columns(self.n_eigs))
@@ -440,6 +443,11 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         eigenvectors between the last measurement before it and the first after it; NaN
         when either is missing).
     n_instabilities_ : int
+    update_curvature_ : ndarray of shape (`n_iter_` - 1,)
+        Curvature of the training loss along each GD update, ``<g_{t+1} - g_t, d_t> /
+        |d_t|^2`` with ``d_t`` the step from ``t`` to ``t + 1`` (`UpdateCurvature`): from
+        the gradients training computes anyway, no Hessian-vector product. At the edge of
+        stability it sits at 2/lr, below the sharpness, at every step.
     initial_sharpness_ : float
         Sharpness at initialisation (NaN when neither tracking nor ``lr_units='threshold'``
         measured it).

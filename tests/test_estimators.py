@@ -362,6 +362,7 @@ def test_divergence_is_caught(Estimator):
     assert 0 < est.n_iter_ < est.max_iter
     assert len(est.loss_curve_) == len(est.lr_history_) == est.n_iter_
     assert np.all(np.isfinite(est.loss_curve_))
+    assert len(est.update_curvature_) == est.n_iter_ - 1 and np.all(np.isfinite(est.update_curvature_))
     assert all(torch.isfinite(p).all() for p in est.module_.parameters())
     pred = est.predict(X)
     if Estimator is EoSRegressor:

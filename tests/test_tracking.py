@@ -195,6 +195,17 @@ def test_edge_of_stability_on_digits(digits_eos_fit):
     assert digits_eos_fit.loss_curve_[-1] < 0.2 * digits_eos_fit.loss_curve_[0]
 
 
+def test_update_curvature_sits_at_two_over_lr_below_the_sharpness(digits_eos_fit):
+    """The primer's free signal: once at the edge, the curvature along the GD update has its
+    median over 100 steps at 2/lr within 1% (3.98-4.00 there), while lambda_1 sits above."""
+    c, sh = digits_eos_fit.update_curvature_, digits_eos_fit.sharpness_history_
+    assert c.shape == (digits_eos_fit.n_iter_ - 1,)
+    threshold = 2 / digits_eos_fit.lr
+    medians = [np.median(c[a:a + 100]) for a in range(500, 1400, 100)]
+    np.testing.assert_allclose(medians, threshold, rtol=0.01)
+    assert np.median(sh["sharpness"][sh["step"] >= 500]) > 1.03 * threshold
+
+
 def test_divergence_with_tracking_warns_and_records_what_it_can():
     """The last finite parameters of a diverging deep net can overflow the Hessian products:
     the fit must still warn and return, not crash in the final measurement."""

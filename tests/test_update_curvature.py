@@ -1,0 +1,117 @@
+"""UpdateCurvature: <g_{t+1} - g_t, d_t> / |d_t|^2 against closed forms on quadratic losses."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_regression
+from skorch.callbacks import Callback
+
+from sklearn_eos import MLP, EoSRegressor, FullBatch, FullBatchNet, HalfSquaredError, UpdateCurvature
+from sklearn_eos._update_curvature import secant_curvature
+
+
+class FlatParameters(Callback):
+    """The parameters before every step, flat (float64), and after the last one."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.values = []
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.values.append(torch.nn.utils.parameters_to_vector(net.module_.parameters()).detach().double())
+
+    def on_train_end(self, net, **kwargs):
+        self.on_epoch_begin(net)
+
+
+def _linear_data(n=50, d=4, seed=0):
+    X, y = make_regression(n_samples=n, n_features=d, noise=3.0, random_state=seed)
+    return X * np.linspace(0.5, 2.0, d) + 0.3, y / y.std()
+
+
+def _hessian(X):
+    """Hessian of the depth-1 half-MSE in the parameter order (weight, bias): X~^T X~ / n."""
+    Xt = np.hstack([X, np.ones((len(X), 1))])
+    return Xt.T @ Xt / len(X)
+
+
+def _rayleigh_quotients(H, thetas):
+    D = np.diff(np.stack([t.numpy() for t in thetas]), axis=0)
+    return np.einsum("ti,ij,tj->t", D, H, D) / np.einsum("ti,ti->t", D, D)
+
+
+def test_secant_curvature_is_the_rayleigh_quotient_of_a_quadratic():
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((6, 6))
+    A, b = torch.tensor(M @ M.T + np.eye(6)), torch.tensor(rng.standard_normal(6))
+    theta, d = torch.tensor(rng.standard_normal(6)), torch.tensor(rng.standard_normal(6))
+    grad = lambda t: A @ t - b  # noqa: E731
+    value = secant_curvature(grad(theta + d) - grad(theta), d)
+    assert float(value) == pytest.approx(float(d @ A @ d / (d @ d)), rel=1e-12)
+    assert torch.isnan(secant_curvature(torch.zeros(6, dtype=torch.float64), torch.zeros(6, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("lr_factor", [0.5, 0.9])
+def test_depth1_values_are_rayleigh_quotients_of_the_closed_form_hessian(lr_factor):
+    X, y = _linear_data()
+    H = _hessian(X)
+    eigenvalues = np.linalg.eigvalsh(H)
+    recorder = FlatParameters()
+    reg = EoSRegressor(hidden_layer_sizes=(), lr=lr_factor * 2 / eigenvalues[-1], max_iter=40, sharpness_every=0,
+                       dtype="float64", callbacks=[recorder], random_state=0).fit(X, y)
+    c = reg.update_curvature_
+    assert c.shape == (reg.n_iter_ - 1,)
+    # nn.Linear orders its parameters (weight, bias), as _hessian does
+    np.testing.assert_allclose(c, _rayleigh_quotients(H, recorder.values)[:-1], rtol=1e-8)
+    assert np.all((c >= eigenvalues[0] * (1 - 1e-9)) & (c <= eigenvalues[-1] * (1 + 1e-9)))
+
+
+def test_unstable_quadratic_update_turns_to_the_top_eigenvector():
+    """Above 2/lambda_1 the top component of the update grows fastest: c_t -> lambda_1."""
+    X, y = _linear_data()
+    lam = np.linalg.eigvalsh(_hessian(X))[-1]
+    reg = EoSRegressor(hidden_layer_sizes=(), lr=1.2 * 2 / lam, max_iter=200, sharpness_every=0, dtype="float64",
+                       random_state=0).fit(X, y)
+    assert not reg.diverged_  # 1.4x per step stays finite in float64 over 200 steps
+    assert reg.update_curvature_[-1] == pytest.approx(lam, rel=1e-6)
+    assert reg.update_curvature_[0] < 0.9 * lam  # not from the start
+
+
+def test_any_optimizer_the_actual_update_is_used():
+    """With momentum the step is not -lr * g_t; the curvature is along the step taken."""
+    X, y = _linear_data(n=40, d=3)
+    recorder = FlatParameters()
+    data = FullBatch(torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
+    net = FullBatchNet(MLP, module__n_features_in=3, module__n_outputs=1, module__hidden_layer_sizes=(),
+                       criterion=HalfSquaredError, optimizer=torch.optim.SGD, optimizer__momentum=0.9, lr=0.05,
+                       max_epochs=30, callbacks=[("curvature", UpdateCurvature()), ("params", recorder)])
+    net.fit(data, None)
+    c = dict(net.callbacks_)["curvature"].curvatures_
+    assert c.shape == (29,)
+    expected = _rayleigh_quotients(_hessian(X), recorder.values)[:-1]
+    np.testing.assert_allclose(c, expected, rtol=1e-3)  # float32 gradients
+    assert np.ptp(expected) > 0.1
+
+
+def test_no_parameters_to_train_gives_an_empty_record():
+    curvature = UpdateCurvature()
+
+    class Net:
+        module_ = torch.nn.Linear(2, 1).requires_grad_(False)
+
+    curvature.on_train_begin(Net())
+    curvature.on_batch_end(Net(), training=True)
+    curvature.on_train_end(Net())
+    assert curvature.curvatures_.shape == (0,)
+
+
+def test_plain_gd_form_only_for_the_plain_sgd_step():
+    """The cheap form assumes d_t = -lr g_t; any other update takes the general form."""
+    from sklearn_eos._update_curvature import _is_plain_gd
+
+    w, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    assert _is_plain_gd(torch.optim.SGD([w, b], lr=0.1))
+    assert not _is_plain_gd(torch.optim.SGD([w, b], lr=0.1, momentum=0.9))
+    assert not _is_plain_gd(torch.optim.SGD([w, b], lr=0.1, weight_decay=1e-4))
+    assert not _is_plain_gd(torch.optim.SGD([{"params": [w]}, {"params": [b], "lr": 0.2}], lr=0.1))
+    assert not _is_plain_gd(torch.optim.Adam([w, b], lr=0.1))
+    assert not _is_plain_gd(None)
