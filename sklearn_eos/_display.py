@@ -93,8 +93,9 @@ class SharpnessDisplay:
     Use `SharpnessDisplay.from_estimator` to plot a fitted estimator; the constructor only
     stores the data. Panels share the step axis, top to bottom: (1) training loss (log
     scale), (2) the sharpness (largest Hessian eigenvalue, markers at measurements), the
-    next top eigenvalues (lighter) and the stability threshold 2/lr (dashed step line at
-    every step), (3) the learning rate. Instability episodes are shaded on every panel.
+    next top eigenvalues (lighter), the curvature along each GD update (thin, every step)
+    and the stability threshold 2/lr (dashed step line at every step), (3) the learning
+    rate. Instability episodes are shaded on every panel.
 
     Parameters
     ----------
@@ -109,6 +110,8 @@ class SharpnessDisplay:
         ``instabilities_`` ('start', 'end', optionally 'confirmed_by_sharpness').
     name : str or None, default=None
         Title of the figure (top panel).
+    update_curvature : array-like of shape (n_steps - 1,) or None, default=None
+        ``update_curvature_``: value ``t`` is drawn at step ``t``. None: not drawn.
 
     Attributes
     ----------
@@ -119,10 +122,13 @@ class SharpnessDisplay:
     figure_ : matplotlib Figure
     loss_line_, sharpness_line_, threshold_line_, lr_line_ : matplotlib Line2D or None
         None for a curve not drawn (no loss/lr panel, no sharpness measurement).
+    update_curvature_line_ : matplotlib Line2D or None
+        None when no update curvature was given or ``show_update_curvature=False``.
     eig_lines_ : list of Line2D
         Eigenvalues 2..k, in order.
     lines_ : dict of str to Line2D
-        Every line above by name: 'loss', 'sharpness', 'eig_2'..., 'threshold', 'lr'.
+        Every line above by name: 'loss', 'sharpness', 'eig_2'..., 'update_curvature',
+        'threshold', 'lr'.
     instability_spans_ : list of list of matplotlib patches
         One entry per episode: its shaded span on each panel.
 
@@ -134,16 +140,18 @@ class SharpnessDisplay:
     >>> disp.figure_.savefig("sharpness.png")                            # doctest: +SKIP
     """
 
-    def __init__(self, *, loss_curve, lr_history, sharpness_history=None, instabilities=None, name=None):
+    def __init__(self, *, loss_curve, lr_history, sharpness_history=None, instabilities=None, name=None,
+                 update_curvature=None):
         self.loss_curve = loss_curve
         self.lr_history = lr_history
         self.sharpness_history = sharpness_history
         self.instabilities = instabilities
         self.name = name
+        self.update_curvature = update_curvature
 
-    def plot(self, ax=None, *, show_lr=True, show_eigs=True, log_loss=True, shade_instabilities=True,
-             loss_kwargs=None, sharpness_kwargs=None, threshold_kwargs=None, lr_kwargs=None,
-             span_kwargs=None):
+    def plot(self, ax=None, *, show_lr=True, show_eigs=True, show_update_curvature=True, log_loss=True,
+             shade_instabilities=True, loss_kwargs=None, sharpness_kwargs=None, threshold_kwargs=None,
+             lr_kwargs=None, span_kwargs=None, update_curvature_kwargs=None):
         """Draw the panels.
 
         Parameters
@@ -156,12 +164,16 @@ class SharpnessDisplay:
             Draw the learning-rate panel (when ``ax`` is None).
         show_eigs : bool, default=True
             Draw eigenvalues 2..k (lighter) with the sharpness.
+        show_update_curvature : bool, default=True
+            Draw the curvature along each update (when given) with the sharpness.
         log_loss : bool, default=True
             Log scale for the training loss.
         shade_instabilities : bool, default=True
             Shade each instability episode (start to end) on every panel.
         loss_kwargs, sharpness_kwargs, threshold_kwargs, lr_kwargs, span_kwargs : dict, default=None
             Extra keyword arguments of the matplotlib calls (``plot``/``axvspan``).
+        update_curvature_kwargs : dict, default=None
+            The same for the curvature along the update.
 
         Returns
         -------
@@ -188,7 +200,7 @@ class SharpnessDisplay:
             ax_lr = axes[2] if len(axes) == 3 else None
 
         self.lines_ = {}
-        self.loss_line_ = self.lr_line_ = self.sharpness_line_ = None
+        self.loss_line_ = self.lr_line_ = self.sharpness_line_ = self.update_curvature_line_ = None
         self.eig_lines_ = []
         x = steps["step"]
 
@@ -215,6 +227,13 @@ class SharpnessDisplay:
                                             label=rf"$\lambda_{{{col[4:]}}}$")
                     self.eig_lines_.append(line)
                     self.lines_[col] = line
+        if show_update_curvature and self.update_curvature is not None and len(self.update_curvature):
+            curvature = np.asarray(self.update_curvature, dtype=np.float64)
+            kwargs = {"color": "tab:purple", "linewidth": 0.6, "alpha": 0.6, "zorder": 2,
+                      "label": "curvature along the update"}
+            kwargs.update(update_curvature_kwargs or {})
+            (self.update_curvature_line_,) = ax_sharp.plot(x[:len(curvature)], curvature, **kwargs)
+            self.lines_["update_curvature"] = self.update_curvature_line_
         kwargs = {"color": "black", "linestyle": "--", "linewidth": 1.2, "drawstyle": "steps-post",
                   "label": "2 / lr (stability threshold)"}
         kwargs.update(threshold_kwargs or {})
@@ -259,7 +278,7 @@ class SharpnessDisplay:
         ----------
         estimator : fitted EoSClassifier, EoSRegressor or Pipeline ending in one
             Reads ``loss_curve_``, ``lr_history_``, ``sharpness_history_`` and, when
-            present, ``instabilities_``.
+            present, ``instabilities_`` and ``update_curvature_``.
         ax : see `plot`
         name : str or None, default=None
             Figure title; None uses the estimator's class name.
@@ -277,6 +296,7 @@ class SharpnessDisplay:
             sharpness_history=getattr(est, "sharpness_history_", None),
             instabilities=getattr(est, "instabilities_", None),
             name=type(est).__name__ if name is None else name,
+            update_curvature=getattr(est, "update_curvature_", None),
         )
         return display.plot(ax=ax, **kwargs)
 

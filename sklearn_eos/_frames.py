@@ -102,7 +102,8 @@ def histories_to_frames(estimator):
     frames : dict of str to pandas.DataFrame
         ``'steps'``
             One row per GD step: 'step', 'loss' (``loss_curve_``), 'lr' (``lr_history_``),
-            'threshold' (2 / lr).
+            'threshold' (2 / lr), 'update_curvature' (``update_curvature_``; NaN at the last
+            step, or everywhere when the estimator has none).
         ``'sharpness'``
             ``sharpness_history_``, one row per measurement ('step', 'sharpness',
             'eig_2'..., 'threshold', 'lr', 'above_threshold', 'n_hvps', 'converged').
@@ -148,8 +149,12 @@ def histories_to_frames(estimator):
     if not rotation or all(np.size(v) == 0 for v in rotation.values()):
         rotation_defaults = list(rotation) or rotation_defaults
         rotation = {}
+    steps = _step_arrays(estimator.loss_curve_, estimator.lr_history_)
+    curvature = np.asarray(getattr(estimator, "update_curvature_", []), dtype=np.float64)[:len(steps["step"])]
+    steps["update_curvature"] = np.full(len(steps["step"]), np.nan)
+    steps["update_curvature"][:len(curvature)] = curvature
     return {
-        "steps": _frame(pd, _step_arrays(estimator.loss_curve_, estimator.lr_history_), ()),
+        "steps": _frame(pd, steps, ()),
         "sharpness": _frame(pd, sharpness, sharpness_defaults),
         "rotation": _frame(pd, rotation, rotation_defaults),
         "instabilities": _frame(pd, _history(estimator, "instabilities_"), INSTABILITY_COLUMNS),

@@ -83,7 +83,12 @@ def test_sharpness_display_plots_the_estimator_arrays(est):
     assert disp.threshold_line_.get_drawstyle() == "steps-post"
     assert disp.threshold_line_.get_linestyle() == "--"
     np.testing.assert_array_equal(disp.lr_line_.get_ydata(), est.lr_history_)
-    assert set(disp.lines_) == {"loss", "sharpness", "eig_2", "eig_3", "threshold", "lr"}
+    np.testing.assert_array_equal(disp.update_curvature_line_.get_xdata(), steps[:-1])
+    np.testing.assert_array_equal(disp.update_curvature_line_.get_ydata(), est.update_curvature_)
+    assert disp.update_curvature_line_.axes is disp.ax_sharpness_
+    assert set(disp.lines_) == {"loss", "sharpness", "eig_2", "eig_3", "update_curvature", "threshold", "lr"}
+    hidden = SharpnessDisplay.from_estimator(est, show_update_curvature=False)
+    assert hidden.update_curvature_line_ is None and "update_curvature" not in hidden.lines_
     assert disp.instability_spans_ == [] or hasattr(est, "instabilities_")
 
 

@@ -31,7 +31,9 @@ def test_frames_hold_the_fitted_histories(pipe):
     assert all(isinstance(f, pd.DataFrame) for f in frames.values())
 
     steps = frames["steps"]
-    assert list(steps.columns) == ["step", "loss", "lr", "threshold"]
+    assert list(steps.columns) == ["step", "loss", "lr", "threshold", "update_curvature"]
+    np.testing.assert_array_equal(steps["update_curvature"][:-1], est.update_curvature_)
+    assert np.isnan(steps["update_curvature"].iloc[-1])
     assert len(steps) == est.n_iter_
     np.testing.assert_array_equal(steps["step"], np.arange(est.n_iter_))
     np.testing.assert_array_equal(steps["loss"], est.loss_curve_)
