@@ -225,13 +225,13 @@ class SharpnessTracker(Callback):
         self._data = None  # the fitted net must not carry the training set
         self._rows = self._rotation_rows = None
 
-
     def _warn_unconverged(self):
         history = self.history_
         # n_hvps == -1: products that overflowed next to a divergence (the guard warns of it)
         short = (history["n_hvps"] >= 0) & ~history["converged"].astype(bool)
         if short.any():
-            steps = ", ".join(str(s) for s in history["step"][short][:5]) + (", ..." if short.sum() > 5 else "")
+            steps = ", ".join(str(s) for s in history["step"][short][:5])
+            steps += ", ..." if short.sum() > 5 else ""
             warnings.warn(
                 f"SharpnessTracker: {short.sum()} of {len(short)} measurements (steps {steps}) used "
                 f"their budget of Hessian-vector products before reaching tol={self.tol:g}; their "

@@ -128,7 +128,8 @@ class UpdateCurvature(Callback):
         # one device-to-host read for the whole fit
         if self._dots:  # c_t = (|g_t|^2 - <g_{t+1}, g_t>) / (lr_t |g_t|^2)
             n = len(self._dots)
-            dots, squares = np.array(torch.stack(self._dots + self._squares[:n]).double().tolist()).reshape(2, n)
+            read = torch.stack(self._dots + self._squares[:n]).double().tolist()
+            dots, squares = np.array(read).reshape(2, n)
             rates = np.asarray(self._rates[:n], dtype=np.float64)
             with np.errstate(divide="ignore", invalid="ignore"):
                 self.curvatures_ = (squares - dots) / (rates * squares)

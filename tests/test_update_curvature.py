@@ -47,7 +47,8 @@ def test_secant_curvature_is_the_rayleigh_quotient_of_a_quadratic():
     grad = lambda t: A @ t - b  # noqa: E731
     value = secant_curvature(grad(theta + d) - grad(theta), d)
     assert float(value) == pytest.approx(float(d @ A @ d / (d @ d)), rel=1e-12)
-    assert torch.isnan(secant_curvature(torch.zeros(6, dtype=torch.float64), torch.zeros(6, dtype=torch.float64)))
+    zero = torch.zeros(6, dtype=torch.float64)
+    assert torch.isnan(secant_curvature(zero, zero))
 
 
 @pytest.mark.parametrize("lr_factor", [0.5, 0.9])
@@ -56,8 +57,8 @@ def test_depth1_values_are_rayleigh_quotients_of_the_closed_form_hessian(lr_fact
     H = _hessian(X)
     eigenvalues = np.linalg.eigvalsh(H)
     recorder = FlatParameters()
-    reg = EoSRegressor(hidden_layer_sizes=(), lr=lr_factor * 2 / eigenvalues[-1], max_iter=40, sharpness_every=0,
-                       dtype="float64", callbacks=[recorder], random_state=0).fit(X, y)
+    reg = EoSRegressor(hidden_layer_sizes=(), lr=lr_factor * 2 / eigenvalues[-1], max_iter=40,
+                       sharpness_every=0, dtype="float64", callbacks=[recorder], random_state=0).fit(X, y)
     c = reg.update_curvature_
     assert c.shape == (reg.n_iter_ - 1,)
     # nn.Linear orders its parameters (weight, bias), as _hessian does
@@ -69,8 +70,8 @@ def test_unstable_quadratic_update_turns_to_the_top_eigenvector():
     """Above 2/lambda_1 the top component of the update grows fastest: c_t -> lambda_1."""
     X, y = _linear_data()
     lam = np.linalg.eigvalsh(_hessian(X))[-1]
-    reg = EoSRegressor(hidden_layer_sizes=(), lr=1.2 * 2 / lam, max_iter=200, sharpness_every=0, dtype="float64",
-                       random_state=0).fit(X, y)
+    reg = EoSRegressor(hidden_layer_sizes=(), lr=1.2 * 2 / lam, max_iter=200, sharpness_every=0,
+                       dtype="float64", random_state=0).fit(X, y)
     assert not reg.diverged_  # 1.4x per step stays finite in float64 over 200 steps
     assert reg.update_curvature_[-1] == pytest.approx(lam, rel=1e-6)
     assert reg.update_curvature_[0] < 0.9 * lam  # not from the start
@@ -82,8 +83,9 @@ def test_any_optimizer_the_actual_update_is_used():
     recorder = FlatParameters()
     data = FullBatch(torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
     net = FullBatchNet(MLP, module__n_features_in=3, module__n_outputs=1, module__hidden_layer_sizes=(),
-                       criterion=HalfSquaredError, optimizer=torch.optim.SGD, optimizer__momentum=0.9, lr=0.05,
-                       max_epochs=30, callbacks=[("curvature", UpdateCurvature()), ("params", recorder)])
+                       criterion=HalfSquaredError, optimizer=torch.optim.SGD, optimizer__momentum=0.9,
+                       lr=0.05, max_epochs=30,
+                       callbacks=[("curvature", UpdateCurvature()), ("params", recorder)])
     net.fit(data, None)
     c = dict(net.callbacks_)["curvature"].curvatures_
     assert c.shape == (29,)
