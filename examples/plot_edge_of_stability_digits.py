@@ -64,9 +64,17 @@ for lr, model in fits.items():
 
 # %%
 # Loss, sharpness against 2/lr, and learning rate, one figure per learning rate. Shaded:
-# instability episodes (the loss rose more than 10% above its running minimum).
+# instability episodes (the loss rose more than 10% above its running minimum). The thin
+# purple line is ``update_curvature_``, the curvature of the loss along each GD step, from
+# consecutive gradients at no extra Hessian-vector product: near zero while the network
+# sharpens below its threshold (the steps follow flat directions), then, once at the edge of
+# stability, at 2/lr at every step (below the sharpness), between the measurements.
 for lr, model in fits.items():
     SharpnessDisplay.from_estimator(model, name=f"lr = {lr} (threshold 2/lr = {2 / lr:g})")
+    curvature = pd.Series(model[-1].update_curvature_)
+    medians = curvature.groupby(curvature.index // 100).median()
+    print(f"lr {lr}: update curvature, median per 100 steps: {medians.round(2).tolist()} "
+          f"(threshold {2 / lr:g})")
 
 # %%
 # How the top Hessian eigenvectors turn between consecutive measurements (50 steps apart):
