@@ -11,7 +11,6 @@ import argparse
 import time
 
 import numpy as np
-
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
