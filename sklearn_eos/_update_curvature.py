@@ -82,13 +82,30 @@ class UpdateCurvature(Callback):
     ----------
     curvatures_ : ndarray of shape (n_steps - 1,)
         ``curvatures_[t]`` = ``c_t``, from steps ``t`` and ``t + 1`` (float64; NaN for a zero
-        step). After a divergence the values of the steps past it are not meaningful; the
-        estimators keep those of their ``n_iter_`` steps only.
+        step). Read from the device on first access after training (so that training itself
+        never waits for the GPU). After a divergence the values of the steps past it are not
+        meaningful; the estimators keep those of their ``n_iter_`` steps only.
     """
+
+    @property
+    def curvatures_(self):
+        pending = getattr(self, "_pending", None)
+        if pending is not None:  # one device-to-host read for the whole fit
+            self._pending = None
+            dots, squares, rates, values = pending
+            if dots:  # c_t = (|g_t|^2 - <g_{t+1}, g_t>) / (lr_t |g_t|^2)
+                n = len(dots)
+                read = torch.stack(dots + squares[:n]).double().tolist()
+                dots, squares = np.array(read).reshape(2, n)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    self._curvatures = (squares - dots) / (np.asarray(rates[:n], dtype=np.float64) * squares)
+            elif values:
+                self._curvatures = np.array(torch.stack(values).double().tolist())
+        return getattr(self, "_curvatures", np.empty(0))
 
     def on_train_begin(self, net, **kwargs):
         self._trained = [p for p in net.module_.parameters() if p.requires_grad]  # for .grad
-        self.curvatures_ = np.empty(0)
+        self._curvatures, self._pending = np.empty(0), None
         self._step = 0
         self._dots, self._squares, self._rates, self._values = [], [], [], []
         self._params = self._thetas = self._update = self._change = None
@@ -125,15 +142,7 @@ class UpdateCurvature(Callback):
         torch.sub(theta.flat, theta_prev.flat, out=self._update)
 
     def on_train_end(self, net, **kwargs):
-        # one device-to-host read for the whole fit
-        if self._dots:  # c_t = (|g_t|^2 - <g_{t+1}, g_t>) / (lr_t |g_t|^2)
-            n = len(self._dots)
-            read = torch.stack(self._dots + self._squares[:n]).double().tolist()
-            dots, squares = np.array(read).reshape(2, n)
-            rates = np.asarray(self._rates[:n], dtype=np.float64)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                self.curvatures_ = (squares - dots) / (rates * squares)
-        elif self._values:
-            self.curvatures_ = np.array(torch.stack(self._values).double().tolist())
+        # no host read here: a later callback may still forbid synchronising with the GPU
+        self._pending = (self._dots, self._squares, self._rates, self._values)
         self._trained = self._grads = self._dots = self._squares = self._rates = self._values = None
         self._params = self._thetas = self._update = self._change = None

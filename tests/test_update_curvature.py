@@ -117,3 +117,31 @@ def test_plain_gd_form_only_for_the_plain_sgd_step():
     assert not _is_plain_gd(torch.optim.SGD([{"params": [w]}, {"params": [b], "lr": 0.2}], lr=0.1))
     assert not _is_plain_gd(torch.optim.Adam([w, b], lr=0.1))
     assert not _is_plain_gd(None)
+
+
+def test_values_are_read_from_the_device_once_and_after_training(monkeypatch):
+    """on_train_end may run while a later callback forbids synchronising with the GPU (see
+    test_cuda.py): the values stay on the device until ``curvatures_`` is first read."""
+    reads = []
+    for name in ("item", "tolist", "__float__", "numpy", "cpu", "__array__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _o=original, _n=name, **k: reads.append(_n) or _o(self, *a, **k))
+    X, y = _linear_data(n=30, d=3)
+    data = FullBatch(torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
+    curvature = UpdateCurvature()
+    net = FullBatchNet(MLP, module__n_features_in=3, module__n_outputs=1, module__hidden_layer_sizes=(4,),
+                       criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.05, max_epochs=40,
+                       callbacks=[("curvature", curvature)], sync_every=1000)
+    net.initialize()
+    reads.clear()
+    curvature.on_train_begin(net)
+    for _ in range(5):
+        net.optimizer_.zero_grad()
+        HalfSquaredError()(net.module_(data.chunks[0][0]), data.chunks[0][1]).backward()
+        net.optimizer_.step()
+        curvature.on_batch_end(net, training=True)
+    curvature.on_train_end(net)
+    assert reads == []
+    assert curvature.curvatures_.shape == (4,) and len(reads) == 1
+    assert curvature.curvatures_.shape == (4,) and len(reads) == 1  # read once, then kept
