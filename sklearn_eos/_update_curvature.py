@@ -69,7 +69,8 @@ class UpdateCurvature(Callback):
     """Record ``<g_{t+1} - g_t, d_t> / |d_t|^2``, the curvature along every GD update.
 
     Works with any skorch net whose epochs are full-batch GD steps (`FullBatchNet`), on the
-    parameters' device and without a host read (0-d tensors, read at the end of training).
+    parameters' device and without a host read during training (0-d tensors, read once, on
+    the first access of ``curvatures_``).
     With plain GD (``torch.optim.SGD`` without momentum or weight decay) the step is
     ``d_t = -lr_t g_t`` and ``c_t = (|g_t|^2 - <g_{t+1}, g_t>) / (lr_t |g_t|^2)``: per step a
     copy of the gradient into a preallocated buffer and two dot products (64-84 us on the
