@@ -165,7 +165,9 @@ class BaseEoS(BaseEstimator):
         # a copy: the array may be read-only (memmap), which torch does not support
         return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=device or self.device)
 
-    def _build_callbacks(self, seed):
+    def _build_callbacks(self, seed, start=None):
+        # ``start``: the previous fit's top eigenvectors on a warm_start refit, which begins at
+        # the parameters of that fit's final measurement
         # order matters: the schedule sets the step's rate before the tracker reads its
         # threshold, and episodes see the tracker's measurements; the guard and the loss
         # goal, which may end training, come last
@@ -176,12 +178,12 @@ class BaseEoS(BaseEstimator):
         schedule = LRSchedule(
             self.lr, resolve_decay_time(self.decay_time, self.max_iter, self.decay_on),
             self.decay_factor, decay_on=self.decay_on, decay_when_stable=self.decay_when_stable,
-            lr_units=self.lr_units, tol=self.sharpness_tol, random_state=seed, **shared,
+            lr_units=self.lr_units, tol=self.sharpness_tol, random_state=seed, start=start, **shared,
         )
         callbacks = [("lr_schedule", schedule)]
         if self.sharpness_every:
             tracker = SharpnessTracker(self.sharpness_every, self.n_eigs, self.sharpness_tol,
-                                       rest_tol=rest_tol, random_state=seed)
+                                       rest_tol=rest_tol, random_state=seed, start=start)
             callbacks.append(("sharpness", tracker))
         callbacks += [
             ("instabilities", InstabilityTracker(self.instability_rtol)),
@@ -244,8 +246,11 @@ class BaseEoS(BaseEstimator):
         self._n_outputs = n_outputs
 
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        start = None
         if reuse:
             module = self.module_
+            previous = dict(self.net_.callbacks_).get("sharpness")
+            start = getattr(previous, "eigenvectors_", None)
         else:
             module = build_module(
                 self.module, n_features_in=X.shape[1], n_outputs=n_outputs,
@@ -258,7 +263,7 @@ class BaseEoS(BaseEstimator):
             net = FullBatchNet(
                 module=module, criterion=make_criterion(self.loss), optimizer=torch.optim.SGD,
                 lr=self.lr, max_epochs=self.max_iter, device=self.device,
-                callbacks=self._build_callbacks(seed), verbose=0, sync_every=self._sync_every,
+                callbacks=self._build_callbacks(seed, start), verbose=0, sync_every=self._sync_every,
             )
             net.initialize()
             net.partial_fit(data)
@@ -421,7 +426,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         1 shows a progress bar, 2 prints progress lines.
     warm_start : bool, default=False
         Start from the previous fit's parameters instead of a new initialisation; the
-        histories then describe the new call only.
+        histories then describe the new call only. Its first sharpness measurement is
+        warm-started from the previous fit's top eigenvectors, taken at the same parameters.
 
     Attributes
     ----------

@@ -8,7 +8,7 @@ from skorch.callbacks import Callback
 
 from ._schedule import DecayPolicy, effective_lr
 from ._hvp import parameter_versions
-from ._tracking import InstabilityTracker, measure_spectrum, random_generator
+from ._tracking import InstabilityTracker, check_start, measure_spectrum, random_generator
 
 
 class LRSchedule(Callback):
@@ -51,6 +51,9 @@ class LRSchedule(Callback):
         more (``k <= n_eigs``, ``tol >= tol``, ``rest_tol >= rest_tol``), instead of measuring
         the same parameters again; the estimators pass the tracker's settings here.
     random_state : int or None
+    start : torch.Tensor or np.ndarray of shape (n_params, m), optional
+        Warm start of the initial measurement (e.g. the eigenvectors of a previous fit that
+        ended at these parameters); None: random vectors.
 
     Attributes
     ----------
@@ -63,7 +66,7 @@ class LRSchedule(Callback):
     """
 
     def __init__(self, lr, decay_time=None, decay_factor=0.1, decay_on="step", decay_when_stable=True,
-                 lr_units="absolute", tol=1e-3, n_eigs=2, rest_tol=1.0, random_state=None):
+                 lr_units="absolute", tol=1e-3, n_eigs=2, rest_tol=1.0, random_state=None, start=None):
         self.lr = lr
         self.decay_time = decay_time
         self.decay_factor = decay_factor
@@ -74,12 +77,14 @@ class LRSchedule(Callback):
         self.n_eigs = n_eigs
         self.rest_tol = rest_tol
         self.random_state = random_state
+        self.start = start
 
     def on_train_begin(self, net, X=None, **kwargs):
         self.initial_sharpness_ = math.nan
         self._initial_spectrum = self._initial_versions = None
         if self.lr_units == "threshold":
             result = measure_spectrum(net, X, self.n_eigs, tol=self.tol, rest_tol=self.rest_tol,
+                                      start=check_start(self.start, net.module_),
                                       generator=random_generator(self.random_state))
             self.initial_sharpness_ = float(result.eigenvalues[0])
             if not result.converged:

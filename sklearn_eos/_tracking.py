@@ -32,6 +32,23 @@ def measure_spectrum(net, data, k, **solver_options):
         return top_eigenpairs(hessian, k, **solver_options)
 
 
+def check_start(start, module):
+    """A warm-start block for the first measurement, checked against ``module``'s parameters:
+    a (n_params, m) tensor, or None."""
+    if start is None:
+        return None
+    block = torch.as_tensor(start)
+    n_params = sum(p.numel() for p in module.parameters())
+    if block.ndim == 1:
+        block = block[:, None]
+    if block.ndim != 2 or block.shape[0] != n_params:
+        raise ValueError(f"start must have shape (n_params, m) with n_params={n_params} (the "
+                         f"module's parameters, flattened); got shape {tuple(block.shape)}.")
+    if not torch.isfinite(block).all():
+        raise ValueError("start contains NaN or infinite values.")
+    return block
+
+
 def random_generator(random_state):
     """A CPU ``torch.Generator`` for eigensolver start vectors, seeded from ``random_state``
     (None: a fresh seed), leaving the global torch RNG alone."""
@@ -87,6 +104,11 @@ class SharpnessTracker(Callback):
         HVP budget of one measurement.
     random_state : int or None
         Seed of the random start vectors.
+    start : torch.Tensor or np.ndarray of shape (n_params, m), optional
+        Warm start of the first measurement, e.g. the ``eigenvectors_`` of a previous fit
+        that ended where this one begins (the estimators pass it with ``warm_start=True``).
+        Rows follow ``net.module_.parameters()``, flattened in order. Later measurements
+        start from the previous one. None: the first measurement starts from random vectors.
 
     Attributes
     ----------
@@ -105,7 +127,7 @@ class SharpnessTracker(Callback):
     """
 
     def __init__(self, every=100, k=3, tol=1e-3, rest_tol=1e-1, compute_min=False, max_products=300,
-                 random_state=None):
+                 random_state=None, start=None):
         self.every = every
         self.k = k
         self.tol = tol
@@ -113,6 +135,7 @@ class SharpnessTracker(Callback):
         self.compute_min = compute_min
         self.max_products = max_products
         self.random_state = random_state
+        self.start = start
 
     def on_train_begin(self, net, X=None, **kwargs):
         if not isinstance(X, FullBatch):
@@ -122,6 +145,7 @@ class SharpnessTracker(Callback):
         self._latest = None
         self._min_vector = None
         self.eigenvectors_ = None
+        self._start = check_start(self.start, net.module_)
         self.step_ = 0
         self._generator = random_generator(self.random_state)
 
@@ -150,8 +174,9 @@ class SharpnessTracker(Callback):
                              eigenvectors=result.eigenvectors[:, :self.k])
         else:
             try:
+                start = self.eigenvectors_ if self._rows else self._start
                 result = measure_spectrum(
-                    net, self._data, self.k, start=self.eigenvectors_, tol=self.tol, rest_tol=self.rest_tol,
+                    net, self._data, self.k, start=start, tol=self.tol, rest_tol=self.rest_tol,
                     max_products=self.max_products, compute_min=self.compute_min,
                     min_start=self._min_vector, generator=self._generator,
                 )
@@ -222,7 +247,7 @@ class SharpnessTracker(Callback):
         self.history_ = _as_arrays(self._rows, sharpness_columns(k, self.compute_min))
         self.rotation_history_ = _as_arrays(self._rotation_rows, rotation_columns(k))
         self._warn_unconverged()
-        self._data = None  # the fitted net must not carry the training set
+        self._data = self._start = None  # the fitted net must not carry the training set
         self._rows = self._rotation_rows = None
 
     def _warn_unconverged(self):

@@ -616,6 +616,31 @@ def test_warm_start_continues_from_previous_parameters(Estimator):
     np.testing.assert_array_equal(cold.loss_curve_, first)
 
 
+# A warm_start refit begins at the parameters of the previous fit's final measurement: its
+# first measurement starts from that measurement's eigenvectors, and finds the same spectrum
+# for fewer products than the same refit started cold.
+@pytest.mark.parametrize("lr_units", ["absolute", "threshold"])
+def test_warm_start_refit_measures_warm(lr_units):
+    X, y = _blobs(n_samples=90)
+    est = EoSClassifier(hidden_layer_sizes=(32,), loss="mse", lr=0.5, lr_units=lr_units, max_iter=40,
+                        sharpness_every=20, warm_start=True, dtype="float64", random_state=1).fit(X, y)
+    final = {c: v[-1] for c, v in est.sharpness_history_.items()}
+    cold = copy.deepcopy(est)
+    dict(cold.net_.callbacks_)["sharpness"].eigenvectors_ = None  # as if it had none to pass on
+    for refit in (est, cold):
+        refit.set_params(max_iter=1).fit(X, y)
+    warm_row = {c: v[0] for c, v in est.sharpness_history_.items()}
+    cold_row = {c: v[0] for c, v in cold.sharpness_history_.items()}
+    for row in (warm_row, cold_row):
+        assert row["converged"]
+        np.testing.assert_allclose(row["sharpness"], final["sharpness"], rtol=1e-3)
+    assert warm_row["n_hvps"] < cold_row["n_hvps"]
+    if lr_units == "threshold":  # the schedule's initial measurement is the tracker's step 0
+        np.testing.assert_allclose(est.initial_sharpness_, warm_row["sharpness"], rtol=0)
+    # the fitted net keeps no reference to the block it started from
+    assert dict(est.net_.callbacks_)["sharpness"]._start is None
+
+
 # ---------------------------------------------------------------------------------------
 # 14. pandas and dtypes
 # ---------------------------------------------------------------------------------------

@@ -126,6 +126,19 @@ def test_tracker_is_a_plain_skorch_callback_and_histories_are_dataframes():
     assert len(pd.DataFrame(clf.sharpness_history_)) == 0
 
 
+@pytest.mark.parametrize("start, message", [
+    (np.ones((5, 2)), "shape"),  # not one row per parameter
+    (np.full((4 * 16 + 16 + 16 * 3 + 3, 2), np.nan), "NaN"),
+])
+def test_tracker_rejects_a_bad_start_block(start, message):
+    X, y = load_digits(n_class=3, return_X_y=True)
+    X = StandardScaler().fit_transform(X[:, :4])[:60]
+    clf = EoSClassifier(hidden_layer_sizes=(16,), max_iter=3, sharpness_every=0,
+                        callbacks=[SharpnessTracker(every=1, start=start)], random_state=0)
+    with pytest.raises(ValueError, match=message):
+        clf.fit(X, y[:60])
+
+
 def test_tracker_reuses_an_initial_measurement_only_when_it_answers_its_request():
     """`LRSchedule.initial_spectrum_for`: the same k or fewer, no stricter tolerances, and the
     parameters untouched since the measurement."""
