@@ -345,11 +345,11 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
 # eigenvector. Cold starts get the guard too: an unguarded random start on the same fit also
 # stopped 4e-3 low at step 800. The tolerance: ``python benchmarks/bench_guard.py`` (48 warm
 # blocks lacking v1, the construction of the randomized test) misses 0 times at 2e-2 and 3e-2,
-# 4 at 5e-2 and 15 at 8e-2, for a median of 16 products against 15: 3e-2. On the tracked digits
-# fit (``benchmarks/bench_tracking.py``, every 100 steps) the guarded solver needs a median of
-# 21-22 products per warm measurement (36 when it expanded by every open residual, commit
-# a7de044); without the guard's tolerance 18, but one of 15 measurements then returned lambda_2
-# (9.8e-3 off; ``python benchmarks/bench_certify.py``).
+# 1 at 4e-2, 4 at 5e-2 and 15 at 8e-2, for a median of 16 products against 15: 3e-2. On the
+# tracked digits fit (``benchmarks/bench_tracking.py``, every 100 steps) the guarded solver
+# needs a median of 21-22 products per warm measurement (36 when it expanded by every open
+# residual, commit a7de044); without the guard's tolerance 18-19, but 2 of 45 measurements
+# (three seeds) then returned lambda_2 (up to 1.5e-2 off; ``python benchmarks/bench_certify.py``).
 _GUARD_TOL = 3e-2
 
 
