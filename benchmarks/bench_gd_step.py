@@ -117,7 +117,8 @@ def run_raw(X, y, steps, loss):
 
 
 def _eos(loss, max_iter):
-    est = EoSClassifier(hidden_layer_sizes=HIDDEN, lr=LR, loss=loss, max_iter=max_iter, random_state=RANDOM_STATE)
+    est = EoSClassifier(hidden_layer_sizes=HIDDEN, lr=LR, loss=loss, max_iter=max_iter,
+                        random_state=RANDOM_STATE)
     if "sharpness_every" in est.get_params():
         est.set_params(sharpness_every=0)
     return est
@@ -128,7 +129,8 @@ def run_eos(X, y, steps, loss):
     est, wall, cpu = timed(lambda: _eos(loss, steps).fit(X, y))
     assert est.n_iter_ == steps and not est.diverged_
     per_w, per_c = (wall - w1) / (steps - 1), (cpu - c1) / (steps - 1)
-    extra = {"fit_wall_s": wall, "fixed_cost_ms": 1e3 * (w1 - per_w), "per_step_fit_over_N_ms": 1e3 * wall / steps}
+    extra = {"fit_wall_s": wall, "fixed_cost_ms": 1e3 * (w1 - per_w),
+             "per_step_fit_over_N_ms": 1e3 * wall / steps}
     return per_w, per_c, float(est.loss_curve_[-1]), extra
 
 
@@ -146,7 +148,8 @@ def run_skorch(X, y, steps, loss):
 
 def run_sklearn(X, y, steps, loss):
     common = dict(hidden_layer_sizes=HIDDEN, activation="tanh", solver="sgd", batch_size=len(X), momentum=0.0,
-                  alpha=0.0, learning_rate_init=LR if loss == "cross_entropy" else SKLEARN_MSE_LR, max_iter=steps, tol=0.0, n_iter_no_change=steps + 1,
+                  alpha=0.0, learning_rate_init=LR if loss == "cross_entropy" else SKLEARN_MSE_LR,
+                  max_iter=steps, tol=0.0, n_iter_no_change=steps + 1,
                   shuffle=False, random_state=RANDOM_STATE)
     if loss == "cross_entropy":
         est, target = MLPClassifier(**common), y
@@ -181,7 +184,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="200 steps, 2 repeats (smoke run)")
-    parser.add_argument("--skorch-fraction", type=float, default=0.25, help="skorch runs this fraction of --steps")
+    parser.add_argument("--skorch-fraction", type=float, default=0.25,
+                        help="skorch runs this fraction of --steps")
     parser.add_argument("--mse", action="store_true", help="also the squared-error variants")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gd_step.json"))
     args = parser.parse_args(argv)
@@ -212,7 +216,8 @@ def main(argv=None):
             fn, steps, loss = variants[name]
             wall, cpu, final_loss, extra = fn(X, y, steps, loss)
             runs[name].append({"wall_ms": 1e3 * wall, "cpu_ms": 1e3 * cpu, "final_loss": final_loss, **extra})
-        print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{n} {runs[n][-1]['wall_ms']:.2f}" for n in names)
+        print(f"repeat {r + 1}/{args.repeats}: "
+              + ", ".join(f"{n} {runs[n][-1]['wall_ms']:.2f}" for n in names)
               + " ms/step", flush=True)
 
     def baseline(name):
@@ -235,7 +240,8 @@ def main(argv=None):
         if "fixed_cost_ms" in rows[0]:
             results[name]["fixed_cost_ms"] = statistics.median(row["fixed_cost_ms"] for row in rows)
 
-    header = f"{'variant':<28}{'steps':>7}{'ms/step':>10}{'vs raw':>9}{'cpu ms':>9}{'cpu vs raw':>12}  final loss"
+    header = (f"{'variant':<28}{'steps':>7}{'ms/step':>10}{'vs raw':>9}{'cpu ms':>9}"
+              f"{'cpu vs raw':>12}  final loss")
     print("\n" + header + "\n" + "-" * len(header))
     for name, res in results.items():
         print(f"{name:<28}{res['steps']:>7}{res['ms_per_step']:>10.2f}{res['ratio']:>9.2f}"

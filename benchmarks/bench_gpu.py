@@ -45,7 +45,8 @@ class Timer:
     def __enter__(self):
         if self.cuda:
             torch.cuda.synchronize()
-            self._start, self._end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self._start, self._end = (torch.cuda.Event(enable_timing=True),
+                                      torch.cuda.Event(enable_timing=True))
             self._start.record()
         else:
             self._t = time.perf_counter()

@@ -235,5 +235,6 @@ def main():
     print("errors are maxima over points and seeds, relative to the reference; "
           "'err all' covers every returned eigenvalue (k=3: lambda_1..3; eigsh: lambda_1,2)")
 
+
 if __name__ == "__main__":
     main()

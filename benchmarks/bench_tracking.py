@@ -16,12 +16,12 @@ random_state=0)``, 1,500 full-batch GD steps (``--quick``: 300), one torch threa
 2. Accuracy (an untimed fit with ``sharpness_every=0`` and an audited `SharpnessTracker`
    subclass, every 100 steps, passed through ``callbacks``): at each measurement a tight
    reference solve (``top_eigenpairs`` k=3, tol 1e-6, rest_tol None, random start, up to 1,500
-   HVPs, float32, whose rounding floor is 4.8e-7) gives the relative errors of the tracker's sharpness, eig_2 and eig_3. The
-   same hook also runs candidate variants on the same operator, each warm-started from its own
-   previous result (a chain, as a tracker with those settings would be): random start, rest_tol
-   1e-3, k=2, k=5 (more Ritz vectors in the warm-start block), and k=1 started from the
-   tracker's block. The trajectory is the same as in the timed fits (measurements do not touch
-   the parameters).
+   HVPs, float32, whose rounding floor is 4.8e-7) gives the relative errors of the tracker's
+   sharpness, eig_2 and eig_3. The same hook also runs candidate variants on the same operator,
+   each warm-started from its own previous result (a chain, as a tracker with those settings
+   would be): random start, rest_tol 1e-3, k=2, k=5 (more Ritz vectors in the warm-start block),
+   and k=1 started from the tracker's block. The trajectory is the same as in the timed fits
+   (measurements do not touch the parameters).
 3. HVP cost at the first audited point at or after step 500 (edge of stability): one
    ``FullBatchHessian.matvec`` on the fitted network (the package MLP: the R-operator, its
    factors reused) vs one full-batch gradient (forward + backward), interleaved pairs, median of
@@ -244,7 +244,8 @@ class Audit:
         res = {"step": int(step), "repeats": self.hvp_repeats,
                "gradient_ms": float(1e3 * np.median(g)), "hvp_ms": float(1e3 * np.median(times["hvp"])),
                "hvp_per_gradient": float(np.median(hvp_ratio)),
-               "hvp_per_gradient_iqr": [float(np.percentile(hvp_ratio, 25)), float(np.percentile(hvp_ratio, 75))],
+               "hvp_per_gradient_iqr": [float(np.percentile(hvp_ratio, 25)),
+                                        float(np.percentile(hvp_ratio, 75))],
                "graph_build_per_gradient": float(np.median(build_ratio)),
                "measurement_hvps": int(r.n_products),
                "measurement_per_gradient": float(np.median(meas_ratio)),
@@ -278,7 +279,8 @@ class Audit:
                 hv[name].append(n)
                 err[name].append(rel(vals[0], lam[0]))
             ratios.append(pair["eigsh"] / pair["ours"])
-        res = {"step": int(step), "ours_seconds": float(np.median(t["ours"])), "ours_hvps": float(np.median(hv["ours"])),
+        res = {"step": int(step), "ours_seconds": float(np.median(t["ours"])),
+               "ours_hvps": float(np.median(hv["ours"])),
                "ours_err_sharpness": float(max(err["ours"])),
                "eigsh_seconds": float(np.median(t["eigsh"])),
                "eigsh_hvps": float(np.median(hv["eigsh"])), "eigsh_err_sharpness": float(max(err["eigsh"])),
@@ -371,7 +373,8 @@ def main():
     hvp_repeats = 10 if args.quick else 60
     eigsh_repeats = 1 if args.quick else 3
     everies = [0, 100, 50, 10]
-    settings = {"steps": args.steps, "repeats": args.repeats, "context_repeats": args.context_repeats, "lr": LR, "threshold": 2 / LR,
+    settings = {"steps": args.steps, "repeats": args.repeats, "context_repeats": args.context_repeats,
+                "lr": LR, "threshold": 2 / LR,
                 "architecture": "64-200-200-10 tanh", "loss": "mse (0.5 sum, mean)", "dtype": "float32",
                 "k": K, "tol": TOL, "rest_tol": REST_TOL, "reference": {**REF, "k": K, "start": "random"},
                 "hvp_step": hvp_step, "hvp_repeats": hvp_repeats, "eigsh_steps": eigsh_steps,
@@ -390,18 +393,21 @@ def main():
 
     print("\n[2-4] audited fit (untimed): tracker every 100 + reference + variants + HVP cost + eigsh")
     audit = Audit(hvp_step, eigsh_steps, hvp_repeats, eigsh_repeats)
-    make_clf(args.steps, 0, callbacks=[AuditedTracker(100, K, TOL, REST_TOL, random_state=0, audit=audit)]).fit(X, y)
+    make_clf(args.steps, 0,
+             callbacks=[AuditedTracker(100, K, TOL, REST_TOL, random_state=0, audit=audit)]).fit(X, y)
 
     rows = audit.rows
     warm = [r for r in rows if r["warm"]]
     acc = {"hvps_warm": stats([r["n_hvps"] for r in warm]), "hvps_first": rows[0]["n_hvps"],
            "err_sharpness": stats([r["err_sharpness"] for r in rows]),
-           "err_eig_2": stats([r["err_eig_2"] for r in rows]), "err_eig_3": stats([r["err_eig_3"] for r in rows]),
+           "err_eig_2": stats([r["err_eig_2"] for r in rows]),
+           "err_eig_3": stats([r["err_eig_3"] for r in rows]),
            "all_converged": all(r["converged"] for r in rows),
            "ref_all_converged": all(r["ref_converged"] for r in rows)}
     variants = {}
     for name in VARIANTS:
-        vw = [r["variants"][name] for r in rows if r["variants"][name]["warm"] or VARIANTS[name][2] == "random"]
+        vw = [r["variants"][name] for r in rows
+              if r["variants"][name]["warm"] or VARIANTS[name][2] == "random"]
         vw = vw[1:] if VARIANTS[name][2] == "random" else vw  # same points as the tracker's warm ones
         variants[name] = {"hvps": stats([v["n_hvps"] for v in vw]),
                           "err_sharpness": stats([v["err_sharpness"] for v in vw]),
@@ -410,7 +416,8 @@ def main():
 
     # ------------------------------------------------------------------ tables
     print(f"\nSettings: digits 70/30 rs0 standardized float32, EoSClassifier(hidden=(200, 200), tanh, mse, "
-          f"lr={LR}, random_state=0), {args.steps} steps, 1 torch thread, k={K}, tol={TOL}, rest_tol={REST_TOL}")
+          f"lr={LR}, random_state=0), {args.steps} steps, 1 torch thread, "
+          f"k={K}, tol={TOL}, rest_tol={REST_TOL}")
     print("\n(1) fit time vs sharpness_every (median of within-repeat ratios over "
           f"{args.repeats} repeats for every=100, {args.context_repeats} for 50 and 10)")
     print("    whole fit: tracked / untracked fit time - 1; within: time in the measurements / rest of the"
@@ -429,16 +436,19 @@ def main():
     met_overhead = o["overhead"] <= 0.4 and o["overhead_within"] <= 0.4
     print(f"rest of the tracked fits vs untracked fits (the measurements' effect on the steps around them, "
           f"host noise included): {100 * o['rest_vs_untracked']:+.0f}%")
-    print(f"one HVP of a measurement, everything included, costs {np.median(o['hvp_in_steps']):.2f} steps of the "
+    print("one HVP of a measurement, everything included, costs "
+          f"{np.median(o['hvp_in_steps']):.2f} steps of the "
           f"same fit ({min(o['hvp_in_steps']):.2f}-{max(o['hvp_in_steps']):.2f})")
     macs = matmul_accounting((X.shape[1], *HIDDEN, len(np.unique(y))), X.shape[0], o["n_measurements"],
                              o["total_hvps"], args.steps)
     o["matmul_accounting"] = macs
     print(f"counted in multiply-adds of matrix products: one HVP = {macs['hvp_in_gradients']:.2f} GD steps, "
           f"the factors {macs['factors_in_gradients']:.2f} per measurement; {o['total_hvps']} HVPs in "
-          f"{o['n_measurements']} measurements = {100 * macs['overhead']:.0f}% of the fit; 40% leaves room for "
+          f"{o['n_measurements']} measurements = {100 * macs['overhead']:.0f}% of the fit; "
+          "40% leaves room for "
           f"{macs['hvps_per_measurement_at_target']:.1f} HVPs per measurement")
-    print(f"target: overhead <= 40% at every=100, whole fit and within -> {'MET' if met_overhead else 'MISSED'}")
+    print("target: overhead <= 40% at every=100, whole fit and within -> "
+          f"{'MET' if met_overhead else 'MISSED'}")
 
     print(f"\n(2) audited every=100 fit: per measurement (relative errors vs reference tol {REF['tol']:g})")
     print(f"{'step':>6}{'HVPs':>6}{'err l1':>10}{'err l2':>10}{'err l3':>10}{'lambda_1':>10}{'lambda_2':>10}"
@@ -470,7 +480,8 @@ def main():
     if h:
         print(f"\n(4) HVP cost at step {h['step']} (median of {h['repeats']} interleaved pairs): "
               f"{h['hvp_per_gradient']:.2f} gradients per HVP (IQR {h['hvp_per_gradient_iqr'][0]:.2f}-"
-              f"{h['hvp_per_gradient_iqr'][1]:.2f}; gradient {h['gradient_ms']:.1f} ms, HVP {h['hvp_ms']:.1f} ms); "
+              f"{h['hvp_per_gradient_iqr'][1]:.2f}; gradient {h['gradient_ms']:.1f} ms, "
+              f"HVP {h['hvp_ms']:.1f} ms); "
               f"graph build {h['graph_build_per_gradient']:.2f} gradients; a warm measurement "
               f"({h['measurement_hvps']} HVPs) = {h['measurement_per_gradient']:.1f} gradients "
               f"({h['measurement_per_hvp_in_gradients']:.2f} per HVP, all included)")
@@ -480,7 +491,8 @@ def main():
     print(f"{'step':>6}{'eigsh HVPs':>11}{'eigsh s':>9}{'eigsh err':>11}{'ours HVPs':>10}{'ours s':>8}"
           f"{'ours err':>10}{'time x':>8}{'HVP x':>7}")
     for r in ey:
-        print(f"{r['step']:>6}{r['eigsh_hvps']:>11.0f}{r['eigsh_seconds']:>9.2f}{r['eigsh_err_sharpness']:>11.1e}"
+        print(f"{r['step']:>6}{r['eigsh_hvps']:>11.0f}{r['eigsh_seconds']:>9.2f}"
+              f"{r['eigsh_err_sharpness']:>11.1e}"
               f"{r['ours_hvps']:>10.0f}{r['ours_seconds']:>8.2f}{r['ours_err_sharpness']:>10.1e}"
               f"{r['time_ratio']:>8.1f}{r['hvp_ratio']:>7.1f}")
     speed = float(np.median([r["time_ratio"] for r in ey])) if ey else float("nan")

@@ -75,7 +75,8 @@ print(f"train accuracy {clf.score(X_train, y_train):.3f}, test accuracy {clf.sco
 table = pd.DataFrame(cnn.sharpness_history_)[["step", "sharpness", "eig_2", "threshold"]]
 table["sharpness / threshold"] = table["sharpness"] / table["threshold"]
 print(table.round(3).to_string(index=False))
-print(f"{cnn.n_instabilities_} loss instabilities (episodes where the loss rose > 10% above its running minimum)")
+print(f"{cnn.n_instabilities_} loss instabilities "
+      "(episodes where the loss rose > 10% above its running minimum)")
 
 # %%
 # Loss, sharpness against 2/lr, and learning rate of the CNN fit.

@@ -100,7 +100,8 @@ below = ok[ok["lr_x_threshold"] < 1]["test_acc"]
 beyond = ok[ok["lr_x_threshold"] > 1]["test_acc"]
 if len(below) and len(beyond):
     print(f"test accuracy at equal training loss: below threshold {below.mean():.4f} +- {below.std():.4f} "
-          f"({len(below)} runs), beyond threshold {beyond.mean():.4f} +- {beyond.std():.4f} ({len(beyond)} runs)")
+          f"({len(below)} runs), beyond threshold {beyond.mean():.4f} +- {beyond.std():.4f} "
+          f"({len(beyond)} runs)")
 
 # %%
 # Test accuracy (mean +- std over seeds) against the learning rate in units of the

@@ -38,7 +38,8 @@ print(f"test accuracy: {clf.score(X_test, y_test):.3f}")
 # compared with, and the number of Hessian-vector products each measurement cost.
 frames = histories_to_frames(clf)
 sharp = frames["sharpness"]
-print(sharp[["step", "sharpness", "eig_2", "threshold", "above_threshold", "n_hvps"]].round(3).to_string(index=False))
+print(sharp[["step", "sharpness", "eig_2", "threshold", "above_threshold", "n_hvps"]]
+      .round(3).to_string(index=False))
 
 # %%
 # Loss, sharpness against 2/lr, and learning rate, with the instability episodes shaded.

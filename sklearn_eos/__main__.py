@@ -34,7 +34,8 @@ def main(argv=None):
     parser.add_argument("--decay-time", type=float, default=None, help="decay step (int) or fraction")
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1)
-    parser.add_argument("--plot", metavar="PNG", help="also save the sharpness and rotation plots (needs matplotlib)")
+    parser.add_argument("--plot", metavar="PNG",
+                        help="also save the sharpness and rotation plots (needs matplotlib)")
     args = parser.parse_args(argv)
 
     X, y = load_digits(return_X_y=True)

@@ -68,7 +68,8 @@ class BaseEoS(BaseEstimator):
         "activation": [StrOptions(set(ACTIVATIONS))],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "decay_time": [None, Interval(Integral, 0, None, closed="left"), Interval(Real, 0, 1, closed="neither")],
+        "decay_time": [None, Interval(Integral, 0, None, closed="left"),
+                       Interval(Real, 0, 1, closed="neither")],
         "decay_factor": [Interval(Real, 0, 1, closed="right")],
         "decay_on": [StrOptions({"step", "instabilities"})],
         "decay_when_stable": ["boolean"],
@@ -286,8 +287,10 @@ class BaseEoS(BaseEstimator):
         self.update_curvature_ = callbacks["update_curvature"].curvatures_[:max(n_steps - 1, 0)]
         self.n_instabilities_ = len(self.instabilities_["start"])
         tracker = callbacks.get("sharpness")
-        self.sharpness_history_ = tracker.history_ if tracker else _as_arrays([], sharpness_columns(self.n_eigs))
-        self.rotation_history_ = tracker.rotation_history_ if tracker else _as_arrays([], rotation_columns(self.n_eigs))
+        self.sharpness_history_ = (tracker.history_ if tracker
+                                   else _as_arrays([], sharpness_columns(self.n_eigs)))
+        self.rotation_history_ = (tracker.rotation_history_ if tracker
+                                  else _as_arrays([], rotation_columns(self.n_eigs)))
         self.initial_sharpness_ = schedule.initial_sharpness_
         first = self.sharpness_history_["step"][:1]
         if np.isnan(self.initial_sharpness_) and len(first) and first[0] == 0:

@@ -439,4 +439,3 @@ class RotationDisplay:
             name=type(est).__name__ if name is None else name,
         )
         return display.plot(ax=ax, **kwargs)
-

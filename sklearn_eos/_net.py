@@ -187,14 +187,16 @@ class FullBatchNet(NeuralNet):
 
     def _fast_step_ok(self):
         """Whether skorch's closure-based step can be replaced by a direct one (same result)."""
-        if self._optimizers != ["optimizer"] or type(self).train_step_single is not FullBatchNet.train_step_single:
+        if (self._optimizers != ["optimizer"]
+                or type(self).train_step_single is not FullBatchNet.train_step_single):
             return False
         for name in ("get_train_step_accumulator", "_zero_grad_optimizer", "_step_optimizer"):
             if getattr(type(self), name) is not getattr(NeuralNet, name):
                 return False
         optimizer = self.optimizer_
         # torch's own optimizers evaluate a closure once, before the update; LBFGS needs it
-        return type(optimizer).__module__.startswith("torch.optim") and not isinstance(optimizer, torch.optim.LBFGS)
+        return (type(optimizer).__module__.startswith("torch.optim")
+                and not isinstance(optimizer, torch.optim.LBFGS))
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         # decided once per fit, not every step: the optimizer and callbacks are fixed by now
@@ -246,8 +248,10 @@ class FullBatchNet(NeuralNet):
             self.history.record_batch(prefix + "_batch_size", _batch_size(batch))
             t = self._n_steps
             self._n_steps += 1
-            self._pending.append((t, len(self.history) - 1, list.__getitem__(self.history, -1)["batches"][-1], loss))
-            due = (t + 1) % self.sync_every == 0 or any(cb.needs_losses(self, step=t) for cb in self._loss_askers)
+            self._pending.append((t, len(self.history) - 1,
+                                  list.__getitem__(self.history, -1)["batches"][-1], loss))
+            due = ((t + 1) % self.sync_every == 0
+                   or any(cb.needs_losses(self, step=t) for cb in self._loss_askers))
             if due and self._read_losses():
                 raise KeyboardInterrupt  # skorch's way of ending fit
             self.notify("on_batch_end", batch=batch, training=True, **step)

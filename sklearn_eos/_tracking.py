@@ -164,7 +164,8 @@ class SharpnessTracker(Callback):
             return None
         # duck-typed: `LRSchedule` (its module imports this one)
         schedule = _callback_before(net, self, lambda cb: hasattr(cb, "initial_spectrum_for"))
-        return None if schedule is None else schedule.initial_spectrum_for(net, self.k, self.tol, self.rest_tol)
+        return (None if schedule is None
+                else schedule.initial_spectrum_for(net, self.k, self.tol, self.rest_tol))
 
     def measure(self, net, step):
         """Measure the spectrum at the net's current parameters and record it as ``step``."""

@@ -81,7 +81,8 @@ def test_basis_stays_orthonormal_and_projection_exact(dtype, atol):
         Q = space._Qt[:space.size].double()
         torch.testing.assert_close(Q @ Q.T, torch.eye(space.size, dtype=torch.float64), atol=atol, rtol=0)
         np.testing.assert_allclose(space.T, (Q @ torch.as_tensor(A) @ Q.T).numpy(), atol=10 * atol, rtol=0)
-        torch.testing.assert_close(space._HQt[:space.size].double(), Q @ torch.as_tensor(A), atol=10 * atol, rtol=0)
+        torch.testing.assert_close(space._HQt[:space.size].double(), Q @ torch.as_tensor(A),
+                                   atol=10 * atol, rtol=0)
 
     for step in range(14):
         theta, Y = space.ritz()

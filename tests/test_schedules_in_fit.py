@@ -69,7 +69,8 @@ def test_threshold_units(digits, monkeypatch):
     solves = []  # k of every solve, the schedule's and the tracker's
     measure = _tracking.measure_spectrum
     for module in (_tracking, _lr_schedule):
-        monkeypatch.setattr(module, "measure_spectrum", lambda *a, **k: solves.append(a[2]) or measure(*a, **k))
+        monkeypatch.setattr(module, "measure_spectrum",
+                            lambda *a, **k: solves.append(a[2]) or measure(*a, **k))
     clf = _eos(lr=1.5, lr_units="threshold", max_iter=5, sharpness_every=2).fit(*digits)
     assert clf.effective_lr_ == pytest.approx(1.5 * 2 / clf.initial_sharpness_)
     np.testing.assert_allclose(clf.lr_history_, clf.effective_lr_)
@@ -97,7 +98,8 @@ def test_threshold_units_warn_when_the_initial_measurement_runs_out(digits, monk
 
     reference = _eos(lr=1.5, lr_units="threshold", max_iter=2, sharpness_every=0).fit(*digits)
     measure = _lr_schedule.measure_spectrum
-    monkeypatch.setattr(_lr_schedule, "measure_spectrum", lambda *a, **k: measure(*a, **{**k, "max_products": 3}))
+    monkeypatch.setattr(_lr_schedule, "measure_spectrum",
+                        lambda *a, **k: measure(*a, **{**k, "max_products": 3}))
     with pytest.warns(ConvergenceWarning, match=r"initial sharpness measurement used its 3 .* lower bound"):
         clf = _eos(lr=1.5, lr_units="threshold", max_iter=2, sharpness_every=0).fit(*digits)
     assert clf.initial_sharpness_ < 0.99 * reference.initial_sharpness_

@@ -260,7 +260,8 @@ def test_losses_are_read_every_sync_every_steps_and_replayed_in_order():
     assert [n for _, _, n in recorder.seen] == [4] * 4 + [8] * 4 + [10] * 2
     # between reads the history holds the 0-d loss tensor; right after a read, floats
     assert [isinstance(v, float) for v in recorder.held] == [(t + 1) % 4 == 0 for t in range(10)]
-    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 for i, v in enumerate(recorder.held) if (i + 1) % 4)
+    assert all(isinstance(v, torch.Tensor) and v.ndim == 0
+               for i, v in enumerate(recorder.held) if (i + 1) % 4)
 
 
 def test_a_stop_from_on_step_loss_ends_training_at_that_step():
@@ -315,5 +316,6 @@ def test_per_step_hooks_reach_every_callback_that_defines_them():
     plain.on_epoch_end = lambda net, **kwargs: ends.append(len(net.history))
     net, data = _net(("hooks", hooks), ("plain", plain), max_epochs=7)
     net.fit(data, None)
-    assert hooks.calls == {name: 7 for name in ("on_epoch_begin", "on_batch_begin", "on_batch_end", "on_epoch_end")}
+    assert hooks.calls == {name: 7 for name in
+                           ("on_epoch_begin", "on_batch_begin", "on_batch_end", "on_epoch_end")}
     assert ends == list(range(1, 8))

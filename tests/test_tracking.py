@@ -59,7 +59,8 @@ def test_measurements_out_of_products_warn_and_are_lower_bounds(monkeypatch):
 
 def test_depth1_rotation_at_default_accuracy_is_far_below_edge_of_stability_rotation():
     X, y = _linear_data()
-    reg = EoSRegressor(hidden_layer_sizes=(), lr=0.1, max_iter=60, sharpness_every=10, random_state=0).fit(X, y)
+    reg = EoSRegressor(hidden_layer_sizes=(), lr=0.1, max_iter=60, sharpness_every=10,
+                       random_state=0).fit(X, y)
     np.testing.assert_allclose(reg.sharpness_history_["sharpness"], _closed_form_sharpness(X), rtol=1e-3)
     assert reg.rotation_history_["cosine"].min() > 0.999
     assert reg.rotation_history_["subspace_overlap"].min() > 0.99
@@ -150,7 +151,8 @@ def test_tracker_reuses_an_initial_measurement_only_when_it_answers_its_request(
     X, y = _linear_data()
     net = NeuralNet(torch.nn.Linear(X.shape[1], 1), torch.nn.MSELoss, optimizer=torch.optim.SGD, lr=0.01)
     net.initialize()
-    data = FullBatch(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)[:, None])
+    data = FullBatch(torch.as_tensor(X, dtype=torch.float32),
+                     torch.as_tensor(y, dtype=torch.float32)[:, None])
     schedule = LRSchedule(0.5, lr_units="threshold", n_eigs=3, rest_tol=0.1, random_state=0)
     net.callbacks_ = []
     schedule.on_train_begin(net, X=data)
