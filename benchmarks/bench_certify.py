@@ -14,9 +14,10 @@ steps) and keeps a copy of the parameters at each measurement. Then, at each kep
   the convergence tests unchanged): products and misses (error above 1e-3);
 * a sweep of the guard's tolerance (the default 3e-2 up to none), each chain with three seeds
   of the random start vectors: whether any guard gets the median to 20 products without a
-  miss.
+  miss;
+* a sweep of k (``n_eigs``) 2, 3, 4 at the default guard, the same seeds.
 
-Run: ``python benchmarks/bench_certify.py`` (about 2 min). Prints two tables, writes nothing.
+Run: ``python benchmarks/bench_certify.py`` (about 3 min). Prints three tables, writes nothing.
 """
 
 import os
@@ -45,6 +46,7 @@ from bench_tracking import K, REST_TOL, TOL, make_clf, make_data  # noqa: E402
 
 GUARD_SWEEP = (3e-2, 4e-2, 5e-2, 8e-2, np.inf)
 SWEEP_SEEDS = (0, 1, 2)
+K_SWEEP = (2, 3, 4)
 
 
 class KeepingTracker(SharpnessTracker):
@@ -77,7 +79,7 @@ class RitzRecorder:
         _eigensolver._Subspace.ritz = self._ritz
 
 
-def chain(points, refs, guard_tol=None, seed=0):
+def chain(points, refs, guard_tol=None, seed=0, k=K):
     """The tracker's warm-started solves along the kept points: per warm point (products,
     products after which theta_1 stays within 1e-3 of the reference, error)."""
     default = _eigensolver._GUARD_TOL
@@ -88,7 +90,7 @@ def chain(points, refs, guard_tol=None, seed=0):
     try:
         for (step, module, criterion, chunks), ref in zip(points, refs):
             with FullBatchHessian(module, criterion, chunks) as H, RitzRecorder() as rec:
-                res = top_eigenpairs(H, K, start=start, tol=TOL, rest_tol=REST_TOL, generator=gen)
+                res = top_eigenpairs(H, k, start=start, tol=TOL, rest_tol=REST_TOL, generator=gen)
             errors = [(n, abs(t - ref) / ref) for n, t in rec.trace]
             found = next((n for i, (n, _) in enumerate(errors)
                           if all(e <= TOL for _, e in errors[i:])), np.nan)  # nan: never
@@ -137,6 +139,15 @@ def main():
         rows = np.concatenate([chain(points, refs, guard_tol, seed) for seed in SWEEP_SEEDS])
         label = "none" if np.isinf(guard_tol) else f"{guard_tol:g}"
         label += " (default)" if guard_tol == _eigensolver._GUARD_TOL else ""
+        misses = f"{int((rows[:, 2] > TOL).sum())}/{len(rows)}"
+        print(f"{label:<16}{np.median(rows[:, 0]):>8.1f}{rows[:, 0].mean():>7.1f}{rows[:, 0].max():>5.0f}"
+              f"{misses:>10}{rows[:, 2].max():>11.1e}")
+
+    print("\nn_eigs (k) sweep at the default guard, the same seeds pooled")
+    print(f"{'k':<16}{'median':>8}{'mean':>7}{'max':>5}{'misses':>10}{'max error':>11}")
+    for k in K_SWEEP:
+        rows = np.concatenate([chain(points, refs, seed=seed, k=k) for seed in SWEEP_SEEDS])
+        label = f"{k}" + (" (default)" if k == K else "")
         misses = f"{int((rows[:, 2] > TOL).sum())}/{len(rows)}"
         print(f"{label:<16}{np.median(rows[:, 0]):>8.1f}{rows[:, 0].mean():>7.1f}{rows[:, 0].max():>5.0f}"
               f"{misses:>10}{rows[:, 2].max():>11.1e}")

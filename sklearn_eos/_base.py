@@ -410,7 +410,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         (and always at the end of training); 0 disables tracking.
     n_eigs : int, default=3
         Number of top eigenvalues measured (k). Keep ``k >= 2`` for cheap warm starts at the
-        edge of stability and for subspace rotation.
+        edge of stability and for subspace rotation; ``k >= 3`` also keeps a stale warm start
+        from returning ``lambda_2`` as the sharpness (with k=2, 11 of 48 adversarial blocks of
+        ``benchmarks/bench_guard.py`` did; with 3, none).
     sharpness_tol : float, default=1e-3
         Relative accuracy of the measured sharpness; eigenvalues 2..k are resolved to
         ``min(100 * sharpness_tol, 0.1)``, which keeps a measurement cheap inside the nearly
