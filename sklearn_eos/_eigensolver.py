@@ -369,9 +369,9 @@ _GUARD_TOL = 3e-2
 # the sharpness without a single Krylov step. But the top pair's residual, orthogonal to the
 # block, points at what the block lacks (for a block inside span(v1..v4), at v1 itself). So a
 # guarded solve adds the top pair's residual at least once before it accepts.
-# ``bench_guard.py --bulk tail``: 1 miss of 48 at 3e-2 without the rule, none with it, same
-# median products; on the tracked digits fit the top pair is always expanded anyway (22
-# products per warm measurement either way, ``bench_certify.py``).
+# ``bench_guard.py --bulk tail``: 1 miss of 48 at 3e-2 without the rule (at commit 0a83bf7),
+# none with it, same median products; on the tracked digits fit the top pair is always
+# expanded anyway (22 products per warm measurement either way, ``bench_certify.py``).
 
 
 def _as_block(start, operator):
