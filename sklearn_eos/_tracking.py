@@ -32,18 +32,25 @@ def measure_spectrum(net, data, k, **solver_options):
         return top_eigenpairs(hessian, k, **solver_options)
 
 
+def n_trained_parameters(module):
+    """Number of entries of ``module``'s parameters with ``requires_grad``: the dimension of
+    the Hessian that `FullBatchHessian` applies (frozen parameters are not in it)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
 def check_start(start, module):
-    """A warm-start block for the first measurement, checked against ``module``'s parameters:
-    a (n_params, m) tensor, or None."""
+    """A warm-start block for the first measurement, checked against ``module``'s trained
+    parameters (those with ``requires_grad``): a (n_params, m) tensor, or None."""
     if start is None:
         return None
     block = torch.as_tensor(start)
-    n_params = sum(p.numel() for p in module.parameters())
+    n_params = n_trained_parameters(module)
     if block.ndim == 1:
         block = block[:, None]
     if block.ndim != 2 or block.shape[0] != n_params:
         raise ValueError(f"start must have shape (n_params, m) with n_params={n_params} (the "
-                         f"module's parameters, flattened); got shape {tuple(block.shape)}.")
+                         f"module's parameters with requires_grad, flattened); got shape "
+                         f"{tuple(block.shape)}.")
     if not torch.isfinite(block).all():
         raise ValueError("start contains NaN or infinite values.")
     return block
@@ -69,17 +76,24 @@ def rotation_columns(k):
     return ["step", "prev_step", "cosine", *[f"cosine_{i}" for i in range(2, k + 1)], "subspace_overlap"]
 
 
+_COLUMN_DTYPES = {"step": np.int64, "prev_step": np.int64, "n_hvps": np.int64,
+                  "above_threshold": bool, "converged": bool}  # the others: float64
+
+
 def _as_arrays(rows, columns):
-    """A list of row dicts as a dict of equal-length 1-D numpy arrays (DataFrame-ready)."""
-    return {c: np.array([row[c] for row in rows]) if rows else np.array([]) for c in columns}
+    """A list of row dicts as a dict of equal-length 1-D numpy arrays (DataFrame-ready); the
+    columns of an empty history get the dtypes a filled one has."""
+    return {c: np.array([row[c] for row in rows]) if rows else np.array([], dtype=_COLUMN_DTYPES.get(c, float))
+            for c in columns}
 
 
 class SharpnessTracker(Callback):
     """Record the top Hessian eigenvalues of the full training loss during training.
 
-    Works with any skorch net fitted on a `FullBatch` (one GD step per epoch). The Hessian is
-    that of the loss the net minimises (``net.criterion_`` over every training example, in
-    train mode, as the gradient step sees it). A measurement is taken before step ``t``'s
+    Works with a `FullBatchNet` (or another skorch net fitted on a `FullBatch`: one GD step per
+    epoch). The Hessian is that of the loss the net minimises (``net.criterion_`` over every
+    training example, in train mode, as the gradient step sees it). A measurement is taken
+    before step ``t``'s
     update whenever ``t % every == 0``, and once more at the end of training, on the
     parameters that fit returns.
 
@@ -109,13 +123,15 @@ class SharpnessTracker(Callback):
     start : torch.Tensor or np.ndarray of shape (n_params, m), optional
         Warm start of the first measurement, e.g. the ``eigenvectors_`` of a previous fit
         that ended where this one begins (the estimators pass it with ``warm_start=True``).
-        Rows follow ``net.module_.parameters()``, flattened in order. Later measurements
+        Rows follow the parameters of ``net.module_`` that require gradients, flattened in
+        order (the Hessian's coordinates). Later measurements
         start from the previous one. None: the first measurement starts from random vectors.
 
     Attributes
     ----------
     history_ : dict of 1-D arrays
-        One row per measurement: 'step', 'sharpness' (lambda_1), 'eig_2'...'eig_k',
+        One row per measurement: 'step', 'sharpness' (lambda_1), 'eig_2'...'eig_k' (NaN
+        beyond the number of trained parameters, which is the Hessian's size),
         'threshold' (2 / the learning rate of that step), 'lr', ['eig_min'],
         'above_threshold', 'n_hvps' (Hessian-vector products used), 'converged' (False for a
         measurement that used up ``max_products`` first: a ``ConvergenceWarning`` at the end
@@ -148,6 +164,9 @@ class SharpnessTracker(Callback):
         self._min_vector = None
         self.eigenvectors_ = None
         self._start = check_start(self.start, net.module_)
+        # a network with fewer trained parameters than k has only that many eigenvalues
+        self._k = min(self.k, n_trained_parameters(net.module_))
+        self._previous_vectors = None  # the measurement before the last (see on_train_end)
         self.step_ = 0
         self._generator = random_generator(self.random_state)
 
@@ -167,19 +186,19 @@ class SharpnessTracker(Callback):
         # duck-typed: `LRSchedule` (its module imports this one)
         schedule = _callback_before(net, self, lambda cb: hasattr(cb, "initial_spectrum_for"))
         return (None if schedule is None
-                else schedule.initial_spectrum_for(net, self.k, self.tol, self.rest_tol))
+                else schedule.initial_spectrum_for(net, self._k, self.tol, self.rest_tol))
 
     def measure(self, net, step):
         """Measure the spectrum at the net's current parameters and record it as ``step``."""
         result = self._initial_spectrum(net)
         if result is not None:
-            result = replace(result, eigenvalues=result.eigenvalues[:self.k],
-                             eigenvectors=result.eigenvectors[:, :self.k])
+            result = replace(result, eigenvalues=result.eigenvalues[:self._k],
+                             eigenvectors=result.eigenvectors[:, :self._k])
         else:
             try:
                 start = self.eigenvectors_ if self._rows else self._start
                 result = measure_spectrum(
-                    net, self._data, self.k, start=start, tol=self.tol, rest_tol=self.rest_tol,
+                    net, self._data, self._k, start=start, tol=self.tol, rest_tol=self.rest_tol,
                     max_products=self.max_products, compute_min=self.compute_min,
                     min_start=self._min_vector, generator=self._generator,
                 )
@@ -191,7 +210,8 @@ class SharpnessTracker(Callback):
         eigs = result.eigenvalues
         row = {"step": step, "sharpness": float(eigs[0]), "threshold": 2.0 / lr, "lr": lr,
                "n_hvps": result.n_products, "converged": bool(result.converged)}
-        row.update({f"eig_{i}": float(eigs[i - 1]) for i in range(2, self.k + 1)})
+        row.update({f"eig_{i}": float(eigs[i - 1]) if i <= len(eigs) else np.nan
+                    for i in range(2, self.k + 1)})
         row["above_threshold"] = row["sharpness"] > row["threshold"]
         if self.compute_min:
             row["eig_min"] = result.min_eigenvalue
@@ -201,8 +221,10 @@ class SharpnessTracker(Callback):
             cosines = eigenvector_cosines(self.eigenvectors_, U)
             rotation = {"step": step, "prev_step": self._rows[-1]["step"], "cosine": float(cosines[0]),
                         "subspace_overlap": float(subspace_overlap(self.eigenvectors_, U))}
-            rotation.update({f"cosine_{i}": float(cosines[i - 1]) for i in range(2, self.k + 1)})
+            rotation.update({f"cosine_{i}": float(cosines[i - 1]) if i <= len(cosines) else np.nan
+                             for i in range(2, self.k + 1)})
             self._rotation_rows.append(rotation)
+        self._previous_vectors = self.eigenvectors_
         self.eigenvectors_ = U
         self._rows.append(row)
         self._latest = row
@@ -214,6 +236,7 @@ class SharpnessTracker(Callback):
         lr = self._lr(net)
         row = {c: np.nan for c in sharpness_columns(self.k, self.compute_min)}
         row.update(step=step, threshold=2.0 / lr, lr=lr, n_hvps=-1, converged=False, above_threshold=False)
+        self._previous_vectors = None  # no rotation across a failed measurement either
         self.eigenvectors_ = self._min_vector = None
         self._rows.append(row)
         self._latest = row
@@ -236,16 +259,26 @@ class SharpnessTracker(Callback):
         for _, cb in net.callbacks_:
             if isinstance(cb, DivergenceGuard) and cb.diverged_:
                 return max(cb.n_finite_steps_ - 1, 0)
-        return self.step_
+        # the training steps in the history: an epoch that a callback stopped before its
+        # update (skorch's KeyboardInterrupt) has a history row but no training batch
+        return sum(any("train_loss" in batch for batch in row.get("batches", ())) for row in net.history)
 
     def on_train_end(self, net, **kwargs):
         final = self._final_step(net)
-        # after a divergence, measurements at or beyond the restored step saw bad parameters
-        if self._rows and self._rows[-1]["step"] >= final:
-            self._rows = [r for r in self._rows if r["step"] < final]
-            self._rotation_rows = [r for r in self._rotation_rows if r["step"] < final]
-            self.eigenvectors_ = None  # the kept measurements' vectors are gone: no warm start
-        self.measure(net, final)
+        # measurements beyond the returned parameters' step saw other parameters: those of a
+        # divergence, or of an epoch stopped before its update
+        if self._rows and self._rows[-1]["step"] > final:
+            n_dropped = sum(r["step"] > final for r in self._rows)
+            self._rows = [r for r in self._rows if r["step"] <= final]
+            self._rotation_rows = [r for r in self._rotation_rows if r["step"] <= final]
+            # the last kept measurement's vectors, for its rotation to the final one; the
+            # tracker keeps two blocks, so after more than one dropped measurement: none
+            self.eigenvectors_ = self._previous_vectors if n_dropped == 1 else None
+            self._previous_vectors = None
+        # the last row is a measurement of the parameters that fit returns (taken already
+        # when a measurement fell on that step)
+        if not self._rows or self._rows[-1]["step"] != final:
+            self.measure(net, final)
         k = self.k
         self.history_ = _as_arrays(self._rows, sharpness_columns(k, self.compute_min))
         self.rotation_history_ = _as_arrays(self._rotation_rows, rotation_columns(k))
@@ -343,6 +376,8 @@ class InstabilityTracker(Callback):
         self._note_measurement()
 
     def on_step_loss(self, net, step, loss, **kwargs):
+        if not np.isfinite(loss):
+            return  # a divergence (`DivergenceGuard`), not an episode: the open one ends before it
         event = self.detector_.update(step, loss)
         index = len(self.detector_.episodes)
         if event == "start":

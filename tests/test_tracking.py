@@ -5,6 +5,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits, make_regression
 from sklearn.preprocessing import StandardScaler
+from skorch.callbacks import Callback
 from torch.func import functional_call
 
 from sklearn_eos import EoSClassifier, EoSRegressor, SharpnessTracker
@@ -172,7 +173,8 @@ def test_tracker_reuses_an_initial_measurement_only_when_it_answers_its_request(
 @pytest.mark.parametrize("every", [50, 1])
 def test_last_row_measures_the_returned_model_after_divergence(every):
     """every=1 also measures the parameters of the step whose loss then turns out non-finite
-    (losses are read after a step): those rows are dropped and the returned step re-measured."""
+    (losses are read after a step): that row is dropped, and the row of the returned step,
+    which measured exactly the parameters kept, stays the last one, with its rotation row."""
     X, y = _linear_data()
     lam = _closed_form_sharpness(X)
     with pytest.warns(Warning, match="diverged"):
@@ -186,6 +188,9 @@ def test_last_row_measures_the_returned_model_after_divergence(every):
         np.testing.assert_array_equal(sh["step"], np.arange(reg.n_iter_))
     np.testing.assert_allclose(sh["sharpness"], lam, rtol=1e-3)
     assert np.all(rot["step"] < reg.n_iter_)
+    # one rotation row per pair of consecutive measurements, the last pair included
+    np.testing.assert_array_equal(rot["step"], sh["step"][1:])
+    np.testing.assert_array_equal(rot["prev_step"], sh["step"][:-1])
     np.testing.assert_allclose(rot["cosine"], 1.0, atol=1e-4)
 
 
@@ -240,3 +245,96 @@ def test_divergence_with_tracking_warns_and_records_what_it_can():
     last, n_hvps = sh["sharpness"][-1], sh["n_hvps"][-1]
     assert (np.isnan(last) and n_hvps == -1 and not sh["converged"][-1]) or (np.isfinite(last) and n_hvps > 0)
     assert np.isfinite(reg.predict(X)).all()
+
+
+def test_more_eigenvalues_asked_than_the_hessian_has():
+    """A depth-1 model on one feature has 2 parameters, so a 2x2 Hessian: with the default
+    n_eigs=3 the fit records its two eigenvalues (closed form) and NaN for the third."""
+    X, y = _linear_data(d=1)
+    reg = EoSRegressor(hidden_layer_sizes=(), lr=0.1, max_iter=12, sharpness_every=5, dtype="float64",
+                       sharpness_tol=1e-9, random_state=0).fit(X, y)
+    sh, rot = reg.sharpness_history_, reg.rotation_history_
+    Xt = np.hstack([X, np.ones((len(X), 1))])
+    exact = np.linalg.eigvalsh(Xt.T @ Xt / len(X))[::-1]
+    np.testing.assert_array_equal(sh["step"], [0, 5, 10, 12])
+    np.testing.assert_allclose(sh["sharpness"], exact[0], rtol=1e-9)
+    np.testing.assert_allclose(sh["eig_2"], exact[1], rtol=1e-9)
+    assert np.isnan(sh["eig_3"]).all() and np.isnan(rot["cosine_3"]).all()
+    np.testing.assert_allclose(rot["subspace_overlap"], 1.0, atol=1e-9)
+
+
+class _StopAt(Callback):
+    """Raise skorch's stop signal (KeyboardInterrupt) from ``hook`` of epoch ``at``, before
+    that epoch's GD step: e.g. a wall-clock budget checked at each epoch start."""
+
+    def __init__(self, at, hook):
+        self.at, self.hook = at, hook
+
+    def on_train_begin(self, net, **kwargs):
+        self._epoch = 0
+
+    def on_epoch_begin(self, net, **kwargs):
+        if self.hook == "on_epoch_begin" and self._epoch == self.at:
+            raise KeyboardInterrupt
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if self.hook == "on_batch_begin" and self._epoch == self.at:
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, net, **kwargs):
+        self._epoch += 1
+
+
+@pytest.mark.parametrize("hook", ["on_epoch_begin", "on_batch_begin"])
+def test_a_stop_before_a_step_labels_the_last_measurement_with_the_steps_taken(hook):
+    """The tracker measures at the start of an epoch; when a later callback stops that epoch
+    before its update, the last row must still be step n_iter_ (the model returned), not a
+    step that never ran, and must not repeat the parameters under another label."""
+    X, y = _linear_data()
+    reg = EoSRegressor(hidden_layer_sizes=(3,), lr=0.05, max_iter=40, sharpness_every=3, random_state=0,
+                       callbacks=[_StopAt(6, hook)]).fit(X, y)
+    sh, rot = reg.sharpness_history_, reg.rotation_history_
+    assert reg.n_iter_ == 6
+    np.testing.assert_array_equal(sh["step"], [0, 3, 6])
+    np.testing.assert_array_equal(rot["step"], [3, 6])
+
+
+def test_warm_start_refit_with_frozen_parameters():
+    """Frozen parameters are not coordinates of the Hessian: the previous fit's eigenvectors
+    (one row per trained parameter) must be accepted as the refit's start."""
+    X, y = _linear_data()
+    module = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    module[0].weight.requires_grad_(False)
+    reg = EoSRegressor(module=module, lr=0.05, max_iter=10, sharpness_every=5, random_state=0,
+                       warm_start=True).fit(X, y)
+    tracker = dict(reg.net_.callbacks_)["sharpness"]
+    assert tracker.eigenvectors_.shape == (4 + 4 + 1, 3)  # bias 4, weight 4x1, bias 1
+    last = reg.sharpness_history_["sharpness"][-1]
+    reg.fit(X, y)
+    np.testing.assert_allclose(reg.sharpness_history_["sharpness"][0], last, rtol=2e-3)
+
+
+def test_histories_of_an_untracked_fit_have_the_tracked_dtypes():
+    X, y = _linear_data()
+    tracked = EoSRegressor(hidden_layer_sizes=(3,), max_iter=5, sharpness_every=2, random_state=0).fit(X, y)
+    untracked = EoSRegressor(hidden_layer_sizes=(3,), max_iter=5, sharpness_every=0, random_state=0).fit(X, y)
+    for name in ("sharpness_history_", "rotation_history_"):
+        full, empty = getattr(tracked, name), getattr(untracked, name)
+        assert list(full) == list(empty)
+        assert all(len(v) == 0 for v in empty.values())
+        assert {c: v.dtype for c, v in full.items()} == {c: v.dtype for c, v in empty.items()}
+
+
+def test_an_episode_open_at_a_divergence_ends_at_the_last_finite_step():
+    """The non-finite loss of the diverging step is not part of an episode: the loss curve,
+    and the returned model, end one step before it."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(200, 6, n_informative=4, n_classes=3, random_state=0)
+    with pytest.warns(Warning, match="diverged"):
+        clf = EoSClassifier(hidden_layer_sizes=(16,), lr=20, max_iter=200, sharpness_every=5,
+                            random_state=0).fit(X, y)
+    episodes = clf.instabilities_
+    assert clf.diverged_ and len(episodes["end"])
+    assert episodes["end"].max() <= clf.n_iter_ - 1
+    assert np.isfinite(episodes["peak_loss_ratio"]).all()
