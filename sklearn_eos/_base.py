@@ -1,5 +1,6 @@
 """The edge-of-stability estimators: thin scikit-learn classes that drive a skorch net."""
 
+import copy
 import os
 import warnings
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from torch.func import functional_call
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -153,10 +154,10 @@ class BaseEoS(BaseEstimator):
     # -- fit --------------------------------------------------------------------------
     def _check_hidden_layer_sizes(self):
         sizes = self.hidden_layer_sizes
-        if isinstance(sizes, Integral):
+        if isinstance(sizes, Integral) and not isinstance(sizes, bool):
             sizes = (sizes,)
-        sizes = tuple(sizes)
-        if not all(isinstance(s, Integral) and s > 0 for s in sizes):
+        sizes = tuple(sizes) if np.iterable(sizes) else (sizes,)
+        if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
             raise ValueError(
                 f"hidden_layer_sizes must be a tuple of positive ints, got {self.hidden_layer_sizes!r}."
             )
@@ -201,6 +202,9 @@ class BaseEoS(BaseEstimator):
     def fit(self, X, y):
         """Train the network by full-batch gradient descent on ``(X, y)``.
 
+        A fit that raises (bad data, a failing module or callback) leaves the estimator as
+        it was: unfitted, or still the previous model.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -210,6 +214,48 @@ class BaseEoS(BaseEstimator):
         -------
         self
         """
+        # a fit that fails leaves the estimator as it was: unfitted, or the previous model
+        # (validation sets attributes such as n_features_in_ before the later checks run)
+        before = dict(vars(self))
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+
+    def _check_module(self):
+        module = self.module
+        if isinstance(module, type) and not issubclass(module, torch.nn.Module):
+            raise InvalidParameterError(
+                f"The 'module' parameter of {type(self).__name__} must be None, a subclass of "
+                f"torch.nn.Module or an instance of one. Got the class {module!r} instead."
+            )
+
+    def _check_output_shape(self, module, X, n_outputs):
+        """Fail early, with a clear message, when ``module``'s outputs do not have the
+        ``n_outputs`` columns that the targets need (one per class, or per target column)."""
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                shape = tuple(module(X[:2]).shape)
+        finally:
+            module.train(was_training)
+        n = min(len(X), 2)
+        if isinstance(self, ClassifierMixin):
+            ok = shape == (n, n_outputs)
+            need = f"({n}, {n_outputs}): one column per class"
+        else:
+            ok = shape == (n, n_outputs) or (n_outputs == 1 and shape == (n,))
+            need = (f"({n}, {n_outputs})" + (f" or ({n},)" if n_outputs == 1 else "")
+                    + ": one column per target")
+        if not ok:
+            raise ValueError(f"The module's output for {n} samples has shape {shape}; the targets "
+                             f"need {need}.")
+
+    def _fit(self, X, y):
+        self._check_module()
         hidden = self._check_hidden_layer_sizes()
         torch_dtype = _DTYPES[self.dtype]
         if self.sharpness_tol < resolvable_tol(torch_dtype):
@@ -246,10 +292,13 @@ class BaseEoS(BaseEstimator):
             setattr(self, name, value)
         self._n_outputs = n_outputs
 
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))  # initialisation, eigensolver starts
+        train_seed = int(rng.randint(np.iinfo(np.int32).max))  # randomness inside training (dropout)
         start = None
         if reuse:
-            module = self.module_
+            # a copy: a refit that fails part way leaves the previous model untouched
+            module = copy.deepcopy(self.module_)
             previous = dict(self.net_.callbacks_).get("sharpness")
             start = getattr(previous, "eigenvectors_", None)
         else:
@@ -258,6 +307,8 @@ class BaseEoS(BaseEstimator):
                 hidden_layer_sizes=hidden, activation=self.activation, seed=seed,
             )
         module = module.to(dtype=torch_dtype)
+        if not any(p.requires_grad for p in module.parameters()):
+            raise ValueError("The module has no parameters that require gradients: nothing to train.")
 
         with torch_threads(_thread_limit()):
             data = FullBatch(X_train, y_train, self.chunk_size)
@@ -267,7 +318,12 @@ class BaseEoS(BaseEstimator):
                 callbacks=self._build_callbacks(seed, start), verbose=0, sync_every=self._sync_every,
             )
             net.initialize()
-            net.partial_fit(data)
+            # the training's own randomness (dropout) from random_state, the global RNG untouched
+            cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=cuda):
+                self._check_output_shape(net.module_, X_train[:2].to(net.device), n_outputs)
+                torch.manual_seed(train_seed)
+                net.partial_fit(data)
         self._collect_fit_results(net)
         return self
 
@@ -374,7 +430,10 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         ``random_state`` (every submodule's ``reset_parameters``). Sharpness tracking is
         cheapest for an ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations
         (as the default MLP), whose Hessian-vector products have a closed form; any other
-        module gets autograd's double backward, about a quarter slower per product.
+        module gets autograd's double backward, about a quarter slower per product. Its
+        output must have one column per class (a `ValueError` before training says so
+        otherwise), and it needs parameters that require gradients; frozen ones are left
+        out of the Hessian.
     hidden_layer_sizes : tuple of int, default=(100,)
         Widths of the hidden layers of the default MLP; ``()`` is a depth-1 (linear) model.
     activation : {'tanh', 'relu', 'gelu', 'elu', 'sigmoid', 'softplus', 'identity'}, default='tanh'
@@ -412,7 +471,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         Number of top eigenvalues measured (k). Keep ``k >= 2`` for cheap warm starts at the
         edge of stability and for subspace rotation; ``k >= 3`` also keeps a stale warm start
         from returning ``lambda_2`` as the sharpness (with k=2, 11 of 48 adversarial blocks of
-        ``benchmarks/bench_guard.py`` did; with 3, none).
+        ``benchmarks/bench_guard.py`` did; with 3, none). A network with fewer trained
+        parameters than k has fewer eigenvalues: the columns beyond them are NaN.
     sharpness_tol : float, default=1e-3
         Relative accuracy of the measured sharpness; eigenvalues 2..k are resolved to
         ``min(100 * sharpness_tol, 0.1)``, which keeps a measurement cheap inside the nearly
@@ -426,7 +486,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     callbacks : list of skorch callbacks or None, default=None
         Extra callbacks for the underlying skorch net.
     random_state : int, RandomState instance or None, default=None
-        Seeds the initialisation: same seed and data, same ``loss_curve_``.
+        Seeds the initialisation, the eigensolver's start vectors and any randomness inside
+        training (dropout): same seed and data, same ``loss_curve_``. The global torch random
+        state is left as it was.
     verbose : int, default=0
         1 shows a progress bar, 2 prints progress lines.
     warm_start : bool, default=False

@@ -35,6 +35,8 @@ class MLP(nn.Sequential):
 
 
 def _accepts(cls, name):
+    if cls.__init__ is nn.Module.__init__:  # no __init__ of its own: takes no arguments
+        return False
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):

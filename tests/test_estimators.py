@@ -481,6 +481,9 @@ def test_wrong_n_features_at_predict(Estimator):
     (EoSRegressor, {"chunk_size": 0}, "'chunk_size'"),
     (EoSClassifier, {"sharpness_tol": 1e-7}, "sharpness_tol=1e-07 is below what float32 resolves"),
     (EoSRegressor, {"sharpness_tol": 1e-16, "dtype": "float64"}, "below what float64 resolves"),
+    (EoSClassifier, {"hidden_layer_sizes": True}, "hidden_layer_sizes"),
+    (EoSRegressor, {"hidden_layer_sizes": (4, False)}, "hidden_layer_sizes"),
+    (EoSClassifier, {"module": int}, "'module' parameter.*subclass of torch.nn.Module"),
 ])
 def test_bad_params(Estimator, params, match):
     X, y = _blobs(n_samples=20) if Estimator is EoSClassifier else _regression(n_samples=20)
@@ -782,3 +785,129 @@ def test_on_grad_computed_still_reaches_callbacks_that_listen():
                         random_state=0).fit(X[:60] / 16, y[:60])
     assert len(recorder.norms) == clf.n_iter_ == 7
     assert all(n > 0 for n in recorder.norms)
+
+
+# ---------------------------------------------------------------------------------------
+# a fit that fails leaves the estimator as it was
+# ---------------------------------------------------------------------------------------
+def _fitted_attrs(est):
+    return {name: getattr(est, name) for name in ("n_features_in_", "feature_names_in_", "classes_")
+            if hasattr(est, name)}
+
+
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_a_failed_refit_keeps_the_previous_model(warm_start):
+    X, y = _blobs()
+    X = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    est = EoSClassifier(hidden_layer_sizes=(4,), max_iter=5, sharpness_every=0, random_state=0,
+                        warm_start=warm_start).fit(X, y)
+    before, proba = copy.deepcopy(_fitted_attrs(est)), est.predict_proba(X)
+    # fails after validation has seen the new data (6 features, new classes)...
+    X_bad = np.hstack([X.to_numpy(), X.to_numpy()[:, :2]])
+    X_bad[0, 0] = 1e39  # beyond float32
+    with pytest.raises(ValueError):
+        est.fit(X_bad, y + 10)
+    _assert_unchanged(est, before, X, proba)
+    # ...or part way through training (a callback that raises)
+    est.set_params(callbacks=[_RaiseAt(2)])
+    with pytest.raises(RuntimeError, match="step 2"):
+        est.fit(X, y)
+    _assert_unchanged(est, before, X, proba)
+
+
+def _assert_unchanged(est, before, X, proba):
+    after = _fitted_attrs(est)
+    assert list(after) == list(before)
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name])
+    np.testing.assert_array_equal(est.predict_proba(X), proba)
+
+
+class _RaiseAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_begin(self, net, **kwargs):
+        self._seen = 0
+
+    def on_epoch_end(self, net, **kwargs):
+        self._seen += 1
+        if self._seen == self.step:
+            raise RuntimeError(f"failure at step {self.step}")
+
+
+def test_a_failed_first_fit_leaves_an_unfitted_estimator():
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    class Broken(nn.Module):
+        def __init__(self, n_features_in, n_outputs):
+            raise RuntimeError("cannot build")
+
+    X, y = _blobs(n_samples=20)
+    for module, error in [(int, ValueError), (Broken, RuntimeError)]:
+        est = EoSClassifier(module=module, max_iter=2)
+        with pytest.raises(error):
+            est.fit(X, y)
+        with pytest.raises(NotFittedError):
+            check_is_fitted(est)
+        assert not hasattr(est, "classes_") and not hasattr(est, "n_features_in_")
+
+
+class _Wide(nn.Module):
+    """A linear layer with one output too many."""
+
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features_in, n_outputs + 1)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+@pytest.mark.parametrize("Estimator, loss, n_targets, match", [
+    (EoSClassifier, "cross_entropy", 1,
+     r"shape \(2, 4\); the targets need \(2, 3\): one column per class"),
+    (EoSClassifier, "mse", 1, r"shape \(2, 4\); the targets need \(2, 3\)"),
+    (EoSRegressor, "mse", 2, r"shape \(2, 3\); the targets need \(2, 2\): one column per target"),
+    (EoSRegressor, "mse", 1, r"shape \(2, 2\); the targets need \(2, 1\) or \(2,\)"),
+])
+def test_module_output_width_must_match_the_targets(Estimator, loss, n_targets, match):
+    X, y = _blobs() if Estimator is EoSClassifier else _regression(n_targets=n_targets)
+    est = Estimator(module=_Wide, loss=loss, max_iter=3)
+    with pytest.raises(ValueError, match=match):
+        est.fit(X, y)
+    assert not hasattr(est, "net_")
+
+
+def test_a_module_without_trainable_parameters_is_a_clear_error():
+    class Head(nn.Module):  # no __init__ of its own: it must not be given keyword arguments
+        def forward(self, x):
+            return x[:, :3]
+
+    X, y = _blobs()
+    frozen = nn.Linear(4, 3).requires_grad_(False)
+    for module in (Head, Head(), frozen):
+        with pytest.raises(ValueError, match="no parameters that require gradients"):
+            EoSClassifier(module=module, max_iter=2).fit(X, y)
+
+
+def test_random_state_also_seeds_dropout():
+    """Randomness inside training (dropout) comes from random_state too, and the global
+    torch RNG is left as it was."""
+    X, y = _blobs()
+
+    module = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 3))
+
+    def fit(seed):
+        est = EoSClassifier(module=module, lr=0.5, max_iter=8, sharpness_every=0, random_state=seed)
+        return est.fit(X, y)
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    a = fit(0)
+    assert torch.equal(torch.rand(3), expected)
+    np.testing.assert_array_equal(fit(0).loss_curve_, a.loss_curve_)
+    assert not np.array_equal(fit(1).loss_curve_, a.loss_curve_)
