@@ -8,6 +8,7 @@ test accuracy.
 """
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -68,11 +69,12 @@ def main(argv=None):
         print("\nrotation_history_ (|cos| of top eigenvectors and top-k subspace overlap between "
               "consecutive measurements; 1 = no rotation):")
         print(_table(rot))
-    after = sh["step"] >= min(200, clf.n_iter_)
+    first = min(200, clf.n_iter_)
+    after = sh["step"] >= first
     if after.any():
         ratio = sh["sharpness"][after] / sh["threshold"][after]
-        print(f"\nafter step 200 the sharpness is {ratio.min():.3f}x to {ratio.max():.3f}x the threshold "
-              f"2/lr (edge of stability: it hovers near 1)")
+        print(f"\nfrom step {first} on, the sharpness is {ratio.min():.3f}x to {ratio.max():.3f}x the "
+              f"threshold 2/lr (edge of stability: it hovers near 1)")
     curvature = clf.update_curvature_
     if len(curvature) >= 600:
         medians = [float(np.median(curvature[a:a + 100])) for a in range(500, len(curvature) - 99, 100)]
@@ -91,10 +93,12 @@ def main(argv=None):
         matplotlib.use("Agg")
         from . import RotationDisplay, SharpnessDisplay
 
-        SharpnessDisplay.from_estimator(clf).figure_.savefig(args.plot, dpi=100)
-        rotation_png = args.plot.replace(".png", "") + "_rotation.png"
+        root, ext = os.path.splitext(args.plot)
+        plot = args.plot if ext else args.plot + ".png"  # what matplotlib writes without one
+        SharpnessDisplay.from_estimator(clf).figure_.savefig(plot, dpi=100)
+        rotation_png = f"{root}_rotation{ext or '.png'}"
         RotationDisplay.from_estimator(clf).figure_.savefig(rotation_png, dpi=100)
-        print(f"plots saved to {args.plot} and {rotation_png}")
+        print(f"plots saved to {plot} and {rotation_png}")
     return clf
 
 
