@@ -83,8 +83,8 @@ _COLUMN_DTYPES = {"step": np.int64, "prev_step": np.int64, "n_hvps": np.int64,
 def _as_arrays(rows, columns):
     """A list of row dicts as a dict of equal-length 1-D numpy arrays (DataFrame-ready); the
     columns of an empty history get the dtypes a filled one has."""
-    return {c: np.array([row[c] for row in rows]) if rows else np.array([], dtype=_COLUMN_DTYPES.get(c, float))
-            for c in columns}
+    return {c: np.array([row[c] for row in rows]) if rows
+            else np.array([], dtype=_COLUMN_DTYPES.get(c, float)) for c in columns}
 
 
 class SharpnessTracker(Callback):
