@@ -122,7 +122,8 @@ class FullBatchNet(NeuralNet):
     ``on_batch_end`` receives the step's ``loss``: the full training loss at the parameters
     on which the step computed its gradient, a 0-d tensor on the training device. The
     default callbacks (timer, scoring, printed log) are dropped: they cost more than a small
-    network's GD step, and the estimators record what they need themselves.
+    network's GD step, and the estimators record what they need themselves. The epoch's
+    ``train_loss`` (skorch's scoring name, read by e.g. ``EarlyStopping``) is the step's loss.
 
     Deferred loss reads. A step does not read its loss on the host (on a GPU that read would
     wait for the step to finish). The host reads the losses of the pending steps in one copy
@@ -245,6 +246,7 @@ class FullBatchNet(NeuralNet):
             step = step_fn(batch, **fit_params)
             loss = step["loss"].detach()
             self.history.record_batch(prefix + "_loss", loss)
+            self.history.record(prefix + "_loss", loss)  # the epoch's loss, as skorch's scoring records it
             self.history.record_batch(prefix + "_batch_size", _batch_size(batch))
             t = self._n_steps
             self._n_steps += 1
@@ -270,8 +272,8 @@ class FullBatchNet(NeuralNet):
         if not pending:
             return False
         values = torch.stack([loss for *_, loss in pending]).tolist()
-        for (*_, record, _), value in zip(pending, values):
-            record["train_loss"] = value
+        for (_, row, record, _), value in zip(pending, values):
+            record["train_loss"] = list.__getitem__(self.history, row)["train_loss"] = value
         for (t, row, *_), value in zip(pending, values):
             for cb in self._loss_listeners:
                 try:

@@ -911,3 +911,19 @@ def test_random_state_also_seeds_dropout():
     assert torch.equal(torch.rand(3), expected)
     np.testing.assert_array_equal(fit(0).loss_curve_, a.loss_curve_)
     assert not np.array_equal(fit(1).loss_curve_, a.loss_curve_)
+
+
+def test_skorch_early_stopping_on_the_training_loss():
+    """skorch's scoring callbacks are dropped, but the epoch's 'train_loss' they would record
+    is there (the step's loss): EarlyStopping(monitor='train_loss') stops the fit."""
+    from skorch.callbacks import EarlyStopping
+
+    X, y = _blobs()
+    # a relative improvement below 20% counts as a miss: the loss falls fast at first, then slows
+    stop = EarlyStopping(monitor="train_loss", patience=3, threshold=0.2)
+    clf = EoSClassifier(hidden_layer_sizes=(8,), max_iter=50, sharpness_every=0, random_state=0,
+                        callbacks=[stop]).fit(X, y)
+    assert 3 < clf.n_iter_ < 50
+    np.testing.assert_array_equal(clf.net_.history[:, "train_loss"], clf.loss_curve_)
+    relative = 1 - clf.loss_curve_[1:] / clf.loss_curve_[:-1]
+    assert (relative[-3:] < 0.2).all()
