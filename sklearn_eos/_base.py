@@ -56,6 +56,13 @@ def _thread_limit():
     return int(value) if value.isdigit() else None
 
 
+def _same(a, b):
+    """Whether two values of an architecture parameter are the same (modules: identical)."""
+    if isinstance(a, torch.nn.Module) or isinstance(b, torch.nn.Module) or isinstance(a, type):
+        return a is b
+    return a == b
+
+
 class BaseEoS(BaseEstimator):
     """Shared fit/predict machinery; see `EoSClassifier` and `EoSRegressor`."""
 
@@ -193,7 +200,9 @@ class BaseEoS(BaseEstimator):
             ("divergence_guard", DivergenceGuard()),
             ("loss_goal", LossGoal(self.loss_goal)),
         ]
-        callbacks += [(f"user_{i}", cb) for i, cb in enumerate(self.callbacks or [])]
+        # skorch's forms: a callback, or a (name, callback) pair
+        callbacks += [(f"user_{cb[0]}", cb[1]) if isinstance(cb, tuple) else (f"user_{i}", cb)
+                      for i, cb in enumerate(self.callbacks or [])]
         if self.verbose:
             callbacks.append(("progress", ProgressReport(self.max_iter, verbose=int(self.verbose))))
         return callbacks
@@ -264,7 +273,20 @@ class BaseEoS(BaseEstimator):
                 f"({resolvable_tol(torch_dtype):.1e}, four machine epsilons): no measurement could "
                 f"converge. Use a larger sharpness_tol or dtype='float64'."
             )
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r}, but this torch has no CUDA device available.")
         reuse = self.warm_start and hasattr(self, "module_")
+        # what the module was built from (hidden_layer_sizes and activation: the default MLP's)
+        architecture = ({"module": None, "hidden_layer_sizes": hidden, "activation": self.activation}
+                        if self.module is None else {"module": self.module})
+        previous = getattr(self, "_architecture", None)
+        if reuse and previous is not None:
+            changed = [name for name in {**previous, **architecture}
+                       if not _same(architecture.get(name), previous.get(name))]
+            if changed:
+                raise ValueError(f"warm_start=True continues the previous model, but {', '.join(changed)} "
+                                 f"changed since it was built: refit with warm_start=False.")
         try:
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=not reuse,
                                  multi_output=self._multi_output_y,
@@ -277,10 +299,9 @@ class BaseEoS(BaseEstimator):
         if reuse and (n_outputs != self._n_outputs or any(
                 not np.array_equal(value, getattr(self, name)) for name, value in target_attrs.items()
                 if name.endswith("_"))):
-            raise ValueError(
-                f"warm_start=True needs targets that fit the previous model ({self._n_outputs} "
-                f"outputs, same classes); these need {n_outputs} outputs."
-            )
+            what = (f"{n_outputs} outputs where it has {self._n_outputs}" if n_outputs != self._n_outputs
+                    else "other classes than its classes_")
+            raise ValueError(f"warm_start=True needs targets that fit the previous model; these need {what}.")
         X_train = self._to_tensor(X, torch_dtype)
         y_train = self._to_tensor(targets, torch_dtype if targets.dtype.kind == "f" else torch.long)
         for name, tensor in (("X", X_train), ("y", y_train)):
@@ -291,6 +312,8 @@ class BaseEoS(BaseEstimator):
         for name, value in target_attrs.items():
             setattr(self, name, value)
         self._n_outputs = n_outputs
+        if not reuse:
+            self._architecture = architecture
 
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))  # initialisation, eigensolver starts
@@ -484,7 +507,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     dtype : {'float32', 'float64'}, default='float32'
     device : str or torch.device, default='cpu'
     callbacks : list of skorch callbacks or None, default=None
-        Extra callbacks for the underlying skorch net.
+        Extra callbacks for the underlying skorch net, as callbacks or ``(name, callback)``
+        pairs; in ``net_.callbacks_`` their names get the prefix ``'user_'``.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation, the eigensolver's start vectors and any randomness inside
         training (dropout): same seed and data, same ``loss_curve_``. The global torch random
@@ -562,7 +586,7 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         if len(classes) < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes in the data, but the "
-                f"data contain only one class: {classes[0]!r}."
+                f"data contain only one class: {classes[0].item()!r}."
             )
         n_classes = len(classes)
         targets = np.eye(n_classes)[encoded] if self.loss == "mse" else encoded.astype(np.int64)
@@ -628,7 +652,8 @@ class EoSRegressor(RegressorMixin, BaseEoS):
         return y, (1 if y.ndim == 1 else y.shape[1]), {"_y_ndim": y.ndim}
 
     def _outputs_to_predictions(self, outputs):
-        return outputs.ravel() if self._y_ndim == 1 else outputs
+        # the targets' shape, whatever the module's: (n,) or (n, n_outputs)
+        return outputs.ravel() if self._y_ndim == 1 else outputs.reshape(len(outputs), -1)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -720,15 +720,25 @@ def test_mse_is_half_sum_over_outputs_mean_over_examples(Estimator):
 
 # warm_start must refuse data the previous model cannot take (as MLPClassifier does), with a
 # ValueError before training that leaves n_features_in_ / classes_ untouched.
-@pytest.mark.parametrize("change", ["n_features", "classes"])
-def test_warm_start_rejects_incompatible_data(change):
+@pytest.mark.parametrize("change, match", [
+    ("n_features", "X has 3 features"),
+    ("n_classes", "need 2 outputs where it has 3"),
+    ("labels", "need other classes than its classes_"),
+    ("hidden_layer_sizes", "hidden_layer_sizes changed since it was built"),
+    ("activation", "activation changed"),
+])
+def test_warm_start_rejects_incompatible_data(change, match):
     X, y = _blobs(n_samples=30)
     est = EoSClassifier(hidden_layer_sizes=(3,), max_iter=2, warm_start=True, random_state=0).fit(X, y)
-    X2, y2 = (X[:, :3], y) if change == "n_features" else (X, y % 2)
+    X2, y2 = {"n_features": (X[:, :3], y), "n_classes": (X, y % 2), "labels": (X, y + 1)}.get(change, (X, y))
+    if change == "hidden_layer_sizes":
+        est.set_params(hidden_layer_sizes=(5,))
+    if change == "activation":
+        est.set_params(activation="relu")
     recorder = Recorder()
     est.set_params(callbacks=[recorder])
     before = (est.n_features_in_, est.classes_.copy())
-    with pytest.raises(ValueError, match="warm_start"):
+    with pytest.raises(ValueError, match=f"warm_start.*{match}|{match}.*warm_start"):
         est.fit(X2, y2)
     assert recorder.events == []
     assert est.n_features_in_ == before[0] and np.array_equal(est.classes_, before[1])
@@ -927,3 +937,33 @@ def test_skorch_early_stopping_on_the_training_loss():
     np.testing.assert_array_equal(clf.net_.history[:, "train_loss"], clf.loss_curve_)
     relative = 1 - clf.loss_curve_[1:] / clf.loss_curve_[:-1]
     assert (relative[-3:] < 0.2).all()
+
+
+def test_callbacks_as_skorch_name_callback_pairs():
+    X, y = _blobs(n_samples=20)
+    recorder = Recorder()
+    clf = EoSClassifier(hidden_layer_sizes=(2,), max_iter=2, callbacks=[("rec", recorder)]).fit(X, y)
+    assert dict(clf.net_.callbacks_)["user_rec"] is recorder
+    assert recorder.events == ["on_train_begin"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda_is_a_clear_error():
+    X, y = _blobs(n_samples=20)
+    _assert_fails_before_training(EoSClassifier(device="cuda", max_iter=2), X, y, "no CUDA device")
+
+
+def test_regressor_predictions_have_the_targets_shape_whatever_the_module_outputs():
+    class Flat(nn.Module):  # one output per sample, as a 1-D tensor
+        def __init__(self, n_features_in, n_outputs):
+            super().__init__()
+            self.linear = nn.Linear(n_features_in, 1)
+
+        def forward(self, x):
+            return self.linear(x)[:, 0]
+
+    X, y = _regression(n_samples=20)
+    column = EoSRegressor(module=Flat, max_iter=3, random_state=0).fit(X, y[:, None])
+    flat = EoSRegressor(module=Flat, max_iter=3, random_state=0).fit(X, y)
+    assert column.predict(X).shape == (20, 1) and flat.predict(X).shape == (20,)
+    np.testing.assert_array_equal(column.predict(X)[:, 0], flat.predict(X))
