@@ -174,7 +174,7 @@ class BaseEoS(BaseEstimator):
         # a copy: the array may be read-only (memmap), which torch does not support
         return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=device or self.device)
 
-    def _build_callbacks(self, seed, start=None):
+    def _build_callbacks(self, seed, start=None, initial_sharpness=None):
         # ``start``: the previous fit's top eigenvectors on a warm_start refit, which begins at
         # the parameters of that fit's final measurement
         # order matters: the schedule sets the step's rate before the tracker reads its
@@ -187,7 +187,8 @@ class BaseEoS(BaseEstimator):
         schedule = LRSchedule(
             self.lr, resolve_decay_time(self.decay_time, self.max_iter, self.decay_on),
             self.decay_factor, decay_on=self.decay_on, decay_when_stable=self.decay_when_stable,
-            lr_units=self.lr_units, tol=self.sharpness_tol, random_state=seed, start=start, **shared,
+            lr_units=self.lr_units, tol=self.sharpness_tol, random_state=seed, start=start,
+            initial_sharpness=initial_sharpness, **shared,
         )
         callbacks = [("lr_schedule", schedule)]
         if self.sharpness_every:
@@ -318,8 +319,12 @@ class BaseEoS(BaseEstimator):
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))  # initialisation, eigensolver starts
         train_seed = int(rng.randint(np.iinfo(np.int32).max))  # randomness inside training (dropout)
-        start = None
+        start = initial_sharpness = None
         if reuse:
+            # lr_units='threshold' counts from the sharpness at the initialisation this refit
+            # shares with the fit it continues, so it continues at the same rate
+            if np.isfinite(getattr(self, "initial_sharpness_", np.nan)):
+                initial_sharpness = self.initial_sharpness_
             # a copy: a refit that fails part way leaves the previous model untouched
             module = copy.deepcopy(self.module_)
             previous = dict(self.net_.callbacks_).get("sharpness")
@@ -338,7 +343,8 @@ class BaseEoS(BaseEstimator):
             net = FullBatchNet(
                 module=module, criterion=make_criterion(self.loss), optimizer=torch.optim.SGD,
                 lr=self.lr, max_epochs=self.max_iter, device=self.device,
-                callbacks=self._build_callbacks(seed, start), verbose=0, sync_every=self._sync_every,
+                callbacks=self._build_callbacks(seed, start, initial_sharpness), verbose=0,
+                sync_every=self._sync_every,
             )
             net.initialize()
             # the training's own randomness (dropout) from random_state, the global RNG untouched
@@ -348,6 +354,8 @@ class BaseEoS(BaseEstimator):
                 torch.manual_seed(train_seed)
                 net.partial_fit(data)
         self._collect_fit_results(net)
+        if initial_sharpness is not None:
+            self.initial_sharpness_ = initial_sharpness  # still that of the shared initialisation
         return self
 
     def _collect_fit_results(self, net):
@@ -518,7 +526,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     warm_start : bool, default=False
         Start from the previous fit's parameters instead of a new initialisation; the
         histories then describe the new call only. Its first sharpness measurement is
-        warm-started from the previous fit's top eigenvectors, taken at the same parameters.
+        warm-started from the previous fit's top eigenvectors, taken at the same parameters,
+        and ``initial_sharpness_`` stays that of the first fit's initialisation, so
+        ``lr_units='threshold'`` continues at the same rate.
 
     Attributes
     ----------

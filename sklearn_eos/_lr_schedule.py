@@ -54,6 +54,10 @@ class LRSchedule(Callback):
     start : torch.Tensor or np.ndarray of shape (n_params, m), optional
         Warm start of the initial measurement (e.g. the eigenvectors of a previous fit that
         ended at these parameters); None: random vectors.
+    initial_sharpness : float, optional
+        The sharpness at initialisation when it is known already: a ``warm_start`` refit
+        continues at the rate of the fit it continues, whose initialisation it shares.
+        None: measured before the first step (``lr_units='threshold'`` only).
 
     Attributes
     ----------
@@ -66,7 +70,8 @@ class LRSchedule(Callback):
     """
 
     def __init__(self, lr, decay_time=None, decay_factor=0.1, decay_on="step", decay_when_stable=True,
-                 lr_units="absolute", tol=1e-3, n_eigs=2, rest_tol=1.0, random_state=None, start=None):
+                 lr_units="absolute", tol=1e-3, n_eigs=2, rest_tol=1.0, random_state=None, start=None,
+                 initial_sharpness=None):
         self.lr = lr
         self.decay_time = decay_time
         self.decay_factor = decay_factor
@@ -78,11 +83,14 @@ class LRSchedule(Callback):
         self.rest_tol = rest_tol
         self.random_state = random_state
         self.start = start
+        self.initial_sharpness = initial_sharpness
 
     def on_train_begin(self, net, X=None, **kwargs):
         self.initial_sharpness_ = math.nan
         self._initial_spectrum = self._initial_versions = None
-        if self.lr_units == "threshold":
+        if self.lr_units == "threshold" and self.initial_sharpness is not None:
+            self.initial_sharpness_ = float(self.initial_sharpness)
+        elif self.lr_units == "threshold":
             result = measure_spectrum(net, X, self.n_eigs, tol=self.tol, rest_tol=self.rest_tol,
                                       start=check_start(self.start, net.module_),
                                       generator=random_generator(self.random_state))
