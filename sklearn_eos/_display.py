@@ -203,9 +203,11 @@ class SharpnessDisplay:
         self.loss_line_ = self.lr_line_ = self.sharpness_line_ = self.update_curvature_line_ = None
         self.eig_lines_ = []
         x = steps["step"]
+        # a line through one point draws nothing: mark it (a fit of max_iter=1)
+        single = {"marker": "o", "markersize": 4} if len(x) == 1 else {}
 
         if ax_loss is not None:
-            kwargs = {"color": "tab:blue", "linewidth": 1.2, "label": "training loss"}
+            kwargs = {"color": "tab:blue", "linewidth": 1.2, "label": "training loss", **single}
             kwargs.update(loss_kwargs or {})
             (self.loss_line_,) = ax_loss.plot(x, steps["loss"], **kwargs)
             self.lines_["loss"] = self.loss_line_
@@ -235,7 +237,7 @@ class SharpnessDisplay:
             (self.update_curvature_line_,) = ax_sharp.plot(x[:len(curvature)], curvature, **kwargs)
             self.lines_["update_curvature"] = self.update_curvature_line_
         kwargs = {"color": "black", "linestyle": "--", "linewidth": 1.2, "drawstyle": "steps-post",
-                  "label": "2 / lr (stability threshold)"}
+                  "label": "2 / lr (stability threshold)", **single}
         kwargs.update(threshold_kwargs or {})
         (self.threshold_line_,) = ax_sharp.plot(x, steps["threshold"], **kwargs)
         self.lines_["threshold"] = self.threshold_line_
@@ -243,7 +245,7 @@ class SharpnessDisplay:
 
         if ax_lr is not None:
             kwargs = {"color": "tab:green", "linewidth": 1.2, "drawstyle": "steps-post",
-                      "label": "learning rate"}
+                      "label": "learning rate", **single}
             kwargs.update(lr_kwargs or {})
             (self.lr_line_,) = ax_lr.plot(x, steps["lr"], **kwargs)
             self.lines_["lr"] = self.lr_line_
@@ -406,7 +408,12 @@ class RotationDisplay:
         ax.set_xlabel("step (later of two consecutive measurements)")
         ax.set_ylabel("eigenvector alignment")
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
+        if len(x):
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
+        else:  # an empty plot with a legend of curves would look like a plotting failure
+            ax.text(0.5, 0.5, "no rotation recorded: it needs two sharpness measurements\n"
+                    "(sharpness_every > 0 and a fit that reaches the second one)",
+                    transform=ax.transAxes, ha="center", va="center", color="gray")
         if self.name is not None:
             ax.set_title(self.name)
         self.ax_ = ax

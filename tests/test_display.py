@@ -177,9 +177,27 @@ def test_sharpness_display_constructor_and_untracked_fit():
         SharpnessDisplay(loss_curve=np.ones(3), lr_history=np.ones(3), instabilities={"x": [1]}).plot()
 
 
+def test_sharpness_display_marks_the_single_point_of_a_one_step_fit():
+    disp = SharpnessDisplay(loss_curve=np.array([0.7]), lr_history=np.array([0.5])).plot()
+    for line in (disp.loss_line_, disp.threshold_line_, disp.lr_line_):
+        assert len(line.get_xdata()) == 1 and line.get_marker() == "o"
+    longer = SharpnessDisplay(loss_curve=np.ones(3), lr_history=np.full(3, 0.5)).plot()
+    assert longer.loss_line_.get_marker() in ("None", None, "")
+    plt.close("all")
+
+
 # ---------------------------------------------------------------------------------------
 # RotationDisplay
 # ---------------------------------------------------------------------------------------
+def test_rotation_display_without_rotation_says_so_instead_of_a_legend():
+    empty = {"step": np.array([], dtype=int), "prev_step": np.array([], dtype=int), "cosine": np.array([]),
+             "subspace_overlap": np.array([])}
+    disp = RotationDisplay(rotation_history=empty).plot()
+    assert disp.ax_.get_legend() is None
+    assert any("no rotation recorded" in t.get_text() for t in disp.ax_.texts)
+    plt.close("all")
+
+
 def test_rotation_display_plots_the_estimator_arrays(est):
     est.instabilities_ = _two_episodes()
     disp = RotationDisplay.from_estimator(est)
