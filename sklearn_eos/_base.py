@@ -438,6 +438,9 @@ class BaseEoS(BaseEstimator):
     def predict(self, X):
         """Predict with the trained network.
 
+        The forward pass runs in float64 whatever the training ``dtype``, so that a row's
+        prediction does not depend on the other rows of its batch.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -464,7 +467,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         module gets autograd's double backward, about a quarter slower per product. Its
         output must have one column per class (a `ValueError` before training says so
         otherwise), and it needs parameters that require gradients; frozen ones are left
-        out of the Hessian.
+        out of the Hessian. `predict` runs it in float64 whatever ``dtype`` (see
+        `predict`), so a module that builds tensors inside ``forward`` should take their
+        dtype from its input.
     hidden_layer_sizes : tuple of int, default=(100,)
         Widths of the hidden layers of the default MLP; ``()`` is a depth-1 (linear) model.
     activation : {'tanh', 'relu', 'gelu', 'elu', 'sigmoid', 'softplus', 'identity'}, default='tanh'
