@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
 from ._eigensolver import resolvable_tol
 from ._lr_schedule import LRSchedule
+from ._rng import draws_random_numbers, seeded
 from ._schedule import resolve_decay_time
 from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
@@ -347,11 +348,15 @@ class BaseEoS(BaseEstimator):
                 sync_every=self._sync_every,
             )
             net.initialize()
-            # the training's own randomness (dropout) from random_state, the global RNG untouched
-            cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-            with torch.random.fork_rng(devices=cuda):
-                self._check_output_shape(net.module_, X_train[:2].to(net.device), n_outputs)
-                torch.manual_seed(train_seed)
+            self._check_output_shape(net.module_, X_train[:2].to(net.device), n_outputs)
+            # the training's own randomness (dropout) from random_state, the caller's global
+            # RNG untouched; a module without dropout leaves the global generator alone, and
+            # fits in other threads run alongside (see _rng)
+            if draws_random_numbers(net.module_):
+                cuda = range(torch.cuda.device_count()) if torch.cuda.is_available() else ()
+                with seeded(train_seed, cuda):
+                    net.partial_fit(data)
+            else:
                 net.partial_fit(data)
         self._collect_fit_results(net)
         if initial_sharpness is not None:

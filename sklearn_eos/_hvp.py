@@ -36,6 +36,7 @@ from contextlib import contextmanager
 import torch
 
 from ._mlp_hessian import MLPCurvature, applies_to_data, mlp_structure
+from ._rng import GLOBAL_RNG_LOCK
 
 __all__ = ["FullBatchHessian"]
 
@@ -167,7 +168,7 @@ class FullBatchHessian:
         """Run forwards with the operator's mode, fixed RNG state; restore mode and buffers."""
         was_training = self.module.training
         buffers = [(b, b.detach().clone()) for b in self.module.buffers()]
-        with torch.random.fork_rng(devices=self._cuda_devices):
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=self._cuda_devices):
             torch.set_rng_state(self._rng_state)
             if self._cuda_devices:
                 torch.cuda.set_rng_state(self._cuda_rng_state, self.device)

@@ -3,8 +3,9 @@
 import copy
 import inspect
 
-import torch
 from torch import nn
+
+from ._rng import seeded
 
 ACTIVATIONS = {
     "tanh": nn.Tanh,
@@ -65,8 +66,7 @@ def build_module(module, *, n_features_in, n_outputs, hidden_layer_sizes, activa
     seed : int
         Seed of the initialisation; the global torch RNG state is left untouched.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         if module is None:
             return MLP(n_features_in, n_outputs, tuple(hidden_layer_sizes), activation)
         if isinstance(module, nn.Module):

@@ -970,3 +970,27 @@ def test_regressor_predictions_have_the_targets_shape_whatever_the_module_output
     flat = EoSRegressor(module=Flat, max_iter=3, random_state=0).fit(X, y)
     assert column.predict(X).shape == (20, 1) and flat.predict(X).shape == (20,)
     np.testing.assert_array_equal(column.predict(X)[:, 0], flat.predict(X))
+
+
+def test_fits_in_threads_of_one_process_are_reproducible():
+    """Initialisation and dropout draw from torch's process-global generator: fits in two
+    threads (joblib's threading backend, a Dask worker with several threads) must still give
+    what each gives alone, and leave the caller's generator alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = _blobs(n_samples=200)
+    module = nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Dropout(0.5), nn.Linear(64, 3))
+
+    def fit(seed):
+        est = EoSClassifier(module=module, lr=0.1, max_iter=60, sharpness_every=0, random_state=seed)
+        return est.fit(X, y).loss_curve_
+
+    alone = [fit(seed) for seed in range(4)]
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = list(pool.map(fit, range(4)))
+    assert torch.equal(torch.rand(3), expected)
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)
