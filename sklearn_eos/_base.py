@@ -374,7 +374,9 @@ class BaseEoS(BaseEstimator):
         self.diverged_ = guard.diverged_
         schedule = callbacks["lr_schedule"]
         self.effective_lr_ = schedule.effective_lr_
-        self.decay_step_ = schedule.decay_step_
+        # a decay latched for a step that ran before the divergence was read is not in the fit
+        decay_step = schedule.decay_step_
+        self.decay_step_ = decay_step if decay_step is not None and decay_step < n_steps else None
         self.instabilities_ = callbacks["instabilities"].history_
         self.update_curvature_ = callbacks["update_curvature"].curvatures_[:max(n_steps - 1, 0)]
         self.n_instabilities_ = len(self.instabilities_["start"])

@@ -99,6 +99,14 @@ def _overrides(obj, base, name):
     return getattr(type(obj), name, None) is not getattr(base, name) or name in getattr(obj, "__dict__", ())
 
 
+def n_training_steps(history):
+    """Training steps recorded in a skorch ``history``: its rows with a training batch. An
+    epoch that a callback stopped before its update (skorch's ``KeyboardInterrupt``) has a
+    row but no training batch; a step whose loss read stopped training (``on_step_loss``)
+    has both, although its ``on_batch_end`` never ran."""
+    return sum(any("train_loss" in batch for batch in row.get("batches", ())) for row in history)
+
+
 def full_batch_loss(forward, criterion, data):
     """Full training loss, with its gradient accumulated into ``.grad``.
 

@@ -19,7 +19,7 @@ from ._callbacks import DivergenceGuard
 from ._eigensolver import top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
-from ._net import FullBatch
+from ._net import FullBatch, n_training_steps
 from ._rotation import eigenvector_cosines, subspace_overlap
 
 
@@ -259,9 +259,7 @@ class SharpnessTracker(Callback):
         for _, cb in net.callbacks_:
             if isinstance(cb, DivergenceGuard) and cb.diverged_:
                 return max(cb.n_finite_steps_ - 1, 0)
-        # the training steps in the history: an epoch that a callback stopped before its
-        # update (skorch's KeyboardInterrupt) has a history row but no training batch
-        return sum(any("train_loss" in batch for batch in row.get("batches", ())) for row in net.history)
+        return n_training_steps(net.history)
 
     def on_train_end(self, net, **kwargs):
         final = self._final_step(net)

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback
 
+from ._net import n_training_steps
+
 
 def secant_curvature(grad_change, update):
     """``<grad_change, update> / <update, update>`` for flat tensors (NaN for a zero update).
@@ -143,6 +145,12 @@ class UpdateCurvature(Callback):
         torch.sub(theta.flat, theta_prev.flat, out=self._update)
 
     def on_train_end(self, net, **kwargs):
+        # a read that stopped training at step t (`FullBatchNet`: ``on_step_loss``, e.g. a
+        # loss goal) came before step t's on_batch_end; its gradient g_t, which c_{t-1} needs,
+        # is still in .grad, and the parameters are theta_{t+1}
+        if (self._trained and self._step == n_training_steps(net.history) - 1
+                and all(p.grad is not None for p in self._trained)):
+            self.on_batch_end(net, training=True)
         # no host read here: a later callback may still forbid synchronising with the GPU
         self._pending = (self._dots, self._squares, self._rates, self._values)
         self._trained = self._grads = self._dots = self._squares = self._rates = self._values = None

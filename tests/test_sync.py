@@ -165,6 +165,10 @@ FITS = {
     # diverges at step 19: measurements at 0, 7, 14 and (restored) 18; none may see step 19+
     "diverged": (EoSRegressor, dict(hidden_layer_sizes=(8,), lr=3.0, max_iter=200, sharpness_every=7,
                                     random_state=0)),
+    # the same divergence, and a decay due at step 20, which runs before the divergence is read
+    "decay_after_divergence": (EoSRegressor, dict(hidden_layer_sizes=(8,), lr=3.0, max_iter=200,
+                                                  sharpness_every=0, decay_time=20, decay_when_stable=False,
+                                                  random_state=0)),
 }
 
 
@@ -182,6 +186,8 @@ def test_fitted_attributes_do_not_depend_on_sync_every(name, sync_every, digits,
     (attrs, state, rows), expected = results[1], results[0]
     if name == "diverged":
         assert attrs["diverged_"] and attrs["n_iter_"] == 19
+    elif name == "decay_after_divergence":
+        assert attrs["diverged_"] and attrs["n_iter_"] == 19 and attrs["decay_step_"] is None
     elif name == "tracked":
         assert attrs["decay_step_"] == 175 and attrs["n_instabilities_"] == 3  # it waited for one
     _assert_same(attrs, expected[0])

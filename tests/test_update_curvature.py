@@ -145,3 +145,30 @@ def test_values_are_read_from_the_device_once_and_after_training(monkeypatch):
     assert reads == []
     assert curvature.curvatures_.shape == (4,) and len(reads) == 1
     assert curvature.curvatures_.shape == (4,) and len(reads) == 1  # read once, then kept
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_a_fit_stopped_by_its_loss_goal_keeps_every_value(momentum):
+    """A loss goal stops training in the read of step t's loss, before step t's on_batch_end;
+    c_{t-1} still needs g_t. The values equal those of the same run stopped by max_epochs."""
+    from sklearn_eos import LossGoal
+
+    X, y = _linear_data()
+    data = FullBatch(torch.tensor(X, dtype=torch.float32), torch.tensor(y[:, None], dtype=torch.float32))
+
+    def fit(max_epochs, goal=None):
+        torch.manual_seed(0)
+        net = FullBatchNet(MLP(4, 1, (8,)), criterion=HalfSquaredError, lr=0.05,
+                           optimizer__momentum=momentum, max_epochs=max_epochs,
+                           callbacks=[("uc", UpdateCurvature()), ("goal", LossGoal(goal))])
+        return net.fit(data)
+
+    losses = [row["train_loss"] for row in fit(200).history]
+    goal = losses[12]  # reached at step 12
+    stopped = fit(200, goal)
+    n_steps = len(stopped.history)
+    assert n_steps == 13 and dict(stopped.callbacks_)["goal"].reached_
+    expected = dict(fit(n_steps).callbacks_)["uc"].curvatures_
+    values = dict(stopped.callbacks_)["uc"].curvatures_
+    assert len(values) == len(expected) == n_steps - 1
+    np.testing.assert_array_equal(values, expected)
