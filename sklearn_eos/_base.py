@@ -497,7 +497,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     decay_on : {'step', 'instabilities'}, default='step'
         What ``decay_time`` counts.
     decay_when_stable : bool, default=True
-        A decay that falls inside an instability episode waits until the episode has ended.
+        A decay that falls inside an instability episode waits until the episode has ended;
+        if it never ends before ``max_iter``, there is no decay (``decay_step_`` is None).
     lr_units : {'absolute', 'threshold'}, default='absolute'
         'threshold': ``lr`` is a multiple of the stability threshold at initialisation; the
         applied rate is ``lr * 2 / initial_sharpness_``, so that one grid of values means the

@@ -151,6 +151,7 @@ class ProgressReport(Callback):
         self._bar = None
         self._loss = float("nan")
         self._reported = 0
+        self._shown = None  # the tracker's measurement that the last report showed
         # any callback exposing ``latest`` measurements (a SharpnessTracker) feeds the display
         self._tracker = next((cb for _, cb in net.callbacks_ if hasattr(cb, "latest")), None)
         if self.verbose == 1:
@@ -162,6 +163,7 @@ class ProgressReport(Callback):
         lr = net.optimizer_.param_groups[0]["lr"]
         fields = {"loss": f"{float(loss):.4g}", "lr": f"{lr:.4g}"}
         measured = self._tracker.latest if self._tracker is not None else None
+        self._shown = measured
         if measured is not None:
             fields["sharpness"] = f"{measured['sharpness']:.4g}"
             fields["2/lr"] = f"{measured['threshold']:.4g}"
@@ -195,8 +197,11 @@ class ProgressReport(Callback):
     def on_train_end(self, net, **kwargs):
         # stopped early (a callback before this one may have ended the last step before it
         # was counted here): report the steps the history holds
+        # and once more when the tracker's final measurement (of the returned model) came
+        # after the last report
         steps = len(net.history)
-        if steps and self._reported != steps:
+        latest = self._tracker.latest if self._tracker is not None else None
+        if steps and (self._reported != steps or latest is not self._shown):
             batches = net.history[-1]["batches"]
             self.step_ = steps
             self._loss = batches[-1].get("train_loss", self._loss) if batches else self._loss

@@ -71,7 +71,11 @@ def test_verbose_2_prints_lines_with_plausible_values(data, capsys):
     assert all(matches), lines
     steps = [int(m["step"]) for m in matches]
     assert steps == sorted(steps) and steps[-1] == N_STEPS
-    assert len(lines) == min(N_STEPS, 20)  # n_lines=20 per fit
+    # n_lines=20 per fit, then one more for the final measurement (of the returned model)
+    assert len(lines) == min(N_STEPS, 20) + 1 and steps[-2:] == [N_STEPS, N_STEPS]
+    final = matches.pop()
+    assert final["sharpness"] == _g(est.sharpness_history_["sharpness"][-1])
+    assert est.sharpness_history_["step"][-1] == N_STEPS
     for m in matches:
         step = int(m["step"])
         assert int(m["total"]) == N_STEPS
