@@ -8,6 +8,7 @@ from skorch.callbacks import Callback
 
 from ._schedule import DecayPolicy, effective_lr
 from ._hvp import parameter_versions
+from ._net import FullBatch
 from ._tracking import InstabilityTracker, check_start, measure_spectrum, random_generator
 
 
@@ -91,6 +92,9 @@ class LRSchedule(Callback):
         if self.lr_units == "threshold" and self.initial_sharpness is not None:
             self.initial_sharpness_ = float(self.initial_sharpness)
         elif self.lr_units == "threshold":
+            if not isinstance(X, FullBatch):
+                raise TypeError("LRSchedule(lr_units='threshold') measures the initial sharpness: it "
+                                "needs a net fitted on a FullBatch (full-batch GD).")
             result = measure_spectrum(net, X, self.n_eigs, tol=self.tol, rest_tol=self.rest_tol,
                                       start=check_start(self.start, net.module_),
                                       generator=random_generator(self.random_state))

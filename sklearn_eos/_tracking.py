@@ -158,6 +158,10 @@ class SharpnessTracker(Callback):
     def on_train_begin(self, net, X=None, **kwargs):
         if not isinstance(X, FullBatch):
             raise TypeError("SharpnessTracker needs a net fitted on a FullBatch (full-batch GD).")
+        if _callback_after(net, self, lambda cb: hasattr(cb, "initial_spectrum_for")) is not None:
+            warnings.warn("An LRSchedule is listed after this SharpnessTracker: the tracker would "
+                          "record the previous step's rate (and 2/lr) wherever the rate changes. "
+                          "List the LRSchedule first.", UserWarning, stacklevel=2)
         self._data = X
         self._rows, self._rotation_rows = [], []
         self._latest = None
@@ -309,6 +313,13 @@ def _callback_before(net, callback, wanted):
         if wanted(cb):
             found = cb
     return found
+
+
+def _callback_after(net, callback, wanted):
+    """The first callback ``cb`` with ``wanted(cb)`` listed after ``callback`` on ``net``."""
+    names = [cb for _, cb in net.callbacks_]
+    position = next((i for i, cb in enumerate(names) if cb is callback), len(names))
+    return next((cb for cb in names[position + 1:] if wanted(cb)), None)
 
 
 def _tracker_before(net, callback):

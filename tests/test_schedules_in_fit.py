@@ -121,3 +121,43 @@ def test_grid_search_over_lr_and_decay_time(digits, decay_on, decay_times, lr_un
     scores = search.cv_results_["mean_test_score"]
     assert len(scores) == 4 and np.isfinite(scores).all()
     assert search.best_estimator_.lr_units == lr_units
+
+
+def _bare_net(callbacks, max_epochs=6):
+    import torch
+
+    from sklearn_eos import MLP, FullBatchNet, HalfSquaredError
+
+    torch.manual_seed(0)
+    return FullBatchNet(MLP(4, 1, (8,)), criterion=HalfSquaredError, lr=0.1, max_epochs=max_epochs,
+                        callbacks=callbacks)
+
+
+def _bare_data():
+    import torch
+
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(40, 4), rng.randn(40, 1)
+    return torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+
+
+def test_a_tracker_listed_before_the_schedule_warns_and_records_the_stale_rate():
+    from sklearn_eos import FullBatch, LRSchedule, SharpnessTracker
+
+    X, y = _bare_data()
+    tracker = SharpnessTracker(every=1, k=1, random_state=0)
+    net = _bare_net([("sharpness", tracker), ("lr", LRSchedule(0.2, decay_time=3, decay_factor=0.5))])
+    with pytest.warns(UserWarning, match="LRSchedule is listed after this SharpnessTracker"):
+        net.fit(FullBatch(X, y))
+    # what the warning is about: at the decay step the tracker saw the rate before it
+    applied = np.array([row["lr"] for row in net.history])
+    assert applied[3] == 0.1 and tracker.history_["lr"][3] == 0.2
+
+
+def test_a_threshold_schedule_needs_a_full_batch():
+    from sklearn_eos import LRSchedule
+
+    X, y = _bare_data()
+    net = _bare_net([("lr", LRSchedule(1.0, lr_units="threshold"))], max_epochs=2)
+    with pytest.raises(TypeError, match="needs a net fitted on a FullBatch"):
+        net.fit(X, y)
