@@ -397,6 +397,15 @@ class InstabilityTracker(Callback):
 
     def on_train_end(self, net, **kwargs):
         self._note_measurement()  # the tracker's final measurement, if it ran first
+        # an episode still open ends at the last step: its rotation runs to the final
+        # measurement (of the returned model) when that came after its last step
+        episode, latest = self.detector_.open_episode, self._measured[-1] if self._measured else None
+        if episode is not None and latest is not None and latest[0] > episode.end:
+            index = len(self.detector_.episodes)
+            before = self._before.get(index)
+            if before is not None and before[1] is not None and latest[1] is not None:
+                self._rotation[index] = (float(eigenvector_cosines(before[1], latest[1])[0]),
+                                         float(subspace_overlap(before[1], latest[1])))
         episodes = self.detector_.to_dict()
         n = len(episodes["start"])
         sharpness = self._tracker.history_ if self._tracker is not None else None

@@ -338,3 +338,35 @@ def test_an_episode_open_at_a_divergence_ends_at_the_last_finite_step():
     assert clf.diverged_ and len(episodes["end"])
     assert episodes["end"].max() <= clf.n_iter_ - 1
     assert np.isfinite(episodes["peak_loss_ratio"]).all()
+
+
+class _Snapshots(Callback):
+    """The tracker's eigenvectors after every measurement, by step."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.vectors = {}
+
+    def on_epoch_begin(self, net, **kwargs):
+        tracker = dict(net.callbacks_)["sharpness"]
+        if tracker.latest is not None:
+            self.vectors[tracker.latest["step"]] = tracker.eigenvectors_.clone()
+
+    def on_train_end(self, net, **kwargs):
+        tracker = dict(net.callbacks_)["sharpness"]
+        self.vectors[int(tracker.history_["step"][-1])] = tracker.eigenvectors_.clone()
+
+
+def test_an_episode_open_at_the_end_rotates_to_the_final_measurement():
+    """Episode rotation runs from the last measurement before its start to the first after
+    its end; for an episode still open when training ends, that is the final measurement."""
+    X, y = load_digits(return_X_y=True)
+    snapshots = _Snapshots()
+    clf = EoSClassifier(hidden_layer_sizes=(16,), lr=0.35, max_iter=250, sharpness_every=5, random_state=0,
+                        callbacks=[snapshots]).fit(X[:300] / 16, y[:300])
+    episodes, steps = clf.instabilities_, clf.sharpness_history_["step"]
+    assert not episodes["completed"][-1]
+    before = steps[steps < episodes["start"][-1]].max()
+    U, V = snapshots.vectors[before], snapshots.vectors[steps[-1]]
+    overlap = (U.T @ V).double()
+    np.testing.assert_allclose(episodes["cosine"][-1], abs(float(overlap[0, 0])), atol=1e-6)
+    np.testing.assert_allclose(episodes["subspace_overlap"][-1], float((overlap ** 2).sum() / 3), atol=1e-6)
