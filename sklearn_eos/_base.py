@@ -529,7 +529,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     device : str or torch.device, default='cpu'
     callbacks : list of skorch callbacks or None, default=None
         Extra callbacks for the underlying skorch net, as callbacks or ``(name, callback)``
-        pairs; in ``net_.callbacks_`` their names get the prefix ``'user_'``.
+        pairs. In ``net_.callbacks_`` a pair is named ``'user_<name>'``, a bare callback
+        ``'user_<i>'`` (its position in the list).
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation, the eigensolver's start vectors and any randomness inside
         training (dropout): same seed and data, same ``loss_curve_``. The global torch random

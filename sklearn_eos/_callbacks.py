@@ -136,7 +136,9 @@ class ProgressReport(Callback):
         Expected number of steps.
     verbose : int
     n_lines : int
-        Number of printed lines over a whole fit at ``verbose >= 2``.
+        Printed lines over a whole fit at ``verbose >= 2``, roughly: one every
+        ``total // n_lines`` steps (so between ``n_lines`` and ``2 * n_lines``), then the last
+        step, and one more for a tracker's final measurement.
     """
 
     def __init__(self, total, verbose=1, n_lines=20, file=None):

@@ -1,6 +1,6 @@
 """Instability episodes: loss-based detection and curvature-based confirmation.
 
-Two observable definitions of an instability (see ``docs/eos-primer.md``):
+Two observable definitions of an instability (see "Instabilities" in ``docs/user_guide.rst``):
 
 * loss-based: the training loss rises above its running minimum by more than a
   relative tolerance ``rtol``; the episode ends when it falls back

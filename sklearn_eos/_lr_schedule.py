@@ -18,7 +18,8 @@ class LRSchedule(Callback):
     The decision is `DecayPolicy`'s (pure, tested without training): the rate is ``lr``
     until the decay falls due, then ``lr * decay_factor``. With ``decay_on='instabilities'``
     or ``decay_when_stable=True`` it reads the live episode state of the net's
-    `InstabilityTracker` (without one, training counts as stable); the learning rate of
+    `InstabilityTracker` (without one, training counts as stable for ``decay_when_stable``,
+    and ``decay_on='instabilities'`` with a ``decay_time`` is a ``ValueError``); the rate of
     step ``t`` is decided from the losses of steps ``< t``. List this callback before any
     `SharpnessTracker`, whose threshold 2/lr uses the rate it sets.
 

@@ -140,7 +140,7 @@ class SharpnessTracker(Callback):
         One row per pair of consecutive measurements: 'step', 'prev_step', 'cosine'
         (absolute cosine between the two top eigenvectors), 'cosine_2'...'cosine_k', 'subspace_overlap'
         (||U^T V||_F^2 / k of the top-k subspaces).
-    eigenvectors_ : torch.Tensor of shape (n_params, k)
+    eigenvectors_ : torch.Tensor of shape (n_params, min(k, n_params))
         Top eigenvectors of the last measurement.
     """
 
