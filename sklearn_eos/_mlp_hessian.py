@@ -115,13 +115,15 @@ def mlp_structure(module, loss_fn, params):
     """``(layers, loss_kind)`` when the R-operator applies, else None.
 
     ``layers`` is a list of ``(linear, activation module or None, derivative function)``.
-    Applies when ``module`` is an ``nn.Sequential`` (the default `MLP` is one) of ``nn.Linear``
-    layers (exactly that class), each optionally followed by one supported activation, without
-    hooks; ``loss_fn`` is a `HalfSquaredError` or a `CrossEntropy`; and ``params`` are the
-    layers' weights and biases, each once, in layer order (no tied or frozen weights).
+    Applies when ``module`` is an ``nn.Sequential`` (the default `MLP` is one; a subclass only
+    when it keeps ``Sequential``'s ``forward``) of ``nn.Linear`` layers (exactly that class),
+    each optionally followed by one supported activation, without hooks; ``loss_fn`` is a
+    `HalfSquaredError` or a `CrossEntropy`; and ``params`` are the layers' weights and
+    biases, each once, in layer order (no tied or frozen weights).
     """
-    if not isinstance(module, nn.Sequential) or _has_hooks(module):
-        return None
+    if (not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward
+            or _has_hooks(module)):
+        return None  # a forward of its own (a scale, a skip connection) is not the chain of children
     if type(loss_fn) is HalfSquaredError:
         loss_kind = "mse"
     elif type(loss_fn) is CrossEntropy:

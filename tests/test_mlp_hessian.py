@@ -118,10 +118,22 @@ class _ScaledTanh(nn.Tanh):
         return 2 * super().forward(input)
 
 
+class _ScaledSequential(nn.Sequential):
+    """A Sequential with a forward of its own: its children do not describe it."""
+
+    def forward(self, input):
+        return 3 * super().forward(input)
+
+
+class _ResidualSequential(nn.Sequential):
+    def forward(self, input):
+        return super().forward(input) + input[:, :1]
+
+
 @pytest.mark.parametrize("case", [
     "dropout", "layer_norm", "linear_subclass", "hook", "torch_mse", "parameter_subset",
     "activation_first", "three_d_input", "tanh_approximate_gelu", "activation_subclass",
-    "tied_weights", "frozen_layer",
+    "tied_weights", "frozen_layer", "sequential_forward_scaled", "sequential_forward_residual",
 ])
 def test_other_models_and_losses_fall_back_to_autograd(case):
     torch.manual_seed(6)
@@ -145,7 +157,9 @@ def test_other_models_and_losses_fall_back_to_autograd(case):
     if case == "tied_weights":
         layers = [nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, N_OUT)]
         layers[2].weight = layers[0].weight
-    module = nn.Sequential(*layers).double()
+    container = {"sequential_forward_scaled": _ScaledSequential,
+                 "sequential_forward_residual": _ResidualSequential}.get(case, nn.Sequential)
+    module = container(*layers).double()
     if case == "frozen_layer":
         module[0].requires_grad_(False)
     if case == "hook":
