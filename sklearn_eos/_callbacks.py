@@ -4,11 +4,28 @@ Each callback has one concern and works with any skorch net whose epochs are ful
 steps (`sklearn_eos.FullBatchNet`); step ``t`` is the ``t``-th epoch of the current fit.
 """
 
+import inspect
 import math
 import sys
 
 import torch
 from skorch.callbacks import Callback
+
+
+class ParamsCallback(Callback):
+    """A skorch callback whose parameters are its constructor's, as a scikit-learn estimator's.
+
+    skorch takes every attribute not ending in ``_`` for a parameter; the package's callbacks
+    keep per-fit state in private attributes (``_data``, ``_tracker``, ...), which would then
+    reach ``get_params`` and make ``sklearn.base.clone`` of a fitted callback (and of an
+    estimator holding one in ``callbacks``) fail.
+    """
+
+    @classmethod
+    def _get_param_names(cls):
+        signature = inspect.signature(cls.__init__)
+        return sorted(name for name, p in signature.parameters.items()
+                      if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
 
 
 class _FlatCopy:
@@ -34,7 +51,7 @@ class _FlatCopy:
                       for block, n, t in zip(blocks, n_bytes, tensors)]
 
 
-class DivergenceGuard(Callback):
+class DivergenceGuard(ParamsCallback):
     """Stop at the first non-finite training loss and restore the last finite parameters.
 
     Works without reading the loss on the host at every step. Before step ``t`` the
@@ -94,7 +111,7 @@ class DivergenceGuard(Callback):
         self._params = self._current = self._last_finite = self._nan_after_divergence = None
 
 
-class LossGoal(Callback):
+class LossGoal(ParamsCallback):
     """Stop once the full training loss reaches ``loss_goal`` (None: never).
 
     The edge-of-stability literature compares runs trained to the same loss, not for the
@@ -122,7 +139,7 @@ class LossGoal(Callback):
             raise KeyboardInterrupt
 
 
-class ProgressReport(Callback):
+class ProgressReport(ParamsCallback):
     """Show training progress: a tqdm bar (``verbose=1``) or printed lines (``verbose>=2``).
 
     The bar's postfix and each line show the live training loss, the learning rate and,

@@ -4,15 +4,15 @@ import math
 import warnings
 
 from sklearn.exceptions import ConvergenceWarning
-from skorch.callbacks import Callback
 
+from ._callbacks import ParamsCallback
 from ._schedule import DecayPolicy, effective_lr
 from ._hvp import parameter_versions
 from ._net import FullBatch
 from ._tracking import InstabilityTracker, check_start, measure_spectrum, random_generator
 
 
-class LRSchedule(Callback):
+class LRSchedule(ParamsCallback):
     """Set the learning rate of every GD step; record it in the history as ``'lr'``.
 
     The decision is `DecayPolicy`'s (pure, tested without training): the rate is ``lr``

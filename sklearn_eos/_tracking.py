@@ -13,9 +13,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from skorch.callbacks import Callback
 
-from ._callbacks import DivergenceGuard
+from ._callbacks import DivergenceGuard, ParamsCallback
 from ._eigensolver import top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
@@ -87,7 +86,7 @@ def _as_arrays(rows, columns):
             else np.array([], dtype=_COLUMN_DTYPES.get(c, float)) for c in columns}
 
 
-class SharpnessTracker(Callback):
+class SharpnessTracker(ParamsCallback):
     """Record the top Hessian eigenvalues of the full training loss during training.
 
     Works with a `FullBatchNet` (or another skorch net fitted on a `FullBatch`: one GD step per
@@ -327,7 +326,7 @@ def _tracker_before(net, callback):
     return _callback_before(net, callback, lambda cb: isinstance(cb, SharpnessTracker))
 
 
-class InstabilityTracker(Callback):
+class InstabilityTracker(ParamsCallback):
     """Count loss-based instability episodes during training and the rotation across each.
 
     An episode starts when the training loss rises above its running minimum by more than

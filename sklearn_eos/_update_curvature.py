@@ -11,8 +11,7 @@ shows at every step whether training has reached the edge.
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback
-
+from ._callbacks import ParamsCallback
 from ._net import n_training_steps
 
 
@@ -67,7 +66,7 @@ def _is_plain_gd(optimizer):
             and len({g["lr"] for g in groups}) == 1)
 
 
-class UpdateCurvature(Callback):
+class UpdateCurvature(ParamsCallback):
     """Record ``<g_{t+1} - g_t, d_t> / |d_t|^2``, the curvature along every GD update.
 
     Works with any skorch net whose epochs are full-batch GD steps (`FullBatchNet`), on the

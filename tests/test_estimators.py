@@ -994,3 +994,24 @@ def test_fits_in_threads_of_one_process_are_reproducible():
     assert torch.equal(torch.rand(3), expected)
     for a, b in zip(alone, together):
         np.testing.assert_array_equal(a, b)
+
+
+def test_estimators_holding_fitted_package_callbacks_can_be_cloned():
+    """skorch takes every attribute not ending in '_' for a callback parameter: the package's
+    callbacks keep per-fit state in private attributes, which must not reach get_params, or
+    a second search over an estimator fitted with them cannot clone it."""
+    from sklearn_eos import (DivergenceGuard, InstabilityTracker, LossGoal, LRSchedule, ProgressReport,
+                             SharpnessTracker, UpdateCurvature)
+
+    X, y = _regression(n_samples=30)
+    callbacks = [LRSchedule(0.01, decay_time=3), SharpnessTracker(every=3, k=2, random_state=0),
+                 InstabilityTracker(rtol=0.2), UpdateCurvature(), DivergenceGuard(),
+                 ProgressReport(4, verbose=0), LossGoal(None)]
+    params = [cb.get_params() for cb in callbacks]
+    est = EoSRegressor(hidden_layer_sizes=(3,), lr=0.01, max_iter=4, sharpness_every=0, random_state=0,
+                       callbacks=callbacks).fit(X, y)
+    assert [cb.get_params() for cb in est.callbacks] == params
+    twin = clone(est)
+    assert [type(cb) for cb in twin.callbacks] == [type(cb) for cb in callbacks]
+    assert [cb.get_params() for cb in twin.callbacks] == params
+    assert np.isfinite(cross_val_score(est, X, y, cv=2)).all()
