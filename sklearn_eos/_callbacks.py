@@ -152,6 +152,7 @@ class ProgressReport(ParamsCallback):
     total : int
         Expected number of steps.
     verbose : int
+        0 shows nothing (and asks for no loss read), 1 a bar, 2 or more lines.
     n_lines : int
         Printed lines over a whole fit at ``verbose >= 2``, roughly: one every
         ``total // n_lines`` steps (so between ``n_lines`` and ``2 * n_lines``), then the last
@@ -193,10 +194,10 @@ class ProgressReport(ParamsCallback):
 
     def needs_losses(self, net, step, **kwargs):
         # a report shows read losses, and none past a step where the guard or the goal stops
-        return self._reports_at(step + 1)
+        return self.verbose >= 1 and self._reports_at(step + 1)
 
     def on_batch_end(self, net, training=False, **kwargs):
-        if not training:
+        if not training or self.verbose < 1:
             return
         self.step_ += 1
         if self._reports_at(self.step_):
@@ -220,7 +221,7 @@ class ProgressReport(ParamsCallback):
         # after the last report
         steps = len(net.history)
         latest = self._tracker.latest if self._tracker is not None else None
-        if steps and (self._reported != steps or latest is not self._shown):
+        if steps and self.verbose >= 1 and (self._reported != steps or latest is not self._shown):
             batches = net.history[-1]["batches"]
             self.step_ = steps
             self._loss = batches[-1].get("train_loss", self._loss) if batches else self._loss

@@ -157,3 +157,19 @@ def test_verbose_2_shows_no_step_past_a_divergence(capsys):
     assert steps == sorted(set(steps))
     assert steps[-1] == est.n_iter_ + 1  # the step whose loss was not finite, as before
     assert not np.isfinite(float(matches[-1]["loss"]))
+
+
+def test_a_progress_report_at_verbose_0_is_silent_and_reads_nothing(capsys):
+    import torch
+
+    from sklearn_eos import MLP, FullBatch, FullBatchNet, HalfSquaredError, ProgressReport
+
+    report = ProgressReport(10, verbose=0)
+    torch.manual_seed(0)
+    net = FullBatchNet(MLP(3, 1, (4,)), criterion=HalfSquaredError, lr=0.1, max_epochs=10,
+                       callbacks=[("progress", report)])
+    X, y = torch.randn(20, 3), torch.randn(20, 1)
+    net.fit(FullBatch(X, y))
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""
+    assert not any(report.needs_losses(net, step=t) for t in range(10))
