@@ -265,6 +265,24 @@ class BaseEoS(BaseEstimator):
             raise ValueError(f"The module's output for {n} samples has shape {shape}; the targets "
                              f"need {need}.")
 
+    def _architecture_params(self, hidden):
+        """What the module is built from (hidden_layer_sizes and activation: the default MLP's)."""
+        if self.module is None:
+            return {"module": None, "hidden_layer_sizes": hidden, "activation": self.activation}
+        return {"module": self.module}
+
+    def _check_same_architecture(self, architecture):
+        """A warm_start refit continues the previous module: refuse parameters that would
+        have built another one (fitted before this check existed: nothing to compare)."""
+        previous = getattr(self, "_architecture", None)
+        if previous is None:
+            return
+        changed = [name for name in {**previous, **architecture}
+                   if not _same(architecture.get(name), previous.get(name))]
+        if changed:
+            raise ValueError(f"warm_start=True continues the previous model, but {', '.join(changed)} "
+                             f"changed since it was built: refit with warm_start=False.")
+
     def _fit(self, X, y):
         self._check_module()
         hidden = self._check_hidden_layer_sizes()
@@ -279,16 +297,9 @@ class BaseEoS(BaseEstimator):
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r}, but this torch has no CUDA device available.")
         reuse = self.warm_start and hasattr(self, "module_")
-        # what the module was built from (hidden_layer_sizes and activation: the default MLP's)
-        architecture = ({"module": None, "hidden_layer_sizes": hidden, "activation": self.activation}
-                        if self.module is None else {"module": self.module})
-        previous = getattr(self, "_architecture", None)
-        if reuse and previous is not None:
-            changed = [name for name in {**previous, **architecture}
-                       if not _same(architecture.get(name), previous.get(name))]
-            if changed:
-                raise ValueError(f"warm_start=True continues the previous model, but {', '.join(changed)} "
-                                 f"changed since it was built: refit with warm_start=False.")
+        architecture = self._architecture_params(hidden)
+        if reuse:
+            self._check_same_architecture(architecture)
         try:
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=not reuse,
                                  multi_output=self._multi_output_y,
