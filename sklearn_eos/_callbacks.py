@@ -4,7 +4,6 @@ Each callback has one concern and works with any skorch net whose epochs are ful
 steps (`sklearn_eos.FullBatchNet`); step ``t`` is the ``t``-th epoch of the current fit.
 """
 
-import inspect
 import math
 import sys
 
@@ -13,19 +12,17 @@ from skorch.callbacks import Callback
 
 
 class ParamsCallback(Callback):
-    """A skorch callback whose parameters are its constructor's, as a scikit-learn estimator's.
+    """A skorch callback whose private attributes are not parameters.
 
     skorch takes every attribute not ending in ``_`` for a parameter; the package's callbacks
     keep per-fit state in private attributes (``_data``, ``_tracker``, ...), which would then
     reach ``get_params`` and make ``sklearn.base.clone`` of a fitted callback (and of an
-    estimator holding one in ``callbacks``) fail.
+    estimator holding one in ``callbacks``) fail. Public attributes stay parameters, as in
+    skorch, so a user subclass that stores more of them keeps them in ``get_params``.
     """
 
-    @classmethod
-    def _get_param_names(cls):
-        signature = inspect.signature(cls.__init__)
-        return sorted(name for name, p in signature.parameters.items()
-                      if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+    def _get_param_names(self):
+        return [key for key in self.__dict__ if not key.endswith("_") and not key.startswith("_")]
 
 
 class _FlatCopy:

@@ -71,6 +71,8 @@ class LRSchedule(ParamsCallback):
         First step with the decayed rate.
     """
 
+    initial_sharpness = None  # instances pickled before this parameter existed
+
     def __init__(self, lr, decay_time=None, decay_factor=0.1, decay_on="step", decay_when_stable=True,
                  lr_units="absolute", tol=1e-3, n_eigs=2, rest_tol=1.0, random_state=None, start=None,
                  initial_sharpness=None):

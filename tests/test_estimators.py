@@ -1015,3 +1015,49 @@ def test_estimators_holding_fitted_package_callbacks_can_be_cloned():
     assert [type(cb) for cb in twin.callbacks] == [type(cb) for cb in callbacks]
     assert [cb.get_params() for cb in twin.callbacks] == params
     assert np.isfinite(cross_val_score(est, X, y, cv=2)).all()
+
+
+def test_callback_subclasses_keep_their_public_parameters():
+    """Only private attributes are left out of a package callback's parameters: a subclass
+    that passes **kwargs on, or adds public attributes, keeps them through get_params/clone."""
+    from sklearn_eos import SharpnessTracker
+
+    class Labelled(SharpnessTracker):
+        def __init__(self, label="a", **kwargs):
+            super().__init__(**kwargs)
+            self.label = label
+
+    twin = clone(Labelled(label="b", every=7, k=5))
+    assert (twin.label, twin.every, twin.k) == ("b", 7, 5)
+
+
+def test_a_callback_pickled_before_a_new_parameter_still_has_its_default():
+    from sklearn_eos import LRSchedule
+
+    schedule = LRSchedule(0.1)
+    del schedule.__dict__["initial_sharpness"]  # as unpickled from before the parameter existed
+    assert schedule.initial_sharpness is None
+    assert "initial_sharpness" not in schedule.get_params()
+    clone(schedule)
+
+
+def test_a_cpu_fit_with_dropout_leaves_cuda_alone(monkeypatch):
+    """Seeding the training's dropout must not seed, or initialise, any CUDA generator."""
+    calls = []
+    for name in ("manual_seed", "manual_seed_all", "get_rng_state", "set_rng_state", "init"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, _n=name, **k: calls.append(_n))
+    X, y = _blobs()
+    module = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 3))
+    EoSClassifier(module=module, max_iter=3, sharpness_every=0, random_state=0).fit(X, y)
+    assert calls == []
+
+
+def test_a_warm_refit_does_not_take_its_start_for_the_initialisation():
+    """A first fit that measured nothing leaves initial_sharpness_ unknown; a tracked refit
+    starts where that fit ended, which is not the initialisation."""
+    X, y = _blobs()
+    est = EoSClassifier(hidden_layer_sizes=(8,), max_iter=5, sharpness_every=0, warm_start=True,
+                        random_state=0).fit(X, y)
+    assert np.isnan(est.initial_sharpness_)
+    est.set_params(sharpness_every=5).fit(X, y)
+    assert len(est.sharpness_history_["step"]) and np.isnan(est.initial_sharpness_)
