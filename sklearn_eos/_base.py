@@ -325,8 +325,8 @@ class BaseEoS(BaseEstimator):
         for name, value in target_attrs.items():
             setattr(self, name, value)
         self._n_outputs = n_outputs
-        if not reuse:
-            self._architecture = architecture
+        if not reuse or getattr(self, "_architecture", None) is None:
+            self._architecture = architecture  # (a refit of a model pickled before the check: from now on)
 
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))  # initialisation, eigensolver starts
@@ -364,7 +364,9 @@ class BaseEoS(BaseEstimator):
             # RNG untouched; a module without dropout leaves the global generator alone, and
             # fits in other threads run alongside (see _rng)
             if draws_random_numbers(net.module_):
-                cuda = range(torch.cuda.device_count()) if torch.cuda.is_available() else ()
+                # the generator of the fit's own device; no other GPU is touched
+                cuda = [device.index if device.index is not None else torch.cuda.current_device()
+                        ] if device.type == "cuda" else []
                 with seeded(train_seed, cuda):
                     net.partial_fit(data)
             else:
@@ -372,6 +374,10 @@ class BaseEoS(BaseEstimator):
         self._collect_fit_results(net)
         if initial_sharpness is not None:
             self.initial_sharpness_ = initial_sharpness  # still that of the shared initialisation
+        elif reuse and self.lr_units != "threshold":
+            # unknown: this refit's first measurement is where the previous fit ended, not the
+            # initialisation (a threshold refit keeps what its rate was computed from)
+            self.initial_sharpness_ = np.nan
         return self
 
     def _collect_fit_results(self, net):

@@ -23,10 +23,16 @@ GLOBAL_RNG_LOCK = threading.RLock()
 
 @contextmanager
 def seeded(seed, cuda_devices=()):
-    """Run the block with torch's global generators seeded with ``seed`` (CPU, and the CUDA
-    devices listed), holding `GLOBAL_RNG_LOCK`; the previous states are restored after."""
-    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=list(cuda_devices)):
-        torch.manual_seed(seed)
+    """Run the block with torch's global generators seeded with ``seed`` (the CPU one, and
+    those of the CUDA devices listed, by index), holding `GLOBAL_RNG_LOCK`; their previous
+    states are restored after. Other CUDA devices are neither seeded nor initialised
+    (``torch.manual_seed`` would seed, and later initialise, every one)."""
+    cuda_devices = list(cuda_devices)
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=cuda_devices):
+        torch.default_generator.manual_seed(seed)
+        for device in cuda_devices:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
         yield
 
 
