@@ -99,12 +99,15 @@ def _overrides(obj, base, name):
     return getattr(type(obj), name, None) is not getattr(base, name) or name in getattr(obj, "__dict__", ())
 
 
-def n_training_steps(history):
-    """Training steps recorded in a skorch ``history``: its rows with a training batch. An
-    epoch that a callback stopped before its update (skorch's ``KeyboardInterrupt``) has a
-    row but no training batch; a step whose loss read stopped training (``on_step_loss``)
-    has both, although its ``on_batch_end`` never ran."""
-    return sum(any("train_loss" in batch for batch in row.get("batches", ())) for row in history)
+def n_training_steps(history, first_row=0):
+    """Training steps recorded in a skorch ``history`` from row ``first_row`` on (the
+    history's length when this ``fit``/``partial_fit`` call began: skorch keeps the rows of
+    earlier calls): its rows with a training batch. An epoch that a callback stopped before
+    its update (skorch's ``KeyboardInterrupt``) has a row but no training batch; a step whose
+    loss read stopped training (``on_step_loss``) has both, although its ``on_batch_end``
+    never ran."""
+    rows = list.__getitem__(history, slice(first_row, None))  # the rows, not skorch's slicing
+    return sum(any("train_loss" in batch for batch in row.get("batches", ())) for row in rows)
 
 
 def full_batch_loss(forward, criterion, data):

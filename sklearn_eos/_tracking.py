@@ -171,6 +171,7 @@ class SharpnessTracker(ParamsCallback):
         self._k = min(self.k, n_trained_parameters(net.module_))
         self._previous_vectors = None  # the measurement before the last (see on_train_end)
         self.step_ = 0
+        self._first_row = len(net.history)  # steps count within this fit/partial_fit call
         self._generator = random_generator(self.random_state)
 
     @property
@@ -262,7 +263,7 @@ class SharpnessTracker(ParamsCallback):
         for _, cb in net.callbacks_:
             if isinstance(cb, DivergenceGuard) and cb.diverged_:
                 return max(cb.n_finite_steps_ - 1, 0)
-        return n_training_steps(net.history)
+        return n_training_steps(net.history, self._first_row)
 
     def on_train_end(self, net, **kwargs):
         final = self._final_step(net)

@@ -113,6 +113,7 @@ class UpdateCurvature(ParamsCallback):
         self._params = self._thetas = self._update = self._change = None
         if not self._trained:
             return
+        self._first_row = len(net.history)  # rows of earlier partial_fit calls are not this call's
         detached = [p.detach() for p in self._trained]
         self._grads = (_FlatBuffer(detached), _FlatBuffer(detached))  # g_t and g_{t-1}, alternating
         self._plain_gd = _is_plain_gd(getattr(net, "optimizer_", None))
@@ -147,7 +148,7 @@ class UpdateCurvature(ParamsCallback):
         # a read that stopped training at step t (`FullBatchNet`: ``on_step_loss``, e.g. a
         # loss goal) came before step t's on_batch_end; its gradient g_t, which c_{t-1} needs,
         # is still in .grad, and the parameters are theta_{t+1}
-        if (self._trained and self._step == n_training_steps(net.history) - 1
+        if (self._trained and self._step == n_training_steps(net.history, self._first_row) - 1
                 and all(p.grad is not None for p in self._trained)):
             self.on_batch_end(net, training=True)
         # no host read here: a later callback may still forbid synchronising with the GPU

@@ -370,3 +370,20 @@ def test_an_episode_open_at_the_end_rotates_to_the_final_measurement():
     overlap = (U.T @ V).double()
     np.testing.assert_allclose(episodes["cosine"][-1], abs(float(overlap[0, 0])), atol=1e-6)
     np.testing.assert_allclose(episodes["subspace_overlap"][-1], float((overlap ** 2).sum() / 3), atol=1e-6)
+
+
+def test_steps_count_within_each_partial_fit_call():
+    """skorch keeps the history of earlier partial_fit calls; the tracker's steps, and its
+    last row in particular, count within the call (the FullBatchNet convention)."""
+    from sklearn_eos import MLP, FullBatch, FullBatchNet, HalfSquaredError
+
+    X, y = _linear_data()
+    data = FullBatch(torch.tensor(X, dtype=torch.float32), torch.tensor(y[:, None], dtype=torch.float32))
+    tracker = SharpnessTracker(every=5, k=2, random_state=0)
+    torch.manual_seed(0)
+    net = FullBatchNet(MLP(5, 1, (4,)), criterion=HalfSquaredError, lr=0.05, max_epochs=10,
+                       callbacks=[("sharpness", tracker)])
+    for _ in range(2):
+        net.partial_fit(data)
+        np.testing.assert_array_equal(tracker.history_["step"], [0, 5, 10])
+    assert len(net.history) == 20
