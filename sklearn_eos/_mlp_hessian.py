@@ -122,7 +122,7 @@ def mlp_structure(module, loss_fn, params):
     biases, each once, in layer order (no tied or frozen weights).
     """
     if (not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward
-            or _has_hooks(module)):
+            or "forward" in vars(module) or _has_hooks(module)):
         return None  # a forward of its own (a scale, a skip connection) is not the chain of children
     if type(loss_fn) is HalfSquaredError:
         loss_kind = "mse"

@@ -134,6 +134,7 @@ class _ResidualSequential(nn.Sequential):
     "dropout", "layer_norm", "linear_subclass", "hook", "torch_mse", "parameter_subset",
     "activation_first", "three_d_input", "tanh_approximate_gelu", "activation_subclass",
     "tied_weights", "frozen_layer", "sequential_forward_scaled", "sequential_forward_residual",
+    "instance_forward",
 ])
 def test_other_models_and_losses_fall_back_to_autograd(case):
     torch.manual_seed(6)
@@ -162,6 +163,8 @@ def test_other_models_and_losses_fall_back_to_autograd(case):
     module = container(*layers).double()
     if case == "frozen_layer":
         module[0].requires_grad_(False)
+    if case == "instance_forward":  # a forward set on the instance, not the class
+        module.forward = lambda input: 3 * nn.Sequential.forward(module, input)
     if case == "hook":
         module[1].register_forward_hook(lambda mod, inputs, output: output * 2)
     elif case == "parameter_subset":
