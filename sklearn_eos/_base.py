@@ -371,16 +371,10 @@ class BaseEoS(BaseEstimator):
                     net.partial_fit(data)
             else:
                 net.partial_fit(data)
-        self._collect_fit_results(net)
-        if initial_sharpness is not None:
-            self.initial_sharpness_ = initial_sharpness  # still that of the shared initialisation
-        elif reuse and self.lr_units != "threshold":
-            # unknown: this refit's first measurement is where the previous fit ended, not the
-            # initialisation (a threshold refit keeps what its rate was computed from)
-            self.initial_sharpness_ = np.nan
+        self._collect_fit_results(net, refit=reuse)
         return self
 
-    def _collect_fit_results(self, net):
+    def _collect_fit_results(self, net, refit=False):
         callbacks = dict(net.callbacks_)
         guard = callbacks["divergence_guard"]
         n_steps = guard.n_finite_steps_
@@ -402,9 +396,11 @@ class BaseEoS(BaseEstimator):
                                    else _as_arrays([], sharpness_columns(self.n_eigs)))
         self.rotation_history_ = (tracker.rotation_history_ if tracker
                                   else _as_arrays([], rotation_columns(self.n_eigs)))
+        # the schedule's: measured, or passed on by a warm refit, which shares the first fit's
+        # initialisation; a refit's own step 0 is where the previous fit ended, not that
         self.initial_sharpness_ = schedule.initial_sharpness_
         first = self.sharpness_history_["step"][:1]
-        if np.isnan(self.initial_sharpness_) and len(first) and first[0] == 0:
+        if np.isnan(self.initial_sharpness_) and not refit and len(first) and first[0] == 0:
             self.initial_sharpness_ = float(self.sharpness_history_["sharpness"][0])
         for name, callback in net.callbacks_:
             if not name.startswith("user_"):

@@ -59,12 +59,14 @@ class LRSchedule(ParamsCallback):
     initial_sharpness : float, optional
         The sharpness at initialisation when it is known already: a ``warm_start`` refit
         continues at the rate of the fit it continues, whose initialisation it shares.
-        None: measured before the first step (``lr_units='threshold'`` only).
+        None: measured before the first step (``lr_units='threshold'`` only). Only
+        ``'threshold'`` units use it for the rate; either way it is ``initial_sharpness_``.
 
     Attributes
     ----------
     initial_sharpness_ : float
-        Sharpness at initialisation (NaN when ``lr_units='absolute'``).
+        Sharpness at initialisation: ``initial_sharpness`` when given, else measured for
+        ``lr_units='threshold'`` (NaN for ``'absolute'``).
     effective_lr_ : float
         The absolute learning rate before the decay.
     decay_step_ : int or None
@@ -92,7 +94,7 @@ class LRSchedule(ParamsCallback):
     def on_train_begin(self, net, X=None, **kwargs):
         self.initial_sharpness_ = math.nan
         self._initial_spectrum = self._initial_versions = None
-        if self.lr_units == "threshold" and self.initial_sharpness is not None:
+        if self.initial_sharpness is not None:
             self.initial_sharpness_ = float(self.initial_sharpness)
         elif self.lr_units == "threshold":
             if not isinstance(X, FullBatch):

@@ -374,12 +374,17 @@ class InstabilityTracker(ParamsCallback):
             return
         U = self._tracker.eigenvectors_
         for index in self._waiting:
-            before = self._before.get(index)
-            if before is not None and U is not None and before[1] is not None:
-                self._rotation[index] = (float(eigenvector_cosines(before[1], U)[0]),
-                                         float(subspace_overlap(before[1], U)))
+            self._rotate(index, U)
         self._waiting = []
         self._measured = [*self._measured[-1:], (latest["step"], U)]
+
+    def _rotate(self, index, U):
+        """Record episode ``index``'s rotation from the measurement before its start to ``U``
+        (nothing when either block is missing)."""
+        before = self._before.get(index)
+        if before is not None and before[1] is not None and U is not None:
+            self._rotation[index] = (float(eigenvector_cosines(before[1], U)[0]),
+                                     float(subspace_overlap(before[1], U)))
 
     def on_epoch_begin(self, net, **kwargs):
         self._note_measurement()
@@ -401,11 +406,7 @@ class InstabilityTracker(ParamsCallback):
         # measurement (of the returned model) when that came after its last step
         episode, latest = self.detector_.open_episode, self._measured[-1] if self._measured else None
         if episode is not None and latest is not None and latest[0] > episode.end:
-            index = len(self.detector_.episodes)
-            before = self._before.get(index)
-            if before is not None and before[1] is not None and latest[1] is not None:
-                self._rotation[index] = (float(eigenvector_cosines(before[1], latest[1])[0]),
-                                         float(subspace_overlap(before[1], latest[1])))
+            self._rotate(len(self.detector_.episodes), latest[1])
         episodes = self.detector_.to_dict()
         n = len(episodes["start"])
         sharpness = self._tracker.history_ if self._tracker is not None else None
