@@ -48,21 +48,29 @@ class _FlatCopy:
                       for block, n, t in zip(blocks, n_bytes, tensors)]
 
 
+def _reads_on_host(device):
+    """Whether a 0-d tensor on ``device`` is read on the host at no cost (the CPU's)."""
+    return device is None or device.type == "cpu"
+
+
 class DivergenceGuard(ParamsCallback):
     """Stop at the first non-finite training loss and restore the last finite parameters.
 
     Works without reading the loss on the host at every step. Before step ``t`` the
-    parameters are copied into a buffer; after it, on the device, a 0-d tensor records
-    whether every loss so far was finite (0, or NaN from the first non-finite loss on) and,
-    while they all were, that copy becomes the "last finite" one (a `torch.where`, no host
-    read). The host checks the losses when the net reads them
+    parameters are copied into a buffer; after it, while every loss so far was finite, that
+    copy becomes the "last finite" one. On a GPU this is decided on the device, without a
+    host read: a 0-d tensor records whether every loss so far was finite (0, or NaN from the
+    first non-finite loss on) and a `torch.where` selects the copy. On the CPU, where reading
+    a 0-d tensor costs nothing, the loss is checked on the host and the two buffers swap
+    places, no copy (the masked copy cost about 2% of a digits-MLP step).
+    The host checks the losses when the net reads them
     (`FullBatchNet`: every ``sync_every`` steps, whenever a callback asks, e.g. a
     `SharpnessTracker` before each measurement, and at the end of training;
     ``on_step_loss``): at the first non-finite loss
     it puts the last finite parameters back and stops training. The steps run between the
     divergence and that read leave nothing behind: the parameters are restored, the net
-    drops their history rows, and no measurement has seen them. Costs one parameter copy and
-    one masked copy of the parameters per step, on the device.
+    drops their history rows, and no measurement has seen them. Costs one parameter copy per
+    step, and on a GPU one masked copy of the parameters more.
 
     Attributes
     ----------
@@ -79,6 +87,8 @@ class DivergenceGuard(ParamsCallback):
         self._current = _FlatCopy(self._params)
         self._last_finite = _FlatCopy(self._params)
         torch._foreach_copy_(self._last_finite.views, self._params)
+        self._on_host = _reads_on_host(self._current.words.device)
+        self._all_finite = True  # the host's flag (CPU)
         self._nan_after_divergence = None  # 0-d, on the device: 0 while every loss is finite
 
     def on_batch_begin(self, net, training=False, **kwargs):
@@ -87,6 +97,12 @@ class DivergenceGuard(ParamsCallback):
 
     def on_batch_end(self, net, training=False, loss=None, **kwargs):
         if not training:
+            return
+        if self._on_host:
+            if self._all_finite and math.isfinite(loss.item()):
+                self._current, self._last_finite = self._last_finite, self._current
+            else:
+                self._all_finite = False
             return
         if self._nan_after_divergence is None:
             self._nan_after_divergence = torch.zeros_like(loss)

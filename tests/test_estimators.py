@@ -376,6 +376,28 @@ def test_divergence_is_caught(Estimator):
     np.testing.assert_allclose(kept_loss, est.loss_curve_[-1], rtol=1e-3)
 
 
+@pytest.mark.parametrize("lr", [3.0, 1e3])
+def test_divergence_guard_device_path_keeps_what_the_host_path_keeps(lr, monkeypatch):
+    """The GPU's way (a device-side flag and a masked copy, no host read) and the CPU's
+    (host check, buffer swap) keep the same last finite parameters, on the CPU."""
+    from sklearn_eos import _callbacks
+
+    X, y = _regression()
+    fitted = []
+    for on_host in (True, False):
+        monkeypatch.setattr(_callbacks, "_reads_on_host", lambda device, on_host=on_host: on_host)
+        with pytest.warns(ConvergenceWarning, match="diverged"):
+            fitted.append(EoSRegressor(hidden_layer_sizes=(8,), lr=lr, max_iter=200, random_state=0).fit(X, y))
+    host, device = fitted
+    assert host.diverged_ and device.diverged_ and host.n_iter_ == device.n_iter_ < 200
+    np.testing.assert_array_equal(host.loss_curve_, device.loss_curve_)
+    for a, b in zip(host.module_.parameters(), device.module_.parameters()):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    kept_loss = _half_squared_error(_outputs(host, X), y)
+    np.testing.assert_allclose(kept_loss, host.loss_curve_[-1], rtol=1e-3)
+
+
 @pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
 def test_no_divergence_no_warning(Estimator):
     X, y = _blobs() if Estimator is EoSClassifier else _regression()

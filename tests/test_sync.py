@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sklearn_eos import (EoSClassifier, EoSRegressor, FullBatch, FullBatchNet, HalfSquaredError, MLP,
                          SharpnessTracker)
+from sklearn_eos import _callbacks
 from sklearn_eos._base import BaseEoS
 from sklearn_eos._net import SYNC_EVERY
 
@@ -39,7 +40,9 @@ def digits():
 @pytest.fixture
 def host_reads(monkeypatch):
     """Counts host reads of tensors, split into those inside a sharpness measurement and
-    the others (``counts['measuring']`` and ``counts['training']``)."""
+    the others (``counts['measuring']`` and ``counts['training']``). `DivergenceGuard` takes
+    its GPU path (it reads each loss on the host only on the CPU, where that is free)."""
+    monkeypatch.setattr(_callbacks, "_reads_on_host", lambda device: False)
     counts = collections.Counter()
     inside = []
 
