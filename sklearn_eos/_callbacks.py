@@ -10,6 +10,8 @@ import sys
 import torch
 from skorch.callbacks import Callback
 
+from ._net import n_training_steps
+
 
 class ParamsCallback(Callback):
     """A skorch callback whose private attributes are not parameters.
@@ -122,6 +124,17 @@ class DivergenceGuard(ParamsCallback):
 
     def on_train_end(self, net, **kwargs):
         self._params = self._current = self._last_finite = self._nan_after_divergence = None
+
+
+def returned_step(net, first_row=0):
+    """Number of updates that led to the parameters a fit returns: the steps recorded in
+    ``net.history`` from row ``first_row`` on (`n_training_steps`), or, after a
+    `DivergenceGuard` caught a divergence, the last step whose loss was finite (its
+    parameters are the ones put back)."""
+    for _, cb in getattr(net, "callbacks_", ()):
+        if isinstance(cb, DivergenceGuard) and getattr(cb, "diverged_", False):
+            return max(cb.n_finite_steps_ - 1, 0)
+    return n_training_steps(net.history, first_row)
 
 
 class LossGoal(ParamsCallback):

@@ -5,7 +5,7 @@ import warnings
 
 from sklearn.exceptions import ConvergenceWarning
 
-from ._callbacks import ParamsCallback
+from ._callbacks import ParamsCallback, returned_step
 from ._schedule import DecayPolicy, effective_lr
 from ._hvp import parameter_versions
 from ._net import FullBatch
@@ -70,7 +70,8 @@ class LRSchedule(ParamsCallback):
     effective_lr_ : float
         The absolute learning rate before the decay.
     decay_step_ : int or None
-        First step with the decayed rate.
+        First step with the decayed rate (None when that step was dropped after a
+        divergence: the returned parameters never saw the decayed rate).
     """
 
     initial_sharpness = None  # instances pickled before this parameter existed
@@ -121,6 +122,7 @@ class LRSchedule(ParamsCallback):
             raise ValueError("decay_on='instabilities' needs an InstabilityTracker on the net.")
         self.decay_step_ = None
         self._step = 0
+        self._first_row = len(net.history)  # steps count within this fit/partial_fit call
 
     def initial_spectrum_for(self, net, k, tol, rest_tol):
         """The initial measurement, if it answers a request for ``k`` eigenpairs at ``tol`` /
@@ -135,6 +137,9 @@ class LRSchedule(ParamsCallback):
 
     def on_train_end(self, net, **kwargs):
         self._initial_spectrum = self._initial_versions = None  # no eigenvectors in the fitted net
+        # a decay in the steps dropped after a divergence never reached the returned model
+        if self.decay_step_ is not None and self.decay_step_ > returned_step(net, self._first_row):
+            self.decay_step_ = None
 
     def needs_losses(self, net, step, **kwargs):
         # the rate of step + 1 depends on the episodes only while a decay is pending on them

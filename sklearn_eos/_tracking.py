@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from ._callbacks import DivergenceGuard, ParamsCallback
+from ._callbacks import ParamsCallback, returned_step
 from ._eigensolver import top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
-from ._net import FullBatch, n_training_steps
+from ._net import FullBatch
 from ._rotation import eigenvector_cosines, subspace_overlap
 
 
@@ -171,6 +171,8 @@ class SharpnessTracker(ParamsCallback):
         self._k = min(self.k, n_trained_parameters(net.module_))
         self._previous_vectors = None  # the measurement before the last (see on_train_end)
         self.step_ = 0
+        self._rates = []  # the learning rate of every step, for the final row
+        self._final_rate = None
         self._first_row = len(net.history)  # steps count within this fit/partial_fit call
         self._generator = random_generator(self.random_state)
 
@@ -180,7 +182,8 @@ class SharpnessTracker(ParamsCallback):
         return getattr(self, "_latest", None)
 
     def _lr(self, net):
-        return float(net.optimizer_.param_groups[0]["lr"])
+        final_rate = getattr(self, "_final_rate", None)  # set for the final measurement only
+        return float(net.optimizer_.param_groups[0]["lr"] if final_rate is None else final_rate)
 
     def _initial_spectrum(self, net):
         """A measurement of the same parameters that an `LRSchedule` listed before this
@@ -208,9 +211,9 @@ class SharpnessTracker(ParamsCallback):
                 )
             except np.linalg.LinAlgError:
                 result = None  # the products overflowed: parameters near a divergence
-        if result is None or not np.isfinite(result.eigenvalues).all():
-            return self._record_failed(net, step)
         lr = self._lr(net)
+        if result is None or not np.isfinite(result.eigenvalues).all():
+            return self._record_failed(step, lr)
         eigs = result.eigenvalues
         row = {"step": step, "sharpness": float(eigs[0]), "threshold": 2.0 / lr, "lr": lr,
                "n_hvps": result.n_products, "converged": bool(result.converged)}
@@ -234,10 +237,9 @@ class SharpnessTracker(ParamsCallback):
         self._latest = row
         return row
 
-    def _record_failed(self, net, step):
+    def _record_failed(self, step, lr):
         """A NaN row for a measurement whose Hessian products were not finite; the next
         measurement starts cold and no rotation is recorded across this one."""
-        lr = self._lr(net)
         row = {c: np.nan for c in sharpness_columns(self.k, self.compute_min)}
         row.update(step=step, threshold=2.0 / lr, lr=lr, n_hvps=-1, converged=False, above_threshold=False)
         self._previous_vectors = None  # no rotation across a failed measurement either
@@ -254,19 +256,13 @@ class SharpnessTracker(ParamsCallback):
 
     def on_epoch_begin(self, net, **kwargs):
         # runs after LRSchedule's on_epoch_begin (callback order), so the lr is this step's
+        self._rates.append(self._lr(net))
         if self.every and self.step_ % self.every == 0:
             self.measure(net, self.step_)
         self.step_ += 1
 
-    def _final_step(self, net):
-        """Number of updates applied to the parameters that fit returns."""
-        for _, cb in net.callbacks_:
-            if isinstance(cb, DivergenceGuard) and cb.diverged_:
-                return max(cb.n_finite_steps_ - 1, 0)
-        return n_training_steps(net.history, self._first_row)
-
     def on_train_end(self, net, **kwargs):
-        final = self._final_step(net)
+        final = returned_step(net, self._first_row)
         # measurements beyond the returned parameters' step saw other parameters: those of a
         # divergence, or of an epoch stopped before its update
         if self._rows and self._rows[-1]["step"] > final:
@@ -280,13 +276,16 @@ class SharpnessTracker(ParamsCallback):
         # the last row is a measurement of the parameters that fit returns (taken already
         # when a measurement fell on that step)
         if not self._rows or self._rows[-1]["step"] != final:
+            # at the rate of step `final` (that of the last step when it is the end): after a
+            # divergence, the optimizer holds the rate of a later, dropped step
+            self._final_rate = self._rates[min(final, len(self._rates) - 1)] if self._rates else None
             self.measure(net, final)
         k = self.k
         self.history_ = _as_arrays(self._rows, sharpness_columns(k, self.compute_min))
         self.rotation_history_ = _as_arrays(self._rotation_rows, rotation_columns(k))
         self._warn_unconverged()
         self._data = self._start = None  # the fitted net must not carry the training set
-        self._rows = self._rotation_rows = None
+        self._rows = self._rotation_rows = self._rates = self._final_rate = None
 
     def _warn_unconverged(self):
         history = self.history_

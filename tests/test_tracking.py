@@ -194,6 +194,42 @@ def test_last_row_measures_the_returned_model_after_divergence(every):
     np.testing.assert_allclose(rot["cosine"], 1.0, atol=1e-4)
 
 
+
+def test_last_row_has_the_rate_of_its_step_when_a_decay_was_dropped_after_a_divergence():
+    """The loss is read every 32 steps: this fit diverges at step 19 and runs a decay due at
+    step 20 before the read drops those steps. The final row's lr and threshold are those of
+    step 18, which the returned model was trained at, not the optimizer's decayed rate; the
+    bare schedule's decay_step_ forgets a dropped decay as the estimator's does (there:
+    divergence at step 23, decay due at 25, read after step 27)."""
+    from sklearn_eos import (DivergenceGuard, FullBatch, FullBatchNet, HalfSquaredError, LRSchedule,
+                             MLP)
+
+    X, y = make_regression(n_samples=80, n_features=5, noise=0.1, random_state=0)
+    y = (y - y.mean()) / y.std()
+    params = dict(lr=3.0, decay_time=20, decay_when_stable=False)
+    with pytest.warns(Warning, match="diverged"):
+        reg = EoSRegressor(hidden_layer_sizes=(8,), max_iter=200, sharpness_every=7, random_state=0,
+                           **params).fit(X, y)
+    sh = reg.sharpness_history_
+    assert reg.diverged_ and reg.n_iter_ == 19 and reg.decay_step_ is None
+    np.testing.assert_array_equal(sh["step"], [0, 7, 14, 18])
+    np.testing.assert_array_equal(sh["lr"], reg.lr_history_[sh["step"]])
+    np.testing.assert_allclose(sh["threshold"], 2 / 3.0)
+
+    data = FullBatch(torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)[:, None])
+    torch.manual_seed(0)
+    net = FullBatchNet(MLP, module__n_features_in=5, module__n_outputs=1, module__hidden_layer_sizes=(8,),
+                       criterion=HalfSquaredError, lr=3.0, max_epochs=200,
+                       callbacks=[("lr_schedule", LRSchedule(**{**params, "decay_time": 25})),
+                                  ("sharpness", SharpnessTracker(every=7, k=2, random_state=0)),
+                                  ("divergence_guard", DivergenceGuard())])
+    net.fit(data, None)
+    callbacks = dict(net.callbacks_)
+    guard, history = callbacks["divergence_guard"], callbacks["sharpness"].history_
+    assert guard.diverged_ and guard.n_finite_steps_ == 23  # the read after step 27 finds step 23
+    assert callbacks["lr_schedule"].decay_step_ is None
+    np.testing.assert_allclose(history["lr"], 3.0)
+
 @pytest.fixture(scope="module")
 def digits_eos_fit():
     X, y = load_digits(return_X_y=True)
