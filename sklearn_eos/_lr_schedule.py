@@ -6,7 +6,7 @@ import warnings
 from sklearn.exceptions import ConvergenceWarning
 
 from ._callbacks import ParamsCallback, returned_step
-from ._schedule import DecayPolicy, effective_lr
+from ._schedule import DecayPolicy, check_lr, effective_lr
 from ._hvp import parameter_versions
 from ._net import FullBatch
 from ._tracking import InstabilityTracker, check_start, measure_spectrum, random_generator
@@ -93,6 +93,7 @@ class LRSchedule(ParamsCallback):
         self.initial_sharpness = initial_sharpness
 
     def on_train_begin(self, net, X=None, **kwargs):
+        check_lr(self.lr)  # before the initial measurement that 'threshold' units take
         self.initial_sharpness_ = math.nan
         self._initial_spectrum = self._initial_versions = None
         if self.initial_sharpness is not None:

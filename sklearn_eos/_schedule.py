@@ -107,6 +107,13 @@ def resolve_decay_time(decay_time, max_iter, decay_on):
     )
 
 
+def check_lr(lr):
+    """Raise a ``ValueError`` unless ``lr`` is a finite real number > 0 (a negative rate
+    would run gradient ascent, NaN would train nothing)."""
+    if isinstance(lr, bool) or not isinstance(lr, Real) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
+
+
 def effective_lr(lr, lr_units, initial_sharpness=None):
     """The learning rate in absolute units.
 
@@ -133,9 +140,10 @@ def effective_lr(lr, lr_units, initial_sharpness=None):
     Raises
     ------
     ValueError
-        If ``lr_units`` is unknown, or for ``'threshold'`` if
-        ``initial_sharpness`` is missing, not finite or not positive.
+        If ``lr`` is not a finite number > 0, if ``lr_units`` is unknown, or for
+        ``'threshold'`` if ``initial_sharpness`` is missing, not finite or not positive.
     """
+    check_lr(lr)
     if lr_units == "absolute":
         return float(lr)
     if lr_units != "threshold":

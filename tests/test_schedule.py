@@ -108,6 +108,15 @@ def test_effective_lr_bad_sharpness(sharpness):
         effective_lr(0.5, "threshold", sharpness)
 
 
+@pytest.mark.parametrize("lr", [0.0, -0.1, np.nan, np.inf, True, "0.1", None])
+def test_effective_lr_bad_lr(lr):
+    """A negative rate would run gradient ascent, and the public LRSchedule writes the rate
+    into the optimizer itself, past torch's own check."""
+    for units in ("absolute", "threshold"):
+        with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+            effective_lr(lr, units, 4.0)
+
+
 def test_effective_lr_bad_units():
     with pytest.raises(ValueError, match="lr_units must be one of"):
         effective_lr(0.5, "relative", 10.0)

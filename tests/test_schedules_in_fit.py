@@ -161,3 +161,19 @@ def test_a_threshold_schedule_needs_a_full_batch():
     net = _bare_net([("lr", LRSchedule(1.0, lr_units="threshold"))], max_epochs=2)
     with pytest.raises(TypeError, match="needs a net fitted on a FullBatch"):
         net.fit(X, y)
+
+
+@pytest.mark.parametrize("lr_units", ["absolute", "threshold"])
+def test_a_bare_schedule_rejects_a_rate_that_is_not_positive_before_any_measurement(lr_units, monkeypatch):
+    """LRSchedule writes the rate into the optimizer itself, past torch's own check: a
+    negative rate would silently run gradient ascent."""
+    from sklearn_eos import FullBatch, LRSchedule, _lr_schedule
+
+    def no_measurement(*args, **kwargs):
+        raise AssertionError("measured before checking lr")
+
+    monkeypatch.setattr(_lr_schedule, "measure_spectrum", no_measurement)
+    X, y = _bare_data()
+    net = _bare_net([("lr", LRSchedule(-0.1, lr_units=lr_units))], max_epochs=2)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got -0.1"):
+        net.fit(FullBatch(X, y))
