@@ -337,6 +337,13 @@ class BaseEoS(BaseEstimator):
             # shares with the fit it continues, so it continues at the same rate
             if np.isfinite(getattr(self, "initial_sharpness_", np.nan)):
                 initial_sharpness = self.initial_sharpness_
+            elif self.lr_units == "threshold":
+                warnings.warn(
+                    "warm_start refit with lr_units='threshold': the fit it continues measured no "
+                    "sharpness at its initialisation (absolute units, tracking off), so the "
+                    "threshold is taken from the sharpness at this refit's start instead; "
+                    "initial_sharpness_ is that measurement.", UserWarning, stacklevel=3,
+                )
             # a copy: a refit that fails part way leaves the previous model untouched
             module = copy.deepcopy(self.module_)
             previous = dict(self.net_.callbacks_).get("sharpness")
@@ -584,7 +591,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         stability it sits at 2/lr, below the sharpness, at every step.
     initial_sharpness_ : float
         Sharpness at initialisation (NaN when neither tracking nor ``lr_units='threshold'``
-        measured it).
+        measured it). A ``warm_start`` refit keeps its predecessor's; when that is NaN and
+        the refit is in ``'threshold'`` units, the sharpness at the refit's start (with a
+        warning).
     effective_lr_ : float
         The absolute learning rate before any decay (``lr`` itself in absolute units).
     decay_step_ : int or None

@@ -641,6 +641,24 @@ def test_warm_start_continues_from_previous_parameters(Estimator):
     np.testing.assert_array_equal(cold.loss_curve_, first)
 
 
+def test_threshold_refit_after_an_unmeasured_fit_warns_and_measures_its_start():
+    X, y = _blobs(n_samples=90)
+    est = EoSClassifier(hidden_layer_sizes=(16,), lr=0.2, max_iter=30, sharpness_every=0, warm_start=True,
+                        dtype="float64", random_state=0).fit(X, y)
+    assert np.isnan(est.initial_sharpness_)
+    tracked = copy.deepcopy(est).set_params(lr_units="threshold", lr=1.0, sharpness_every=5, max_iter=1)
+    with pytest.warns(UserWarning, match="measured no sharpness at its initialisation"):
+        tracked.fit(X, y)
+    # the sharpness at the refit's start, which is the refit's step-0 row
+    assert tracked.initial_sharpness_ == tracked.sharpness_history_["sharpness"][0]
+    assert tracked.effective_lr_ == pytest.approx(2 / tracked.initial_sharpness_)
+    first = tracked.initial_sharpness_
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        tracked.fit(X, y)  # now it has one: kept, no warning
+    assert tracked.initial_sharpness_ == first
+
+
 # A warm_start refit begins at the parameters of the previous fit's final measurement: its
 # first measurement starts from that measurement's eigenvectors, and finds the same spectrum
 # for fewer products than the same refit started cold.
