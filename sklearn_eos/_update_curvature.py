@@ -11,8 +11,11 @@ shows at every step whether training has reached the edge.
 
 import numpy as np
 import torch
+from skorch import NeuralNet
+from skorch.callbacks import Callback
+
 from ._callbacks import ParamsCallback
-from ._net import n_training_steps
+from ._net import _overrides, n_training_steps
 
 
 def secant_curvature(grad_change, update):
@@ -56,6 +59,15 @@ class _FlatBuffer:
         torch._foreach_copy_(views, tensors)
 
 
+def _gradients_rewritable(net, callback):
+    """Whether anything but ``callback`` handles ``on_grad_computed``, where ``.grad`` can
+    be rewritten before the optimizer's step (gradient clipping): then ``d_t`` may differ
+    from ``-lr g_t`` even with plain SGD."""
+    return _overrides(net, NeuralNet, "on_grad_computed") or any(
+        cb is not callback and _overrides(cb, Callback, "on_grad_computed")
+        for _, cb in getattr(net, "callbacks_", ()))
+
+
 def _is_plain_gd(optimizer):
     """Whether ``optimizer`` makes the plain GD step ``d_t = -lr * g_t``: SGD without momentum,
     weight decay or maximize, with one rate for all parameter groups."""
@@ -71,14 +83,19 @@ class UpdateCurvature(ParamsCallback):
 
     Works with any skorch net whose epochs are full-batch GD steps (`FullBatchNet`), on the
     parameters' device and without a host read during training (0-d tensors, read once, on
-    the first access of ``curvatures_``).
-    With plain GD (``torch.optim.SGD`` without momentum or weight decay) the step is
-    ``d_t = -lr_t g_t`` and ``c_t = (|g_t|^2 - <g_{t+1}, g_t>) / (lr_t |g_t|^2)``: per step a
-    copy of the gradient into a preallocated buffer and two dot products (64-84 us on the
-    digits MLP of 55,210 parameters, 1.3-1.7% of its 5 ms step on one CPU thread,
-    ``python benchmarks/bench_update_curvature.py``). With any other optimizer ``d_t`` is the
-    parameters' actual change: a copy of the parameters and two differences more (about
-    200 us, 4%). The form is chosen from the optimizer at the start of training.
+    the first access of ``curvatures_``). ``g_t`` is the loss gradient as backpropagation
+    left it, copied in ``on_grad_computed``: list this callback before any callback that
+    rewrites ``.grad`` there (skorch's ``GradientNormClipping``; the estimators list user
+    callbacks last).
+    With plain GD (``torch.optim.SGD`` without momentum or weight decay, and no other
+    callback with an ``on_grad_computed``) the step is ``d_t = -lr_t g_t`` and
+    ``c_t = (|g_t|^2 - <g_{t+1}, g_t>) / (lr_t |g_t|^2)``: per step a copy of the gradient
+    into a preallocated buffer and two dot products (64-84 us on the digits MLP of 55,210
+    parameters, 1.3-1.7% of its 5 ms step on one CPU thread,
+    ``python benchmarks/bench_update_curvature.py``). Otherwise (another optimizer, or
+    gradients that a later callback may rewrite before the step) ``d_t`` is the parameters'
+    actual change: a copy of the parameters and two differences more (about 200 us, 4%).
+    The form is chosen at the start of training.
 
     Attributes
     ----------
@@ -116,7 +133,8 @@ class UpdateCurvature(ParamsCallback):
         self._first_row = len(net.history)  # rows of earlier partial_fit calls are not this call's
         detached = [p.detach() for p in self._trained]
         self._grads = (_FlatBuffer(detached), _FlatBuffer(detached))  # g_t and g_{t-1}, alternating
-        self._plain_gd = _is_plain_gd(getattr(net, "optimizer_", None))
+        self._plain_gd = _is_plain_gd(getattr(net, "optimizer_", None)) and not _gradients_rewritable(net, self)
+        self._captured = None  # the step whose gradient on_grad_computed copied
         if not self._plain_gd:
             self._params = detached
             self._thetas = (_FlatBuffer(detached), _FlatBuffer(detached))
@@ -124,13 +142,20 @@ class UpdateCurvature(ParamsCallback):
             self._update = torch.zeros_like(self._grads[0].flat)  # d_{t-1}
             self._change = torch.zeros_like(self._grads[0].flat)
 
+    def on_grad_computed(self, net, training=False, **kwargs):
+        # g_t as backpropagation left it, before a later callback may rewrite .grad
+        if training and self._trained:
+            self._grads[self._step % 2].copy_from([p.grad for p in self._trained])
+            self._captured = self._step
+
     def on_batch_end(self, net, training=False, **kwargs):
         if not training or not self._trained:
             return
         # after step t: the gradients are g_t, the parameters theta_{t+1}
         t, self._step = self._step, self._step + 1
         grad, grad_prev = self._grads[t % 2], self._grads[(t + 1) % 2]
-        grad.copy_from([p.grad for p in self._trained])
+        if self._captured != t:  # a net that does not notify on_grad_computed
+            grad.copy_from([p.grad for p in self._trained])
         if self._plain_gd:
             if t:
                 self._dots.append(torch.dot(grad.flat, grad_prev.flat))

@@ -66,6 +66,40 @@ def test_depth1_values_are_rayleigh_quotients_of_the_closed_form_hessian(lr_fact
     assert np.all((c >= eigenvalues[0] * (1 - 1e-9)) & (c <= eigenvalues[-1] * (1 + 1e-9)))
 
 
+class ClipValues(Callback):
+    """Clamps every gradient entry to [-value, value] (the step is then not along g_t)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def on_grad_computed(self, net, named_parameters, **kwargs):
+        torch.nn.utils.clip_grad_value_([p for _, p in named_parameters], self.value)
+
+
+@pytest.mark.parametrize("clip", ["norm", "value"])
+def test_gradient_clipping_callbacks_leave_the_values_rayleigh_quotients(clip):
+    """A user callback that rewrites .grad before the step: c_t still takes the loss
+    gradients (copied before the clipping) and the step actually taken, so on a quadratic
+    it is the Rayleigh quotient along that step. Before, it took the clipped gradients for
+    g_t and -lr * (clipped g_t) for the step: 0.007 for a curvature of 1.04."""
+    from skorch.callbacks import GradientNormClipping
+
+    X, y = _linear_data()
+    H = _hessian(X)
+    recorder = FlatParameters()
+    clipping = GradientNormClipping(0.2) if clip == "norm" else ClipValues(0.05)
+    reg = EoSRegressor(hidden_layer_sizes=(), lr=0.5 / np.linalg.eigvalsh(H)[-1], max_iter=30,
+                       sharpness_every=0, dtype="float64", callbacks=[clipping, recorder],
+                       random_state=0).fit(X, y)
+    steps = np.diff(np.stack([t.numpy() for t in recorder.values]), axis=0)
+    gradient_norm = np.linalg.norm(steps, axis=1) / reg.lr
+    if clip == "norm":  # clipped from the start: the first steps have norm 0.2 * lr exactly
+        assert np.all(gradient_norm <= 0.2 * (1 + 1e-9)) and gradient_norm[0] == pytest.approx(0.2)
+    else:
+        assert np.abs(steps).max() == pytest.approx(0.05 * reg.lr)
+    np.testing.assert_allclose(reg.update_curvature_, _rayleigh_quotients(H, recorder.values)[:-1], rtol=1e-8)
+
+
 def test_unstable_quadratic_update_turns_to_the_top_eigenvector():
     """Above 2/lambda_1 the top component of the update grows fastest: c_t -> lambda_1."""
     X, y = _linear_data()
