@@ -5,9 +5,9 @@ float32), ``EoSClassifier(hidden_layer_sizes=(200, 200), activation='tanh',
 loss='cross_entropy', lr=0.5, sharpness_every=0)``, one thread. During one fit the per-step
 hooks (``on_batch_begin``, ``on_grad_computed``, ``on_batch_end``) of the callbacks under
 test run in alternate blocks of ``--block`` steps and are skipped in the others; a clock
-callback stamps every step. Each pair of neighbouring blocks gives a ratio (median step time with the hooks over
-median without), and the table gives the median and quartiles of those ratios, so the
-host's drift cancels within a pair. It also reports the hooks' own time per step.
+callback stamps every step. Each pair of neighbouring blocks gives a ratio (median step time
+with the hooks over median without), and the table gives the median and quartiles of those
+ratios, so the host's drift cancels within a pair. It also reports the hooks' own time per step.
 
 Paired single steps (``bench_update_curvature.py``) measure only a hook's own time; blocks
 also catch what the hook does to the steps around it (caches, allocator). Skipping a hook

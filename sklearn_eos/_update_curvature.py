@@ -133,7 +133,8 @@ class UpdateCurvature(ParamsCallback):
         self._first_row = len(net.history)  # rows of earlier partial_fit calls are not this call's
         detached = [p.detach() for p in self._trained]
         self._grads = (_FlatBuffer(detached), _FlatBuffer(detached))  # g_t and g_{t-1}, alternating
-        self._plain_gd = _is_plain_gd(getattr(net, "optimizer_", None)) and not _gradients_rewritable(net, self)
+        self._plain_gd = (_is_plain_gd(getattr(net, "optimizer_", None))
+                          and not _gradients_rewritable(net, self))
         self._captured = None  # the step whose gradient on_grad_computed copied
         if not self._plain_gd:
             self._params = detached

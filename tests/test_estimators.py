@@ -387,7 +387,8 @@ def test_divergence_guard_device_path_keeps_what_the_host_path_keeps(lr, monkeyp
     for on_host in (True, False):
         monkeypatch.setattr(_callbacks, "_reads_on_host", lambda device, on_host=on_host: on_host)
         with pytest.warns(ConvergenceWarning, match="diverged"):
-            fitted.append(EoSRegressor(hidden_layer_sizes=(8,), lr=lr, max_iter=200, random_state=0).fit(X, y))
+            est = EoSRegressor(hidden_layer_sizes=(8,), lr=lr, max_iter=200, random_state=0)
+            fitted.append(est.fit(X, y))
     host, device = fitted
     assert host.diverged_ and device.diverged_ and host.n_iter_ == device.n_iter_ < 200
     np.testing.assert_array_equal(host.loss_curve_, device.loss_curve_)

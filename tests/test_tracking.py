@@ -194,7 +194,6 @@ def test_last_row_measures_the_returned_model_after_divergence(every):
     np.testing.assert_allclose(rot["cosine"], 1.0, atol=1e-4)
 
 
-
 def test_last_row_has_the_rate_of_its_step_when_a_decay_was_dropped_after_a_divergence():
     """The loss is read every 32 steps: this fit diverges at step 19 and runs a decay due at
     step 20 before the read drops those steps. The final row's lr and threshold are those of
@@ -229,6 +228,7 @@ def test_last_row_has_the_rate_of_its_step_when_a_decay_was_dropped_after_a_dive
     assert guard.diverged_ and guard.n_finite_steps_ == 23  # the read after step 27 finds step 23
     assert callbacks["lr_schedule"].decay_step_ is None
     np.testing.assert_allclose(history["lr"], 3.0)
+
 
 @pytest.fixture(scope="module")
 def digits_eos_fit():
