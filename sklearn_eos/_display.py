@@ -309,8 +309,10 @@ class RotationDisplay:
     Plots, against the step of the later measurement of each pair, the absolute cosine between the
     i-th top eigenvectors ('cosine', 'cosine_2', ...) and the overlap of the top-k
     eigenspaces ('subspace_overlap'); 1 means no rotation (grey reference line). When the
-    instability episodes carry their own rotation ('cosine', 'subspace_overlap' across the
-    episode), they are marked at the episode's end.
+    instability episodes carry their own rotation ('cosine', 'subspace_overlap': from the
+    last measurement before the episode's start to the first one after its end), it is
+    marked at the step of that later measurement; episodes between the same two
+    measurements share one marker.
 
     Parameters
     ----------
@@ -351,7 +353,7 @@ class RotationDisplay:
             None makes a new figure.
         mark_instabilities : bool, default=True
             Mark each episode's rotation (its 'cosine' and 'subspace_overlap', when known)
-            at the episode's end.
+            at the step of the first measurement after the episode's end.
         shade_instabilities : bool, default=True
             Shade each episode from start to end.
         line_kwargs : dict, default=None
@@ -391,8 +393,10 @@ class RotationDisplay:
         self.instability_spans_ = _shade_episodes([ax], episodes if shade_instabilities else {},
                                                   span_kwargs)
         self.instability_markers_ = {}
-        if mark_instabilities and episodes:
-            end = np.asarray(episodes["end"], dtype=float)
+        if mark_instabilities and episodes and len(x):
+            # the episode's rotation is measured up to the first measurement after its end
+            # (the final one for an episode still open at the end)
+            after = np.minimum(np.searchsorted(x, np.asarray(episodes["end"]), side="right"), len(x) - 1)
             for col, marker, color in (("cosine", "x", "tab:red"), ("subspace_overlap", "D", "darkred")):
                 if col not in episodes:
                     continue
@@ -400,9 +404,10 @@ class RotationDisplay:
                 known = np.isfinite(values)
                 if known.any():
                     what = "|cos|" if col == "cosine" else "subspace overlap"
+                    points = np.unique(np.column_stack([x[after[known]], np.abs(values[known])]), axis=0)
                     self.instability_markers_[col] = ax.scatter(
-                        end[known], np.abs(values[known]), marker=marker, color=color, s=30, zorder=4,
-                        label=f"episode {what} (start to end)")
+                        points[:, 0], points[:, 1], marker=marker, color=color, s=30, zorder=4,
+                        label=f"across an episode: {what} (measurements around it)")
 
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("step (later of two consecutive measurements)")

@@ -210,11 +210,20 @@ def test_rotation_display_plots_the_estimator_arrays(est):
     np.testing.assert_array_equal(disp.reference_line_.get_ydata(), [1, 1])
     assert disp.ax_.get_xlabel().startswith("step") and disp.ax_.get_ylabel()
     assert disp.figure_ is disp.ax_.figure
-    # episodes: only the known (finite) rotation is marked, at the episode's end
+    # episodes: only the known (finite) rotation is marked, at the first measurement after
+    # the episode's end (the later of the two measurements the rotation is between)
+    after = r["step"][r["step"] > 9][0]
     assert set(disp.instability_markers_) == {"cosine", "subspace_overlap"}
-    np.testing.assert_allclose(disp.instability_markers_["cosine"].get_offsets(), [[9, 0.5]])
-    np.testing.assert_allclose(disp.instability_markers_["subspace_overlap"].get_offsets(), [[9, 0.7]])
+    np.testing.assert_allclose(disp.instability_markers_["cosine"].get_offsets(), [[after, 0.5]])
+    np.testing.assert_allclose(disp.instability_markers_["subspace_overlap"].get_offsets(), [[after, 0.7]])
+    assert "measurements around it" in disp.instability_markers_["cosine"].get_label()
     assert len(disp.instability_spans_) == 2
+    # two episodes between the same two measurements have one rotation: one marker
+    est.instabilities_ = {**_two_episodes(cosine=(0.5, 0.5), overlap=(0.7, 0.7)),
+                          "start": np.array([2, 5]), "end": np.array([3, 7])}
+    disp = RotationDisplay.from_estimator(est)
+    after = r["step"][r["step"] > 7][0]
+    np.testing.assert_allclose(disp.instability_markers_["cosine"].get_offsets(), [[after, 0.5]])
 
 
 def test_rotation_display_ax_pipeline_and_no_episode_rotation(pipe):
