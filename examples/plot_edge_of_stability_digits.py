@@ -51,8 +51,10 @@ for lr in (0.25, 0.5):
 
 # %%
 # The sharpness table of each run: the measured largest eigenvalue, the threshold 2/lr and
-# their ratio. At lr 0.25 the ratio climbs from about 0.66 to 1 (progressive sharpening),
-# then stays a few percent above 1; at lr 0.5 it is above 1 from the start and stays near it.
+# their ratio. At lr 0.25 the ratio climbs from about 0.66 to 1.1 by step 150 (progressive
+# sharpening); the first instabilities then swing it below 1 and above it once (about 0.89 at
+# step 200, 1.16 at step 250), and from step 300 on it stays 4-11% above 1, drifting down.
+# At lr 0.5 it is above 1 from the start and stays near it.
 for lr, model in fits.items():
     table = pd.DataFrame(model[-1].sharpness_history_)[["step", "sharpness", "threshold"]]
     table["ratio"] = table["sharpness"] / table["threshold"]
@@ -82,8 +84,10 @@ for lr, model in fits.items():
 # rotation). At the edge of stability the top eigenvalues are nearly degenerate, so
 # individual eigenvectors swap and their cosines are small, while the subspace overlap is
 # the more stable reading. At lr 0.25 the contrast is visible in one run: while the
-# network is still sharpening (first ~150 steps) the top-3 subspace barely moves between
-# measurements; once the sharpness has reached 2/lr it turns substantially every 50 steps.
+# network is still sharpening (first 150 steps) the top eigenvector keeps its direction
+# (|cos| 0.86-0.98) and the top-3 subspace settles (overlap rising from about 0.56 to 0.95);
+# once the sharpness sits at 2/lr (from step 300 on) the top eigenvector turns (|cos| mostly
+# below 0.35) and the subspace overlap is 0.25-0.7 between measurements 50 steps apart.
 fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), layout="constrained")
 for ax, (lr, model) in zip(axes, fits.items()):
     RotationDisplay.from_estimator(model, ax=ax, name=f"lr = {lr}")

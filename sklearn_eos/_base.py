@@ -579,8 +579,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     instabilities_ : dict of 1-D ndarrays
         One row per loss-based instability episode: 'start', 'end' (steps),
         'peak_loss_ratio' (peak loss / running minimum), 'completed' (False for an episode
-        still open at the end), 'confirmed_by_sharpness' (a measurement in its window had
-        sharpness above 2/lr), 'cosine' and 'subspace_overlap' (rotation of the top
+        still open at the end), 'confirmed_by_sharpness' (a measurement from the last one
+        at or before its start to its end had sharpness above 2/lr), 'cosine' and
+        'subspace_overlap' (rotation of the top
         eigenvectors between the last measurement before it and the first after it; NaN
         when either is missing).
     n_instabilities_ : int

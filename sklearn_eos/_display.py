@@ -46,8 +46,9 @@ def _episodes(instabilities):
 def _shade_episodes(axes, episodes, span_kwargs):
     """Shade every episode [start, end] on every axes; one list of patches per episode.
 
-    Episodes confirmed by a sharpness measurement (column 'confirmed_by_sharpness') are
-    red; the others (loss-only, or unknown) are grey.
+    Episodes confirmed by a sharpness measurement (column 'confirmed_by_sharpness': above
+    2/lr at the last measurement at or before the start, or during the episode) are red;
+    the others (loss-only, or unknown) are grey.
     """
     spans = []
     if not episodes:
@@ -58,7 +59,7 @@ def _shade_episodes(axes, episodes, span_kwargs):
         if confirmed is None:
             color, label = "tab:red", "instability"
         elif bool(confirmed[i]):
-            color, label = "tab:red", "instability (sharpness > 2/lr)"
+            color, label = "tab:red", "instability (sharpness > 2/lr at or before it)"
         else:
             color, label = "tab:gray", "instability (loss only)"
         kwargs = {"color": color, "alpha": 0.15, "linewidth": 0, "zorder": 0}

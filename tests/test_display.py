@@ -122,7 +122,7 @@ def test_sharpness_display_shades_each_episode_on_every_panel(est):
     confirmed, loss_only = disp.instability_spans_
     assert confirmed[0].get_facecolor() != loss_only[0].get_facecolor()
     legend = [t.get_text() for t in disp.ax_sharpness_.get_legend().get_texts()]
-    assert "instability (sharpness > 2/lr)" in legend and "instability (loss only)" in legend
+    assert "instability (sharpness > 2/lr at or before it)" in legend and "instability (loss only)" in legend
 
 
 def test_sharpness_display_without_instabilities_attribute(est):
