@@ -362,6 +362,10 @@ class InstabilityTracker(ParamsCallback):
     def on_train_begin(self, net, **kwargs):
         self.detector_ = LossInstabilityDetector(self.rtol)
         self._tracker = _tracker_before(net, self)
+        if self._tracker is None and _callback_after(net, self, lambda cb: isinstance(cb, SharpnessTracker)):
+            warnings.warn("A SharpnessTracker is listed after this InstabilityTracker: the episodes "
+                          "would get no sharpness confirmation and no rotation. List the "
+                          "SharpnessTracker first.", UserWarning, stacklevel=2)
         self._measured = []  # (step, eigenvectors) of the two latest measurements
         self._before = {}  # episode index -> (step, eigenvectors) before its start
         self._waiting = []  # ended episodes waiting for the next measurement

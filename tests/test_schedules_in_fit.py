@@ -1,5 +1,7 @@
 """Instability-aware schedules and instability accounting in real fits (digits, MLP, MSE)."""
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -176,4 +178,19 @@ def test_a_bare_schedule_rejects_a_rate_that_is_not_positive_before_any_measurem
     X, y = _bare_data()
     net = _bare_net([("lr", LRSchedule(-0.1, lr_units=lr_units))], max_epochs=2)
     with pytest.raises(ValueError, match="lr must be a finite number > 0, got -0.1"):
+        net.fit(FullBatch(X, y))
+
+
+def test_an_instability_tracker_listed_before_the_sharpness_tracker_warns():
+    """Listed first, it cannot see the tracker's measurements: every episode would silently
+    get confirmed_by_sharpness False and NaN rotations."""
+    from sklearn_eos import FullBatch, InstabilityTracker, SharpnessTracker
+
+    X, y = _bare_data()
+    net = _bare_net([("instabilities", InstabilityTracker()), ("sharpness", SharpnessTracker(every=2, k=1))])
+    with pytest.warns(UserWarning, match="SharpnessTracker is listed after this InstabilityTracker"):
+        net.fit(FullBatch(X, y))
+    net = _bare_net([("sharpness", SharpnessTracker(every=2, k=1)), ("instabilities", InstabilityTracker())])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
         net.fit(FullBatch(X, y))
