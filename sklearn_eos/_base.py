@@ -415,8 +415,12 @@ class BaseEoS(BaseEstimator):
         self.net_ = net
         self.module_ = net.module_
         if self.diverged_:
+            # the absolute rate of the step that led to the non-finite loss
+            rate = f"rate {self.lr_history_[-1]:.4g}" if len(self.lr_history_) else f"lr={self.lr}"
+            if self.lr_units == "threshold":
+                rate += f", lr={self.lr} in threshold units"
             warnings.warn(
-                f"{type(self).__name__}: training diverged at step {n_steps} (lr={self.lr}): the "
+                f"{type(self).__name__}: training diverged at step {n_steps} ({rate}): the "
                 f"training loss became non-finite. Training stopped and the parameters of step "
                 f"{n_steps - 1}, the last with a finite loss, were kept.",
                 ConvergenceWarning,

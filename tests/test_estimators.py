@@ -376,6 +376,15 @@ def test_divergence_is_caught(Estimator):
     np.testing.assert_allclose(kept_loss, est.loss_curve_[-1], rtol=1e-3)
 
 
+def test_divergence_warning_names_the_applied_rate_in_threshold_units():
+    X, y = _regression()
+    est = EoSRegressor(hidden_layer_sizes=(8,), lr=50.0, lr_units="threshold", max_iter=200, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="diverged") as record:
+        est.fit(X, y)
+    message = str(next(w.message for w in record if "diverged" in str(w.message)))
+    assert est.diverged_ and f"rate {est.effective_lr_:.4g}, lr=50.0 in threshold units" in message
+
+
 @pytest.mark.parametrize("lr", [3.0, 1e3])
 def test_divergence_guard_device_path_keeps_what_the_host_path_keeps(lr, monkeypatch):
     """The GPU's way (a device-side flag and a masked copy, no host read) and the CPU's
