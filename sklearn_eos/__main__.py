@@ -27,29 +27,57 @@ def _table(columns, fmt="{:>10.4g}"):
     return "\n".join(lines)
 
 
+def _decay_time(text):
+    """An int (a step) when the text is one, else a float (a fraction of --max-iter)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _plot_paths(parser, path):
+    """The two files ``--plot`` writes, checked before the fit: ``path`` (``.png`` added
+    when it has no extension) and ``<root>_rotation<ext>``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    folder, base = os.path.split(path)
+    if not base or (base.startswith(".") and base.count(".") == 1):
+        parser.error(f"--plot needs a file name, got {path!r}")
+    if folder and not os.path.isdir(folder):
+        parser.error(f"--plot: the folder {folder!r} does not exist")
+    root, ext = os.path.splitext(path)
+    supported = Figure().canvas.get_supported_filetypes()
+    if ext and ext[1:].lower() not in supported:
+        parser.error(f"--plot: matplotlib cannot write {ext!r} files; use one of "
+                     f"{', '.join('.' + e for e in sorted(supported))}")
+    ext = ext or ".png"  # what matplotlib writes without one
+    return root + ext, f"{root}_rotation{ext}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sklearn_eos", description=__doc__.splitlines()[0])
     parser.add_argument("--lr", type=float, default=0.5, help="learning rate (threshold 2/lr)")
     parser.add_argument("--max-iter", type=int, default=1500, help="full-batch GD steps")
     parser.add_argument("--sharpness-every", type=int, default=100, help="steps between measurements")
-    parser.add_argument("--decay-time", type=float, default=None, help="decay step (int) or fraction")
+    parser.add_argument("--decay-time", type=_decay_time, default=None,
+                        help="decay step (an int, 0 included) or fraction of --max-iter in (0, 1)")
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1)
     parser.add_argument("--plot", metavar="PNG",
                         help="also save the sharpness and rotation plots (needs matplotlib)")
     args = parser.parse_args(argv)
+    plots = _plot_paths(parser, args.plot) if args.plot else None
 
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
     scaler = StandardScaler().fit(X_train)
     X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
-    decay_time = args.decay_time
-    if decay_time is not None and decay_time >= 1:
-        decay_time = int(decay_time)
-
     clf = EoSClassifier(
         hidden_layer_sizes=(200, 200), activation="tanh", loss="mse", lr=args.lr,
-        max_iter=args.max_iter, decay_time=decay_time, sharpness_every=args.sharpness_every,
+        max_iter=args.max_iter, decay_time=args.decay_time, sharpness_every=args.sharpness_every,
         random_state=args.random_state, verbose=args.verbose,
     )
     print(f"digits: {len(X_train)} training / {len(X_test)} test examples, MLP 64-200-200-10 tanh, "
@@ -87,18 +115,12 @@ def main(argv=None):
           f"running minimum), {confirmed} confirmed by a sharpness measurement above 2/lr; first ones "
           f"(start-end): {', '.join(f'{s}-{e}' for s, e in zip(ep['start'][:8], ep['end'][:8]))}")
     print(f"train accuracy {clf.score(X_train, y_train):.4f}, test accuracy {clf.score(X_test, y_test):.4f}")
-    if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
+    if plots:
         from . import RotationDisplay, SharpnessDisplay
 
-        root, ext = os.path.splitext(args.plot)
-        plot = args.plot if ext else args.plot + ".png"  # what matplotlib writes without one
-        SharpnessDisplay.from_estimator(clf).figure_.savefig(plot, dpi=100)
-        rotation_png = f"{root}_rotation{ext or '.png'}"
-        RotationDisplay.from_estimator(clf).figure_.savefig(rotation_png, dpi=100)
-        print(f"plots saved to {plot} and {rotation_png}")
+        SharpnessDisplay.from_estimator(clf).figure_.savefig(plots[0], dpi=100)
+        RotationDisplay.from_estimator(clf).figure_.savefig(plots[1], dpi=100)
+        print(f"plots saved to {plots[0]} and {plots[1]}")
     return clf
 
 
