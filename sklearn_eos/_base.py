@@ -196,15 +196,19 @@ class BaseEoS(BaseEstimator):
             tracker = SharpnessTracker(self.sharpness_every, self.n_eigs, self.sharpness_tol,
                                        rest_tol=rest_tol, random_state=seed, start=start)
             callbacks.append(("sharpness", tracker))
-        callbacks += [
-            ("instabilities", InstabilityTracker(self.instability_rtol)),
+        instabilities = ("instabilities", InstabilityTracker(self.instability_rtol))
+        rest = [
             ("update_curvature", UpdateCurvature()),
             ("divergence_guard", DivergenceGuard()),
             ("loss_goal", LossGoal(self.loss_goal)),
         ]
         # skorch's forms: a callback, or a (name, callback) pair
-        callbacks += [(f"user_{cb[0]}", cb[1]) if isinstance(cb, tuple) else (f"user_{i}", cb)
-                      for i, cb in enumerate(self.callbacks or [])]
+        user = [(f"user_{cb[0]}", cb[1]) if isinstance(cb, tuple) else (f"user_{i}", cb)
+                for i, cb in enumerate(self.callbacks or [])]
+        # the instability tracker takes its measurements from the SharpnessTracker listed
+        # before it: the estimator's, or, with tracking off, one the user passed
+        after_user = not self.sharpness_every and any(isinstance(cb, SharpnessTracker) for _, cb in user)
+        callbacks += (rest + user + [instabilities]) if after_user else ([instabilities] + rest + user)
         if self.verbose:
             callbacks.append(("progress", ProgressReport(self.max_iter, verbose=int(self.verbose))))
         return callbacks

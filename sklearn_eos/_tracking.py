@@ -202,6 +202,11 @@ class SharpnessTracker(ParamsCallback):
             result = replace(result, eigenvalues=result.eigenvalues[:self._k],
                              eigenvectors=result.eigenvectors[:, :self._k])
         else:
+            if (self.eigenvectors_ is not None
+                    and self.eigenvectors_.shape[0] != n_trained_parameters(net.module_)):
+                # the set of trained parameters changed (skorch's Freezer, say): another
+                # Hessian, so a cold start and no rotation across the change
+                self.eigenvectors_ = self._previous_vectors = self._min_vector = None
             try:
                 start = self.eigenvectors_ if self._rows else self._start
                 result = measure_spectrum(
@@ -385,7 +390,8 @@ class InstabilityTracker(ParamsCallback):
         """Record episode ``index``'s rotation from the measurement before its start to ``U``
         (nothing when either block is missing)."""
         before = self._before.get(index)
-        if before is not None and before[1] is not None and U is not None:
+        # (blocks of different sizes: the trained parameters changed in between)
+        if before is not None and before[1] is not None and U is not None and before[1].shape == U.shape:
             self._rotation[index] = (float(eigenvector_cosines(before[1], U)[0]),
                                      float(subspace_overlap(before[1], U)))
 

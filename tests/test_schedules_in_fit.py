@@ -194,3 +194,24 @@ def test_an_instability_tracker_listed_before_the_sharpness_tracker_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         net.fit(FullBatch(X, y))
+
+
+def test_with_tracking_off_a_user_tracker_feeds_the_estimators_instability_tracker():
+    """The estimator lists user callbacks last; with sharpness_every=0 its instability
+    tracker then goes after them, so a SharpnessTracker the user passes confirms and rotates
+    the episodes (and no warning about the order)."""
+    from sklearn_eos import SharpnessTracker
+    from sklearn_eos._instabilities import confirm_with_sharpness
+
+    X, y = load_digits(return_X_y=True)
+    X, y = StandardScaler().fit_transform(X[:200]), y[:200]
+    tracker = SharpnessTracker(every=25, k=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        est = EoSClassifier(hidden_layer_sizes=(32, 32), lr=1.0, max_iter=100, sharpness_every=0,
+                            callbacks=[tracker], random_state=0).fit(X, y)
+    episodes, history = est.instabilities_, tracker.history_
+    assert est.n_instabilities_ >= 2 and len(est.sharpness_history_["step"]) == 0
+    expected = confirm_with_sharpness(episodes, history["step"], history["sharpness"], history["threshold"])
+    np.testing.assert_array_equal(episodes["confirmed_by_sharpness"], expected)
+    assert expected.any() and np.isfinite(episodes["subspace_overlap"]).any()

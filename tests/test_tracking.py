@@ -82,7 +82,9 @@ def test_depth1_stability_threshold_is_two_over_sharpness():
     assert np.isfinite(unstable.predict(X)).all()
 
 
-def _exact_hessian_eigvals(module, X, Y):
+def _exact_hessian_eigvals(module, X, Y, trained_only=False):
+    """Eigenvalues of the exact Hessian of the 0.5-sum MSE (descending); ``trained_only``:
+    over the parameters with requires_grad only, as the tracker's Hessian is."""
     params = {k: v.detach() for k, v in module.named_parameters()}
     names, shapes = list(params), [p.shape for p in params.values()]
     flat = torch.cat([p.reshape(-1) for p in params.values()])
@@ -97,6 +99,9 @@ def _exact_hessian_eigvals(module, X, Y):
         return 0.5 * (out - Y).square().sum() / len(X)
 
     H = torch.autograd.functional.hessian(loss, flat)
+    if trained_only:
+        keep = torch.cat([torch.full((p.numel(),), p.requires_grad) for p in module.parameters()])
+        H = H[keep][:, keep]
     return torch.linalg.eigvalsh(H).flip(0).numpy()
 
 
@@ -109,6 +114,26 @@ def test_tiny_float64_network_matches_exact_hessian():
     last = {k: v[-1] for k, v in reg.sharpness_history_.items()}
     assert last["step"] == 25
     np.testing.assert_allclose([last["sharpness"], last["eig_2"], last["eig_3"]], exact[:3], rtol=1e-6)
+
+
+def test_parameters_frozen_during_the_fit_restart_the_measurements_cold():
+    """skorch's Freezer sets requires_grad=False at the first epoch, after the step-0
+    measurement: the next one is of a smaller Hessian. It used to crash reshaping the old
+    block; now it starts cold, and no rotation is recorded across the change."""
+    from skorch.callbacks import Freezer
+
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(30, 3), rng.randn(30, 2)
+    reg = EoSRegressor(hidden_layer_sizes=(4,), lr=0.05, max_iter=10, sharpness_every=4, n_eigs=2,
+                       sharpness_tol=1e-9, dtype="float64", random_state=0,
+                       callbacks=[("freeze", Freezer("0.*"))]).fit(X, y)
+    sh, rot = reg.sharpness_history_, reg.rotation_history_
+    assert [p.requires_grad for p in reg.module_.parameters()] == [False, False, True, True]
+    np.testing.assert_array_equal(sh["step"], [0, 4, 8, 10])
+    np.testing.assert_array_equal(rot["step"], [8, 10])  # none from step 0 to 4
+    exact = _exact_hessian_eigvals(reg.module_, torch.tensor(X), torch.tensor(y), trained_only=True)
+    np.testing.assert_allclose([sh["sharpness"][-1], sh["eig_2"][-1]], exact[:2], rtol=1e-6)
+    assert dict(reg.net_.callbacks_)["sharpness"].eigenvectors_.shape[0] == 4 * 2 + 2  # last layer
 
 
 def test_tracker_is_a_plain_skorch_callback_and_histories_are_dataframes():
