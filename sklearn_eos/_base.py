@@ -370,7 +370,10 @@ class BaseEoS(BaseEstimator):
                 sync_every=self._sync_every,
             )
             net.initialize()
-            self._check_output_shape(net.module_, X_train[:2].to(net.device), n_outputs)
+            # lazy layers (nn.LazyLinear, ...) draw their weights in this first forward: from
+            # random_state too, not from the caller's global generator
+            with seeded((seed + 1) % 2**31):
+                self._check_output_shape(net.module_, X_train[:2].to(net.device), n_outputs)
             # the training's own randomness (dropout) from random_state, the caller's global
             # RNG untouched; a module without dropout leaves the global generator alone, and
             # fits in other threads run alongside (see _rng)

@@ -976,6 +976,33 @@ def test_random_state_also_seeds_dropout():
     assert not np.array_equal(fit(1).loss_curve_, a.loss_curve_)
 
 
+class _LazyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.LazyLinear(8), nn.Tanh(), nn.LazyLinear(3))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def test_random_state_also_seeds_lazy_layers():
+    """Lazy layers draw their weights at the first forward (the output check): from
+    random_state, not from the caller's global generator."""
+    X, y = _blobs()
+
+    def fit(seed):
+        est = EoSClassifier(module=_LazyNet, lr=0.5, max_iter=5, sharpness_every=0, random_state=seed)
+        return est.fit(X, y)
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    a = fit(0)
+    assert torch.equal(torch.rand(3), expected)
+    np.testing.assert_array_equal(fit(0).loss_curve_, a.loss_curve_)
+    assert not np.array_equal(fit(1).loss_curve_, a.loss_curve_)
+
+
 def test_skorch_early_stopping_on_the_training_loss():
     """skorch's scoring callbacks are dropped, but the epoch's 'train_loss' they would record
     is there (the step's loss): EarlyStopping(monitor='train_loss') stops the fit."""
