@@ -43,6 +43,22 @@ def _episodes(instabilities):
     return episodes
 
 
+def _checked_history(history, name, required):
+    """``history`` as a dict of arrays (`_as_history`), checked: when it has any column, it
+    has the ``required`` ones, and every column is 1-D with one value per row."""
+    history = _as_history(history)
+    if not history:
+        return history
+    missing = [key for key in required if key not in history]
+    if missing:
+        raise ValueError(f"{name} has no column {', '.join(map(repr, missing))} (columns: "
+                         f"{', '.join(map(repr, history))}).")
+    shapes = {key: value.shape for key, value in history.items()}
+    if any(len(shape) != 1 for shape in shapes.values()) or len(set(shapes.values())) > 1:
+        raise ValueError(f"{name} must hold 1-D columns of equal length, got shapes {shapes}.")
+    return history
+
+
 def _shade_episodes(axes, episodes, span_kwargs):
     """Shade every episode [start, end] on every axes; one list of patches per episode.
 
@@ -182,7 +198,11 @@ class SharpnessDisplay:
         """
         plt = _import_pyplot(f"{type(self).__name__}.plot")
         steps = _step_arrays(self.loss_curve, self.lr_history)
-        history = _as_history(self.sharpness_history)
+        history = _checked_history(self.sharpness_history, "sharpness_history", ("step", "sharpness"))
+        if self.update_curvature is not None and len(self.update_curvature) > len(steps["step"]):
+            raise ValueError(f"update_curvature has {len(self.update_curvature)} values for "
+                             f"{len(steps['step'])} steps: at most one per step (one per pair of "
+                             f"consecutive steps, as update_curvature_).")
         episodes = _episodes(self.instabilities) if shade_instabilities else {}
 
         if ax is None:
@@ -369,7 +389,7 @@ class RotationDisplay:
         plt = _import_pyplot(f"{type(self).__name__}.plot")
         if ax is None:
             _, ax = plt.subplots(figsize=(10, 3.8), layout="constrained")
-        history = _as_history(self.rotation_history)
+        history = _checked_history(self.rotation_history, "rotation_history", ("step",))
         episodes = _episodes(self.instabilities)
         x = history.get("step", np.array([]))
 

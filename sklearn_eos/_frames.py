@@ -26,7 +26,8 @@ _FITTED_ATTRIBUTES = ("loss_curve_", "lr_history_")
 def _fitted_eos(estimator):
     """The estimator that holds the histories: ``estimator`` or a Pipeline's last step.
 
-    Raises ``NotFittedError`` when it is not fitted (has no ``loss_curve_``/``lr_history_``).
+    Raises ``NotFittedError`` when it is not fitted (has no ``loss_curve_``/``lr_history_``),
+    ``TypeError`` when it is not an edge-of-stability estimator at all.
     """
     if isinstance(estimator, Pipeline):
         final = estimator.steps[-1][1] if estimator.steps else None
@@ -35,6 +36,12 @@ def _fitted_eos(estimator):
                             f"estimator.")
         estimator = final
     if not all(hasattr(estimator, name) for name in _FITTED_ATTRIBUTES):
+        if not hasattr(estimator, "sharpness_every"):  # not an EoSClassifier / EoSRegressor
+            raise TypeError(
+                f"Expected a fitted EoSClassifier or EoSRegressor (or a Pipeline ending in one), "
+                f"got {type(estimator).__name__}. For a bare FullBatchNet, pass the histories of "
+                f"its callbacks to the display's constructor (loss_curve=..., sharpness_history=...)."
+            )
         raise NotFittedError(
             f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with "
             f"appropriate arguments before plotting or reading its histories."

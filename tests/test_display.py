@@ -253,6 +253,16 @@ def test_from_estimator_unfitted_raises(Display):
         Display.from_estimator(make_pipeline(MinMaxScaler(), EoSClassifier()))
 
 
+@pytest.mark.parametrize("Display", [SharpnessDisplay, RotationDisplay])
+def test_from_estimator_on_another_kind_of_object_says_what_it_needs(Display):
+    from sklearn.linear_model import LogisticRegression
+
+    fitted = LogisticRegression().fit([[0.0], [1.0]], [0, 1])  # fitted: "not fitted" would mislead
+    expected = "Expected a fitted EoSClassifier or EoSRegressor.*got LogisticRegression"
+    with pytest.raises(TypeError, match=expected):
+        Display.from_estimator(fitted)
+
+
 def test_fake_fitted_object_is_accepted():
     fake = SimpleNamespace(loss_curve_=np.array([1.0, 0.5, 0.6, 0.3]), lr_history_=np.full(4, 0.1),
                            instabilities_=_two_episodes())
@@ -273,3 +283,18 @@ def test_missing_matplotlib_gives_a_clear_error(Display, est, monkeypatch):
                else RotationDisplay(rotation_history=est.rotation_history_))
     with pytest.raises(ImportError, match=f"{Display.__name__}.plot " + message):
         display.plot()
+
+
+def test_malformed_histories_get_a_clear_error():
+    """A misspelt or missing column used to draw nothing, silently; unequal columns failed
+    inside matplotlib."""
+    loss, lr = [1.0, 0.8, 0.7], [0.1] * 3
+    for history, message in [({"step": [0, 2], "sharpnes": [1.0, 1.1]}, "no column 'sharpness'"),
+                             ({"sharpness": [1.0, 1.1]}, "no column 'step'"),
+                             ({"step": [0, 1, 2], "sharpness": [1.0, 1.1]}, "1-D columns of equal length")]:
+        with pytest.raises(ValueError, match=message):
+            SharpnessDisplay(loss_curve=loss, lr_history=lr, sharpness_history=history).plot()
+    with pytest.raises(ValueError, match="update_curvature has 4 values for 3 steps"):
+        SharpnessDisplay(loss_curve=loss, lr_history=lr, update_curvature=[1.0] * 4).plot()
+    with pytest.raises(ValueError, match="rotation_history has no column 'step'"):
+        RotationDisplay(rotation_history={"cosine": [0.5]}).plot()
