@@ -64,6 +64,12 @@ def _same(a, b):
     return a == b
 
 
+def _is_sharpness_tracker(callback):
+    """A `SharpnessTracker` or subclass, given as an instance or as a class (skorch builds it)."""
+    return isinstance(callback, SharpnessTracker) or (
+        isinstance(callback, type) and issubclass(callback, SharpnessTracker))
+
+
 class BaseEoS(BaseEstimator):
     """Shared fit/predict machinery; see `EoSClassifier` and `EoSRegressor`."""
 
@@ -196,19 +202,22 @@ class BaseEoS(BaseEstimator):
             tracker = SharpnessTracker(self.sharpness_every, self.n_eigs, self.sharpness_tol,
                                        rest_tol=rest_tol, random_state=seed, start=start)
             callbacks.append(("sharpness", tracker))
-        instabilities = ("instabilities", InstabilityTracker(self.instability_rtol))
-        rest = [
+        # skorch's forms: a callback (or class), or a (name, callback) pair
+        user = [(f"user_{cb[0]}", cb[1]) if isinstance(cb, tuple) else (f"user_{i}", cb)
+                for i, cb in enumerate(self.callbacks or [])]
+        if not self.sharpness_every:
+            # with tracking off, a SharpnessTracker of the user's takes the tracker's place,
+            # before the instability tracker, which confirms and rotates episodes with it
+            trackers = [(name, cb) for name, cb in user if _is_sharpness_tracker(cb)]
+            user = [(name, cb) for name, cb in user if not _is_sharpness_tracker(cb)]
+            callbacks += trackers
+        callbacks += [
+            ("instabilities", InstabilityTracker(self.instability_rtol)),
             ("update_curvature", UpdateCurvature()),
             ("divergence_guard", DivergenceGuard()),
             ("loss_goal", LossGoal(self.loss_goal)),
         ]
-        # skorch's forms: a callback, or a (name, callback) pair
-        user = [(f"user_{cb[0]}", cb[1]) if isinstance(cb, tuple) else (f"user_{i}", cb)
-                for i, cb in enumerate(self.callbacks or [])]
-        # the instability tracker takes its measurements from the SharpnessTracker listed
-        # before it: the estimator's, or, with tracking off, one the user passed
-        after_user = not self.sharpness_every and any(isinstance(cb, SharpnessTracker) for _, cb in user)
-        callbacks += (rest + user + [instabilities]) if after_user else ([instabilities] + rest + user)
+        callbacks += user
         if self.verbose:
             callbacks.append(("progress", ProgressReport(self.max_iter, verbose=int(self.verbose))))
         return callbacks

@@ -196,22 +196,34 @@ def test_an_instability_tracker_listed_before_the_sharpness_tracker_warns():
         net.fit(FullBatch(X, y))
 
 
-def test_with_tracking_off_a_user_tracker_feeds_the_estimators_instability_tracker():
-    """The estimator lists user callbacks last; with sharpness_every=0 its instability
-    tracker then goes after them, so a SharpnessTracker the user passes confirms and rotates
-    the episodes (and no warning about the order)."""
-    from sklearn_eos import SharpnessTracker
+@pytest.mark.parametrize("as_class", [False, True])
+def test_with_tracking_off_a_user_tracker_feeds_the_estimators_instability_tracker(as_class):
+    """The estimator lists user callbacks after its own; with sharpness_every=0 a
+    SharpnessTracker among them (an instance, or a class skorch builds) takes the tracker's
+    place before the instability tracker, which then confirms and rotates the episodes with
+    it. Nothing else moves: the schedule still counts the estimator's episodes, not those of
+    a user InstabilityTracker."""
+    from sklearn_eos import InstabilityTracker, SharpnessTracker
     from sklearn_eos._instabilities import confirm_with_sharpness
 
     X, y = load_digits(return_X_y=True)
     X, y = StandardScaler().fit_transform(X[:200]), y[:200]
-    tracker = SharpnessTracker(every=25, k=2, random_state=0)
+    # a class is built with its defaults (every=100: measurements at steps 0 and 100)
+    tracker = SharpnessTracker if as_class else SharpnessTracker(every=25, k=2, random_state=0)
+    callbacks = [("tracker", tracker), ("counter", InstabilityTracker(rtol=1e6))]
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         est = EoSClassifier(hidden_layer_sizes=(32, 32), lr=1.0, max_iter=100, sharpness_every=0,
-                            callbacks=[tracker], random_state=0).fit(X, y)
-    episodes, history = est.instabilities_, tracker.history_
-    assert est.n_instabilities_ >= 2 and len(est.sharpness_history_["step"]) == 0
+                            decay_on="instabilities", decay_time=1, callbacks=callbacks, random_state=0)
+        est.fit(X, y)
+    callbacks = dict(est.net_.callbacks_)
+    names = [name for name, _ in est.net_.callbacks_]
+    assert names.index("user_tracker") < names.index("instabilities") < names.index("user_counter")
+    episodes, history = est.instabilities_, callbacks["user_tracker"].history_
+    assert est.n_instabilities_ >= 1 and len(est.sharpness_history_["step"]) == 0
     expected = confirm_with_sharpness(episodes, history["step"], history["sharpness"], history["threshold"])
     np.testing.assert_array_equal(episodes["confirmed_by_sharpness"], expected)
     assert expected.any() and np.isfinite(episodes["subspace_overlap"]).any()
+    # the decay after the first completed episode of the estimator's own tracker
+    assert callbacks["lr_schedule"]._counter is callbacks["instabilities"]
+    assert est.decay_step_ == episodes["end"][0] + 1
