@@ -28,11 +28,16 @@ def _table(columns, fmt="{:>10.4g}"):
 
 
 def _decay_time(text):
-    """An int (a step) when the text is one, else a float (a fraction of --max-iter)."""
+    """A step (an int: '0', '700', '700.0', '1e3') or a fraction of --max-iter in (0, 1)."""
     try:
-        return int(text)
+        value = float(text)
     except ValueError:
-        return float(text)
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value.is_integer() and value >= 0:
+        return int(value)
+    if 0 < value < 1:
+        return value
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a step (an int >= 0) nor a fraction in (0, 1)")
 
 
 def _plot_paths(parser, path):

@@ -355,7 +355,7 @@ class BaseEoS(BaseEstimator):
                     "warm_start refit with lr_units='threshold': the fit it continues measured no "
                     "sharpness at its initialisation (absolute units, tracking off), so the "
                     "threshold is taken from the sharpness at this refit's start instead; "
-                    "initial_sharpness_ is that measurement.", UserWarning, stacklevel=3,
+                    "initial_sharpness_ is that measurement.", UserWarning, stacklevel=4,
                 )
             # a copy: a refit that fails part way leaves the previous model untouched
             module = copy.deepcopy(self.module_)
@@ -379,17 +379,17 @@ class BaseEoS(BaseEstimator):
                 sync_every=self._sync_every,
             )
             net.initialize()
-            # lazy layers (nn.LazyLinear, ...) draw their weights in this first forward: from
-            # random_state too, not from the caller's global generator
-            with seeded((seed + 1) % 2**31):
+            # the generator of the fit's own device; no other GPU is touched
+            cuda = [device.index if device.index is not None else torch.cuda.current_device()
+                    ] if device.type == "cuda" else []
+            # lazy layers (nn.LazyLinear, ...) draw their weights in this first forward, on the
+            # fit's device: from random_state too, not from the caller's global generators
+            with seeded((seed + 1) % 2**31, cuda):
                 self._check_output_shape(net.module_, X_train[:2].to(net.device), n_outputs)
             # the training's own randomness (dropout) from random_state, the caller's global
             # RNG untouched; a module without dropout leaves the global generator alone, and
             # fits in other threads run alongside (see _rng)
             if draws_random_numbers(net.module_):
-                # the generator of the fit's own device; no other GPU is touched
-                cuda = [device.index if device.index is not None else torch.cuda.current_device()
-                        ] if device.type == "cuda" else []
                 with seeded(train_seed, cuda):
                     net.partial_fit(data)
             else:

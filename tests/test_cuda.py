@@ -211,3 +211,29 @@ def test_r_operator_products_on_cuda_equal_autograd(loss):
     with FullBatchHessian(module, lambda out, t: criterion(out, t), [(X, y)]) as H:
         assert H.method == "autograd"
         torch.testing.assert_close(fast, H.matmat(V), rtol=1e-10, atol=1e-12)
+
+
+class _LazyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.LazyLinear(16), torch.nn.Tanh(), torch.nn.LazyLinear(10))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def test_lazy_layers_on_cuda_draw_from_random_state():
+    """Lazy layers materialise on the device at the first forward: the CUDA generator is
+    seeded from random_state there and restored after, as the CPU one is."""
+    X, y = _digits(100)
+
+    def fit():
+        est = EoSClassifier(module=_LazyNet, device="cuda", max_iter=5, sharpness_every=0, random_state=0)
+        return est.fit(X, y)
+
+    torch.cuda.manual_seed(5)
+    expected = torch.rand(3, device="cuda")
+    torch.cuda.manual_seed(5)
+    a = fit()
+    assert torch.equal(torch.rand(3, device="cuda"), expected)
+    np.testing.assert_array_equal(fit().loss_curve_, a.loss_curve_)
