@@ -3,9 +3,11 @@
 Setup: digits (70/30 split, random_state 0, StandardScaler, float32), MLP 64-200-200-10 tanh
 (55,210 parameters), 0.5-sum MSE on one-hot targets, ``torch.optim.SGD(lr=0.5)``, one thread.
 A raw GD step (zero_grad, forward, backward, step) is timed with and without the callback's
-``on_batch_end`` right after it, alternating every step so that the host's drift cancels in
-each pair; the result is the median of the paired differences, and the same for an optimizer
-with momentum (the general form, which also copies the parameters).
+work (``on_grad_computed`` after the backward pass, ``on_batch_end`` after the step),
+alternating every step so that the host's drift cancels in each pair; the result is the
+median of the paired differences, and the same for an optimizer with momentum (the general
+form, which also copies the parameters). ``bench_step_callbacks.py`` measures the callback
+inside a fit instead.
 
 Run: ``python benchmarks/bench_update_curvature.py`` (about 30 s; ``--pairs N``).
 """
@@ -31,10 +33,12 @@ torch.set_num_threads(1)
 
 
 class _Net:
-    """What the callback reads from a skorch net: ``module_`` and ``optimizer_``."""
+    """What the callback reads from a skorch net: ``module_``, ``optimizer_``, ``history``
+    (rows of earlier calls: none) and ``callbacks_`` (no other callback)."""
 
     def __init__(self, module, optimizer):
         self.module_, self.optimizer_ = module, optimizer
+        self.history, self.callbacks_ = [], []
 
 
 def paired(pairs, momentum):
@@ -53,6 +57,8 @@ def paired(pairs, momentum):
     def step(record):
         optimizer.zero_grad()
         criterion(module(X), Y).backward()
+        if record:  # as in a fit: the gradient is copied right after backpropagation
+            callback.on_grad_computed(net, training=True)
         optimizer.step()
         if record:
             callback.on_batch_end(net, training=True)

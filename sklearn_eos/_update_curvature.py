@@ -63,7 +63,8 @@ def _gradients_rewritable(net, callback):
     """Whether anything but ``callback`` handles ``on_grad_computed``, where ``.grad`` can
     be rewritten before the optimizer's step (gradient clipping): then ``d_t`` may differ
     from ``-lr g_t`` even with plain SGD."""
-    return _overrides(net, NeuralNet, "on_grad_computed") or any(
+    own = hasattr(type(net), "on_grad_computed") and _overrides(net, NeuralNet, "on_grad_computed")
+    return own or any(
         cb is not callback and _overrides(cb, Callback, "on_grad_computed")
         for _, cb in getattr(net, "callbacks_", ()))
 

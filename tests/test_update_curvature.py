@@ -140,6 +140,24 @@ def test_no_parameters_to_train_gives_an_empty_record():
     assert curvature.curvatures_.shape == (0,)
 
 
+def test_gradients_count_as_rewritable_only_when_something_else_handles_on_grad_computed():
+    from skorch.callbacks import GradientNormClipping
+
+    from sklearn_eos._update_curvature import _gradients_rewritable
+
+    curvature = UpdateCurvature()
+
+    class Bare:  # the few attributes a net has for the callback, no on_grad_computed at all
+        callbacks_ = [("uc", curvature)]
+
+    assert not _gradients_rewritable(Bare(), curvature)
+    net = FullBatchNet(MLP(2, 1, ()), criterion=HalfSquaredError, callbacks=[("uc", curvature)]).initialize()
+    assert not _gradients_rewritable(net, curvature)
+    net = FullBatchNet(MLP(2, 1, ()), criterion=HalfSquaredError,
+                       callbacks=[("uc", curvature), ("clip", GradientNormClipping(1.0))]).initialize()
+    assert _gradients_rewritable(net, curvature)
+
+
 def test_plain_gd_form_only_for_the_plain_sgd_step():
     """The cheap form assumes d_t = -lr g_t; any other update takes the general form."""
     from sklearn_eos._update_curvature import _is_plain_gd
