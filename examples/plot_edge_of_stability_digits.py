@@ -85,9 +85,10 @@ for lr, model in fits.items():
 # individual eigenvectors swap and their cosines are small, while the subspace overlap is
 # the more stable reading. At lr 0.25 the contrast is visible in one run: while the
 # network is still sharpening (first 150 steps) the top eigenvector keeps its direction
-# (|cos| 0.86-0.98) and the top-3 subspace settles (overlap rising from about 0.56 to 0.95);
-# once the sharpness sits at 2/lr (from step 300 on) the top eigenvector turns (|cos| mostly
-# below 0.35) and the subspace overlap is 0.25-0.7 between measurements 50 steps apart.
+# (absolute cosine 0.86-0.98) and the top-3 subspace settles (overlap rising from about
+# 0.56 to 0.95); once the sharpness sits at 2/lr (from step 300 on) the top eigenvector
+# turns (its cosine mostly below 0.35) and the subspace overlap is 0.25-0.7 between
+# measurements 50 steps apart.
 fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), layout="constrained")
 for ax, (lr, model) in zip(axes, fits.items()):
     RotationDisplay.from_estimator(model, ax=ax, name=f"lr = {lr}")
