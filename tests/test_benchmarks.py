@@ -1,0 +1,27 @@
+"""Smoke runs of the benchmarks that stand in for a net or patch the callbacks' hooks.
+
+Such scripts break silently when the callbacks they imitate change (``bench_update_curvature``
+did for a session). Each runs here as a user would, with tiny settings; their figures are not
+checked, only that they run to the end and print their table.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["bench_update_curvature.py", "--pairs", "3"], "UpdateCurvature +"),
+    (["bench_step_callbacks.py", "--steps", "40", "--block", "5"], "none (control)"),
+])
+def test_benchmark_runs(args, expected):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert expected in done.stdout
