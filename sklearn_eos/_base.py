@@ -582,7 +582,10 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         histories then describe the new call only. Its first sharpness measurement is
         warm-started from the previous fit's top eigenvectors, taken at the same parameters,
         and ``initial_sharpness_`` stays that of the first fit's initialisation, so
-        ``lr_units='threshold'`` continues at the same rate.
+        ``lr_units='threshold'`` keeps the same absolute rate ``effective_lr_``. The schedule
+        starts again, though: the refit runs at ``lr`` (even after a decay in the previous
+        fit) and decays at ``decay_time`` of its own ``max_iter``, counting its own steps
+        and episodes.
 
     Attributes
     ----------
