@@ -8,7 +8,7 @@ random_state=0)``, 1,500 full-batch GD steps (``--quick``: 300), one torch threa
    k = n_eigs = 3, tol 1e-3, rest_tol 0.1), run in a rotated order inside each of ``--repeats``
    repeats after an untimed warm-up fit; overhead = median over repeats of (fit time / fit time
    at every=0) - 1. The load of a shared host moves whole fits by tens of percent (the every-0
-   fits of the run of record took 7.2-8.8 s), so each tracked fit is also split by the clock:
+   fits of the run of record took 8.9-9.8 s), so each tracked fit is also split by the clock:
    the time spent in its measurements (``SharpnessTracker.measure``, timed) over the rest of
    the same fit ("within"). The target is judged on both. Then every 0, 50 and 10 the same way
    for context (``--context-repeats``).
