@@ -64,10 +64,10 @@ def _same(a, b):
     return a == b
 
 
-def _is_sharpness_tracker(callback):
-    """A `SharpnessTracker` or subclass, given as an instance or as a class (skorch builds it)."""
-    return isinstance(callback, SharpnessTracker) or (
-        isinstance(callback, type) and issubclass(callback, SharpnessTracker))
+def _is_a(callback, *classes):
+    """Whether a skorch callback, given as an instance or as a class (skorch builds it), is
+    one of ``classes`` or a subclass."""
+    return isinstance(callback, classes) or (isinstance(callback, type) and issubclass(callback, classes))
 
 
 class BaseEoS(BaseEstimator):
@@ -205,12 +205,14 @@ class BaseEoS(BaseEstimator):
         # skorch's forms: a callback (or class), or a (name, callback) pair
         user = [(f"user_{cb[0]}", cb[1]) if isinstance(cb, tuple) else (f"user_{i}", cb)
                 for i, cb in enumerate(self.callbacks or [])]
-        if not self.sharpness_every:
+        if not self.sharpness_every and any(_is_a(cb, SharpnessTracker) for _, cb in user):
             # with tracking off, a SharpnessTracker of the user's takes the tracker's place,
-            # before the instability tracker, which confirms and rotates episodes with it
-            trackers = [(name, cb) for name, cb in user if _is_sharpness_tracker(cb)]
-            user = [(name, cb) for name, cb in user if not _is_sharpness_tracker(cb)]
-            callbacks += trackers
+            # before the instability tracker, which confirms and rotates episodes with it;
+            # a schedule of the user's comes along, in the user's order (it sets the rate
+            # that the tracker records)
+            forward = [(name, cb) for name, cb in user if _is_a(cb, SharpnessTracker, LRSchedule)]
+            user = [(name, cb) for name, cb in user if not _is_a(cb, SharpnessTracker, LRSchedule)]
+            callbacks += forward
         callbacks += [
             ("instabilities", InstabilityTracker(self.instability_rtol)),
             ("update_curvature", UpdateCurvature()),
