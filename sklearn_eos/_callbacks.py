@@ -114,6 +114,9 @@ class DivergenceGuard(ParamsCallback):
         all_finite = self._nan_after_divergence.eq(0)
         torch.where(all_finite, self._current.words, self._last_finite.words, out=self._last_finite.words)
 
+    def needs_losses(self, net, step, **kwargs):
+        return False  # the steps run past a divergence are undone: the last finite parameters
+
     def on_step_loss(self, net, step, loss, **kwargs):
         if math.isfinite(loss):
             self.n_finite_steps_ += 1

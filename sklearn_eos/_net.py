@@ -146,10 +146,12 @@ class FullBatchNet(NeuralNet):
     ``on_batch_end`` would have seen them. A callback stops training from ``on_step_loss``
     by raising ``KeyboardInterrupt``, as from any skorch hook: later callbacks do not see
     that step, nobody sees the steps after it, and the history rows (epochs) after it, which
-    ran before the host knew, are dropped. Their parameter updates are not undone: a
-    callback that must stop *at* a step asks for every step's loss (`LossGoal`), or puts
-    back parameters it kept itself (`DivergenceGuard`). Steps are numbered ``0, 1, ...``
-    within one ``fit``/``partial_fit`` call.
+    ran before the host knew, are dropped. Their parameter updates are not undone, so a
+    callback with ``on_step_loss`` and no ``needs_losses`` gets every step's loss right after
+    the step (it may stop at any of them); one that defines ``needs_losses`` is read when it
+    asks, and either asks for the steps at which it may stop (`LossGoal`), puts back the
+    parameters it kept itself (`DivergenceGuard`), or never stops (`InstabilityTracker`).
+    Steps are numbered ``0, 1, ...`` within one ``fit``/``partial_fit`` call.
 
     Parameters
     ----------
@@ -221,6 +223,9 @@ class FullBatchNet(NeuralNet):
         self._n_steps = 0
         self._loss_listeners = [cb for _, cb in self.callbacks_ if hasattr(cb, "on_step_loss")]
         self._loss_askers = [cb for _, cb in self.callbacks_ if hasattr(cb, "needs_losses")]
+        # a callback with on_step_loss but no needs_losses may stop training at any step's
+        # loss: it gets every step's, so that no step runs past its stop
+        self._read_every_step = any(not hasattr(cb, "needs_losses") for cb in self._loss_listeners)
         self._step_hooks = {name: [cb for _, cb in self.callbacks_ if _overrides(cb, Callback, name)]
                             for name in _STEP_HOOKS}
         super().on_train_begin(net, X=X, y=y, **kwargs)
@@ -263,7 +268,7 @@ class FullBatchNet(NeuralNet):
             self._n_steps += 1
             self._pending.append((t, len(self.history) - 1,
                                   list.__getitem__(self.history, -1)["batches"][-1], loss))
-            due = ((t + 1) % self.sync_every == 0
+            due = (self._read_every_step or (t + 1) % self.sync_every == 0
                    or any(cb.needs_losses(self, step=t) for cb in self._loss_askers))
             if due and self._read_losses():
                 raise KeyboardInterrupt  # skorch's way of ending fit

@@ -398,6 +398,9 @@ class InstabilityTracker(ParamsCallback):
     def on_epoch_begin(self, net, **kwargs):
         self._note_measurement()
 
+    def needs_losses(self, net, step, **kwargs):
+        return False  # it never stops training: the batched reads do
+
     def on_step_loss(self, net, step, loss, **kwargs):
         if not np.isfinite(loss):
             return  # a divergence (`DivergenceGuard`), not an episode: the open one ends before it

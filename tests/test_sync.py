@@ -247,6 +247,13 @@ class StepLosses(Callback):
         self.held.append(net.history[-1]["batches"][-1]["train_loss"])
 
 
+class BatchedStepLosses(StepLosses):
+    """The same, taking the losses in the net's batched reads (it asks for no step)."""
+
+    def needs_losses(self, net, step, **kwargs):
+        return False
+
+
 def _net(*callbacks, sync_every=4, max_epochs=10):
     X, y = make_regression(n_samples=40, n_features=3, random_state=0)
     data = FullBatch(torch.tensor(X, dtype=torch.float32), torch.tensor(y / y.std(), dtype=torch.float32))
@@ -257,7 +264,7 @@ def _net(*callbacks, sync_every=4, max_epochs=10):
 
 
 def test_losses_are_read_every_sync_every_steps_and_replayed_in_order():
-    recorder = StepLosses()
+    recorder = BatchedStepLosses()
     net, data = _net(("recorder", recorder), sync_every=4, max_epochs=10)
     net.fit(data, None)
     losses = [row["batches"][0]["train_loss"] for row in net.history]
@@ -273,15 +280,35 @@ def test_losses_are_read_every_sync_every_steps_and_replayed_in_order():
                for i, v in enumerate(recorder.held) if (i + 1) % 4)
 
 
-def test_a_stop_from_on_step_loss_ends_training_at_that_step():
-    stopper, after = StepLosses(stop_at=5), StepLosses()
+def test_a_stop_from_a_batched_on_step_loss_drops_the_steps_run_past_it():
+    stopper, after = BatchedStepLosses(stop_at=5), BatchedStepLosses()
     net, data = _net(("stopper", stopper), ("after", after), sync_every=8, max_epochs=20)
     net.fit(data, None)
     # steps 6 and 7 ran before the read after step 7; their rows are dropped, nobody saw them
     assert [s for s, _, _ in stopper.seen] == list(range(6))
     assert [s for s, _, _ in after.seen] == list(range(5))
+    assert len(stopper.held) == 7  # steps 0-6 ended; 6 and 7 updated the parameters
     assert len(net.history) == 6
     assert "train_batch_count" not in net.history[-1] and "train_batch_count" in net.history[-2]
+
+
+def test_a_callback_that_asks_nothing_gets_every_step_and_stops_at_that_step():
+    """A callback with on_step_loss but no needs_losses may stop at any step's loss: the net
+    reads every step for it, so that no step runs past the stop whatever sync_every is (a
+    user's stop used to leave later steps' updates in place, and the fitted model depended
+    on sync_every)."""
+    stopper = StepLosses(stop_at=5)
+    torch.manual_seed(0)
+    net, data = _net(("stopper", stopper), sync_every=8, max_epochs=20)
+    net.fit(data, None)
+    assert [s for s, _, _ in stopper.seen] == list(range(6))
+    assert [n for _, _, n in stopper.seen] == list(range(1, 7))  # read right after each step
+    assert len(stopper.held) == 5 and len(net.history) == 6  # the read came before step 5 ended
+    torch.manual_seed(0)
+    twin, _ = _net(sync_every=8, max_epochs=6)  # the same start and 6 updates, then max_epochs
+    twin.fit(data, None)
+    for a, b in zip(net.module_.parameters(), twin.module_.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_callbacks_can_ask_for_a_read_after_any_step():
