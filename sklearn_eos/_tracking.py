@@ -278,6 +278,7 @@ class SharpnessTracker(ParamsCallback):
             # tracker keeps two blocks, so after more than one dropped measurement: none
             self.eigenvectors_ = self._previous_vectors if n_dropped == 1 else None
             self._previous_vectors = None
+            self._latest = self._rows[-1] if self._rows else None
         # the last row is a measurement of the parameters that fit returns (taken already
         # when a measurement fell on that step)
         if not self._rows or self._rows[-1]["step"] != final:
@@ -374,26 +375,29 @@ class InstabilityTracker(ParamsCallback):
         self._measured = []  # (step, eigenvectors) of the two latest measurements
         self._before = {}  # episode index -> (step, eigenvectors) before its start
         self._waiting = []  # ended episodes waiting for the next measurement
-        self._rotation = {}  # episode index -> (cosine, subspace overlap)
+        self._rotation = {}  # episode index -> (cosine, subspace overlap, step rotated to)
+        self._first_row = len(net.history)  # steps count within this fit/partial_fit call
 
     def _note_measurement(self):
         latest = self._tracker.latest if self._tracker is not None else None
         if latest is None or (self._measured and self._measured[-1][0] == latest["step"]):
             return
-        U = self._tracker.eigenvectors_
+        step, U = latest["step"], self._tracker.eigenvectors_
+        ends = [episode.end for episode in self.detector_.episodes]
         for index in self._waiting:
-            self._rotate(index, U)
-        self._waiting = []
-        self._measured = [*self._measured[-1:], (latest["step"], U)]
+            if ends[index] < step:
+                self._rotate(index, step, U)
+        self._waiting = [index for index in self._waiting if ends[index] >= step]
+        self._measured = [*self._measured[-1:], (step, U)]
 
-    def _rotate(self, index, U):
-        """Record episode ``index``'s rotation from the measurement before its start to ``U``
-        (nothing when either block is missing)."""
+    def _rotate(self, index, step, U):
+        """Record episode ``index``'s rotation from the measurement before its start to the
+        block ``U`` measured at ``step`` (nothing when either block is missing)."""
         before = self._before.get(index)
         # (blocks of different sizes: the trained parameters changed in between)
         if before is not None and before[1] is not None and U is not None and before[1].shape == U.shape:
             self._rotation[index] = (float(eigenvector_cosines(before[1], U)[0]),
-                                     float(subspace_overlap(before[1], U)))
+                                     float(subspace_overlap(before[1], U)), step)
 
     def on_epoch_begin(self, net, **kwargs):
         self._note_measurement()
@@ -413,12 +417,20 @@ class InstabilityTracker(ParamsCallback):
             self._waiting.append(index - 1)
 
     def on_train_end(self, net, **kwargs):
+        # measurements past the returned step saw parameters that the fit then dropped (a
+        # divergence): forget them; an episode rotated to one waits for a kept one instead
+        final = returned_step(net, self._first_row)
+        self._measured = [m for m in self._measured if m[0] <= final]
+        dropped = [index for index, rotation in self._rotation.items() if rotation[2] > final]
+        for index in dropped:
+            del self._rotation[index]
+        self._waiting = sorted(set(self._waiting) | set(dropped))
         self._note_measurement()  # the tracker's final measurement, if it ran first
         # an episode still open ends at the last step: its rotation runs to the final
         # measurement (of the returned model) when that came after its last step
         episode, latest = self.detector_.open_episode, self._measured[-1] if self._measured else None
         if episode is not None and latest is not None and latest[0] > episode.end:
-            self._rotate(len(self.detector_.episodes), latest[1])
+            self._rotate(len(self.detector_.episodes), *latest)
         episodes = self.detector_.to_dict()
         n = len(episodes["start"])
         sharpness = self._tracker.history_ if self._tracker is not None else None
@@ -427,7 +439,7 @@ class InstabilityTracker(ParamsCallback):
                                                sharpness["threshold"])
         else:
             confirmed = np.zeros(n, dtype=bool)
-        rotation = [self._rotation.get(i, (np.nan, np.nan)) for i in range(n)]
+        rotation = [self._rotation.get(i, (np.nan, np.nan, None)) for i in range(n)]
         self.history_ = {
             **episodes,
             "confirmed_by_sharpness": confirmed,

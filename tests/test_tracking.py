@@ -255,6 +255,26 @@ def test_last_row_has_the_rate_of_its_step_when_a_decay_was_dropped_after_a_dive
     np.testing.assert_allclose(history["lr"], 3.0)
 
 
+@pytest.mark.parametrize("every", [1, 2])
+def test_after_a_divergence_episodes_rotate_only_to_kept_measurements(every):
+    """With every=1 the tracker also measured step 7, whose loss then turned out non-finite:
+    that measurement is dropped, and the episode open until the last kept step (6) has no
+    measurement after it (NaN), as with every=2. It used to take the dropped one (0.47), and
+    the tracker's `latest` kept pointing at it (shown by the progress report)."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(16, 2)
+    y = np.sin(X @ rng.randn(2)) + 0.3 * rng.randn(16)
+    with pytest.warns(Warning, match="diverged"):
+        reg = EoSRegressor(hidden_layer_sizes=(6,), activation="relu", lr=4.0, max_iter=300,
+                           sharpness_every=every, dtype="float64", random_state=0).fit(X, y)
+    episodes, sh = reg.instabilities_, reg.sharpness_history_
+    assert reg.diverged_ and reg.n_iter_ == 7 and sh["step"][-1] == 6
+    assert list(episodes["start"]) == [1] and list(episodes["end"]) == [6]
+    assert np.isnan(episodes["cosine"]).all() and np.isnan(episodes["subspace_overlap"]).all()
+    tracker = dict(reg.net_.callbacks_)["sharpness"]
+    assert tracker.latest["step"] == 6 and tracker.latest["sharpness"] == sh["sharpness"][-1]
+
+
 @pytest.fixture(scope="module")
 def digits_eos_fit():
     X, y = load_digits(return_X_y=True)
