@@ -8,7 +8,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from torch.func import functional_call
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -462,26 +461,19 @@ class BaseEoS(BaseEstimator):
 
         The forward pass runs in float64 whatever the training dtype, so that a row's
         prediction does not depend on which other rows share its batch (float32 matrix
-        products round differently for different batch sizes); it costs one copy of the
-        parameters per call.
+        products round differently for different batch sizes). It runs on a float64 copy of
+        the module, made per call: ``module_`` itself is never touched, so threads can
+        predict with one fitted estimator at once (swapping float64 parameters into the
+        shared module, as ``functional_call`` does, let two threads restore each other's).
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        module = self.module_
         device = self.net_.device  # the CPU for a CUDA fit loaded where CUDA is missing
-        state = {
-            name: t.detach().to(torch.float64) if t.is_floating_point() else t
-            for name, t in (*module.named_parameters(), *module.named_buffers())
-        }
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.no_grad(), torch_threads(_thread_limit()):
-                Xt = self._to_tensor(X, torch.float64, device)
-                size = self.chunk_size or max(len(X), 1)
-                out = torch.cat([functional_call(module, state, (Xc,)) for Xc in Xt.split(size)])
-        finally:
-            module.train(was_training)
+        module = copy.deepcopy(self.module_).to(torch.float64).eval()
+        with torch.no_grad(), torch_threads(_thread_limit()):
+            Xt = self._to_tensor(X, torch.float64, device)
+            size = self.chunk_size or max(len(X), 1)
+            out = torch.cat([module(Xc) for Xc in Xt.split(size)])
         return out.cpu().numpy()
 
     def predict(self, X):

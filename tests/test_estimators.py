@@ -1003,6 +1003,27 @@ def test_random_state_also_seeds_lazy_layers():
     assert not np.array_equal(fit(1).loss_curve_, a.loss_curve_)
 
 
+def test_threads_predicting_with_one_estimator_leave_it_intact():
+    """predict ran functional_call on the shared module_, which swaps float64 parameters in
+    and puts back what it finds: two threads restored each other's copies, and module_ was
+    left with detached float64 tensors (a crash now and then, and a refit that failed)."""
+    from joblib import Parallel, delayed
+
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(1000, 4), rng.randint(0, 3, 1000)
+    clf = EoSClassifier(hidden_layer_sizes=(64,), max_iter=5, sharpness_every=0, random_state=0)
+    clf.fit(X[:50], y[:50])
+    parameters = list(clf.module_.parameters())
+    expected = clf.predict_proba(X)
+    for _ in range(5):
+        out = Parallel(n_jobs=2, backend="threading")(
+            delayed(clf.predict_proba)(X[:400 + 100 * (i % 5)]) for i in range(40))
+        assert all(np.array_equal(o, expected[:len(o)]) for o in out)
+    assert all(a is b for a, b in zip(clf.module_.parameters(), parameters))  # the same objects
+    assert all(type(p) is nn.Parameter and p.dtype == torch.float32 for p in parameters)
+    assert all(p is q for p, q in zip(parameters, clf.net_.optimizer_.param_groups[0]["params"]))
+
+
 def test_skorch_early_stopping_on_the_training_loss():
     """skorch's scoring callbacks are dropped, but the epoch's 'train_loss' they would record
     is there (the step's loss): EarlyStopping(monitor='train_loss') stops the fit."""
