@@ -436,10 +436,12 @@ class BaseEoS(BaseEstimator):
             rate = f"rate {self.lr_history_[-1]:.4g}" if len(self.lr_history_) else f"lr={self.lr}"
             if self.lr_units == "threshold":
                 rate += f", lr={self.lr} in threshold units"
+            kept = (f"the parameters of step {n_steps - 1}, the last with a finite loss, were kept"
+                    if n_steps else "no step had a finite loss: the initial parameters were kept "
+                    "(check the scale of the data)")
             warnings.warn(
                 f"{type(self).__name__}: training diverged at step {n_steps} ({rate}): the "
-                f"training loss became non-finite. Training stopped and the parameters of step "
-                f"{n_steps - 1}, the last with a finite loss, were kept.",
+                f"training loss became non-finite. Training stopped and {kept}.",
                 ConvergenceWarning,
             )
 

@@ -185,7 +185,8 @@ class ProgressReport(ParamsCallback):
     n_lines : int
         Printed lines over a whole fit at ``verbose >= 2``, roughly: one every
         ``total // n_lines`` steps (so between ``n_lines`` and ``2 * n_lines``), then the last
-        step, and one more for a tracker's final measurement.
+        step, and one more for a tracker's final measurement. After a divergence the last
+        line is the returned model's: the last step with a finite loss.
     """
 
     def __init__(self, total, verbose=1, n_lines=20, file=None):
@@ -248,10 +249,15 @@ class ProgressReport(ParamsCallback):
         # was counted here): report the steps the history holds
         # and once more when the tracker's final measurement (of the returned model) came
         # after the last report
-        steps = len(net.history)
+        steps, row = len(net.history), -1
+        diverged = any(isinstance(cb, DivergenceGuard) and getattr(cb, "diverged_", False)
+                       for _, cb in net.callbacks_)
+        if diverged:
+            # the last row is the non-finite step's, which the returned model never took
+            steps, row = steps - 1, -2
         latest = self._tracker.latest if self._tracker is not None else None
-        if steps and self.verbose >= 1 and (self._reported != steps or latest is not self._shown):
-            batches = net.history[-1]["batches"]
+        if steps > 0 and self.verbose >= 1 and (self._reported != steps or latest is not self._shown):
+            batches = net.history[row]["batches"]
             self.step_ = steps
             self._loss = batches[-1].get("train_loss", self._loss) if batches else self._loss
             self._report(net)

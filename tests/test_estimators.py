@@ -1161,3 +1161,14 @@ def test_a_warm_refit_does_not_take_its_start_for_the_initialisation():
     assert np.isnan(est.initial_sharpness_)
     est.set_params(sharpness_every=5).fit(X, y)
     assert len(est.sharpness_history_["step"]) and np.isnan(est.initial_sharpness_)
+
+
+def test_a_loss_that_is_not_finite_at_initialisation_says_so():
+    """Data within float32's range can still overflow the first loss: no step had a finite
+    loss, so the warning names no 'step -1'."""
+    X, y = _regression()
+    est = EoSRegressor(hidden_layer_sizes=(), max_iter=5, sharpness_every=0, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="no step had a finite loss: the initial parameters were kept"):
+        est.fit(X * 1e20, y)
+    assert est.diverged_ and est.n_iter_ == 0 and len(est.loss_curve_) == 0
+    assert np.all(np.isfinite(est.predict(X)))
