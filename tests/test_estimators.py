@@ -1168,7 +1168,7 @@ def test_a_loss_that_is_not_finite_at_initialisation_says_so():
     loss, so the warning names no 'step -1'."""
     X, y = _regression()
     est = EoSRegressor(hidden_layer_sizes=(), max_iter=5, sharpness_every=0, random_state=0)
-    with pytest.warns(ConvergenceWarning, match="no step had a finite loss: the initial parameters were kept"):
+    with pytest.warns(ConvergenceWarning, match="no step had a finite loss: the initial parameters"):
         est.fit(X * 1e20, y)
     assert est.diverged_ and est.n_iter_ == 0 and len(est.loss_curve_) == 0
     assert np.all(np.isfinite(est.predict(X)))
