@@ -204,6 +204,14 @@ class BaseEoS(BaseEstimator):
         # skorch's forms: a callback (or class), or a (name, callback) pair
         user = [(f"user_{cb[0]}", cb[1]) if isinstance(cb, tuple) else (f"user_{i}", cb)
                 for i, cb in enumerate(self.callbacks or [])]
+        if any(_is_a(cb, LRSchedule) for _, cb in user):
+            warnings.warn(
+                "callbacks holds an LRSchedule: it overrides the rate that the estimator's own "
+                "schedule (lr, lr_units, decay_*) sets, so lr_history_ shows the rate applied while "
+                "effective_lr_, decay_step_ and the sharpness history's threshold are the "
+                "estimator's. Set the schedule with the estimator's parameters instead.",
+                UserWarning, stacklevel=5,
+            )
         if not self.sharpness_every and any(_is_a(cb, SharpnessTracker) for _, cb in user):
             # with tracking off, a SharpnessTracker of the user's takes the tracker's place,
             # before the instability tracker, which confirms and rotates episodes with it;
