@@ -956,26 +956,6 @@ def test_a_module_without_trainable_parameters_is_a_clear_error():
             EoSClassifier(module=module, max_iter=2).fit(X, y)
 
 
-def test_random_state_also_seeds_dropout():
-    """Randomness inside training (dropout) comes from random_state too, and the global
-    torch RNG is left as it was."""
-    X, y = _blobs()
-
-    module = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 3))
-
-    def fit(seed):
-        est = EoSClassifier(module=module, lr=0.5, max_iter=8, sharpness_every=0, random_state=seed)
-        return est.fit(X, y)
-
-    torch.manual_seed(5)
-    expected = torch.rand(3)
-    torch.manual_seed(5)
-    a = fit(0)
-    assert torch.equal(torch.rand(3), expected)
-    np.testing.assert_array_equal(fit(0).loss_curve_, a.loss_curve_)
-    assert not np.array_equal(fit(1).loss_curve_, a.loss_curve_)
-
-
 class _LazyNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -985,13 +965,17 @@ class _LazyNet(nn.Module):
         return self.layers(x)
 
 
-def test_random_state_also_seeds_lazy_layers():
-    """Lazy layers draw their weights at the first forward (the output check): from
-    random_state, not from the caller's global generator."""
+@pytest.mark.parametrize("module", [
+    nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 3)),  # draws in training
+    _LazyNet,  # draws its weights at the first forward (the output check)
+], ids=["dropout", "lazy"])
+def test_random_state_also_seeds_dropout_and_lazy_layers(module):
+    """Randomness inside training (dropout) and lazy layers' weights come from random_state
+    too, and the global torch RNG is left as it was."""
     X, y = _blobs()
 
     def fit(seed):
-        est = EoSClassifier(module=_LazyNet, lr=0.5, max_iter=5, sharpness_every=0, random_state=seed)
+        est = EoSClassifier(module=module, lr=0.5, max_iter=8, sharpness_every=0, random_state=seed)
         return est.fit(X, y)
 
     torch.manual_seed(5)
