@@ -129,14 +129,20 @@ class DivergenceGuard(ParamsCallback):
         self._params = self._current = self._last_finite = self._nan_after_divergence = None
 
 
+def _caught_divergence(net):
+    """The net's `DivergenceGuard` if it caught a divergence in this fit, else None."""
+    return next((cb for _, cb in getattr(net, "callbacks_", ())
+                 if isinstance(cb, DivergenceGuard) and getattr(cb, "diverged_", False)), None)
+
+
 def returned_step(net, first_row=0):
     """Number of updates that led to the parameters a fit returns: the steps recorded in
     ``net.history`` from row ``first_row`` on (`n_training_steps`), or, after a
     `DivergenceGuard` caught a divergence, the last step whose loss was finite (its
     parameters are the ones put back)."""
-    for _, cb in getattr(net, "callbacks_", ()):
-        if isinstance(cb, DivergenceGuard) and getattr(cb, "diverged_", False):
-            return max(cb.n_finite_steps_ - 1, 0)
+    guard = _caught_divergence(net)
+    if guard is not None:
+        return max(guard.n_finite_steps_ - 1, 0)
     return n_training_steps(net.history, first_row)
 
 
@@ -250,9 +256,7 @@ class ProgressReport(ParamsCallback):
         # and once more when the tracker's final measurement (of the returned model) came
         # after the last report
         steps, row = len(net.history), -1
-        diverged = any(isinstance(cb, DivergenceGuard) and getattr(cb, "diverged_", False)
-                       for _, cb in net.callbacks_)
-        if diverged:
+        if _caught_divergence(net) is not None:
             # the last row is the non-finite step's, which the returned model never took
             steps, row = steps - 1, -2
         latest = self._tracker.latest if self._tracker is not None else None
