@@ -171,8 +171,7 @@ class SharpnessTracker(ParamsCallback):
         self._k = min(self.k, n_trained_parameters(net.module_))
         self._previous_vectors = None  # the measurement before the last (see on_train_end)
         self.step_ = 0
-        self._rates = []  # the learning rate of every step, for the final row
-        self._final_rate = None
+        self._rates = []  # the learning rate of every step of this call
         self._first_row = len(net.history)  # steps count within this fit/partial_fit call
         self._generator = random_generator(self.random_state)
 
@@ -181,9 +180,14 @@ class SharpnessTracker(ParamsCallback):
         """The last measurement as a dict (None before the first one)."""
         return getattr(self, "_latest", None)
 
-    def _lr(self, net):
-        final_rate = getattr(self, "_final_rate", None)  # set for the final measurement only
-        return float(net.optimizer_.param_groups[0]["lr"] if final_rate is None else final_rate)
+    def _lr(self, net, step=None):
+        """The rate of ``step``: the one recorded for it (the last step's for the final
+        measurement; after a divergence the optimizer holds the rate of a later, dropped
+        step), else the optimizer's."""
+        rates = getattr(self, "_rates", None)
+        if step is not None and rates:
+            return rates[min(step, len(rates) - 1)]
+        return float(net.optimizer_.param_groups[0]["lr"])
 
     def _initial_spectrum(self, net):
         """A measurement of the same parameters that an `LRSchedule` listed before this
@@ -216,7 +220,7 @@ class SharpnessTracker(ParamsCallback):
                 )
             except np.linalg.LinAlgError:
                 result = None  # the products overflowed: parameters near a divergence
-        lr = self._lr(net)
+        lr = self._lr(net, step)
         if result is None or not np.isfinite(result.eigenvalues).all():
             return self._record_failed(step, lr)
         eigs = result.eigenvalues
@@ -282,16 +286,13 @@ class SharpnessTracker(ParamsCallback):
         # the last row is a measurement of the parameters that fit returns (taken already
         # when a measurement fell on that step)
         if not self._rows or self._rows[-1]["step"] != final:
-            # at the rate of step `final` (that of the last step when it is the end): after a
-            # divergence, the optimizer holds the rate of a later, dropped step
-            self._final_rate = self._rates[min(final, len(self._rates) - 1)] if self._rates else None
             self.measure(net, final)
         k = self.k
         self.history_ = _as_arrays(self._rows, sharpness_columns(k, self.compute_min))
         self.rotation_history_ = _as_arrays(self._rotation_rows, rotation_columns(k))
         self._warn_unconverged()
         self._data = self._start = None  # the fitted net must not carry the training set
-        self._rows = self._rotation_rows = self._rates = self._final_rate = None
+        self._rows = self._rotation_rows = self._rates = None
 
     def _warn_unconverged(self):
         history = self.history_
