@@ -6,7 +6,9 @@ A raw GD step (zero_grad, forward, backward, step) is timed with and without the
 work (``on_grad_computed`` after the backward pass, ``on_batch_end`` after the step),
 alternating every step so that the host's drift cancels in each pair; the result is the
 median of the paired differences, and the same for an optimizer with momentum (the general
-form, which also copies the parameters). ``bench_step_callbacks.py`` measures the callback
+form, which also copies the parameters). It also prints the median time spent inside the
+callback's hooks: a paired difference below it means the plain step after a recorded one
+pays for part of its work. ``bench_step_callbacks.py`` measures the callback
 inside a fit instead.
 
 Run: ``python benchmarks/bench_update_curvature.py`` (about 30 s; ``--pairs N``).
@@ -54,17 +56,24 @@ def paired(pairs, momentum):
     callback = UpdateCurvature()
     callback.on_train_begin(net)
 
+    hooks = []  # the hooks' own time in each recorded step
+
     def step(record):
         optimizer.zero_grad()
         criterion(module(X), Y).backward()
+        start = time.perf_counter()
         if record:  # as in a fit: the gradient is copied right after backpropagation
             callback.on_grad_computed(net, training=True)
+        own = time.perf_counter() - start
         optimizer.step()
+        start = time.perf_counter()
         if record:
             callback.on_batch_end(net, training=True)
+            hooks.append(own + time.perf_counter() - start)
 
     for _ in range(30):
         step(True)
+    hooks.clear()
     plain, recorded = [], []
     for _ in range(pairs):
         start = time.perf_counter()
@@ -74,7 +83,7 @@ def paired(pairs, momentum):
         step(True)
         recorded.append(time.perf_counter() - start)
     plain, recorded = np.array(plain), np.array(recorded)
-    return float(np.median(plain)), float(np.median(recorded - plain))
+    return float(np.median(plain)), float(np.median(recorded - plain)), float(np.median(hooks))
 
 
 def main():
@@ -83,9 +92,9 @@ def main():
     args = parser.parse_args()
     print(f"digits MLP 64-200-200-10 tanh, 55,210 parameters, one thread, {args.pairs} paired steps")
     for name, momentum in (("plain GD (SGD)", 0.0), ("SGD momentum 0.9 (general form)", 0.9)):
-        step, extra = paired(args.pairs, momentum)
+        step, extra, hooks = paired(args.pairs, momentum)
         print(f"{name:34s} step {1e3 * step:.2f} ms, UpdateCurvature +{1e6 * extra:.0f} us "
-              f"per step ({100 * extra / step:.2f}%)")
+              f"per step ({100 * extra / step:.2f}%); its hooks' own time {1e6 * hooks:.0f} us")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ class UpdateCurvature(ParamsCallback):
     With plain GD (``torch.optim.SGD`` without momentum or weight decay, and no other
     callback with an ``on_grad_computed``) the step is ``d_t = -lr_t g_t`` and
     ``c_t = (|g_t|^2 - <g_{t+1}, g_t>) / (lr_t |g_t|^2)``: per step a copy of the gradient
-    into a preallocated buffer and two dot products (about 3% of a 5-7 ms step of the digits
+    into a preallocated buffer and two dot products (3-4% of a 5-7 ms step of the digits
     MLP of 55,210 parameters on one CPU thread, ``python benchmarks/bench_step_callbacks.py``).
     Otherwise (another optimizer, or gradients that a later callback may rewrite before the
     step) ``d_t`` is the parameters' actual change: a copy of the parameters and two
