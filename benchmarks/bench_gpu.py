@@ -156,6 +156,7 @@ def main():
     results["tracked_measurements"] = int(len(hist["step"]))
     results["tracked_hvps"] = int(hist["n_hvps"].sum())
     results["tracked_step_ms_amortised"] = 1000 * (t_tracked - results["estimator_fit_overhead_s"]) / long_n
+    results["tracking_overhead"] = t_tracked / t_long - 1  # same fit length, tracked vs not
 
     # HVPs at the trained point of the raw loop
     dim = sum(p.numel() for p in model.parameters())

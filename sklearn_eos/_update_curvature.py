@@ -117,7 +117,7 @@ class UpdateCurvature(ParamsCallback):
                 n = len(dots)
                 read = torch.stack(dots + squares[:n]).double().tolist()
                 dots, squares = np.array(read).reshape(2, n)
-                with np.errstate(divide="ignore", invalid="ignore"):
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                     self._curvatures = (squares - dots) / (np.asarray(rates[:n], dtype=np.float64) * squares)
             elif values:
                 self._curvatures = np.array(torch.stack(values).double().tolist())

@@ -168,6 +168,78 @@ def test_training_steps_do_not_synchronise_with_the_host(monkeypatch):
     np.testing.assert_allclose(est.loss_curve_, cpu.loss_curve_, rtol=1e-3)
 
 
+def _lifted(fn, log, name):
+    """``fn`` run with the sync-debug mode lifted (and the call logged), back to 'error' after."""
+    def wrapper(*args, **kwargs):
+        torch.cuda.set_sync_debug_mode("default")
+        try:
+            log.append(name)
+            return fn(*args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("error")
+    return wrapper
+
+
+def test_tracked_fit_synchronises_only_to_measure_and_read(monkeypatch):
+    """With tracking and a decay on: the steps between two measurements still only queue
+    work. The sync-debug mode raises everywhere from the first callback's setup on, except
+    inside the loss reads, the sharpness measurements, an episode's rotation and the end of
+    fit (where the net reads everything back)."""
+    from sklearn_eos._tracking import InstabilityTracker, SharpnessTracker
+
+    log = []
+    monkeypatch.setattr(FullBatchNet, "_read_losses", _lifted(FullBatchNet._read_losses, log, "read"))
+    monkeypatch.setattr(SharpnessTracker, "measure", _lifted(SharpnessTracker.measure, log, "measure"))
+    monkeypatch.setattr(InstabilityTracker, "_rotate", _lifted(InstabilityTracker._rotate, log, "rotate"))
+    end = FullBatchNet.on_train_end
+
+    def on_train_end(self, *args, **kwargs):  # the net is notified first at the end of fit
+        torch.cuda.set_sync_debug_mode("default")
+        return end(self, *args, **kwargs)
+
+    monkeypatch.setattr(FullBatchNet, "on_train_end", on_train_end)
+
+    class Strict(Callback):
+        def on_train_begin(self, net, **kwargs):
+            torch.cuda.set_sync_debug_mode("error")
+
+    X, y = _digits()
+    params = dict(hidden_layer_sizes=(32, 32), lr=0.2, max_iter=120, sharpness_every=25,
+                  decay_time=60, random_state=0)
+    try:
+        gpu = EoSClassifier(device="cuda", callbacks=[Strict()], **params).fit(X, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert gpu.n_iter_ == 120 and not gpu.diverged_
+    np.testing.assert_array_equal(gpu.sharpness_history_["step"], [0, 25, 50, 75, 100, 120])
+    assert log.count("measure") == 6  # the five in training and the final one
+    # reads: every 32 steps, before each measurement, and the last one at the end of fit
+    assert 5 <= log.count("read") <= 5 + 4 + 1
+    assert gpu.lr_history_[59] == 0.2 and gpu.lr_history_[60] == pytest.approx(0.02)
+    cpu = EoSClassifier(**params).fit(X, y)
+    np.testing.assert_allclose(gpu.sharpness_history_["sharpness"], cpu.sharpness_history_["sharpness"],
+                               rtol=1e-2)
+    assert np.isfinite(gpu.update_curvature_).all() and len(gpu.update_curvature_) > 0
+
+
+def test_divergence_on_cuda_keeps_a_usable_model():
+    """A rate far above 2/sharpness: the GPU path of the divergence guard (a device-side copy
+    of the last finite parameters) returns the same model as the CPU's host-side guard."""
+    X, y = _digits(200)
+    params = dict(hidden_layer_sizes=(32,), lr=200.0, max_iter=60, sharpness_every=20,
+                  dtype="float64", random_state=0)
+    with pytest.warns(UserWarning, match="diverg"):
+        cpu = EoSClassifier(**params).fit(X, y)
+    with pytest.warns(UserWarning, match="diverg"):
+        gpu = EoSClassifier(device="cuda", **params).fit(X, y)
+    assert cpu.diverged_ and gpu.diverged_
+    assert gpu.n_iter_ == cpu.n_iter_
+    assert np.isfinite(gpu.loss_curve_).all() and np.isfinite(gpu.predict_proba(X)).all()
+    for p_gpu, p_cpu in zip(gpu.module_.parameters(), cpu.module_.parameters()):
+        assert torch.isfinite(p_gpu).all()
+        torch.testing.assert_close(p_gpu.cpu(), p_cpu, rtol=1e-6, atol=1e-9)
+
+
 def test_control_sync_debug_mode_catches_a_per_step_read():
     """Control for the test above: a float() of the loss in a step raises."""
     class ReadsEveryStep(Callback):
