@@ -198,7 +198,9 @@ def main():
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     meta = {"command": "python benchmarks/bench_gpu.py" + (" --quick" if args.quick else "")
-            + ("" if args.device == "cuda" else f" --device {args.device}"),
+            + ("" if args.device == "cuda" else f" --device {args.device}")
+            + (f" --steps {args.steps}" if args.steps else "")
+            + (f" --repeats {args.repeats}" if args.repeats else ""),
             "device": name, "n_samples": n_samples, "hidden": list(hidden), "dtype": "float32",
             "steps": steps, "repeats": repeats, "torch": torch.__version__,
             "cuda": torch.version.cuda}

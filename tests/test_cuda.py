@@ -24,6 +24,13 @@ from sklearn_eos._net import SYNC_EVERY
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+@pytest.fixture(autouse=True)
+def _sync_debug_mode_restored():
+    """No test leaves ``torch.cuda.set_sync_debug_mode('error')`` to the next one."""
+    yield
+    torch.cuda.set_sync_debug_mode("default")
+
+
 def _digits(n=300):
     X, y = load_digits(return_X_y=True)
     return StandardScaler().fit_transform(X[:n]), y[:n]
@@ -119,14 +126,14 @@ def test_cuda_fit_unpickles_on_a_machine_without_cuda(monkeypatch):
         patch.setattr(torch.cuda, "is_available", lambda: False)
         with pytest.warns(DeviceWarning):
             cpu = pickle.loads(blob)
-    assert cpu.net_.device == "cpu" and cpu.module_ is cpu.net_.module_
+    assert torch.device(cpu.net_.device).type == "cpu" and cpu.module_ is cpu.net_.module_
     assert all(p.device.type == "cpu" for p in cpu.module_.parameters())
     np.testing.assert_array_equal(cpu.predict(X), gpu.predict(X))
     np.testing.assert_allclose(cpu.predict_proba(X), gpu.predict_proba(X), rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(cpu.sharpness_history_["sharpness"], gpu.sharpness_history_["sharpness"])
     # where CUDA exists, the network comes back on the GPU
     again = pickle.loads(blob)
-    assert again.net_.device == "cuda" and all(p.device.type == "cuda" for p in again.module_.parameters())
+    assert torch.device(again.net_.device).type == "cuda" and all(p.device.type == "cuda" for p in again.module_.parameters())
 
 
 def test_training_steps_do_not_synchronise_with_the_host(monkeypatch):
@@ -138,12 +145,13 @@ def test_training_steps_do_not_synchronise_with_the_host(monkeypatch):
     reads = []
 
     def lifted(self):
+        mode = torch.cuda.get_sync_debug_mode()
         torch.cuda.set_sync_debug_mode("default")
         try:
             reads.append(len(self._pending))
             return read_losses(self)
         finally:
-            torch.cuda.set_sync_debug_mode("error")
+            torch.cuda.set_sync_debug_mode(mode)
 
     monkeypatch.setattr(FullBatchNet, "_read_losses", lifted)
 
@@ -169,14 +177,15 @@ def test_training_steps_do_not_synchronise_with_the_host(monkeypatch):
 
 
 def _lifted(fn, log, name):
-    """``fn`` run with the sync-debug mode lifted (and the call logged), back to 'error' after."""
+    """``fn`` run with the sync-debug mode lifted (and the call logged), the mode restored after."""
     def wrapper(*args, **kwargs):
+        mode = torch.cuda.get_sync_debug_mode()
         torch.cuda.set_sync_debug_mode("default")
         try:
             log.append(name)
             return fn(*args, **kwargs)
         finally:
-            torch.cuda.set_sync_debug_mode("error")
+            torch.cuda.set_sync_debug_mode(mode)
     return wrapper
 
 
