@@ -19,7 +19,8 @@ one-hot targets, float32, everything resident on the GPU. Measures, with
 Without a CUDA device it prints "no CUDA device: nothing measured" and exits 0.
 Run: ``python benchmarks/bench_gpu.py`` (about a minute on one H200) or ``--quick``.
 ``--device cpu --quick`` runs the same code on the CPU (a smoke test of the script).
-Results go to ``benchmarks/results/gpu.json`` (``gpu_quick.json`` with ``--quick``).
+Results go to ``benchmarks/results/gpu.json`` (``gpu_quick.json`` with ``--quick``,
+``gpu_steps800.json`` with ``--steps 800``: a tracked fit of 1,000 steps, 11 measurements).
 """
 
 import argparse
@@ -209,7 +210,8 @@ def main():
     for key, value in results.items():
         print(f"  {key:<34} {value:.4g}" if isinstance(value, float) else f"  {key:<34} {value}")
     RESULTS.mkdir(exist_ok=True)
-    suffix = ("_quick" if args.quick else "") + ("" if device.type == "cuda" else f"_{device.type}")
+    suffix = (("_quick" if args.quick else "") + (f"_steps{args.steps}" if args.steps else "")
+              + ("" if device.type == "cuda" else f"_{device.type}"))
     path = RESULTS / f"gpu{suffix}.json"
     path.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"wrote {path}")

@@ -206,13 +206,40 @@ def chunking():
 
 
 # -- bench_gpu.py -------------------------------------------------------------------------
+_GPU_ROWS = [  # (key, label, format)
+    ("raw_step_ms", "raw torch GD step (ms)", ".2f"),
+    ("estimator_step_ms", "EoSClassifier GD step, sharpness_every=0 (ms)", ".2f"),
+    ("estimator_vs_raw", "EoSClassifier step / raw step", ".3f"),
+    ("tracked_measurements", "measurements in the tracked fit (every=100, final included)", "d"),
+    ("tracked_hvps", "HVPs in the tracked fit", "d"),
+    ("tracking_overhead", "tracked fit time / untracked fit time - 1", ".1%"),
+    ("hvp_cached_ms", "one HVP reusing the solve's cached factors (ms)", ".2f"),
+    ("hvp_cached_over_raw_step", "that HVP / raw GD step", ".2f"),
+    ("hvp_fresh_block1_ms", "one HVP on a fresh operator, block of 1 (ms)", ".2f"),
+    ("hvp_fresh_block3_ms_per_hvp", "fresh operator, block of 3, per HVP (ms)", ".2f"),
+    ("measurement_hvps", "HVPs of one cold top-3 measurement (tol 1e-3)", "d"),
+    ("measurement_s", "wall time of that measurement (s)", ".3f"),
+]
+
+
 def gpu():
-    for name in ("gpu.json", "gpu_quick.json"):
-        file = RESULTS / name
-        if file.exists():
-            return (f"Results file ``benchmarks/results/{name}`` exists; :doc:`scaling` quotes its "
-                    f"figures.\n")
-    return _missing("python benchmarks/bench_gpu.py", "benchmarks/results/gpu.json")
+    files = sorted(RESULTS.glob("gpu*.json"), key=lambda f: (f.name != "gpu.json", f.name))
+    files = [f for f in files if "quick" not in f.name] or files
+    if not files:
+        return _missing("python benchmarks/bench_gpu.py", "benchmarks/results/gpu.json")
+    runs = [json.loads(f.read_text()) for f in files]
+    parts = []
+    for f, run in zip(files, runs):
+        m, r = run["meta"], run["results"]
+        parts.append(f"* ``{m['command']}`` (``benchmarks/results/{f.name}``): {m['device']}, "
+                     f"torch {m['torch']} (CUDA {m['cuda']}), {m['n_samples']} x 784 {m['dtype']}, "
+                     f"MLP 784-{'-'.join(map(str, m['hidden']))}-10 tanh, MSE; fits of "
+                     f"{max(m['steps'] // 4, 5)} and {m['steps'] + max(m['steps'] // 4, 5)} steps, "
+                     f"HVP medians of {m['repeats']}.")
+    header = ["quantity", *[f"``{run['meta']['command'].replace('python benchmarks/', '')}``" for run in runs]]
+    rows = [[label, *[_fmt(run["results"].get(key), spec) for run in runs]]
+            for key, label, spec in _GPU_ROWS]
+    return "\n".join(parts) + "\n\n" + _table(header, rows)
 
 
 def write_tables():
