@@ -230,13 +230,14 @@ def gpu():
     runs = [json.loads(f.read_text()) for f in files]
     parts = []
     for f, run in zip(files, runs):
-        m, r = run["meta"], run["results"]
+        m = run["meta"]
         parts.append(f"* ``{m['command']}`` (``benchmarks/results/{f.name}``): {m['device']}, "
                      f"torch {m['torch']} (CUDA {m['cuda']}), {m['n_samples']} x 784 {m['dtype']}, "
                      f"MLP 784-{'-'.join(map(str, m['hidden']))}-10 tanh, MSE; fits of "
                      f"{max(m['steps'] // 4, 5)} and {m['steps'] + max(m['steps'] // 4, 5)} steps, "
                      f"HVP medians of {m['repeats']}.")
-    header = ["quantity", *[f"``{run['meta']['command'].replace('python benchmarks/', '')}``" for run in runs]]
+    header = ["quantity", *[f"``{run['meta']['command'].replace('python benchmarks/', '')}``"
+                            for run in runs]]
     rows = [[label, *[_fmt(run["results"].get(key), spec) for run in runs]]
             for key, label, spec in _GPU_ROWS]
     return "\n".join(parts) + "\n\n" + _table(header, rows)

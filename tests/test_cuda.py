@@ -133,7 +133,8 @@ def test_cuda_fit_unpickles_on_a_machine_without_cuda(monkeypatch):
     np.testing.assert_array_equal(cpu.sharpness_history_["sharpness"], gpu.sharpness_history_["sharpness"])
     # where CUDA exists, the network comes back on the GPU
     again = pickle.loads(blob)
-    assert torch.device(again.net_.device).type == "cuda" and all(p.device.type == "cuda" for p in again.module_.parameters())
+    assert torch.device(again.net_.device).type == "cuda"
+    assert all(p.device.type == "cuda" for p in again.module_.parameters())
 
 
 def test_training_steps_do_not_synchronise_with_the_host(monkeypatch):
