@@ -8,6 +8,7 @@ from ._lr_schedule import LRSchedule
 from ._tracking import InstabilityTracker, SharpnessTracker
 from ._update_curvature import UpdateCurvature
 from ._losses import HalfSquaredError
+from . import curvature
 from ._modules import MLP
 from ._net import FullBatch, FullBatchNet
 
@@ -28,5 +29,6 @@ __all__ = [
     "SharpnessDisplay",
     "RotationDisplay",
     "histories_to_frames",
+    "curvature",
 ]
 __version__ = "0.1.0"

@@ -56,12 +56,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["EigenResult", "MatrixOperator", "resolvable_tol", "top_eigenpairs"]
+__all__ = ["EigenResult", "MatrixOperator", "NonFiniteProductError", "resolvable_tol", "top_eigenpairs"]
 
 _MAX_BASIS = 12  # columns of the basis for the top pairs before a thick restart (see "Restarts")
 _MAX_BASIS_INTERIOR = 80  # the same for the most negative eigenvalue
 _N_RANDOM_WITH_START = 1  # random vectors added to a warm start: costs 1 product, guards
 # against a start block that has rotated out of the top subspace (0 or 2 measured +-1 product)
+
+
+class NonFiniteProductError(np.linalg.LinAlgError):
+    """The operator returned a product with an inf or NaN entry: no eigenvalue can be
+    computed from it. A Hessian does this at parameters next to a divergence, where the
+    products overflow in the parameters' dtype (a `numpy.linalg.LinAlgError`)."""
 
 
 @dataclass
@@ -203,6 +209,11 @@ class _Subspace:
         cross = (self._Qt[:self._m] @ HVt.T).double().cpu().numpy()
         corner = (Vt @ HVt.T).double().cpu().numpy()
         corner = 0.5 * (corner + corner.T)
+        if not (np.isfinite(cross).all() and np.isfinite(corner).all()):
+            raise NonFiniteProductError(
+                f"the operator returned non-finite products (inf or NaN) after {self.n_products} "
+                f"products; a Hessian does this at parameters next to a divergence, where its "
+                f"products overflow in {self.operator.dtype}.")
         self.T = np.block([[self.T, cross], [cross.T, corner]])
         self._ensure(n)
         self._Qt[self._m:self._m + n] = Vt
@@ -390,7 +401,7 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
     ----------
     operator : object
         Symmetric linear operator with ``dim``, ``dtype``, ``device`` and ``matmat(V)``
-        (``V`` of shape (dim, m)), e.g. :class:`~sklearn_eos._hvp.FullBatchHessian` or
+        (``V`` of shape (dim, m)), e.g. :class:`~sklearn_eos.curvature.FullBatchHessian` or
         :class:`MatrixOperator`.
     k : int, default=3
         Number of top eigenpairs (clipped to ``dim``).

@@ -218,7 +218,7 @@ class SharpnessTracker(ParamsCallback):
                     max_products=self.max_products, compute_min=self.compute_min,
                     min_start=self._min_vector, generator=self._generator,
                 )
-            except np.linalg.LinAlgError:
+            except np.linalg.LinAlgError:  # NonFiniteProductError, or eigh on the overflowed values
                 result = None  # the products overflowed: parameters near a divergence
         lr = self._lr(net, step)
         if result is None or not np.isfinite(result.eigenvalues).all():
