@@ -129,6 +129,19 @@ class MatrixOperator:
         return self.matmat(v.reshape(-1, 1))[:, 0]
 
 
+def _row_norms(Wt):
+    """Euclidean norms of the rows of ``Wt`` as float64, computed so that the squares neither
+    underflow nor overflow. In the vectors' own dtype, the norms of a float32 operator of
+    spectral radius 1e-25 read 0, and the solver accepted a first, wrong Ritz value as
+    converged. Squares of float32 (or narrower) values always fit float64; float64 rows are
+    scaled by their largest entry first."""
+    if Wt.dtype != torch.float64:
+        return torch.linalg.vector_norm(Wt, dim=1, dtype=torch.float64)
+    scale = Wt.abs().amax(dim=1, keepdim=True)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.linalg.vector_norm(Wt / scale, dim=1) * scale[:, 0]
+
+
 class _Subspace:
     """Orthonormal basis ``Q``, its image ``HQ`` and the projection ``T = Q^T H Q`` (float64).
 
@@ -153,7 +166,7 @@ class _Subspace:
 
     def _orthonormalise(self, Wt):
         """Orthonormalise the rows of ``Wt`` (n, dim) against the basis and each other."""
-        norm0 = torch.linalg.vector_norm(Wt, dim=1)
+        norm0 = _row_norms(Wt)
         Q = self._Qt[:self._m]
         norms = norm0
         if self._m:
@@ -163,11 +176,11 @@ class _Subspace:
             for _ in range(2):
                 before = norms
                 Wt = torch.addmm(Wt, Wt @ Q.T, Q, alpha=-1)
-                norms = torch.linalg.vector_norm(Wt, dim=1)
+                norms = _row_norms(Wt)
                 if bool((norms > 0.7 * before).all()):
                     break
         if Wt.shape[0] == 1:  # the usual expansion: no host loop over columns
-            return Wt / norms[0] if bool(norms[0] > self._drop * norm0[0]) else None
+            return Wt / norms[0].to(Wt.dtype) if bool(norms[0] > self._drop * norm0[0]) else None
         kept = []
         floor = (self._drop * norm0).tolist()
         for j in range(Wt.shape[0]):
@@ -177,9 +190,9 @@ class _Subspace:
             for _ in range(2):
                 for q in kept:
                     w = w - (q @ w) * q
-            norm = torch.linalg.vector_norm(w)
+            norm = _row_norms(w[None])[0]
             if norm > floor[j]:
-                kept.append(w / norm)
+                kept.append(w / norm.to(w.dtype))
         return torch.stack(kept) if kept else None
 
     def _ensure(self, n):
@@ -306,7 +319,7 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
         use_guard = guard and len(theta) > n_wanted and space.size < op.dim
         full = index + [n_wanted] if use_guard else index
         Rt = space.residual_rows(Y[:, full], theta[full])
-        rnorm = torch.linalg.vector_norm(Rt, dim=1).double().cpu().numpy()
+        rnorm = _row_norms(Rt).cpu().numpy()
         radius = np.max(np.abs(theta))
         bounds = np.maximum(_error_bounds(theta, rnorm[:len(index)], index, use_gap=not interior),
                             resolvable_tol(op.dtype) * radius)

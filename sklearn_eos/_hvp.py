@@ -34,6 +34,7 @@ afterwards. The R-operator's networks have neither randomness nor buffers.
 from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from ._mlp_hessian import MLPCurvature, applies_to_data, mlp_structure
 from ._rng import GLOBAL_RNG_LOCK
@@ -80,6 +81,21 @@ def _n_examples(X):
     return X.shape[0] if hasattr(X, "shape") else len(X)
 
 
+def _weighted_mean_loss(loss_fn, chunks):
+    """Why ``loss_fn`` is not a plain mean over each chunk's examples (None when it is, as
+    far as can be told): the size weights of several chunks would then be wrong."""
+    reduction = getattr(loss_fn, "reduction", "mean")
+    if isinstance(loss_fn, nn.modules.loss._Loss) and reduction != "mean":
+        return f"its reduction is {reduction!r}"
+    if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        if loss_fn.weight is not None:
+            return "it has class weights (a mean weighted by class)"
+        if any(torch.is_tensor(y) and not y.is_floating_point() and bool((y == loss_fn.ignore_index).any())
+               for _, y in chunks):
+            return f"targets equal to its ignore_index ({loss_fn.ignore_index}) are left out of the mean"
+    return None
+
+
 def parameter_versions(params):
     """A fingerprint of ``params`` that changes with every in-place update (an optimizer step)
     or replacement of one of them: their autograd version counters and storage."""
@@ -123,17 +139,33 @@ class FullBatchHessian:
 
     Notes
     -----
-    With one chunk the gradient graph is cached and reused across calls as long as the
-    parameters are not modified in place; any in-place update (an optimizer step) invalidates it.
-    Use the operator as a context manager, or call :meth:`close`, to free the graph.
+    With one chunk the gradient graph (or the R-operator's factors) is cached and reused
+    across calls while the parameters keep their values and the data are not modified in
+    place: any update of the parameters (an optimizer step, fused or not, or a write through
+    ``.data``) rebuilds it at the next product, at the cost of one comparison of the parameters
+    with a copy kept for the purpose. Use the operator as a context manager, or call
+    :meth:`close`, to free the graph.
+
+    ``loss_fn`` must be a plain mean over the examples when there are several chunks: a torch
+    loss with another ``reduction``, class weights, or ignored targets raises a
+    ``ValueError`` (a functional loss cannot be inspected; with one chunk any loss is exact).
+    Chunks without examples are left out.
     """
 
     def __init__(self, module, loss_fn, chunks, *, params=None, train_mode=True):
         self.module = module
         self.loss_fn = loss_fn
-        self.chunks = list(chunks)
+        # an empty chunk adds nothing to the mean over all examples (and has no mean of its own)
+        self.chunks = [(X, y) for X, y in chunks if _n_examples(X) > 0]
         if not self.chunks:
-            raise ValueError("chunks must contain at least one (X, y) pair")
+            raise ValueError("chunks must contain at least one (X, y) pair with examples")
+        if len(self.chunks) > 1:
+            reason = _weighted_mean_loss(loss_fn, self.chunks)
+            if reason is not None:
+                raise ValueError(
+                    f"loss_fn must return the mean loss over a chunk's examples, so that chunks "
+                    f"weighted by their sizes make up the full-batch loss, but {reason}. Pass the "
+                    f"data as one chunk, or a loss that is a plain mean.")
         self.params = list(params) if params is not None else [
             p for p in module.parameters() if p.requires_grad
         ]
@@ -196,7 +228,15 @@ class FullBatchHessian:
         return _AutogradCurvature(grads, self.params)
 
     def _versions(self):
-        return parameter_versions(self.params)
+        """Version counters of the parameters and of the data (in-place updates)."""
+        data = tuple(t._version for chunk in self.chunks for t in chunk if torch.is_tensor(t))
+        return parameter_versions(self.params), data
+
+    def _same_values(self, snapshot):
+        """Whether the parameters still hold ``snapshot``: an update through ``.data`` or a
+        fused optimizer step leaves the version counters as they were."""
+        with torch.no_grad():
+            return all(torch.equal(p, saved) for p, saved in zip(self.params, snapshot))
 
     def _curvatures(self):
         """Yield, chunk by chunk, what a product needs at the current parameters: the
@@ -215,7 +255,7 @@ class FullBatchHessian:
     def _cached_curvature(self):
         """The one chunk's curvature (`_curvatures`), rebuilt if the parameters changed."""
         versions = self._versions()
-        if self._graph is None or self._graph[0] != versions:
+        if self._graph is None or self._graph[0] != versions or not self._same_values(self._graph[1]):
             self._graph = None
             if self._structure is not None:
                 (X, y), = self.chunks
@@ -223,8 +263,9 @@ class FullBatchHessian:
             else:
                 with self._pass():
                     curvature = self._gradient_graph(next(self._chunk_losses()))
-            self._graph = (versions, curvature)
-        return self._graph[1]
+            snapshot = [p.detach().clone() for p in self.params]
+            self._graph = (versions, snapshot, curvature)
+        return self._graph[2]
 
     # ----------------------------------------------------------------- products
     def _apply(self, curvature, V, out):

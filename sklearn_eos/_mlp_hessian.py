@@ -105,10 +105,12 @@ _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_
 
 
 def _has_hooks(module):
-    """Whether a hook (of a submodule, or global) could change what the layers compute."""
+    """Whether a hook or a ``forward`` set on an instance (of a submodule, or a global hook)
+    could change what the module computes: the R-operator reads the classes only."""
     if any(getattr(nn.modules.module, "_global" + name, None) for name in _HOOKS):
         return True
-    return any(getattr(sub, name, None) for sub in module.modules() for name in _HOOKS)
+    return any(getattr(sub, name, None) for sub in module.modules() for name in _HOOKS) or any(
+        "forward" in vars(sub) for sub in module.modules())
 
 
 def mlp_structure(module, loss_fn, params):
@@ -122,8 +124,10 @@ def mlp_structure(module, loss_fn, params):
     biases, each once, in layer order (no tied or frozen weights).
     """
     if (not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward
-            or "forward" in vars(module) or _has_hooks(module)):
+            or _has_hooks(module)):
         return None  # a forward of its own (a scale, a skip connection) is not the chain of children
+    if isinstance(loss_fn, nn.Module) and _has_hooks(loss_fn):
+        return None
     if type(loss_fn) is HalfSquaredError:
         loss_kind = "mse"
     elif type(loss_fn) is CrossEntropy:
@@ -152,7 +156,7 @@ def applies_to_data(X, y, loss_kind, dtype):
     if not (torch.is_tensor(X) and torch.is_tensor(y)) or X.ndim != 2 or X.dtype != dtype:
         return False
     if loss_kind == "cross_entropy":
-        return y.ndim == 1 and not y.is_floating_point()
+        return y.ndim == 1 and y.dtype == torch.int64  # class indices, as cross_entropy takes them
     return True
 
 
@@ -189,6 +193,9 @@ class MLPCurvature:
         if loss_kind == "mse":
             ga = (out - y.reshape(out.shape)).to(out.dtype) * self.scale
         else:
+            if y.numel() and bool((y.min() < 0) | (y.max() >= out.shape[1])):
+                raise IndexError(f"class labels must lie in [0, {out.shape[1]}) for a network with "
+                                 f"{out.shape[1]} outputs; got labels from {int(y.min())} to {int(y.max())}.")
             self.p = torch.softmax(out, dim=1)
             ga = self.p.clone()
             ga[torch.arange(out.shape[0], device=out.device), y] -= 1

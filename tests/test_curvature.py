@@ -133,3 +133,128 @@ def test_the_user_guide_example_prints_what_the_guide_says(capsys):
     np.testing.assert_allclose(numbers[1][:3], expected[1][:3], rtol=1e-3)
     assert abs(numbers[1][4] - expected[1][4]) < 0.01  # the subspace overlap
     assert numbers[1][3] < numbers[0][3]  # the warm start took fewer products
+
+
+# ---------------------------------------------------------------------------------------
+# The operator's contract with a user who keeps it, hooks things, or builds chunks by hand.
+def _regression_problem(activation=torch.nn.Tanh, seed=1):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), activation(), torch.nn.Linear(5, 3)).double()
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(30, 4, generator=gen, dtype=torch.float64)
+    y = torch.randn(30, 3, generator=gen, dtype=torch.float64)
+    return model, X, y
+
+
+@pytest.mark.parametrize("activation", [torch.nn.Tanh, torch.nn.LeakyReLU])  # R-operator, autograd
+@pytest.mark.parametrize("update", ["fused_sgd", "data"])
+def test_a_kept_operator_follows_updates_that_leave_version_counters_alone(activation, update):
+    """A fused optimizer step and a write through ``.data`` change the parameters without
+    bumping their version counters; the next product must still be the new Hessian's."""
+    model, X, y = _regression_problem(activation)
+    loss_fn = HalfSquaredError()
+    v = torch.randn(sum(p.numel() for p in model.parameters()), 2, dtype=torch.float64)
+    with FullBatchHessian(model, loss_fn, [(X, y)]) as H:
+        old = H.matmat(v)  # builds and caches the factors (or the gradient graph)
+        if update == "fused_sgd":
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.5, fused=True)
+            loss_fn(model(X), y).backward()
+            optimizer.step()
+        else:
+            for p in model.parameters():
+                p.data.add_(0.3)
+        reused = H.matmat(v)
+    torch.testing.assert_close(reused, _exact_hessian(model, loss_fn, X, y) @ v, rtol=1e-10, atol=1e-12)
+    assert (reused - old).abs().max() > 1e-3  # the control: the Hessian did change
+
+
+def test_a_kept_operator_follows_data_changed_in_place():
+    model, X, y = _regression_problem()
+    loss_fn = HalfSquaredError()
+    v = torch.randn(sum(p.numel() for p in model.parameters()), 1, dtype=torch.float64)
+    with FullBatchHessian(model, loss_fn, [(X, y)]) as H:
+        assert H.method == "r-operator"
+        old = H.matmat(v)
+        X.mul_(1.5)
+        reused = H.matmat(v)
+    torch.testing.assert_close(reused, _exact_hessian(model, loss_fn, X, y) @ v, rtol=1e-10, atol=1e-12)
+    assert (reused - old).abs().max() > 1e-3
+
+
+def _patch_forward(module, forward):
+    module.forward = forward.__get__(module)  # an instance attribute, as monkeypatching does
+
+
+@pytest.mark.parametrize("change", ["loss_hook", "loss_forward", "child_forward"])
+def test_hooks_and_instance_forwards_are_seen_not_just_the_classes(change):
+    """The R-operator is derived from the module classes; a hook or an instance ``forward``
+    that changes what a layer or the loss computes must send the products to autograd."""
+    model, X, y = _regression_problem()
+    loss_fn = HalfSquaredError()
+    if change == "loss_hook":
+        loss_fn.register_forward_hook(lambda module, args, out: 3 * out)
+    elif change == "loss_forward":
+        _patch_forward(loss_fn, lambda self, out, target: (out - target).pow(4).sum(1).mean())
+    else:
+        _patch_forward(model[1], lambda self, z: torch.sin(z))
+    v = torch.randn(sum(p.numel() for p in model.parameters()), 1, dtype=torch.float64)
+    with FullBatchHessian(model, loss_fn, [(X, y)]) as H:
+        assert H.method == "autograd"
+        torch.testing.assert_close(H.matmat(v), _exact_hessian(model, loss_fn, X, y) @ v,
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_out_of_range_class_labels_raise_on_the_r_operator_path():
+    from sklearn_eos._losses import make_criterion
+
+    model, X, _ = _regression_problem()
+    y = torch.tensor([0, 1, 2] * 9 + [0, 1, -1])
+    with FullBatchHessian(model, make_criterion("cross_entropy"), [(X, y)]) as H:
+        assert H.method == "r-operator"
+        with pytest.raises(IndexError, match=r"class labels must lie in \[0, 3\).*-1 to 2"):
+            H.matvec(torch.ones(H.dim, dtype=torch.float64))
+
+
+def test_empty_chunks_are_left_out():
+    model, X, y = _regression_problem()
+    loss_fn = HalfSquaredError()
+    v = torch.randn(sum(p.numel() for p in model.parameters()), 1, dtype=torch.float64)
+    whole = FullBatchHessian(model, loss_fn, [(X, y)])
+    with_empty = FullBatchHessian(model, loss_fn, [(X[:10], y[:10]), (X[:0], y[:0]), (X[10:], y[10:])])
+    assert with_empty.loss() == pytest.approx(whole.loss(), rel=1e-14)
+    torch.testing.assert_close(with_empty.matmat(v), whole.matmat(v), rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="with examples"):
+        FullBatchHessian(model, loss_fn, [(X[:0], y[:0])])
+
+
+@pytest.mark.parametrize("loss_fn", [torch.nn.MSELoss(reduction="sum"),
+                                     torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 5.0, 0.2])),
+                                     torch.nn.CrossEntropyLoss(ignore_index=1)],
+                         ids=["sum", "class_weights", "ignore_index"])
+def test_chunks_refuse_losses_that_are_not_plain_means(loss_fn):
+    """Chunks are weighted by their sizes, which is right only for a plain mean; with one
+    chunk the same loss is exact."""
+    model, X, y = _regression_problem()
+    if isinstance(loss_fn, torch.nn.CrossEntropyLoss):
+        y = torch.tensor([0, 1, 2] * 10)
+        if loss_fn.weight is not None:
+            loss_fn.weight = loss_fn.weight.double()
+    with pytest.raises(ValueError, match="plain mean"):
+        FullBatchHessian(model, loss_fn, [(X[:7], y[:7]), (X[7:], y[7:])])
+    v = torch.randn(sum(p.numel() for p in model.parameters()), 1, dtype=torch.float64)
+    with FullBatchHessian(model, loss_fn, [(X, y)]) as H:
+        torch.testing.assert_close(H.matmat(v), _exact_hessian(model, loss_fn, X, y) @ v,
+                                   rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e-25), (torch.float64, 1e-200)])
+def test_an_operator_of_tiny_scale_is_solved_not_accepted_at_its_first_ritz_value(dtype, scale):
+    """Residual norms whose squares underflow once read 0, and a first Ritz value from a
+    random vector (a third of lambda_1 here) came back as converged."""
+    n = 20
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    A = (Q * torch.linspace(-1, 2, n, dtype=torch.float64)) @ Q.T  # eigenvalues -1 .. 2
+    result = top_eigenpairs(MatrixOperator((A * scale).to(dtype)), 1, tol=1e-3,
+                            generator=torch.Generator().manual_seed(0))
+    assert result.converged
+    assert result.eigenvalues[0] / (2 * scale) == pytest.approx(1, rel=1e-3)  # approx: abs 1e-12 is huge
