@@ -290,7 +290,8 @@ def _error_bounds(theta, residual_norms, index, use_gap):
     above = np.concatenate([[np.inf], step])[index]
     below = np.concatenate([step, [np.inf]])[index]
     gap = np.minimum(above, below)
-    return np.where(gap > 0, np.minimum(r, r * r / np.where(gap > 0, gap, np.inf)), r)
+    with np.errstate(over="ignore"):  # r * r of a huge residual (next to a divergence): inf
+        return np.where(gap > 0, np.minimum(r, r * r / np.where(gap > 0, gap, np.inf)), r)
 
 
 def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=False, guard=False):
@@ -430,7 +431,7 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         a smaller tolerance (e.g. 1e-7 in float32) ends unconverged at ``max_products``.
     rest_tol : float, optional
         A looser accuracy for eigenvalues 2..k (default: ``tol``). At the edge of stability
-        lambda_3 often sits within 0.5% of lambda_4, and resolving it to 1e-3 costs three times
+        lambda_3 often sits within 0.5% of lambda_4, and resolving it to 1e-3 costs two to three times
         as many products as the sharpness alone (``benchmarks/bench_sharpness.py``); the
         looser block still serves as the next warm start and for subspace rotation.
     max_products : int, default=300

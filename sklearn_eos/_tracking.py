@@ -111,8 +111,8 @@ class SharpnessTracker(ParamsCallback):
         ``max_products`` with ``'converged'`` False.
     rest_tol : float or None, default=0.1
         Relative accuracy of eigenvalues 2..k (None: ``tol``). Resolving the whole
-        near-degenerate top cluster to 1e-3 costs about three times as many HVPs as the
-        sharpness alone; the looser block is still a good warm start and rotation basis.
+        near-degenerate top cluster to 1e-3 costs two to two and a half times as many HVPs
+        as the sharpness alone; the looser block is still a good warm start and rotation basis.
     compute_min : bool, default=False
         Also the most negative eigenvalue (column ``'eig_min'``).
     max_products : int, default=300
