@@ -130,16 +130,20 @@ class MatrixOperator:
 
 
 def _row_norms(Wt):
-    """Euclidean norms of the rows of ``Wt`` as float64, computed so that the squares neither
-    underflow nor overflow. In the vectors' own dtype, the norms of a float32 operator of
-    spectral radius 1e-25 read 0, and the solver accepted a first, wrong Ritz value as
-    converged. Squares of float32 (or narrower) values always fit float64; float64 rows are
-    scaled by their largest entry first."""
-    if Wt.dtype != torch.float64:
-        return torch.linalg.vector_norm(Wt, dim=1, dtype=torch.float64)
-    scale = Wt.abs().amax(dim=1, keepdim=True)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return torch.linalg.vector_norm(Wt / scale, dim=1) * scale[:, 0]
+    """Euclidean norms of the rows of ``Wt``, in its dtype, safe from the underflow and
+    overflow of the squares. Unguarded, the norms of a float32 operator of spectral radius
+    1e-25 read 0, and the solver accepted a first, wrong Ritz value as converged. The plain
+    norm is exact unless it is small enough for squared entries to have underflowed, or
+    infinite; only then are the rows scaled by their largest entry (a float64 norm would
+    cost ten times the plain one on every iteration)."""
+    norms = torch.linalg.vector_norm(Wt, dim=1)
+    info = torch.finfo(Wt.dtype)
+    small = info.tiny ** 0.5 * Wt.shape[1] ** 0.5 / info.eps
+    if bool(((norms < small) | torch.isinf(norms)).any()):
+        scale = Wt.abs().amax(dim=1, keepdim=True)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        norms = torch.linalg.vector_norm(Wt / scale, dim=1) * scale[:, 0]
+    return norms
 
 
 class _Subspace:
@@ -180,7 +184,7 @@ class _Subspace:
                 if bool((norms > 0.7 * before).all()):
                     break
         if Wt.shape[0] == 1:  # the usual expansion: no host loop over columns
-            return Wt / norms[0].to(Wt.dtype) if bool(norms[0] > self._drop * norm0[0]) else None
+            return Wt / norms[0] if bool(norms[0] > self._drop * norm0[0]) else None
         kept = []
         floor = (self._drop * norm0).tolist()
         for j in range(Wt.shape[0]):
@@ -192,7 +196,7 @@ class _Subspace:
                     w = w - (q @ w) * q
             norm = _row_norms(w[None])[0]
             if norm > floor[j]:
-                kept.append(w / norm.to(w.dtype))
+                kept.append(w / norm)
         return torch.stack(kept) if kept else None
 
     def _ensure(self, n):
@@ -320,7 +324,7 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
         use_guard = guard and len(theta) > n_wanted and space.size < op.dim
         full = index + [n_wanted] if use_guard else index
         Rt = space.residual_rows(Y[:, full], theta[full])
-        rnorm = _row_norms(Rt).cpu().numpy()
+        rnorm = _row_norms(Rt).double().cpu().numpy()
         radius = np.max(np.abs(theta))
         bounds = np.maximum(_error_bounds(theta, rnorm[:len(index)], index, use_gap=not interior),
                             resolvable_tol(op.dtype) * radius)

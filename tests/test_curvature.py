@@ -116,7 +116,7 @@ def test_the_user_guide_example_prints_what_the_guide_says(capsys):
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "user_guide.rst").read_text()
     section = text[text.index("The curvature engine on any model"):]
-    block = section[section.index("::\n\n") + 4:]
+    block = section[section.index("full-batch GD::\n\n") + len("full-batch GD::\n\n"):]
     lines = []
     for line in block.split("\n"):
         if line.strip() and not line.startswith("    "):
