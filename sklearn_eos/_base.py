@@ -16,7 +16,8 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
-from ._eigensolver import resolvable_tol
+from ._eigensolver import resolvable_tol, top_eigenpairs
+from ._hvp import FullBatchHessian
 from ._lr_schedule import LRSchedule
 from ._rng import draws_random_numbers, seeded
 from ._schedule import resolve_decay_time
@@ -24,7 +25,8 @@ from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
 from ._net import SYNC_EVERY, FullBatch, FullBatchNet
 from ._update_curvature import UpdateCurvature
-from ._tracking import InstabilityTracker, SharpnessTracker, _as_arrays, rotation_columns, sharpness_columns
+from ._tracking import (InstabilityTracker, SharpnessTracker, _as_arrays, random_generator, rotation_columns,
+                        sharpness_columns)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -162,6 +164,10 @@ class BaseEoS(BaseEstimator):
         raise NotImplementedError
 
     def _outputs_to_predictions(self, outputs):
+        raise NotImplementedError
+
+    def _encode_targets(self, y):
+        """The training targets for ``y`` under the fitted model (its classes or outputs)."""
         raise NotImplementedError
 
     # -- fit --------------------------------------------------------------------------
@@ -502,6 +508,47 @@ class BaseEoS(BaseEstimator):
         """
         return self._outputs_to_predictions(self._forward(X))
 
+    def measure_sharpness(self, X, y):
+        """Top Hessian eigenpairs of the training loss on ``(X, y)`` at the fitted parameters.
+
+        The sharpness of the fitted model on any data, a held-out set say, measured as the
+        tracker measures it during `fit`: the same loss (mean over the rows of ``X``), ``dtype``,
+        ``device``, ``chunk_size``, ``n_eigs`` and ``sharpness_tol``, with the module in train
+        mode. On the training data it gives the last row of ``sharpness_history_`` (to the
+        tolerance). The eigensolver's random start vector comes from ``random_state``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets as `fit` takes them; a classifier's labels must be among ``classes_``.
+
+        Returns
+        -------
+        result : `~sklearn_eos.curvature.EigenResult`
+            ``result.eigenvalues[0]`` is the sharpness; ``eigenvalues`` (float64, descending),
+            ``eigenvectors`` (a torch tensor of shape (n_parameters, n_eigs)), ``n_products``
+            and ``converged``.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)}.")
+        targets = self._encode_targets(y)
+        dtype, device = _DTYPES[self.dtype], self.net_.device
+        # a copy: the operator switches the module to train mode for its passes, and the
+        # estimator may be predicting in another thread
+        module = copy.deepcopy(self.module_)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        with torch_threads(_thread_limit()):
+            Xt = self._to_tensor(X, dtype, device)
+            yt = self._to_tensor(targets, dtype if targets.dtype.kind == "f" else torch.long, device)
+            data = FullBatch(Xt, yt, self.chunk_size)
+            with FullBatchHessian(module, make_criterion(self.loss), data.chunks) as hessian:
+                return top_eigenpairs(hessian, self.n_eigs, tol=self.sharpness_tol,
+                                      rest_tol=min(100 * self.sharpness_tol, 0.1),
+                                      generator=random_generator(seed))
+
 
 class EoSClassifier(ClassifierMixin, BaseEoS):
     """Neural-network classifier trained by exact full-batch GD at the edge of stability.
@@ -669,6 +716,19 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     def _outputs_to_predictions(self, outputs):
         return self.classes_[outputs.argmax(axis=1)]
 
+    def _encode_targets(self, y):
+        y = np.asarray(y)
+        if y.ndim != 1:
+            y = np.ravel(y) if y.ndim == 2 and y.shape[1] == 1 else None
+            if y is None:
+                raise ValueError(f"{type(self).__name__} takes 1-D class labels.")
+        unseen = np.setdiff1d(y, self.classes_)
+        if len(unseen):
+            raise ValueError(f"y holds labels that are not among classes_ {self.classes_.tolist()}: "
+                             f"{unseen[:5].tolist()}.")
+        encoded = np.searchsorted(self.classes_, y)
+        return np.eye(len(self.classes_))[encoded] if self.loss == "mse" else encoded.astype(np.int64)
+
     def predict_proba(self, X):
         """Class probabilities: the softmax of the network outputs.
 
@@ -724,6 +784,15 @@ class EoSRegressor(RegressorMixin, BaseEoS):
     def _prepare_targets(self, y):
         y = np.asarray(y, dtype=np.float64)
         return y, (1 if y.ndim == 1 else y.shape[1]), {"_y_ndim": y.ndim}
+
+    def _encode_targets(self, y):
+        y = np.asarray(y, dtype=np.float64)
+        n_outputs = 1 if y.ndim == 1 else y.shape[1]
+        if y.ndim > 2 or n_outputs != self._n_outputs:
+            raise ValueError(f"y has {n_outputs} outputs where the fitted model has {self._n_outputs}.")
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinity.")
+        return y
 
     def _outputs_to_predictions(self, outputs):
         # the targets' shape, whatever the module's: (n,) or (n, n_outputs)

@@ -1,0 +1,68 @@
+"""``measure_sharpness``: the Hessian spectrum of a fitted estimator's loss on any data,
+against closed forms (a linear model) and the tracker's own final measurement."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs, make_regression
+from sklearn.exceptions import NotFittedError
+
+from sklearn_eos import EoSClassifier, EoSRegressor
+
+
+def _linear_hessian_eigenvalues(X):
+    """Eigenvalues (descending) of the Hessian block of 0.5 * sum over outputs of squared
+    errors, mean over rows, of a linear model with bias: ``X~^T X~ / n`` for every output."""
+    Xb = np.hstack([X, np.ones((len(X), 1))])
+    return np.linalg.eigvalsh(Xb.T @ Xb / len(X))[::-1]
+
+
+def test_a_linear_regressor_on_held_out_data_matches_the_closed_form():
+    X, y = make_regression(n_samples=120, n_features=5, n_targets=2, noise=0.5, random_state=0)
+    X /= X.std(axis=0)
+    y = (y - y.mean(axis=0)) / y.std(axis=0)
+    est = EoSRegressor(hidden_layer_sizes=(), lr=0.1, max_iter=30, sharpness_every=0, dtype="float64",
+                       sharpness_tol=1e-10, n_eigs=2, random_state=0).fit(X[:80], y[:80])
+    result = est.measure_sharpness(X[80:], y[80:])
+    eigs = _linear_hessian_eigenvalues(X[80:])
+    # two outputs share each eigenvalue of X~^T X~ / n: the top one twice
+    np.testing.assert_allclose(result.eigenvalues, [eigs[0], eigs[0]], rtol=1e-8)
+    assert result.converged and result.eigenvectors.shape == (2 * 6, 2)
+    # the held-out value differs from the training one (the control: the data are used)
+    assert abs(est.measure_sharpness(X[:80], y[:80]).eigenvalues[0] - eigs[0]) > 1e-3
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_on_the_training_data_it_is_the_trackers_final_measurement(loss):
+    X, y = make_blobs(n_samples=90, centers=3, n_features=4, random_state=0)
+    labels = np.array(["a", "b", "c"])[y]
+    est = EoSClassifier(hidden_layer_sizes=(8,), lr=0.3, max_iter=25, sharpness_every=10, loss=loss,
+                        dtype="float64", sharpness_tol=1e-9, random_state=0).fit(X, labels)
+    before = [p.detach().clone() for p in est.module_.parameters()]
+    result = est.measure_sharpness(X, labels)
+    np.testing.assert_allclose(result.eigenvalues[0], est.sharpness_history_["sharpness"][-1], rtol=1e-7)
+    np.testing.assert_allclose(result.eigenvalues[1:], [est.sharpness_history_["eig_2"][-1],
+                                                        est.sharpness_history_["eig_3"][-1]], rtol=1e-5)
+    # chunks give the same, exact, full-batch Hessian
+    chunked = est.set_params(chunk_size=25).measure_sharpness(X, labels)
+    np.testing.assert_allclose(chunked.eigenvalues, result.eigenvalues, rtol=1e-7)
+    # the fitted model is left as it was
+    assert all((p.detach() == q).all() for p, q in zip(est.module_.parameters(), before))
+
+
+def test_bad_inputs_get_clear_errors():
+    X, y = make_blobs(n_samples=60, centers=3, n_features=4, random_state=0)
+    est = EoSClassifier(hidden_layer_sizes=(8,), max_iter=5, sharpness_every=0, random_state=0)
+    with pytest.raises(NotFittedError):
+        est.measure_sharpness(X, y)
+    est.fit(X, y)
+    with pytest.raises(ValueError, match="not among classes_"):
+        est.measure_sharpness(X, np.where(y == 2, 7, y))
+    with pytest.raises(ValueError, match="features"):
+        est.measure_sharpness(X[:, :3], y)
+    with pytest.raises(ValueError, match="rows"):
+        est.measure_sharpness(X, y[:-1])
+    Xr, yr = make_regression(n_samples=40, n_features=3, random_state=0)
+    reg = EoSRegressor(hidden_layer_sizes=(4,), max_iter=5, sharpness_every=0, random_state=0).fit(Xr, yr)
+    with pytest.raises(ValueError, match="outputs"):
+        reg.measure_sharpness(Xr, np.c_[yr, yr])
+    assert reg.measure_sharpness(Xr, yr).eigenvalues.shape == (3,)
