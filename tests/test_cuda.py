@@ -102,6 +102,15 @@ def test_float32_on_cuda_is_close_to_cpu():
     assert (gpu.predict(X) == cpu.predict(X)).mean() > 0.97
 
 
+def test_measure_sharpness_on_cuda_matches_cpu():
+    """A fitted GPU model's Hessian on held-out data: the CPU fit's, in float64."""
+    X, y = _digits(400)
+    cpu, gpu = _pair(EoSClassifier, X[:300], y[:300], hidden_layer_sizes=(32,), lr=0.2)
+    on_cpu, on_gpu = cpu.measure_sharpness(X[300:], y[300:]), gpu.measure_sharpness(X[300:], y[300:])
+    assert on_gpu.eigenvectors.device.type == "cuda" and on_gpu.converged
+    np.testing.assert_allclose(on_gpu.eigenvalues, on_cpu.eigenvalues, rtol=1e-6)
+
+
 def test_cuda_fitted_estimator_pickles_and_copies():
     X, y = _digits(120)
     gpu = EoSClassifier(hidden_layer_sizes=(16,), lr=0.3, max_iter=10, sharpness_every=5,
