@@ -535,16 +535,22 @@ class BaseEoS(BaseEstimator):
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}.")
         targets = self._encode_targets(y)
-        dtype, device = _DTYPES[self.dtype], self.net_.device
+        dtype, device = _DTYPES[self.dtype], torch.device(self.net_.device)
         # a copy: the operator switches the module to train mode for its passes, and the
         # estimator may be predicting in another thread
         module = copy.deepcopy(self.module_)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()
+                ] if device.type == "cuda" else []
         with torch_threads(_thread_limit()):
             Xt = self._to_tensor(X, dtype, device)
             yt = self._to_tensor(targets, dtype if targets.dtype.kind == "f" else torch.long, device)
             data = FullBatch(Xt, yt, self.chunk_size)
-            with FullBatchHessian(module, make_criterion(self.loss), data.chunks) as hessian:
+            # the operator fixes the random state of its passes (a dropout mask) when built:
+            # from random_state, the caller's generators untouched
+            with seeded(seed, cuda):
+                hessian = FullBatchHessian(module, make_criterion(self.loss), data.chunks)
+            with hessian:
                 return top_eigenpairs(hessian, self.n_eigs, tol=self.sharpness_tol,
                                       rest_tol=min(100 * self.sharpness_tol, 0.1),
                                       generator=random_generator(seed))

@@ -3,6 +3,7 @@ against closed forms (a linear model) and the tracker's own final measurement.""
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import make_blobs, make_regression
 from sklearn.exceptions import NotFittedError
 
@@ -66,3 +67,31 @@ def test_bad_inputs_get_clear_errors():
     with pytest.raises(ValueError, match="outputs"):
         reg.measure_sharpness(Xr, np.c_[yr, yr])
     assert reg.measure_sharpness(Xr, yr).eigenvalues.shape == (3,)
+
+
+class _DropoutNet(torch.nn.Module):
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Linear(n_features_in, 16), torch.nn.Tanh(),
+                                          torch.nn.Dropout(0.3), torch.nn.Linear(16, n_outputs))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def test_a_dropout_models_measurement_comes_from_random_state_alone():
+    """The dropout mask of the measured loss is drawn from ``random_state``: the same result
+    whatever the caller's generator, which stays untouched."""
+    X, y = make_blobs(n_samples=80, centers=3, n_features=4, random_state=0)
+    est = EoSClassifier(module=_DropoutNet, lr=0.2, max_iter=10, sharpness_every=0, dtype="float64",
+                        random_state=0).fit(X, y)
+    torch.manual_seed(1)
+    first = est.measure_sharpness(X, y).eigenvalues
+    after_first = torch.rand(3)
+    torch.manual_seed(2)
+    second = est.measure_sharpness(X, y).eigenvalues
+    np.testing.assert_array_equal(first, second)
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(3), after_first)  # the global generator was not drawn from
+    other = est.set_params(random_state=5).measure_sharpness(X, y).eigenvalues
+    assert np.abs(other - first).max() > 1e-6  # the control: another mask, another Hessian
