@@ -13,7 +13,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import (check_array, check_consistent_length, check_is_fitted, column_or_1d,
+                                      validate_data)
 
 from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
 from ._eigensolver import resolvable_tol, top_eigenpairs
@@ -532,8 +533,7 @@ class BaseEoS(BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        if len(X) != len(y):
-            raise ValueError(f"X has {len(X)} rows but y has {len(y)}.")
+        check_consistent_length(X, y)
         targets = self._encode_targets(y)
         dtype, device = _DTYPES[self.dtype], torch.device(self.net_.device)
         # a copy: the operator switches the module to train mode for its passes, and the
@@ -723,11 +723,7 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         return self.classes_[outputs.argmax(axis=1)]
 
     def _encode_targets(self, y):
-        y = np.asarray(y)
-        if y.ndim != 1:
-            y = np.ravel(y) if y.ndim == 2 and y.shape[1] == 1 else None
-            if y is None:
-                raise ValueError(f"{type(self).__name__} takes 1-D class labels.")
+        y = column_or_1d(y)
         unseen = np.setdiff1d(y, self.classes_)
         if len(unseen):
             raise ValueError(f"y holds labels that are not among classes_ {self.classes_.tolist()}: "
@@ -792,12 +788,10 @@ class EoSRegressor(RegressorMixin, BaseEoS):
         return y, (1 if y.ndim == 1 else y.shape[1]), {"_y_ndim": y.ndim}
 
     def _encode_targets(self, y):
-        y = np.asarray(y, dtype=np.float64)
+        y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
         n_outputs = 1 if y.ndim == 1 else y.shape[1]
-        if y.ndim > 2 or n_outputs != self._n_outputs:
+        if n_outputs != self._n_outputs:
             raise ValueError(f"y has {n_outputs} outputs where the fitted model has {self._n_outputs}.")
-        if not np.isfinite(y).all():
-            raise ValueError("y contains NaN or infinity.")
         return y
 
     def _outputs_to_predictions(self, outputs):

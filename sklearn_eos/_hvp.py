@@ -84,9 +84,8 @@ def _n_examples(X):
 def _weighted_mean_loss(loss_fn, chunks):
     """Why ``loss_fn`` is not a plain mean over each chunk's examples (None when it is, as
     far as can be told): the size weights of several chunks would then be wrong."""
-    reduction = getattr(loss_fn, "reduction", "mean")
-    if isinstance(loss_fn, nn.modules.loss._Loss) and reduction != "mean":
-        return f"its reduction is {reduction!r}"
+    if isinstance(loss_fn, nn.modules.loss._Loss) and loss_fn.reduction != "mean":
+        return f"its reduction is {loss_fn.reduction!r}"
     if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
         if loss_fn.weight is not None:
             return "it has class weights (a mean weighted by class)"

@@ -60,7 +60,7 @@ def test_bad_inputs_get_clear_errors():
         est.measure_sharpness(X, np.where(y == 2, 7, y))
     with pytest.raises(ValueError, match="features"):
         est.measure_sharpness(X[:, :3], y)
-    with pytest.raises(ValueError, match="rows"):
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         est.measure_sharpness(X, y[:-1])
     Xr, yr = make_regression(n_samples=40, n_features=3, random_state=0)
     reg = EoSRegressor(hidden_layer_sizes=(4,), max_iter=5, sharpness_every=0, random_state=0).fit(Xr, yr)
