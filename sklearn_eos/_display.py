@@ -111,8 +111,9 @@ class SharpnessDisplay:
     stores the data. Panels share the step axis, top to bottom: (1) training loss (log
     scale), (2) the sharpness (largest Hessian eigenvalue, markers at measurements), the
     next top eigenvalues (lighter), the curvature along each GD update (thin, every step)
-    and the stability threshold 2/lr (dashed step line at every step), (3) the learning
-    rate. Instability episodes are shaded on every panel.
+    and the stability threshold 2/lr (dashed step line: the rate of step t from t to t + 1,
+    so it reaches the final measurement at ``n_iter_``), (3) the learning rate (the same
+    step line). Instability episodes are shaded on every panel.
 
     Parameters
     ----------
@@ -257,18 +258,25 @@ class SharpnessDisplay:
             kwargs.update(update_curvature_kwargs or {})
             (self.update_curvature_line_,) = ax_sharp.plot(x[:len(curvature)], curvature, **kwargs)
             self.lines_["update_curvature"] = self.update_curvature_line_
+        # the rate of step t holds from t to t + 1, where the parameters it produced (and
+        # the final measurement, at step n_iter_) are: the step lines run one step further
+        x_rate = np.r_[x, x[-1] + 1] if len(x) else x
+
+        def held(values):
+            return np.r_[values, values[-1:]]
+
         kwargs = {"color": "black", "linestyle": "--", "linewidth": 1.2, "drawstyle": "steps-post",
-                  "label": "2 / lr (stability threshold)", **single}
+                  "label": "2 / lr (stability threshold)"}
         kwargs.update(threshold_kwargs or {})
-        (self.threshold_line_,) = ax_sharp.plot(x, steps["threshold"], **kwargs)
+        (self.threshold_line_,) = ax_sharp.plot(x_rate, held(steps["threshold"]), **kwargs)
         self.lines_["threshold"] = self.threshold_line_
         ax_sharp.set_ylabel("top Hessian eigenvalues")
 
         if ax_lr is not None:
             kwargs = {"color": "tab:green", "linewidth": 1.2, "drawstyle": "steps-post",
-                      "label": "learning rate", **single}
+                      "label": "learning rate"}
             kwargs.update(lr_kwargs or {})
-            (self.lr_line_,) = ax_lr.plot(x, steps["lr"], **kwargs)
+            (self.lr_line_,) = ax_lr.plot(x_rate, held(steps["lr"]), **kwargs)
             self.lines_["lr"] = self.lr_line_
             ax_lr.set_ylabel("learning rate")
             ax_lr.set_ylim(bottom=0, top=1.15 * float(np.max(steps["lr"], initial=0)) or None)

@@ -77,12 +77,15 @@ def test_sharpness_display_plots_the_estimator_arrays(est):
     assert [line.get_label() for line in disp.eig_lines_] == [r"$\lambda_{2}$", r"$\lambda_{3}$"]
     for i, line in enumerate(disp.eig_lines_, start=2):
         np.testing.assert_array_equal(line.get_ydata(), h[f"eig_{i}"])
-    # the threshold is drawn at every step from lr_history_, as a step line
-    np.testing.assert_array_equal(disp.threshold_line_.get_xdata(), steps)
-    np.testing.assert_allclose(disp.threshold_line_.get_ydata(), 2 / est.lr_history_)
+    # the threshold is drawn at every step from lr_history_, as a step line that holds the
+    # last step's rate up to n_iter_, where the final measurement is
+    lr = np.r_[est.lr_history_, est.lr_history_[-1]]
+    np.testing.assert_array_equal(disp.threshold_line_.get_xdata(), np.arange(est.n_iter_ + 1))
+    np.testing.assert_allclose(disp.threshold_line_.get_ydata(), 2 / lr)
+    assert disp.threshold_line_.get_xdata()[-1] == h["step"][-1] == est.n_iter_
     assert disp.threshold_line_.get_drawstyle() == "steps-post"
     assert disp.threshold_line_.get_linestyle() == "--"
-    np.testing.assert_array_equal(disp.lr_line_.get_ydata(), est.lr_history_)
+    np.testing.assert_array_equal(disp.lr_line_.get_ydata(), lr)
     np.testing.assert_array_equal(disp.update_curvature_line_.get_xdata(), steps[:-1])
     np.testing.assert_array_equal(disp.update_curvature_line_.get_ydata(), est.update_curvature_)
     assert disp.update_curvature_line_.axes is disp.ax_sharpness_
@@ -170,7 +173,7 @@ def test_sharpness_display_constructor_and_untracked_fit():
                             sharpness_history={"step": np.array([]), "sharpness": np.array([])})
     assert disp.plot() is disp
     assert disp.sharpness_line_ is None and disp.eig_lines_ == []
-    np.testing.assert_allclose(disp.threshold_line_.get_ydata(), np.r_[np.full(6, 4.0), np.full(4, 40.0)])
+    np.testing.assert_allclose(disp.threshold_line_.get_ydata(), np.r_[np.full(6, 4.0), np.full(5, 40.0)])
     with pytest.raises(ValueError, match="one value per step"):
         SharpnessDisplay(loss_curve=np.ones(3), lr_history=np.ones(4)).plot()
     with pytest.raises(ValueError, match="'start' and 'end'"):
@@ -179,8 +182,9 @@ def test_sharpness_display_constructor_and_untracked_fit():
 
 def test_sharpness_display_marks_the_single_point_of_a_one_step_fit():
     disp = SharpnessDisplay(loss_curve=np.array([0.7]), lr_history=np.array([0.5])).plot()
-    for line in (disp.loss_line_, disp.threshold_line_, disp.lr_line_):
-        assert len(line.get_xdata()) == 1 and line.get_marker() == "o"
+    assert len(disp.loss_line_.get_xdata()) == 1 and disp.loss_line_.get_marker() == "o"
+    for line in (disp.threshold_line_, disp.lr_line_):  # the step's rate, from step 0 to 1
+        np.testing.assert_array_equal(line.get_xdata(), [0, 1])
     longer = SharpnessDisplay(loss_curve=np.ones(3), lr_history=np.full(3, 0.5)).plot()
     assert longer.loss_line_.get_marker() in ("None", None, "")
     plt.close("all")
