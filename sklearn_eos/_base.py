@@ -187,6 +187,18 @@ class BaseEoS(BaseEstimator):
         # a copy: the array may be read-only (memmap), which torch does not support
         return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=device or self.device)
 
+    def _training_tensors(self, X, targets, dtype, device):
+        """``X`` and the encoded targets as tensors in ``dtype`` on ``device``, checked finite
+        after the cast (a float64 value can overflow float32)."""
+        X_t = self._to_tensor(X, dtype, device)
+        y_t = self._to_tensor(targets, dtype if targets.dtype.kind == "f" else torch.long, device)
+        for name, tensor in (("X", X_t), ("y", y_t)):
+            # row blocks: a whole-tensor isfinite would allocate as much again as the data
+            if tensor.is_floating_point() and not all(
+                    torch.isfinite(block).all() for block in tensor.split(self.chunk_size or 8192)):
+                raise ValueError(f"{name} contains values too large for {str(dtype).replace('torch.', '')}.")
+        return X_t, y_t
+
     def _build_callbacks(self, seed, start=None, initial_sharpness=None):
         # ``start``: the previous fit's top eigenvectors on a warm_start refit, which begins at
         # the parameters of that fit's final measurement
@@ -344,13 +356,7 @@ class BaseEoS(BaseEstimator):
             what = (f"{n_outputs} outputs where it has {self._n_outputs}" if n_outputs != self._n_outputs
                     else "other classes than its classes_")
             raise ValueError(f"warm_start=True needs targets that fit the previous model; these need {what}.")
-        X_train = self._to_tensor(X, torch_dtype)
-        y_train = self._to_tensor(targets, torch_dtype if targets.dtype.kind == "f" else torch.long)
-        for name, tensor in (("X", X_train), ("y", y_train)):
-            # row blocks: a whole-tensor isfinite would allocate as much again as the data
-            if tensor.is_floating_point() and not all(
-                    torch.isfinite(block).all() for block in tensor.split(self.chunk_size or 8192)):
-                raise ValueError(f"{name} contains values too large for {self.dtype}.")
+        X_train, y_train = self._training_tensors(X, targets, torch_dtype, self.device)
         for name, value in target_attrs.items():
             setattr(self, name, value)
         self._n_outputs = n_outputs
@@ -513,10 +519,14 @@ class BaseEoS(BaseEstimator):
         """Top Hessian eigenpairs of the training loss on ``(X, y)`` at the fitted parameters.
 
         The sharpness of the fitted model on any data, a held-out set say, measured as the
-        tracker measures it during `fit`: the same loss (mean over the rows of ``X``), ``dtype``,
-        ``device``, ``chunk_size``, ``n_eigs`` and ``sharpness_tol``, with the module in train
-        mode. On the training data it gives the last row of ``sharpness_history_`` (to the
-        tolerance). The eigensolver's random start vector comes from ``random_state``.
+        tracker measures it during `fit`: in the fitted module's dtype and on its device, with
+        the current ``loss`` (mean over the rows of ``X``), ``chunk_size``, ``n_eigs`` and
+        ``sharpness_tol``, the module in train mode. On the training data it gives the last
+        row of ``sharpness_history_`` (to the tolerance), except for a module with dropout:
+        its mask here is drawn from ``random_state``, not the one of the fit's final
+        measurement. The eigensolver's random start vector comes from ``random_state`` too;
+        the method draws nothing from a ``RandomState`` it is given, nor from numpy's global
+        generator (with ``random_state=None`` the start is drawn afresh).
 
         Parameters
         ----------
@@ -528,23 +538,36 @@ class BaseEoS(BaseEstimator):
         -------
         result : `~sklearn_eos.curvature.EigenResult`
             ``result.eigenvalues[0]`` is the sharpness; ``eigenvalues`` (float64, descending),
-            ``eigenvectors`` (a torch tensor of shape (n_parameters, n_eigs)), ``n_products``
-            and ``converged``.
+            ``eigenvectors`` (a torch tensor of shape (n_parameters, min(n_eigs,
+            n_parameters))), ``n_products`` and ``converged``.
+
+        Raises
+        ------
+        ValueError
+            For data the fitted model cannot take (features, classes, outputs, values too
+            large for its dtype).
+        sklearn_eos.curvature.NonFiniteProductError
+            When the Hessian's products overflow (parameters next to a divergence).
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         check_consistent_length(X, y)
         targets = self._encode_targets(y)
-        dtype, device = _DTYPES[self.dtype], torch.device(self.net_.device)
+        # the fitted model's dtype and device (``dtype`` may have been set since the fit)
+        dtype, device = next(self.module_.parameters()).dtype, torch.device(self.net_.device)
         # a copy: the operator switches the module to train mode for its passes, and the
         # estimator may be predicting in another thread
         module = copy.deepcopy(self.module_)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        if self.random_state is None:
+            seed = int.from_bytes(os.urandom(4), "little") >> 1
+        else:  # a copy of a RandomState: measuring must not change what a later fit draws
+            rng = self.random_state
+            seed = int(check_random_state(copy.deepcopy(rng) if isinstance(rng, np.random.RandomState)
+                                          else rng).randint(np.iinfo(np.int32).max))
         cuda = [device.index if device.index is not None else torch.cuda.current_device()
                 ] if device.type == "cuda" else []
         with torch_threads(_thread_limit()):
-            Xt = self._to_tensor(X, dtype, device)
-            yt = self._to_tensor(targets, dtype if targets.dtype.kind == "f" else torch.long, device)
+            Xt, yt = self._training_tensors(X, targets, dtype, device)
             data = FullBatch(Xt, yt, self.chunk_size)
             # the operator fixes the random state of its passes (a dropout mask) when built:
             # from random_state, the caller's generators untouched

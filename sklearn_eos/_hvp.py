@@ -142,7 +142,9 @@ class FullBatchHessian:
     across calls while the parameters keep their values and the data are not modified in
     place: any update of the parameters (an optimizer step, fused or not, or a write through
     ``.data``) rebuilds it at the next product, at the cost of one comparison of the parameters
-    with a copy kept for the purpose. Use the operator as a context manager, or call
+    with a copy kept for the purpose. Of the data only in-place torch operations are seen
+    (their version counters): after a write through ``.data``, or into a numpy array that a
+    chunk shares memory with, build a new operator. Use the operator as a context manager, or call
     :meth:`close`, to free the graph.
 
     ``loss_fn`` must be a plain mean over the examples when there are several chunks: a torch
@@ -289,9 +291,9 @@ class FullBatchHessian:
         torch.Tensor of shape (dim, m)
             ``H @ V``.
         """
+        V = torch.as_tensor(V).to(dtype=self.dtype, device=self.device)  # numpy arrays too
         if V.ndim != 2 or V.shape[0] != self.dim:
             raise ValueError(f"expected a ({self.dim}, m) block, got shape {tuple(V.shape)}")
-        V = V.to(dtype=self.dtype, device=self.device)
         out = torch.zeros_like(V)
         if len(self.chunks) == 1:
             self._apply(self._cached_curvature(), V, out)
@@ -304,7 +306,7 @@ class FullBatchHessian:
 
     def matvec(self, v):
         """Hessian times one flat vector ``v`` of shape (dim,); returns shape (dim,)."""
-        return self.matmat(v.reshape(-1, 1))[:, 0]
+        return self.matmat(torch.as_tensor(v).reshape(-1, 1))[:, 0]
 
     # ------------------------------------------------------------ loss, gradient
     def loss(self):

@@ -258,3 +258,22 @@ def test_an_operator_of_tiny_scale_is_solved_not_accepted_at_its_first_ritz_valu
                             generator=torch.Generator().manual_seed(0))
     assert result.converged
     assert result.eigenvalues[0] / (2 * scale) == pytest.approx(1, rel=1e-3)  # approx: abs 1e-12 is huge
+
+
+def test_solver_and_operator_inputs_get_clear_errors():
+    A = np.diag([3.0, 2.0, 1.0, 0.5])
+    for k in (0, 2.7, True):
+        with pytest.raises(ValueError, match="k must be an int"):
+            top_eigenpairs(MatrixOperator(A), k=k)
+    with pytest.raises(ValueError, match="tol must be"):
+        top_eigenpairs(MatrixOperator(A), k=1, tol=-1e-3)
+    with pytest.raises(ValueError, match="start block must have shape"):
+        top_eigenpairs(MatrixOperator(A), k=1, start=np.ones((2, 4)))
+    with pytest.raises(ValueError, match="symmetric"):
+        MatrixOperator(np.triu(np.ones((3, 3))))
+    integer = top_eigenpairs(MatrixOperator(np.diag([3, 2, 1])), k=1, tol=1e-8)  # cast to float64
+    assert integer.eigenvalues[0] == pytest.approx(3.0)
+    model, X, y = _regression_problem()
+    H = FullBatchHessian(model, HalfSquaredError(), [(X, y)])
+    v = np.random.default_rng(0).standard_normal(H.dim)
+    torch.testing.assert_close(H.matvec(v), H.matvec(torch.from_numpy(v)))  # numpy vectors too

@@ -140,12 +140,15 @@ def test_warm_start_from_rotated_block():
 
 
 def test_top_three_cost_about_what_single_vector_lanczos_needs_for_one():
-    """One residual per iteration, not one per open pair: the top 3 (rest_tol 0.1) from a
-    random start within the 18-28 products that Lanczos needs for lambda_1 alone on the
-    digits edge-of-stability Hessian (shared anchors); block expansions needed 31 here."""
+    """One residual per iteration after two block iterations, not one per open pair
+    throughout: the top 3 (rest_tol 0.1) from a random start in about the 18-28 products
+    that Lanczos needs for lambda_1 alone on the digits edge-of-stability Hessian (shared
+    anchors). 28 before the cold block iterations (``_COLD_BLOCK_ITERS``, which keep a cold
+    start from settling on lambda_2: 28-32 over ten seeds), 31 with block expansions
+    throughout."""
     A, _ = matrix_with_spectrum(edge_of_stability_spectrum())
     res = top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, rest_tol=0.1, generator=gen())
-    assert res.converged and res.n_products <= 28
+    assert res.converged and res.n_products <= 32
     assert abs(res.eigenvalues[0] - TOP[0]) <= 1e-3 * TOP[0]
 
 
@@ -280,8 +283,8 @@ def test_cold_starts_do_not_settle_on_lambda_2_of_a_nearly_degenerate_top():
     d, n = 150, 160
     ev = np.concatenate([[9.48, 9.36, 7.90, 6.58, 5.50], rng.exponential(0.05, d - 5)])
     Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
-    O = np.linalg.qr(rng.standard_normal((n, d)))[0]
-    X = np.sqrt(n) * O @ (Q * np.sqrt(ev)) @ Q.T
+    basis = np.linalg.qr(rng.standard_normal((n, d)))[0]
+    X = np.sqrt(n) * basis @ (Q * np.sqrt(ev)) @ Q.T
     A = X.T @ X / n
     for seed in range(20):
         r = top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, rest_tol=0.1,

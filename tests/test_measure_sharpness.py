@@ -95,3 +95,26 @@ def test_a_dropout_models_measurement_comes_from_random_state_alone():
     assert torch.equal(torch.rand(3), after_first)  # the global generator was not drawn from
     other = est.set_params(random_state=5).measure_sharpness(X, y).eigenvalues
     assert np.abs(other - first).max() > 1e-6  # the control: another mask, another Hessian
+
+
+def test_it_uses_the_fitted_dtype_and_leaves_random_states_alone():
+    X, y = make_blobs(n_samples=60, centers=3, n_features=4, random_state=0)
+    est = EoSClassifier(hidden_layer_sizes=(8,), max_iter=5, sharpness_every=0, random_state=0).fit(X, y)
+    est.set_params(dtype="float64")  # not refitted: the model is still float32
+    assert est.measure_sharpness(X, y).eigenvectors.dtype == torch.float32
+    # a RandomState given as random_state is not drawn from, nor is numpy's global generator
+    rng = np.random.RandomState(3)
+    est.set_params(random_state=rng)
+    np.random.seed(4)
+    est.measure_sharpness(X, y)
+    assert rng.randint(1000) == np.random.RandomState(3).randint(1000)
+    assert np.random.randint(1000) == np.random.RandomState(4).randint(1000)
+
+
+def test_values_too_large_for_the_fitted_dtype_get_the_error_fit_gives():
+    X, y = make_regression(n_samples=40, n_features=3, random_state=0)
+    reg = EoSRegressor(hidden_layer_sizes=(4,), max_iter=5, sharpness_every=0, random_state=0).fit(X, y)
+    big = X.copy()
+    big[0, 0] = 1e39  # finite in float64, inf in the model's float32
+    with pytest.raises(ValueError, match="X contains values too large for float32"):
+        reg.measure_sharpness(big, y)

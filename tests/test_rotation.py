@@ -54,3 +54,16 @@ def test_torch_inputs_and_vectors():
     np.testing.assert_allclose(cos, [1.0], atol=1e-6)
     with pytest.raises(ValueError):
         subspace_overlap(U, basis(11))
+
+
+def test_principal_angles_keep_their_digits_when_small():
+    """Small angles from sines: the arccos of the cosines read 1e-4 rad for a float32
+    subspace against itself, and could not see a rotation of 1e-6 rad."""
+    gen = torch.Generator().manual_seed(0)
+    U = torch.linalg.qr(torch.randn(500, 3, dtype=torch.float64, generator=gen))[0]
+    np.testing.assert_allclose(principal_angles(U.float(), U.float()), 0.0, atol=1e-6)
+    perp = torch.randn(500, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    perp -= U @ (U.T @ perp)
+    W = U.clone()
+    W[:, 0] = np.cos(1e-6) * U[:, 0] + np.sin(1e-6) * perp / perp.norm()
+    np.testing.assert_allclose(principal_angles(U, W), [0.0, 0.0, 1e-6], atol=1e-12)
