@@ -24,7 +24,7 @@ Autograd's double backward through a reused gradient graph does the same matrix 
 about thirteen elementwise passes (separate multiplications and gradient accumulations), which
 on a CPU cost a third of its time. Measured with ``python benchmarks/bench_sharpness.py``
 (digits, 64-200-200-10 tanh, 1,257 examples, float32, one thread), part (a): 1.64 gradients
-per product against 2.03 by autograd (``benchmarks/bench_tracking.py``: 1.55), and 0.87
+per product against 2.03 by autograd (``benchmarks/bench_tracking.py``: 1.57), and 0.87
 gradients once per parameter point for the factors.
 
 The result is the exact Hessian of the same loss (tests compare it with
