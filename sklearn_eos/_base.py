@@ -20,7 +20,7 @@ from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
 from ._eigensolver import resolvable_tol, top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._lr_schedule import LRSchedule
-from ._rng import draws_random_numbers, seeded
+from ._rng import cuda_generators_of, draws_random_numbers, seeded
 from ._schedule import resolve_decay_time
 from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
@@ -401,9 +401,7 @@ class BaseEoS(BaseEstimator):
                 sync_every=self._sync_every,
             )
             net.initialize()
-            # the generator of the fit's own device; no other GPU is touched
-            cuda = [device.index if device.index is not None else torch.cuda.current_device()
-                    ] if device.type == "cuda" else []
+            cuda = cuda_generators_of(device)  # the fit's own device's; no other GPU is touched
             # lazy layers (nn.LazyLinear, ...) draw their weights in this first forward, on the
             # fit's device: from random_state too, not from the caller's global generators
             with seeded((seed + 1) % 2**31, cuda):
@@ -564,14 +562,12 @@ class BaseEoS(BaseEstimator):
             rng = self.random_state
             seed = int(check_random_state(copy.deepcopy(rng) if isinstance(rng, np.random.RandomState)
                                           else rng).randint(np.iinfo(np.int32).max))
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()
-                ] if device.type == "cuda" else []
         with torch_threads(_thread_limit()):
             Xt, yt = self._training_tensors(X, targets, dtype, device)
             data = FullBatch(Xt, yt, self.chunk_size)
             # the operator fixes the random state of its passes (a dropout mask) when built:
             # from random_state, the caller's generators untouched
-            with seeded(seed, cuda):
+            with seeded(seed, cuda_generators_of(device)):
                 hessian = FullBatchHessian(module, make_criterion(self.loss), data.chunks)
             with hessian:
                 return top_eigenpairs(hessian, self.n_eigs, tol=self.sharpness_tol,

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["GLOBAL_RNG_LOCK", "draws_random_numbers", "seeded"]
+__all__ = ["GLOBAL_RNG_LOCK", "cuda_generators_of", "draws_random_numbers", "seeded"]
 
 #: Held while a section uses a seeded global torch generator (reentrant: a measurement inside
 #: a seeded training section takes it again).
@@ -34,6 +34,15 @@ def seeded(seed, cuda_devices=()):
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(seed)
         yield
+
+
+def cuda_generators_of(device):
+    """The CUDA device indices whose generators `seeded` should seed for work on ``device``:
+    that device's own (the current one for a bare ``'cuda'``), none for the CPU."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
 def draws_random_numbers(module):
