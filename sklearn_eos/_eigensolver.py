@@ -431,7 +431,8 @@ _GUARD_TOL = 3e-2
 # bulk near zero, dimension 150, tol 1e-3, k=3, a cold solve returned a sharpness more than
 # 1e-3 low, converged, on 34 (median 10 products); with the rule above 13; with two block
 # iterations as well 2 (median 12). With a top cluster of six eigenvalues within 3% above a
-# dense bulk: 29, then 14 (median 25, then 29 products). Warm starts are unchanged; a cold
+# dense bulk: 29, then 14 (median 25, then 29 products). ``python
+# benchmarks/bench_cold_start.py`` prints these (the first of each against commit e978c4c). Warm starts are unchanged; a cold
 # top-3 on the digits-like spectrum of ``tests/test_eigensolver.py`` takes 28-32 products
 # over ten seeds, against 25-30 with one residual per iteration throughout.
 _COLD_BLOCK_ITERS = 2
