@@ -139,8 +139,8 @@ def _row_norms(Wt):
     overflow of the squares. Unguarded, the norms of a float32 operator of spectral radius
     1e-25 read 0, and the solver accepted a first, wrong Ritz value as converged. The plain
     norm is exact unless it is small enough for squared entries to have underflowed, or
-    infinite; only then are the rows scaled by their largest entry (a float64 norm would
-    cost ten times the plain one on every iteration)."""
+    infinite; only then are the rows scaled by their largest entry (a float64 norm on every
+    iteration would cost several plain ones)."""
     norms = torch.linalg.vector_norm(Wt, dim=1)
     info = torch.finfo(Wt.dtype)
     small = info.tiny ** 0.5 * Wt.shape[1] ** 0.5 / info.eps
@@ -432,9 +432,9 @@ _GUARD_TOL = 3e-2
 # 1e-3 low, converged, on 34 (median 10 products); with the rule above 13; with two block
 # iterations as well 2 (median 12). With a top cluster of six eigenvalues within 3% above a
 # dense bulk: 29, then 14 (median 25, then 29 products). ``python
-# benchmarks/bench_cold_start.py`` prints these (the first of each against commit e978c4c). Warm starts are unchanged; a cold
-# top-3 on the digits-like spectrum of ``tests/test_eigensolver.py`` takes 28-32 products
-# over ten seeds, against 25-30 with one residual per iteration throughout.
+# benchmarks/bench_cold_start.py`` prints these (the first of each against commit e978c4c).
+# Warm starts are unchanged; the cold top-3 on the digits-like spectrum of
+# ``tests/test_eigensolver.py`` takes 32 products instead of 28.
 _COLD_BLOCK_ITERS = 2
 # ``bench_guard.py --bulk tail``: 1 miss of 48 at 3e-2 without the rule (at commit 0a83bf7),
 # none with it, same median products; on the tracked digits fit the top pair is always

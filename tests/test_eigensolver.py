@@ -143,9 +143,8 @@ def test_top_three_cost_about_what_single_vector_lanczos_needs_for_one():
     """One residual per iteration after two block iterations, not one per open pair
     throughout: the top 3 (rest_tol 0.1) from a random start in about the 18-28 products
     that Lanczos needs for lambda_1 alone on the digits edge-of-stability Hessian (shared
-    anchors). 28 before the cold block iterations (``_COLD_BLOCK_ITERS``, which keep a cold
-    start from settling on lambda_2: 28-32 over ten seeds), 31 with block expansions
-    throughout."""
+    anchors): 32 here, 28 before the cold block iterations (``_COLD_BLOCK_ITERS``, which keep
+    a cold start from settling on lambda_2), 31 with block expansions throughout."""
     A, _ = matrix_with_spectrum(edge_of_stability_spectrum())
     res = top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, rest_tol=0.1, generator=gen())
     assert res.converged and res.n_products <= 32
