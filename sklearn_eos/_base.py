@@ -199,13 +199,17 @@ class BaseEoS(BaseEstimator):
                 raise ValueError(f"{name} contains values too large for {str(dtype).replace('torch.', '')}.")
         return X_t, y_t
 
+    def _rest_tol(self):
+        """Relative accuracy of eigenvalues 2..k in every measurement (see ``sharpness_tol``)."""
+        return min(100 * self.sharpness_tol, 0.1)
+
     def _build_callbacks(self, seed, start=None, initial_sharpness=None):
         # ``start``: the previous fit's top eigenvectors on a warm_start refit, which begins at
         # the parameters of that fit's final measurement
         # order matters: the schedule sets the step's rate before the tracker reads its
         # threshold, and episodes see the tracker's measurements; the guard and the loss
         # goal, which may end training, come last
-        rest_tol = min(100 * self.sharpness_tol, 0.1)
+        rest_tol = self._rest_tol()
         # with tracking on, the initial measurement for lr_units='threshold' is taken with
         # the tracker's settings, and the tracker records it as its step-0 row
         shared = {"n_eigs": self.n_eigs, "rest_tol": rest_tol} if self.sharpness_every else {}
@@ -571,7 +575,7 @@ class BaseEoS(BaseEstimator):
                 hessian = FullBatchHessian(module, make_criterion(self.loss), data.chunks)
             with hessian:
                 return top_eigenpairs(hessian, self.n_eigs, tol=self.sharpness_tol,
-                                      rest_tol=min(100 * self.sharpness_tol, 0.1),
+                                      rest_tol=self._rest_tol(),
                                       generator=random_generator(seed))
 
 
@@ -735,8 +739,12 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
                 f"data contain only one class: {classes[0].item()!r}."
             )
         n_classes = len(classes)
-        targets = np.eye(n_classes)[encoded] if self.loss == "mse" else encoded.astype(np.int64)
+        targets = self._class_targets(encoded, n_classes)
         return targets, n_classes, {"classes_": classes}
+
+    def _class_targets(self, encoded, n_classes):
+        """Class indices as the loss takes them: one-hot rows for 'mse', int64 otherwise."""
+        return np.eye(n_classes)[encoded] if self.loss == "mse" else encoded.astype(np.int64)
 
     def _outputs_to_predictions(self, outputs):
         return self.classes_[outputs.argmax(axis=1)]
@@ -748,7 +756,7 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
             raise ValueError(f"y holds labels that are not among classes_ {self.classes_.tolist()}: "
                              f"{unseen[:5].tolist()}.")
         encoded = np.searchsorted(self.classes_, y)
-        return np.eye(len(self.classes_))[encoded] if self.loss == "mse" else encoded.astype(np.int64)
+        return self._class_targets(encoded, len(self.classes_))
 
     def predict_proba(self, X):
         """Class probabilities: the softmax of the network outputs.
