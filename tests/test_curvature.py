@@ -4,7 +4,7 @@ exact Hessians (float64, tiny models)."""
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call
+from _exact import exact_hessian
 
 from sklearn_eos import HalfSquaredError, curvature
 from sklearn_eos.curvature import (FullBatchHessian, MatrixOperator, NonFiniteProductError,
@@ -18,21 +18,6 @@ def _model_and_data(seed=0):
     X = torch.randn(20, 5, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 3, (20,), generator=gen)
     return model, X, y
-
-
-def _exact_hessian(model, loss_fn, X, y):
-    names = [name for name, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def loss(theta):
-        params, i = {}, 0
-        for name, shape in zip(names, shapes):
-            params[name] = theta[i:i + shape.numel()].reshape(shape)
-            i += shape.numel()
-        return loss_fn(functional_call(model, params, (X,)), y)
-
-    return torch.autograd.functional.hessian(loss, flat)
 
 
 def test_public_names_are_the_engine_the_tracker_uses():
@@ -51,7 +36,7 @@ def test_a_users_model_in_unequal_chunks_gives_the_exact_spectrum(loss):
         loss_fn, target = HalfSquaredError(), torch.nn.functional.one_hot(y, 3).double()
     else:  # any other loss: autograd's double backward
         loss_fn, target = torch.nn.functional.cross_entropy, y
-    H_exact = _exact_hessian(model, loss_fn, X, target)
+    H_exact = exact_hessian(model, loss_fn, X, target)
     exact = torch.linalg.eigvalsh(H_exact).numpy()[::-1]
     chunks = [(X[:7], target[:7]), (X[7:], target[7:])]  # 7 + 13 rows: the mean over all 20
     with FullBatchHessian(model, loss_fn, chunks) as H:
@@ -70,7 +55,7 @@ def test_warm_started_rotation_equals_the_exact_eigenvectors_rotation():
     loss_fn, target = HalfSquaredError(), torch.nn.functional.one_hot(y, 3).double()
 
     def measure(start=None):
-        exact = torch.linalg.eigh(_exact_hessian(model, loss_fn, X, target)).eigenvectors
+        exact = torch.linalg.eigh(exact_hessian(model, loss_fn, X, target)).eigenvectors
         exact = exact[:, -2:].flip(1)  # the top two, descending
         with FullBatchHessian(model, loss_fn, [(X, target)]) as H:
             result = top_eigenpairs(H, k=2, tol=1e-12, start=start,
@@ -164,7 +149,7 @@ def test_a_kept_operator_follows_updates_that_leave_version_counters_alone(activ
             for p in model.parameters():
                 p.data.add_(0.3)
         reused = H.matmat(v)
-    torch.testing.assert_close(reused, _exact_hessian(model, loss_fn, X, y) @ v, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(reused, exact_hessian(model, loss_fn, X, y) @ v, rtol=1e-10, atol=1e-12)
     assert (reused - old).abs().max() > 1e-3  # the control: the Hessian did change
 
 
@@ -177,7 +162,7 @@ def test_a_kept_operator_follows_data_changed_in_place():
         old = H.matmat(v)
         X.mul_(1.5)
         reused = H.matmat(v)
-    torch.testing.assert_close(reused, _exact_hessian(model, loss_fn, X, y) @ v, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(reused, exact_hessian(model, loss_fn, X, y) @ v, rtol=1e-10, atol=1e-12)
     assert (reused - old).abs().max() > 1e-3
 
 
@@ -200,7 +185,7 @@ def test_hooks_and_instance_forwards_are_seen_not_just_the_classes(change):
     v = torch.randn(sum(p.numel() for p in model.parameters()), 1, dtype=torch.float64)
     with FullBatchHessian(model, loss_fn, [(X, y)]) as H:
         assert H.method == "autograd"
-        torch.testing.assert_close(H.matmat(v), _exact_hessian(model, loss_fn, X, y) @ v,
+        torch.testing.assert_close(H.matmat(v), exact_hessian(model, loss_fn, X, y) @ v,
                                    rtol=1e-10, atol=1e-12)
 
 
@@ -243,7 +228,7 @@ def test_chunks_refuse_losses_that_are_not_plain_means(loss_fn):
         FullBatchHessian(model, loss_fn, [(X[:7], y[:7]), (X[7:], y[7:])])
     v = torch.randn(sum(p.numel() for p in model.parameters()), 1, dtype=torch.float64)
     with FullBatchHessian(model, loss_fn, [(X, y)]) as H:
-        torch.testing.assert_close(H.matmat(v), _exact_hessian(model, loss_fn, X, y) @ v,
+        torch.testing.assert_close(H.matmat(v), exact_hessian(model, loss_fn, X, y) @ v,
                                    rtol=1e-10, atol=1e-12)
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call
+from _exact import exact_hessian
 
 from sklearn_eos._eigensolver import top_eigenpairs
 from sklearn_eos._hvp import FullBatchHessian
@@ -31,20 +31,6 @@ def data(seed=0, n=10, classes=False):
     if classes:
         return X, torch.randint(0, 2, (n,), generator=gen)
     return X, torch.randn(n, 2, generator=gen, dtype=torch.float64)
-
-
-def exact_hessian(module, loss_fn, X, y):
-    """Dense Hessian w.r.t. the flattened parameters (module.named_parameters() order)."""
-    names = [n for n, _ in module.named_parameters()]
-    shapes = [p.shape for _, p in module.named_parameters()]
-    sizes = [p.numel() for _, p in module.named_parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for _, p in module.named_parameters()])
-
-    def loss(theta):
-        parts = [t.view(s) for t, s in zip(torch.split(theta, sizes), shapes)]
-        return loss_fn(functional_call(module, dict(zip(names, parts)), (X,)), y)
-
-    return torch.autograd.functional.hessian(loss, flat)
 
 
 @pytest.mark.parametrize("loss_fn, classes", [(mse, False), (cross_entropy, True)])

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from _exact import exact_hessian
 from sklearn.datasets import load_digits, make_regression
 from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import Callback
-from torch.func import functional_call
 
 from sklearn_eos import EoSClassifier, EoSRegressor, SharpnessTracker
 
@@ -85,20 +85,7 @@ def test_depth1_stability_threshold_is_two_over_sharpness():
 def _exact_hessian_eigvals(module, X, Y, trained_only=False):
     """Eigenvalues of the exact Hessian of the 0.5-sum MSE (descending); ``trained_only``:
     over the parameters with requires_grad only, as the tracker's Hessian is."""
-    params = {k: v.detach() for k, v in module.named_parameters()}
-    names, shapes = list(params), [p.shape for p in params.values()]
-    flat = torch.cat([p.reshape(-1) for p in params.values()])
-
-    def loss(theta):
-        chunks, i = {}, 0
-        for name, shape in zip(names, shapes):
-            n = int(np.prod(shape))
-            chunks[name] = theta[i:i + n].reshape(shape)
-            i += n
-        out = functional_call(module, chunks, (X,))
-        return 0.5 * (out - Y).square().sum() / len(X)
-
-    H = torch.autograd.functional.hessian(loss, flat)
+    H = exact_hessian(module, lambda out, Y: 0.5 * (out - Y).square().sum() / len(out), X, Y)
     if trained_only:
         keep = torch.cat([torch.full((p.numel(),), p.requires_grad) for p in module.parameters()])
         H = H[keep][:, keep]
