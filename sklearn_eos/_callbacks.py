@@ -56,7 +56,8 @@ def _reads_on_host(device):
 
 
 class DivergenceGuard(ParamsCallback):
-    """Stop at the first non-finite training loss and restore the last finite parameters.
+    """Stop at the first non-finite training loss and restore the last finite parameters
+    and buffers.
 
     Works without reading the loss on the host at every step. Before step ``t`` the
     parameters are copied into a buffer; after it, while every loss so far was finite, that
@@ -72,8 +73,10 @@ class DivergenceGuard(ParamsCallback):
     ``on_step_loss``): at the first non-finite loss
     it puts the last finite parameters back and stops training. The steps run between the
     divergence and that read leave nothing behind: the parameters are restored, the net
-    drops their history rows, and no measurement has seen them. Costs one parameter copy per
-    step, and on a GPU one masked copy of the parameters more.
+    drops their history rows, and no measurement has seen them. The module's buffers (a
+    BatchNorm's running statistics, which the forward passes of the diverging steps fill with
+    NaN) are copied and restored with the parameters. Costs one copy of the parameters and
+    buffers per step, and on a GPU one masked copy of them more.
 
     Attributes
     ----------
@@ -85,8 +88,9 @@ class DivergenceGuard(ParamsCallback):
     def on_train_begin(self, net, **kwargs):
         self.diverged_ = False
         self.n_finite_steps_ = 0
-        # detached views share storage with the parameters: made once, not every step
-        self._params = [p.detach() for p in net.module_.parameters()]
+        # detached views share storage with the parameters and buffers: made once, not every
+        # step; the buffers too, or a BatchNorm's running statistics stay NaN after a divergence
+        self._params = [t.detach() for t in (*net.module_.parameters(), *net.module_.buffers())]
         self._current = _FlatCopy(self._params)
         self._last_finite = _FlatCopy(self._params)
         torch._foreach_copy_(self._last_finite.views, self._params)

@@ -376,6 +376,40 @@ def test_divergence_is_caught(Estimator):
     np.testing.assert_allclose(kept_loss, est.loss_curve_[-1], rtol=1e-3)
 
 
+class _BatchNormNet(torch.nn.Module):
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(n_features_in, 8), torch.nn.BatchNorm1d(8),
+                                        torch.nn.Tanh(), torch.nn.Linear(8, n_outputs))
+
+    def forward(self, X):
+        return self.body(X)
+
+
+def test_divergence_restores_the_buffers_with_the_parameters():
+    """A BatchNorm's running statistics are written by every training forward, those of the
+    diverging steps included: the guard puts them back with the parameters, so the kept
+    model predicts finite values in eval mode (they were NaN: all predictions one class)."""
+    X, y = _blobs()
+    est = EoSClassifier(module=_BatchNormNet, lr=200.0, max_iter=100, sharpness_every=0, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        est.fit(X, y)
+    assert est.diverged_ and est.n_iter_ < est.max_iter
+    for buffer in est.module_.buffers():
+        assert torch.isfinite(buffer.double()).all()
+    assert np.all(np.isfinite(est.predict_proba(X)))
+    # the kept step is the last with a finite loss (loss_curve_[-1] is its loss): a fit that
+    # stops just before it ends with the same parameters and buffers
+    assert est.n_iter_ >= 2
+    twin = EoSClassifier(module=_BatchNormNet, lr=200.0, max_iter=est.n_iter_ - 1, sharpness_every=0,
+                         random_state=0).fit(X, y)
+    assert not twin.diverged_
+    for a, b in zip(est.module_.buffers(), twin.module_.buffers()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(est.module_.parameters(), twin.module_.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_divergence_warning_names_the_applied_rate_in_threshold_units():
     X, y = _regression()
     est = EoSRegressor(hidden_layer_sizes=(8,), lr=50.0, lr_units="threshold", max_iter=200, random_state=0)
