@@ -8,6 +8,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from skorch.callbacks import Callback
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -288,6 +289,29 @@ class BaseEoS(BaseEstimator):
                 f"torch.nn.Module or an instance of one. Got the class {module!r} instead."
             )
 
+    def _check_device(self):
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise InvalidParameterError(
+                f"The 'device' parameter of {type(self).__name__} must name a torch device ('cpu', "
+                f"'cuda', 'cuda:1', ...). Got {self.device!r}: {exc}") from exc
+        if device.type == "meta":
+            raise InvalidParameterError(
+                f"The 'device' parameter of {type(self).__name__} must be a device that holds data; "
+                f"got {self.device!r}.")
+        return device
+
+    def _check_callbacks(self):
+        for entry in self.callbacks or []:
+            name, callback = entry if isinstance(entry, tuple) and len(entry) == 2 else (None, entry)
+            if not (isinstance(callback, Callback)
+                    or isinstance(callback, type) and issubclass(callback, Callback)) or (
+                    isinstance(entry, tuple) and not isinstance(name, str)):
+                raise InvalidParameterError(
+                    f"The 'callbacks' parameter of {type(self).__name__} must be a list of skorch "
+                    f"callbacks (instances or classes) or (name, callback) pairs. Got {entry!r}.")
+
     def _check_output_shape(self, module, X, n_outputs):
         """Fail early, with a clear message, when ``module``'s outputs do not have the
         ``n_outputs`` columns that the targets need (one per class, or per target column)."""
@@ -295,9 +319,17 @@ class BaseEoS(BaseEstimator):
         module.eval()
         try:
             with torch.no_grad():
-                shape = tuple(module(X[:2]).shape)
+                out = module(X[:2])
+        except Exception as exc:
+            raise ValueError(
+                f"The module failed on the first rows of X ({X.shape[1]} features, {X.dtype}): "
+                f"{type(exc).__name__}: {exc}") from exc
         finally:
             module.train(was_training)
+        if not torch.is_tensor(out):
+            raise ValueError(f"The module's forward must return one tensor (the outputs); it "
+                             f"returned a {type(out).__name__}.")
+        shape = tuple(out.shape)
         n = min(len(X), 2)
         if isinstance(self, ClassifierMixin):
             ok = shape == (n, n_outputs)
@@ -338,7 +370,8 @@ class BaseEoS(BaseEstimator):
                 f"({resolvable_tol(torch_dtype):.1e}, four machine epsilons): no measurement could "
                 f"converge. Use a larger sharpness_tol or dtype='float64'."
             )
-        device = torch.device(self.device)
+        device = self._check_device()
+        self._check_callbacks()
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r}, but this torch has no CUDA device available.")
         reuse = self.warm_start and hasattr(self, "module_")
@@ -411,9 +444,9 @@ class BaseEoS(BaseEstimator):
             with seeded((seed + 1) % 2**31, cuda):
                 self._check_output_shape(net.module_, X_train[:2].to(net.device), n_outputs)
             # the training's own randomness (dropout) from random_state, the caller's global
-            # RNG untouched; a module without dropout leaves the global generator alone, and
-            # fits in other threads run alongside (see _rng)
-            if draws_random_numbers(net.module_):
+            # RNG untouched; a module that draws no random numbers leaves the global generator
+            # alone, and fits in other threads run alongside (see _rng)
+            if draws_random_numbers(net.module_, X_train[:2].to(net.device)):
                 with seeded(train_seed, cuda):
                     net.partial_fit(data)
             else:
@@ -462,9 +495,14 @@ class BaseEoS(BaseEstimator):
             kept = (f"the parameters of step {n_steps - 1}, the last with a finite loss, were kept"
                     if n_steps else "no step had a finite loss: the initial parameters were kept "
                     "(check the scale of the data)")
+            hint = "Lower lr, or set lr_units='threshold' (lr as a multiple of 2 / initial sharpness)"
+            if np.isfinite(self.initial_sharpness_) and self.initial_sharpness_ > 0:
+                hint += (f"; the initial sharpness was {self.initial_sharpness_:.4g}, so rates above "
+                         f"{2 / self.initial_sharpness_:.4g} start unstable")
             warnings.warn(
                 f"{type(self).__name__}: training diverged at step {n_steps} ({rate}): the "
-                f"training loss became non-finite. Training stopped and {kept}.",
+                f"training loss became non-finite. Training stopped and {kept}. {hint}; "
+                f"standardised inputs usually allow larger rates.",
                 ConvergenceWarning,
             )
 
@@ -588,7 +626,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         None builds an MLP from ``hidden_layer_sizes`` and ``activation``. A class receives
         ``n_features_in`` and ``n_outputs`` (the number of classes) as keyword arguments when
         its signature accepts them. An instance is deep-copied and re-initialised from
-        ``random_state`` (every submodule's ``reset_parameters``). Sharpness tracking is
+        ``random_state`` (every submodule's ``reset_parameters``; a warning names parameters
+        that none re-draws, which keep the instance's values). Sharpness tracking is
         cheapest for an ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations
         (as the default MLP), whose Hessian-vector products have a closed form; any other
         module gets autograd's double backward, about a quarter slower per product. Its
@@ -653,8 +692,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         ``'user_<i>'`` (its position in the list).
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation, the eigensolver's start vectors and any randomness inside
-        training (dropout): same seed and data, same ``loss_curve_``. The global torch random
-        state is left as it was.
+        training (dropout layers, ``F.dropout``, ``nn.RReLU``: whatever a training-mode forward
+        of two rows draws from torch's generator): same seed and data, same ``loss_curve_``.
+        The global torch random state is left as it was.
     verbose : int, default=0
         1 shows a progress bar, 2 prints progress lines.
     warm_start : bool, default=False
@@ -788,8 +828,13 @@ class EoSRegressor(RegressorMixin, BaseEoS):
 
     Attributes
     ----------
-    loss_curve_, lr_history_, n_iter_, diverged_, module_, net_, n_features_in_,
-    feature_names_in_ : see `EoSClassifier`.
+    loss_curve_, lr_history_, n_iter_, diverged_ : see `EoSClassifier`.
+    sharpness_history_, rotation_history_ : dict of 1-D ndarrays
+        The diagnostics of the top Hessian eigenvalues and their eigenvectors, one row per
+        measurement and per pair of measurements; see `EoSClassifier`.
+    instabilities_, n_instabilities_, update_curvature_ : see `EoSClassifier`.
+    initial_sharpness_, effective_lr_, decay_step_ : see `EoSClassifier`.
+    module_, net_, n_features_in_, feature_names_in_ : see `EoSClassifier`.
     """
 
     _valid_losses = {"mse"}

@@ -2,6 +2,7 @@
 
 import copy
 import inspect
+import warnings
 
 from torch import nn
 
@@ -23,6 +24,17 @@ class MLP(nn.Sequential):
 
     Layers are ``nn.Linear`` with PyTorch's default initialisation and the activation
     between them; ``hidden_layer_sizes=()`` is a depth-1 (linear) model.
+
+    Parameters
+    ----------
+    n_features_in : int
+        Input width.
+    n_outputs : int
+        Output width (one column per class, or per target).
+    hidden_layer_sizes : tuple of int, default=(200, 200)
+        Widths of the hidden layers (the estimators pass their own, default ``(100,)``).
+    activation : {'tanh', 'relu', 'gelu', 'elu', 'sigmoid', 'softplus', 'identity'}, default='tanh'
+        Activation between the layers.
     """
 
     def __init__(self, n_features_in, n_outputs, hidden_layer_sizes=(200, 200), activation="tanh"):
@@ -45,11 +57,32 @@ def _accepts(cls, name):
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+def _post_order(module, seen=None):
+    """Submodules children first, each once (the order their constructors run in)."""
+    seen = set() if seen is None else seen
+    for child in module.children():
+        if id(child) not in seen:
+            yield from _post_order(child, seen)
+    if id(module) not in seen:
+        seen.add(id(module))
+        yield module
+
+
 def _reset_parameters(module):
-    for sub in module.modules():
+    """Re-draw ``module``'s parameters as its constructors did: each submodule's
+    ``reset_parameters`` (torch's private ``_reset_parameters`` where a module has only that,
+    as ``nn.MultiheadAttention`` and ``nn.Transformer`` do), children before their parents.
+    Returns the names of the trained parameters that no such method owns: they keep their
+    values (a raw ``nn.Parameter`` of a custom module, a parametrized weight)."""
+    covered = set()
+    for sub in _post_order(module):
         reset = getattr(sub, "reset_parameters", None)
+        if not callable(reset):
+            reset = getattr(sub, "_reset_parameters", None)
         if callable(reset):
             reset()
+            covered.update(id(p) for p in sub.parameters(recurse=False))
+    return [name for name, p in module.named_parameters() if p.requires_grad and id(p) not in covered]
 
 
 def build_module(module, *, n_features_in, n_outputs, hidden_layer_sizes, activation, seed):
@@ -61,8 +94,9 @@ def build_module(module, *, n_features_in, n_outputs, hidden_layer_sizes, activa
         None builds an `MLP`. A class is instantiated; it receives ``n_features_in`` and
         ``n_outputs`` as keyword arguments when its signature accepts them. An instance is
         deep-copied (the estimator's parameter is never trained in place) and re-initialised
-        through every submodule's ``reset_parameters``, so that ``random_state`` decides the
-        initial weights.
+        through every submodule's ``reset_parameters`` (see `_reset_parameters`), so that
+        ``random_state`` decides the initial weights; a `UserWarning` names the trained
+        parameters that no such method re-draws.
     seed : int
         Seed of the initialisation; the global torch RNG state is left untouched.
     """
@@ -71,11 +105,28 @@ def build_module(module, *, n_features_in, n_outputs, hidden_layer_sizes, activa
             return MLP(n_features_in, n_outputs, tuple(hidden_layer_sizes), activation)
         if isinstance(module, nn.Module):
             net = copy.deepcopy(module)
-            _reset_parameters(net)
+            kept = _reset_parameters(net)
+            if kept:
+                names = ", ".join(kept[:5]) + (", ..." if len(kept) > 5 else "")
+                warnings.warn(
+                    f"{len(kept)} trained parameter(s) of the module instance are not re-initialised "
+                    f"by any submodule's reset_parameters and keep the instance's values, whatever "
+                    f"random_state: {names}. Pass the module class instead (built afresh from "
+                    f"random_state), or give their module a reset_parameters method.",
+                    UserWarning, stacklevel=4,
+                )
             return net
         kwargs = {}
         if _accepts(module, "n_features_in"):
             kwargs["n_features_in"] = n_features_in
         if _accepts(module, "n_outputs"):
             kwargs["n_outputs"] = n_outputs
-        return module(**kwargs)
+        try:
+            return module(**kwargs)
+        except TypeError as exc:
+            given = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "no arguments"
+            raise TypeError(
+                f"module={module.__name__} could not be built with {given} (a module class gets "
+                f"n_features_in and n_outputs when its signature accepts them, and nothing else): "
+                f"{exc}. Pass an instance for other arguments, e.g. module={module.__name__}(...)."
+            ) from exc

@@ -1,6 +1,7 @@
 """Seeded sections on torch's process-global random number generator.
 
-Weight initialisation (``nn.init``) and dropout draw from torch's global generator, so a fit
+Weight initialisation (``nn.init``) and dropout (and whatever else a training forward draws,
+see `draws_random_numbers`) use torch's global generator, so a fit
 seeds it from ``random_state`` inside `torch.random.fork_rng`, which restores the caller's
 state afterwards. Fits in threads of one process (joblib's threading backend, a Dask worker
 with several threads) would interleave their draws on that one generator, and each
@@ -45,8 +46,40 @@ def cuda_generators_of(device):
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
-def draws_random_numbers(module):
-    """Whether ``module`` draws from the global generator in training, as far as can be seen
-    from its submodules: torch's dropout layers. (Random numbers drawn inside a custom
-    ``forward`` cannot be seen.)"""
-    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in module.modules())
+def draws_random_numbers(module, X):
+    """Whether ``module`` draws from torch's global generators in training.
+
+    True at once for torch's dropout layers; otherwise one training-mode forward of ``X``
+    (two rows are enough) is run without gradients, and the answer is whether it moved the
+    global generator of ``X``'s device (the CPU's, or that CUDA device's). That sees the
+    functional ``F.dropout``, ``nn.RReLU`` and the dropout inside attention and recurrent
+    layers alike. The module's buffers (a BatchNorm's running statistics) are put back and the
+    generators restored, so the probe leaves no trace; a forward that fails counts as
+    drawing (seeding is then merely unnecessary). Randomness that such a forward does not
+    show (drawn only on some steps, or only for larger batches) cannot be seen.
+    """
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in module.modules()):
+        return True
+    devices = cuda_generators_of(X.device)
+    buffers = [b.detach().clone() for b in module.buffers()]
+    was_training = module.training
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices):
+        before = _generator_states(devices)
+        try:
+            module.train()
+            with torch.no_grad():
+                module(X)
+        except Exception:
+            return True
+        finally:
+            module.train(was_training)
+            with torch.no_grad():
+                for buffer, saved in zip(module.buffers(), buffers):
+                    buffer.copy_(saved)
+        after = _generator_states(devices)
+    return any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def _generator_states(cuda_devices):
+    """The states of torch's global CPU generator and of the listed CUDA devices'."""
+    return [torch.default_generator.get_state()] + [torch.cuda.get_rng_state(d) for d in cuda_devices]

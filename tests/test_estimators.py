@@ -7,6 +7,7 @@ hard-coded.
 
 import copy
 import pickle
+import re
 import warnings
 
 import joblib
@@ -417,6 +418,10 @@ def test_divergence_warning_names_the_applied_rate_in_threshold_units():
         est.fit(X, y)
     message = str(next(w.message for w in record if "diverged" in str(w.message)))
     assert est.diverged_ and f"rate {est.effective_lr_:.4g}, lr=50.0 in threshold units" in message
+    # and what to do about it, with the rate above which training starts unstable
+    assert "Lower lr" in message
+    assert (f"initial sharpness was {est.initial_sharpness_:.4g}, so rates above "
+            f"{2 / est.initial_sharpness_:.4g} start unstable") in message
 
 
 @pytest.mark.parametrize("lr", [3.0, 1e3])
@@ -550,6 +555,9 @@ def test_wrong_n_features_at_predict(Estimator):
     (EoSClassifier, {"hidden_layer_sizes": True}, "hidden_layer_sizes"),
     (EoSRegressor, {"hidden_layer_sizes": (4, False)}, "hidden_layer_sizes"),
     (EoSClassifier, {"module": int}, "'module' parameter.*subclass of torch.nn.Module"),
+    # these failed inside torch or skorch, or later in training, without naming the parameter
+    (EoSClassifier, {"device": "gpu"}, "'device' parameter.*Got 'gpu'"),
+    (EoSRegressor, {"device": "meta"}, "'device' parameter.*holds data"),
 ])
 def test_bad_params(Estimator, params, match):
     X, y = _blobs(n_samples=20) if Estimator is EoSClassifier else _regression(n_samples=20)
@@ -999,13 +1007,25 @@ class _LazyNet(nn.Module):
         return self.layers(x)
 
 
+class _FunctionalDropoutNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(4, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.out(nn.functional.dropout(torch.tanh(self.hidden(x)), p=0.5, training=self.training))
+
+
 @pytest.mark.parametrize("module", [
     nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 3)),  # draws in training
+    _FunctionalDropoutNet,  # draws without a dropout layer: seen by a probing forward
+    nn.Sequential(nn.Linear(4, 16), nn.RReLU(), nn.Linear(16, 3)),  # idem, a torch layer
     _LazyNet,  # draws its weights at the first forward (the output check)
-], ids=["dropout", "lazy"])
+], ids=["dropout", "functional-dropout", "rrelu", "lazy"])
 def test_random_state_also_seeds_dropout_and_lazy_layers(module):
-    """Randomness inside training (dropout) and lazy layers' weights come from random_state
-    too, and the global torch RNG is left as it was."""
+    """Randomness inside training (dropout, F.dropout, RReLU) and lazy layers' weights come
+    from random_state too, and the global torch RNG is left as it was. (F.dropout and RReLU
+    were not seeded: two fits with one seed differed, and the caller's generator moved.)"""
     X, y = _blobs()
 
     def fit(seed):
@@ -1019,6 +1039,75 @@ def test_random_state_also_seeds_dropout_and_lazy_layers(module):
     assert torch.equal(torch.rand(3), expected)
     np.testing.assert_array_equal(fit(0).loss_curve_, a.loss_curve_)
     assert not np.array_equal(fit(1).loss_curve_, a.loss_curve_)
+
+
+class _Gain(nn.Module):
+    def __init__(self, n_features_in=4, n_outputs=3):
+        super().__init__()
+        self.linear = nn.Linear(n_features_in, n_outputs)
+        self.gain = nn.Parameter(torch.rand(n_outputs))  # no reset_parameters draws it again
+
+    def forward(self, x):
+        return self.linear(x) * self.gain
+
+
+def test_a_module_instance_is_initialised_as_its_constructors_would():
+    """An instance is re-drawn from random_state as construction draws it: children first,
+    then parents, torch's private ``_reset_parameters`` where a module has only that
+    (``nn.MultiheadAttention``'s in_proj_weight kept the instance's values before)."""
+    from sklearn_eos._modules import build_module
+    from sklearn_eos._rng import seeded
+
+    sizes = dict(n_features_in=8, n_outputs=8, hidden_layer_sizes=(), activation="tanh")
+    for make in (lambda: nn.MultiheadAttention(8, 2),
+                 lambda: nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Sequential(nn.Linear(16, 8)))):
+        with seeded(3):
+            fresh = make()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            built = build_module(make(), seed=3, **sizes)
+        for (name, a), b in zip(fresh.named_parameters(), built.parameters()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_parameters_no_reset_redraws_are_named_in_a_warning():
+    from sklearn_eos._modules import build_module
+
+    X, y = _blobs()
+    message = r"1 trained parameter\(s\).*keep the instance's values.*: gain\."
+    with pytest.warns(UserWarning, match=message):
+        EoSClassifier(module=_Gain(), max_iter=2, sharpness_every=0, random_state=0).fit(X, y)
+    instance = _Gain()
+    with pytest.warns(UserWarning, match=message):
+        built = build_module(instance, n_features_in=4, n_outputs=3, hidden_layer_sizes=(),
+                             activation="tanh", seed=0)
+    torch.testing.assert_close(built.gain, instance.gain, rtol=0, atol=0)  # kept, as it says
+    assert not torch.equal(built.linear.weight, instance.linear.weight)  # re-drawn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # a class: built afresh
+        EoSClassifier(module=_Gain, max_iter=2, sharpness_every=0, random_state=0).fit(X, y)
+        frozen = _Gain()
+        frozen.gain.requires_grad_(False)  # not trained: not worth a warning
+        EoSClassifier(module=frozen, max_iter=2, sharpness_every=0, random_state=0).fit(X, y)
+
+
+def test_the_randomness_probe_leaves_no_trace():
+    """`draws_random_numbers` runs one training-mode forward for a module without dropout
+    layers: the answer follows the generator, and the module's buffers (BatchNorm running
+    statistics), its mode and the global generator are as before."""
+    from sklearn_eos._rng import draws_random_numbers
+
+    X = torch.randn(2, 4)
+    quiet = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).eval()
+    noisy = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.RReLU(), nn.Linear(8, 3)).eval()
+    for module, expected in ((quiet, False), (noisy, True)):
+        buffers = [b.clone() for b in module.buffers()]
+        state = torch.get_rng_state()
+        assert draws_random_numbers(module, X) is expected
+        assert torch.equal(torch.get_rng_state(), state) and not module.training
+        for before, after in zip(buffers, module.buffers()):
+            assert torch.equal(before, after)
 
 
 def test_threads_predicting_with_one_estimator_leave_it_intact():
@@ -1067,6 +1156,48 @@ def test_callbacks_as_skorch_name_callback_pairs():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+class _TupleOut(nn.Module):
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features_in, n_outputs)
+
+    def forward(self, x):
+        out = self.linear(x)
+        return out, out.detach()  # skorch's convention for extra outputs: not taken here
+
+
+@pytest.mark.parametrize("callbacks, match", [
+    ([3], "Got 3"), ([None], "Got None"), ([(1, Callback())], r"pairs. Got \(1, "),
+])
+def test_bad_callbacks_are_clear_errors(callbacks, match):
+    """Entries that are not skorch callbacks failed inside skorch (or, None, were ignored)."""
+    X, y = _blobs(n_samples=20)
+    est = EoSClassifier(max_iter=2, callbacks=callbacks)
+    with pytest.raises(ValueError, match="'callbacks' parameter.*" + match):
+        est.fit(X, y)
+    assert not hasattr(est, "net_")
+
+
+def test_a_module_class_that_cannot_be_built_is_a_clear_error():
+    X, y = _blobs(n_samples=20)
+    est = EoSClassifier(module=nn.Linear, max_iter=2)
+    message = r"module=Linear could not be built with no arguments.*Linear\(\.\.\.\)"
+    with pytest.raises(TypeError, match=message):
+        est.fit(X, y)
+    assert not hasattr(est, "net_")
+
+
+def test_modules_that_cannot_produce_outputs_are_clear_errors():
+    """A forward that returns a tuple, or fails on X (here: the wrong input width), is
+    refused before training with a message that says so (an AttributeError on the tuple and
+    torch's bare 'mat1 and mat2 shapes' error before)."""
+    X, y = _blobs(n_samples=20)
+    _assert_fails_before_training(EoSClassifier(module=_TupleOut, max_iter=2), X, y,
+                                  "must return one tensor.*returned a tuple")
+    _assert_fails_before_training(EoSClassifier(module=nn.Linear(5, 3), max_iter=2), X, y,
+                                  r"module failed on the first rows of X \(4 features.*mat1 and mat2")
+
+
 def test_cuda_device_without_cuda_is_a_clear_error():
     X, y = _blobs(n_samples=20)
     _assert_fails_before_training(EoSClassifier(device="cuda", max_iter=2), X, y, "no CUDA device")
@@ -1194,3 +1325,13 @@ def test_a_loss_that_is_not_finite_at_initialisation_says_so():
         est.fit(X * 1e20, y)
     assert est.diverged_ and est.n_iter_ == 0 and len(est.loss_curve_) == 0
     assert np.all(np.isfinite(est.predict(X)))
+
+
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_every_fitted_attribute_is_documented(Estimator):
+    """``help(EoSRegressor)`` listed none of the diagnostics it records."""
+    X, y = _blobs(n_samples=20) if Estimator is EoSClassifier else _regression(n_samples=20)
+    est = Estimator(hidden_layer_sizes=(3,), max_iter=3, sharpness_every=2, random_state=0).fit(X, y)
+    fitted = [name for name in vars(est) if name.endswith("_") and not name.startswith("_")]
+    assert "sharpness_history_" in fitted
+    assert [name for name in fitted if not re.search(rf"\b{name}\b", Estimator.__doc__)] == []

@@ -18,7 +18,7 @@ Y = 1.0
 
 class ScalarProduct(torch.nn.Module):
     """``f(x) = a * b * x`` with two scalar parameters (no ``reset_parameters``: the given
-    initial values are kept)."""
+    initial values are kept, and fit warns that they are)."""
 
     def __init__(self, a, b):
         super().__init__()
@@ -48,7 +48,8 @@ def _fit(lr, a0=1.5, b0=0.1, max_iter=300):
     X, y = np.ones((4, 1)), np.full(4, Y)
     reg = EoSRegressor(module=ScalarProduct(a0, b0), lr=lr, max_iter=max_iter, sharpness_every=1, n_eigs=2,
                        sharpness_tol=1e-10, dtype="float64", callbacks=[recorder], random_state=0)
-    reg.fit(X, y)
+    with pytest.warns(UserWarning, match=r"keep the instance's values.*: a, b\."):
+        reg.fit(X, y)  # what this module is for: the initial values given are kept
     a, b = reg.module_.a.item(), reg.module_.b.item()
     return reg, np.array(recorder.values + [(a, b)])
 
