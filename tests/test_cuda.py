@@ -328,3 +328,32 @@ def test_lazy_layers_on_cuda_draw_from_random_state():
     a = fit()
     assert torch.equal(torch.rand(3, device="cuda"), expected)
     np.testing.assert_array_equal(fit().loss_curve_, a.loss_curve_)
+
+
+class _FunctionalDropoutNet(torch.nn.Module):
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.hidden, self.out = torch.nn.Linear(n_features_in, 32), torch.nn.Linear(32, n_outputs)
+
+    def forward(self, x):
+        hidden = torch.tanh(self.hidden(x))
+        return self.out(torch.nn.functional.dropout(hidden, p=0.5, training=self.training))
+
+
+def test_functional_dropout_on_cuda_draws_from_random_state():
+    """The probe for randomness without a dropout layer reads the CUDA generator of the
+    fit's device: F.dropout on the GPU is seeded from random_state, the global CUDA
+    generator left as it was."""
+    X, y = _digits(100)
+
+    def fit():
+        est = EoSClassifier(module=_FunctionalDropoutNet, device="cuda", max_iter=5, sharpness_every=0,
+                            random_state=0)
+        return est.fit(X, y)
+
+    torch.cuda.manual_seed(5)
+    expected = torch.rand(3, device="cuda")
+    torch.cuda.manual_seed(5)
+    a = fit()
+    assert torch.equal(torch.rand(3, device="cuda"), expected)
+    np.testing.assert_array_equal(fit().loss_curve_, a.loss_curve_)
