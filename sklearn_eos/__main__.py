@@ -124,8 +124,11 @@ def main(argv=None):
         from . import RotationDisplay, SharpnessDisplay
 
         SharpnessDisplay.from_estimator(clf).figure_.savefig(plots[0], dpi=100)
-        RotationDisplay.from_estimator(clf).figure_.savefig(plots[1], dpi=100)
-        print(f"plots saved to {plots[0]} and {plots[1]}")
+        if len(rot["step"]):
+            RotationDisplay.from_estimator(clf).figure_.savefig(plots[1], dpi=100)
+            print(f"plots saved to {plots[0]} and {plots[1]}")
+        else:  # RotationDisplay refuses a fit without rotation rows
+            print(f"plot saved to {plots[0]}; no rotation plot: --sharpness-every 0 records no rotation")
     return clf
 
 

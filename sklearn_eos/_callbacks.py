@@ -159,6 +159,13 @@ class LossGoal(ParamsCallback):
     loss on the host (``needs_losses``), a synchronisation per step on a GPU; without a goal
     this callback asks for nothing.
 
+    Parameters
+    ----------
+    loss_goal : float or None, default=None
+        Training stops right after the first step whose full training loss (the loss at the
+        parameters the step started from, as ``train_loss`` in the history) is ``<=
+        loss_goal``. None: never stop on the loss.
+
     Attributes
     ----------
     reached_ : bool
@@ -183,7 +190,9 @@ class ProgressReport(ParamsCallback):
     """Show training progress: a tqdm bar (``verbose=1``) or printed lines (``verbose>=2``).
 
     The bar's postfix and each line show the live training loss, the learning rate and,
-    when a `SharpnessTracker` is present, the last measured sharpness against 2/lr. On a
+    when a `SharpnessTracker` is present, the last measured sharpness with the step it was
+    measured at, and 2/lr at that step (``sharpness 4.21 @ step 50  2/lr 4``): measurements
+    are sparse, so the value can be many steps old. On a
     `FullBatchNet` the loss comes from the net's history, which the net reads on the host at
     each report step (``needs_losses``): one read per report, none in between.
 
@@ -191,13 +200,17 @@ class ProgressReport(ParamsCallback):
     ----------
     total : int
         Expected number of steps.
-    verbose : int
+    verbose : int, default=1
         0 shows nothing (and asks for no loss read), 1 a bar, 2 or more lines.
-    n_lines : int
+    n_lines : int, default=20
         Printed lines over a whole fit at ``verbose >= 2``, roughly: one every
         ``total // n_lines`` steps (so between ``n_lines`` and ``2 * n_lines``), then the last
-        step, and one more for a tracker's final measurement. After a divergence the last
-        line is the returned model's: the last step with a finite loss.
+        step, and one more for a tracker's final measurement (the same step, with the
+        sharpness of the returned model). After a divergence the last line is the returned
+        model's: the last step with a finite loss.
+    file : file-like object or None, default=None
+        Where the bar or the lines go: None writes the bar to ``sys.stderr`` and the lines
+        to ``sys.stdout``.
     """
 
     def __init__(self, total, verbose=1, n_lines=20, file=None):
@@ -226,7 +239,7 @@ class ProgressReport(ParamsCallback):
         measured = self._tracker.latest if self._tracker is not None else None
         self._shown = measured
         if measured is not None:
-            fields["sharpness"] = f"{measured['sharpness']:.4g}"
+            fields["sharpness"] = f"{measured['sharpness']:.4g} @ step {measured['step']}"
             fields["2/lr"] = f"{measured['threshold']:.4g}"
         return fields
 

@@ -113,7 +113,13 @@ class SharpnessDisplay:
     next top eigenvalues (lighter), the curvature along each GD update (thin, every step)
     and the stability threshold 2/lr (dashed step line: the rate of step t from t to t + 1,
     so it reaches the final measurement at ``n_iter_``), (3) the learning rate (the same
-    step line). Instability episodes are shaded on every panel.
+    step line). Instability episodes are shaded on every panel. The legend sits to the right
+    of the sharpness panel, outside the curves.
+
+    After a learning-rate decay the threshold jumps (a 10x decay takes it from 4 to 40), and
+    a fit that diverged may end with one huge measurement: on a linear axis the
+    edge-of-stability band is then squashed at the bottom of the panel.
+    ``plot(sharpness_scale='log')`` shows both ranges.
 
     Parameters
     ----------
@@ -156,6 +162,7 @@ class SharpnessDisplay:
     >>> est = EoSClassifier(lr=0.3, sharpness_every=10).fit(X, y)       # doctest: +SKIP
     >>> disp = SharpnessDisplay.from_estimator(est)                     # doctest: +SKIP
     >>> disp.figure_.savefig("sharpness.png")                            # doctest: +SKIP
+    >>> SharpnessDisplay.from_estimator(est, sharpness_scale="log")      # doctest: +SKIP
     """
 
     def __init__(self, *, loss_curve, lr_history, sharpness_history=None, instabilities=None, name=None,
@@ -168,8 +175,8 @@ class SharpnessDisplay:
         self.update_curvature = update_curvature
 
     def plot(self, ax=None, *, show_lr=True, show_eigs=True, show_update_curvature=True, log_loss=True,
-             shade_instabilities=True, loss_kwargs=None, sharpness_kwargs=None, threshold_kwargs=None,
-             lr_kwargs=None, span_kwargs=None, update_curvature_kwargs=None):
+             sharpness_scale="linear", shade_instabilities=True, loss_kwargs=None, sharpness_kwargs=None,
+             threshold_kwargs=None, lr_kwargs=None, span_kwargs=None, update_curvature_kwargs=None):
         """Draw the panels.
 
         Parameters
@@ -186,6 +193,13 @@ class SharpnessDisplay:
             Draw the curvature along each update (when given) with the sharpness.
         log_loss : bool, default=True
             Log scale for the training loss.
+        sharpness_scale : {'linear', 'log'}, default='linear'
+            Scale of the sharpness panel's y axis (matplotlib's ``set_yscale``). 'log' keeps
+            the band around 2/lr readable when the threshold or the sharpness spans orders
+            of magnitude: after a learning-rate decay, or on a fit that diverged. The axis
+            then spans the eigenvalues and the threshold; the curvature along the update is
+            drawn where it falls inside that range and > 0 (it can be negative).
+            On any display, ``disp.ax_sharpness_.set_yscale(...)`` changes it afterwards.
         shade_instabilities : bool, default=True
             Shade each instability episode (start to end) on every panel.
         loss_kwargs, sharpness_kwargs, threshold_kwargs, lr_kwargs, span_kwargs : dict, default=None
@@ -198,6 +212,8 @@ class SharpnessDisplay:
         display : SharpnessDisplay
         """
         plt = _import_pyplot(f"{type(self).__name__}.plot")
+        if sharpness_scale not in ("linear", "log"):
+            raise ValueError(f"sharpness_scale must be 'linear' or 'log', got {sharpness_scale!r}.")
         steps = _step_arrays(self.loss_curve, self.lr_history)
         history = _checked_history(self.sharpness_history, "sharpness_history", ("step", "sharpness"))
         if self.update_curvature is not None and len(self.update_curvature) > len(steps["step"]):
@@ -208,7 +224,7 @@ class SharpnessDisplay:
 
         if ax is None:
             n_panels = 3 if show_lr else 2
-            fig, axes = plt.subplots(n_panels, 1, sharex=True, figsize=(7.5, 2.0 + 1.9 * n_panels),
+            fig, axes = plt.subplots(n_panels, 1, sharex=True, figsize=(9.5, 2.0 + 1.9 * n_panels),
                                      height_ratios=[1, 1.4, 0.7][:n_panels], layout="constrained")
             axes = list(np.atleast_1d(axes))
         else:
@@ -270,7 +286,17 @@ class SharpnessDisplay:
         kwargs.update(threshold_kwargs or {})
         (self.threshold_line_,) = ax_sharp.plot(x_rate, held(steps["threshold"]), **kwargs)
         self.lines_["threshold"] = self.threshold_line_
-        ax_sharp.set_ylabel("top Hessian eigenvalues")
+        if sharpness_scale == "log":
+            ax_sharp.set_yscale("log", nonpositive="mask")
+            # span the eigenvalues and the threshold: the curvature along the update can fall
+            # orders of magnitude below them (small steps, flat directions) and squash them
+            spanned = [steps["threshold"]] + [history[c] for c in ("sharpness", *_eig_columns(history))
+                                              if c in history and (show_eigs or c == "sharpness")]
+            values = np.concatenate([np.asarray(v, dtype=np.float64) for v in spanned])
+            values = values[np.isfinite(values) & (values > 0)]
+            if len(values):
+                ax_sharp.set_ylim(values.min() / 1.5, values.max() * 1.5)
+        ax_sharp.set_ylabel("top Hessian eigenvalues" + (" (log)" if sharpness_scale == "log" else ""))
 
         if ax_lr is not None:
             kwargs = {"color": "tab:green", "linewidth": 1.2, "drawstyle": "steps-post",
@@ -292,7 +318,9 @@ class SharpnessDisplay:
             more = drawn[0].get_legend_handles_labels()
             handles += [h for h, lab in zip(*more) if lab.startswith("instability")]
             labels += [lab for lab in more[1] if lab.startswith("instability")]
-        ax_sharp.legend(handles, labels, loc="best", fontsize="small", framealpha=0.8)
+        # outside the panel: inside, six entries cover the curves wherever they are put
+        ax_sharp.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                        borderaxespad=0)
         if self.name is not None:
             drawn[0].set_title(self.name)
 
@@ -393,13 +421,23 @@ class RotationDisplay:
         Returns
         -------
         display : RotationDisplay
+
+        Raises
+        ------
+        ValueError
+            When ``rotation_history`` has no rows (a fit with ``sharpness_every=0``).
         """
         plt = _import_pyplot(f"{type(self).__name__}.plot")
+        history = _checked_history(self.rotation_history, "rotation_history", ("step",))
+        x = history.get("step", np.array([]))
+        if not len(x):  # empty axes would look like a plotting failure
+            raise ValueError(
+                "rotation_history has no rows: a rotation is recorded between two consecutive "
+                "sharpness measurements of one fit, and this fit has fewer than two. Fit with "
+                "sharpness_every > 0 (sharpness_every=0 turns tracking off) to plot it.")
+        episodes = _episodes(self.instabilities)
         if ax is None:
             _, ax = plt.subplots(figsize=(10, 3.8), layout="constrained")
-        history = _checked_history(self.rotation_history, "rotation_history", ("step",))
-        episodes = _episodes(self.instabilities)
-        x = history.get("step", np.array([]))
 
         self.lines_ = {}
         cmap = plt.get_cmap("tab10")
@@ -422,7 +460,7 @@ class RotationDisplay:
         self.instability_spans_ = _shade_episodes([ax], episodes if shade_instabilities else {},
                                                   span_kwargs)
         self.instability_markers_ = {}
-        if mark_instabilities and episodes and len(x):
+        if mark_instabilities and episodes:
             # the episode's rotation is measured up to the first measurement after its end
             # (the final one for an episode still open at the end)
             after = np.minimum(np.searchsorted(x, np.asarray(episodes["end"]), side="right"), len(x) - 1)
@@ -442,12 +480,7 @@ class RotationDisplay:
         ax.set_xlabel("step (later of two consecutive measurements)")
         ax.set_ylabel("eigenvector alignment")
         ax.grid(True, alpha=0.3)
-        if len(x):
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
-        else:  # an empty plot with a legend of curves would look like a plotting failure
-            ax.text(0.5, 0.5, "no rotation recorded: it needs two sharpness measurements\n"
-                    "(sharpness_every > 0 and a fit that reaches the second one)",
-                    transform=ax.transAxes, ha="center", va="center", color="gray")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
         if self.name is not None:
             ax.set_title(self.name)
         self.ax_ = ax

@@ -15,6 +15,7 @@ import pytest
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -154,6 +155,41 @@ def test_sharpness_display_accepts_axes(est):
         SharpnessDisplay.from_estimator(est, ax=axes)
 
 
+def test_sharpness_display_log_sharpness_scale_after_a_decay():
+    """A 10x decay takes the threshold from 4 to 40: on a linear axis the band around 4 is
+    squashed; sharpness_scale='log' spans both, and neither a non-positive nor a tiny
+    curvature along the update stretches the axis below the eigenvalues."""
+    lr = np.r_[np.full(6, 0.5), np.full(4, 0.05)]
+    history = {"step": np.array([0, 5, 10]), "sharpness": np.array([4.3, 4.6, 30.0])}
+    curvature = np.r_[4.0, -1.0, 1e-4, np.full(6, 4.1)]
+    kwargs = dict(loss_curve=np.linspace(1, 0.1, 10), lr_history=lr, sharpness_history=history,
+                  update_curvature=curvature)
+    linear = SharpnessDisplay(**kwargs).plot()
+    assert linear.ax_sharpness_.get_yscale() == "linear"
+    assert "log" not in linear.ax_sharpness_.get_ylabel()
+    disp = SharpnessDisplay(**kwargs).plot(sharpness_scale="log")
+    ax = disp.ax_sharpness_
+    assert ax.get_yscale() == "log" and "(log)" in ax.get_ylabel()
+    assert 1 < ax.get_ylim()[0] < 4.0 and ax.get_ylim()[1] >= 40
+    # the other panels keep their scales, the data are unchanged
+    assert disp.ax_loss_.get_yscale() == "log" and disp.ax_lr_.get_yscale() == "linear"
+    np.testing.assert_array_equal(disp.sharpness_line_.get_ydata(), history["sharpness"])
+    with pytest.raises(ValueError, match="sharpness_scale must be 'linear' or 'log'"):
+        SharpnessDisplay(**kwargs).plot(sharpness_scale="relative")
+
+
+def test_sharpness_display_legend_is_outside_the_curves(est):
+    """Inside the sharpness panel its six entries covered the curves (quickstart figure)."""
+    disp = SharpnessDisplay.from_estimator(est)
+    fig = disp.figure_
+    fig.canvas.draw()
+    legend = disp.ax_sharpness_.get_legend().get_window_extent()
+    for ax in disp.axes_:
+        assert not legend.overlaps(ax.get_window_extent())
+    assert legend.x0 >= disp.ax_sharpness_.get_window_extent().x1
+    assert legend.x1 <= fig.bbox.x1 + 1  # inside the figure, not cut off
+
+
 def test_sharpness_display_show_lr_false_makes_two_panels(est):
     disp = SharpnessDisplay.from_estimator(est, show_lr=False, show_eigs=False, log_loss=False)
     assert len(disp.axes_) == 2 and disp.ax_lr_ is None
@@ -193,13 +229,19 @@ def test_sharpness_display_marks_the_single_point_of_a_one_step_fit():
 # ---------------------------------------------------------------------------------------
 # RotationDisplay
 # ---------------------------------------------------------------------------------------
-def test_rotation_display_without_rotation_says_so_instead_of_a_legend():
+def test_rotation_display_without_rotation_raises_and_says_what_to_set(pipe):
+    """No rotation row (sharpness_every=0): a ValueError, not empty axes."""
     empty = {"step": np.array([], dtype=int), "prev_step": np.array([], dtype=int), "cosine": np.array([]),
              "subspace_overlap": np.array([])}
-    disp = RotationDisplay(rotation_history=empty).plot()
-    assert disp.ax_.get_legend() is None
-    assert any("no rotation recorded" in t.get_text() for t in disp.ax_.texts)
-    plt.close("all")
+    for history in (empty, None, {}):
+        with pytest.raises(ValueError, match="no rows.*sharpness_every > 0"):
+            RotationDisplay(rotation_history=history).plot()
+    untracked = clone(pipe).set_params(eosclassifier__sharpness_every=0, eosclassifier__max_iter=3)
+    untracked.fit(*load_digits(return_X_y=True))
+    assert len(untracked[-1].rotation_history_["step"]) == 0
+    with pytest.raises(ValueError, match="sharpness_every=0 turns tracking off"):
+        RotationDisplay.from_estimator(untracked)
+    assert plt.get_fignums() == []  # no figure left behind
 
 
 def test_rotation_display_plots_the_estimator_arrays(est):
@@ -273,7 +315,8 @@ def test_fake_fitted_object_is_accepted():
     fake.instabilities_ = {k: v[:1] for k, v in fake.instabilities_.items()}
     disp = SharpnessDisplay.from_estimator(fake)
     assert disp.sharpness_line_ is None and len(disp.instability_spans_) == 1
-    assert RotationDisplay.from_estimator(fake).lines_ == {}
+    with pytest.raises(ValueError, match="no rows"):
+        RotationDisplay.from_estimator(fake)
 
 
 @pytest.mark.parametrize("Display", [SharpnessDisplay, RotationDisplay])

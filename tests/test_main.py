@@ -18,6 +18,15 @@ def test_main_job_reports_what_it_measured_and_saves_both_plots(tmp_path, capsys
     assert f"plots saved to {tmp_path / 'eos.png'} and {tmp_path / 'eos_rotation.png'}" in out
 
 
+def test_main_job_without_tracking_saves_the_sharpness_plot_only(tmp_path, capsys):
+    """RotationDisplay raises for a fit with no rotation rows: the job skips that plot."""
+    pytest.importorskip("matplotlib")
+    main(["--max-iter", "5", "--sharpness-every", "0", "--verbose", "0", "--plot", str(tmp_path / "eos")])
+    out = capsys.readouterr().out
+    assert (tmp_path / "eos.png").is_file() and not (tmp_path / "eos_rotation.png").exists()
+    assert "no rotation plot: --sharpness-every 0 records no rotation" in out
+
+
 @pytest.mark.parametrize("text, expected", [("0", 0), ("20", 20), ("20.0", 20), ("2e1", 20), ("0.5", 0.5)])
 def test_decay_time_is_a_step_when_it_is_an_int(text, expected):
     clf = main(["--max-iter", "30", "--sharpness-every", "0", "--verbose", "0", "--decay-time", text])

@@ -21,7 +21,7 @@ LR = 0.3
 
 LINE = re.compile(
     r"^step +(?P<step>\d+)/(?P<total>\d+)  loss (?P<loss>\S+)  lr (?P<lr>\S+)"
-    r"(?:  sharpness (?P<sharpness>\S+)  2/lr (?P<threshold>\S+))?$"
+    r"(?:  sharpness (?P<sharpness>\S+) @ step (?P<measured>\d+)  2/lr (?P<threshold>\S+))?$"
 )
 
 
@@ -45,10 +45,10 @@ def _g(x):
 
 def _latest_sharpness(est, step):
     """The measurement ProgressReport shows after ``step`` steps: the last one taken before
-    step ``step - 1``'s update (measurements happen at the start of a step)."""
+    step ``step - 1``'s update (measurements happen at the start of a step), and its step."""
     h = est.sharpness_history_
     i = np.searchsorted(h["step"], step - 1, side="right") - 1
-    return h["sharpness"][i], h["threshold"][i]
+    return h["sharpness"][i], h["threshold"][i], h["step"][i]
 
 
 @pytest.fixture
@@ -75,15 +75,44 @@ def test_verbose_2_prints_lines_with_plausible_values(data, capsys):
     assert len(lines) == min(N_STEPS, 20) + 1 and steps[-2:] == [N_STEPS, N_STEPS]
     final = matches.pop()
     assert final["sharpness"] == _g(est.sharpness_history_["sharpness"][-1])
-    assert est.sharpness_history_["step"][-1] == N_STEPS
+    assert est.sharpness_history_["step"][-1] == N_STEPS == int(final["measured"])
     for m in matches:
         step = int(m["step"])
         assert int(m["total"]) == N_STEPS
         assert m["lr"] == _g(est.lr_history_[step - 1]) == _g(LR)
         assert float(m["loss"]) == pytest.approx(est.loss_curve_[step - 1], rel=1e-3)
-        sharpness, threshold = _latest_sharpness(est, step)
-        assert m["sharpness"] == _g(sharpness)
+        sharpness, threshold, measured = _latest_sharpness(est, step)
+        assert m["sharpness"] == _g(sharpness) and int(m["measured"]) == measured
         assert m["threshold"] == _g(threshold) == _g(2 / LR)
+
+
+def test_verbose_2_says_which_step_the_sharpness_was_measured_at(data, capsys):
+    """Measurements are sparse: the line at step 15 shows the step-10 measurement, and says
+    so; without its step it read as the current sharpness (new-user audit)."""
+    est = _fit(data, verbose=2, max_iter=20, sharpness_every=10)
+    lines = {int(m["step"]): m for m in map(LINE.match, capsys.readouterr().out.splitlines())}
+    h = est.sharpness_history_
+    assert list(h["step"]) == [0, 10, 20]
+    assert lines[10]["measured"] == "0" and lines[10]["sharpness"] == _g(h["sharpness"][0])
+    assert lines[15]["measured"] == "10" and lines[15]["sharpness"] == _g(h["sharpness"][1])
+    assert f"sharpness {_g(h['sharpness'][1])} @ step 10  2/lr {_g(2 / LR)}" in lines[15].string
+
+
+def test_verbose_2_writes_to_the_given_file(capsys):
+    import io
+
+    import torch
+
+    from sklearn_eos import MLP, FullBatch, FullBatchNet, HalfSquaredError, ProgressReport
+
+    out = io.StringIO()
+    torch.manual_seed(0)
+    net = FullBatchNet(MLP(3, 1, (4,)), criterion=HalfSquaredError, lr=0.1, max_epochs=4,
+                       callbacks=[("progress", ProgressReport(4, verbose=2, file=out))])
+    net.fit(FullBatch(torch.randn(20, 3), torch.randn(20, 1)))
+    assert capsys.readouterr() == ("", "")
+    assert [line.split("  loss")[0] for line in out.getvalue().splitlines()] == [
+        f"step {t:>6}/4" for t in range(1, 5)]
 
 
 def test_verbose_2_without_tracking_has_no_sharpness(data, capsys):
@@ -115,14 +144,17 @@ def test_verbose_1_postfix_shows_loss_lr_sharpness_threshold(data, capfd, unthro
     assert out == ""
     renders = [r for r in err.split("\r") if "/%d [" % N_STEPS in r]
     assert renders and f"{N_STEPS}/{N_STEPS}" in renders[-1]
-    postfixes = [re.search(r"loss=(\S+), lr=(\S+), sharpness=(\S+), 2/lr=([^\]]+)\]", r) for r in renders]
+    postfixes = [re.search(r"loss=(\S+), lr=(\S+), sharpness=(\S+) @ step (\d+), 2/lr=([^\]]+)\]", r)
+                 for r in renders]
     postfixes = [p for p in postfixes if p]
     assert postfixes, renders
     losses = {_g(v) for v in est.loss_curve_}
-    sharpnesses = {_g(v) for v in est.sharpness_history_["sharpness"]}
+    h = est.sharpness_history_
+    measurements = {(_g(v), int(t)) for v, t in zip(h["sharpness"], h["step"])}
     for p in postfixes:
-        loss, lr, sharpness, threshold = p.groups()
-        assert loss in losses and lr == _g(LR) and sharpness in sharpnesses and threshold == _g(2 / LR)
+        loss, lr, sharpness, measured, threshold = p.groups()
+        assert loss in losses and lr == _g(LR) and threshold == _g(2 / LR)
+        assert (sharpness, int(measured)) in measurements
 
 
 def test_verbose_1_last_render_shows_the_last_loss(data, capfd, unthrottled_tqdm):
