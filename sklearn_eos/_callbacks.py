@@ -73,7 +73,8 @@ class DivergenceGuard(ParamsCallback):
     ``on_step_loss``): at the first non-finite loss
     it puts the last finite parameters back and stops training. The steps run between the
     divergence and that read leave nothing behind: the parameters are restored, the net
-    drops their history rows, and no measurement has seen them. The module's buffers (a
+    drops their history rows, and no measurement has seen them (the row of the step whose loss
+    was the first non-finite one stays in ``net.history``: ``n_finite_steps_`` rows precede it). The module's buffers (a
     BatchNorm's running statistics, which the forward passes of the diverging steps fill with
     NaN) are copied and restored with the parameters. Costs one copy of the parameters and
     buffers per step, and on a GPU one masked copy of them more.
