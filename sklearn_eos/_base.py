@@ -666,7 +666,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         An instability episode starts when the training loss rises above its running minimum
         by more than this fraction, and ends when it falls back.
     loss_goal : float or None, default=None
-        Stop as soon as the full training loss reaches this value.
+        Stop as soon as the full training loss reaches this value, with the model that
+        reached it (its loss is ``loss_curve_[-1]``; `LossGoal`).
     sharpness_every : int, default=100
         Measure the top of the Hessian spectrum of the training loss every that many steps
         (and always at the end of training); 0 disables tracking.
@@ -716,7 +717,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     lr_history_ : ndarray of shape (`n_iter_`,)
         Learning rate applied at each step.
     n_iter_ : int
-        Steps taken (on divergence, the steps whose loss was finite).
+        Steps taken (on divergence, the steps whose loss was finite). After a divergence
+        or a reached ``loss_goal`` the model returned is that of the last step, before its
+        update: its loss is ``loss_curve_[-1]``.
     diverged_ : bool
         True when the loss became non-finite; the parameters of the last finite step are kept.
     instabilities_ : dict of 1-D ndarrays

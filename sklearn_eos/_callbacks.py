@@ -73,11 +73,12 @@ class DivergenceGuard(ParamsCallback):
     ``on_step_loss``): at the first non-finite loss
     it puts the last finite parameters back and stops training. The steps run between the
     divergence and that read leave nothing behind: the parameters are restored, the net
-    drops their history rows, and no measurement has seen them (the row of the step whose loss
-    was the first non-finite one stays in ``net.history``: ``n_finite_steps_`` rows precede it). The module's buffers (a
-    BatchNorm's running statistics, which the forward passes of the diverging steps fill with
-    NaN) are copied and restored with the parameters. Costs one copy of the parameters and
-    buffers per step, and on a GPU one masked copy of them more.
+    drops their history rows, and no measurement has seen them (the row of the step whose
+    loss was the first non-finite one stays in ``net.history``: ``n_finite_steps_`` rows
+    precede it). The module's buffers (a BatchNorm's running statistics, which the forward
+    passes of the diverging steps fill with NaN) are copied and restored with the parameters.
+    Costs one copy of the parameters and buffers per step, and on a GPU one masked copy of
+    them more.
 
     Attributes
     ----------
@@ -145,27 +146,34 @@ def returned_step(net, first_row=0):
     """Number of updates that led to the parameters a fit returns: the steps recorded in
     ``net.history`` from row ``first_row`` on (`n_training_steps`), or, after a
     `DivergenceGuard` caught a divergence, the last step whose loss was finite (its
-    parameters are the ones put back)."""
+    parameters are the ones put back), and after a `LossGoal` was reached, the step that
+    reached it (idem)."""
     guard = _caught_divergence(net)
     if guard is not None:
         return max(guard.n_finite_steps_ - 1, 0)
-    return n_training_steps(net.history, first_row)
+    steps = n_training_steps(net.history, first_row)
+    return steps - 1 if steps and _reached_goal(net) else steps
 
 
 class LossGoal(ParamsCallback):
-    """Stop once the full training loss reaches ``loss_goal`` (None: never).
+    """Stop once the full training loss reaches ``loss_goal`` (None: never), and return the
+    model that reached it.
 
     The edge-of-stability literature compares runs trained to the same loss, not for the
     same number of steps. To stop at that very step, a goal makes the net read every step's
     loss on the host (``needs_losses``), a synchronisation per step on a GPU; without a goal
-    this callback asks for nothing.
+    this callback asks for nothing. Step ``t``'s loss is that of the parameters the step
+    started from, and it is read after the step's update: so the parameters (and buffers)
+    are copied before each step and put back when the goal is reached, as `DivergenceGuard`
+    does. The net's last history row is then that of the returned parameters (one copy of
+    the parameters per step, with a goal only).
 
     Parameters
     ----------
     loss_goal : float or None, default=None
         Training stops right after the first step whose full training loss (the loss at the
         parameters the step started from, as ``train_loss`` in the history) is ``<=
-        loss_goal``. None: never stop on the loss.
+        loss_goal``, with those parameters. None: never stop on the loss.
 
     Attributes
     ----------
@@ -177,6 +185,14 @@ class LossGoal(ParamsCallback):
 
     def on_train_begin(self, net, **kwargs):
         self.reached_ = False
+        self._tensors = self._before_step = None
+        if self.loss_goal is not None:
+            self._tensors = [t.detach() for t in (*net.module_.parameters(), *net.module_.buffers())]
+            self._before_step = _FlatCopy(self._tensors)
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if training and self._tensors is not None:
+            torch._foreach_copy_(self._before_step.views, self._tensors)
 
     def needs_losses(self, net, step, **kwargs):
         return self.loss_goal is not None
@@ -184,7 +200,17 @@ class LossGoal(ParamsCallback):
     def on_step_loss(self, net, step, loss, **kwargs):
         if self.loss_goal is not None and loss <= self.loss_goal:
             self.reached_ = True
+            torch._foreach_copy_(self._tensors, self._before_step.views)  # the step's update undone
             raise KeyboardInterrupt
+
+    def on_train_end(self, net, **kwargs):
+        self._tensors = self._before_step = None
+
+
+def _reached_goal(net):
+    """Whether a `LossGoal` of ``net`` stopped this fit (its last step's update undone)."""
+    return any(isinstance(cb, LossGoal) and getattr(cb, "reached_", False)
+               for _, cb in getattr(net, "callbacks_", ()))
 
 
 class ProgressReport(ParamsCallback):

@@ -174,7 +174,8 @@ class UpdateCurvature(ParamsCallback):
     def on_train_end(self, net, **kwargs):
         # a read that stopped training at step t (`FullBatchNet`: ``on_step_loss``, e.g. a
         # loss goal) came before step t's on_batch_end; its gradient g_t, which c_{t-1} needs,
-        # is still in .grad, and the parameters are theta_{t+1}
+        # is still in .grad (the parameters are theta_{t+1}, or theta_t put back by a
+        # `LossGoal`: c_{t-1} needs neither)
         if (self._trained and self._step == n_training_steps(net.history, self._first_row) - 1
                 and all(p.grad is not None for p in self._trained)):
             self.on_batch_end(net, training=True)

@@ -344,6 +344,12 @@ def test_loss_goal_stops_early(Estimator):
     assert np.all(est.loss_curve_[:-1] > goal)
     np.testing.assert_array_equal(est.loss_curve_, full.loss_curve_[: first + 1])
     assert not est.diverged_
+    # the model returned is the one that reached the goal: its loss is loss_curve_[-1] (the
+    # parameters one update further were returned, whose loss was above the goal), and the
+    # last sharpness row measures it
+    targets = _one_hot(y, est.classes_) if Estimator is EoSClassifier else y
+    np.testing.assert_allclose(_half_squared_error(_outputs(est, X), targets), est.loss_curve_[-1], rtol=1e-5)
+    assert est.sharpness_history_["step"][-1] == est.n_iter_ - 1
 
     # an unreachable goal changes nothing
     never = Estimator(loss_goal=0.0, **params).fit(X, y)
