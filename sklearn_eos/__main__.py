@@ -100,7 +100,8 @@ def main(argv=None):
     rot = clf.rotation_history_
     if len(rot["step"]):
         print("\nrotation_history_ (|cos| of top eigenvectors and top-k subspace overlap between "
-              "consecutive measurements; 1 = no rotation):")
+              "consecutive measurements; 1 = no rotation; at the default tolerance the overlap "
+              "is rough, see the user guide's 'Eigenvector rotation'):")
         print(_table(rot))
     first = min(200, clf.n_iter_)
     after = sh["step"] >= first

@@ -754,7 +754,10 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     rotation_history_ : dict of 1-D ndarrays
         One row per pair of consecutive measurements: 'step', 'prev_step', 'cosine' (absolute cosine of
         the two top eigenvectors), 'cosine_2'...'cosine_k', 'subspace_overlap' (of the top-k
-        eigenspaces; 1 means no rotation).
+        eigenspaces; 1 means no rotation). Eigenvalues 2..k are resolved to ``min(100 *
+        sharpness_tol, 0.1)`` only: at the default tolerance 'subspace_overlap' can be off
+        by several tenths, 'cosine' is accurate; ``sharpness_tol=1e-5`` resolves the subspace
+        (user guide, "Eigenvector rotation").
     module_ : torch.nn.Module
         The trained network, ``net_.module_``, on ``device``. Pickled with the net by skorch:
         a fit on a GPU loads onto the GPU, or onto the CPU with a skorch ``DeviceWarning``

@@ -1,5 +1,7 @@
 """Sharpness and rotation tracking during fit, against closed forms and exact Hessians."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -455,3 +457,27 @@ def test_steps_count_within_each_partial_fit_call():
         net.partial_fit(data)
         np.testing.assert_array_equal(tracker.history_["step"], [0, 5, 10])
     assert len(net.history) == 20
+
+
+@pytest.mark.parametrize("optimizer_params, warns", [
+    ({}, False), ({"optimizer__momentum": 0.9}, True), ({"optimizer__weight_decay": 1e-3}, True),
+])
+def test_a_tracker_on_an_optimizer_other_than_plain_gd_warns_that_2_over_lr_is_not_its_threshold(
+        optimizer_params, warns):
+    """The recorded threshold is 2/lr, plain GD's; with heavy-ball momentum beta the stability
+    threshold is (2 + 2 beta)/lr (6.67 recorded where 12.67 applies, for beta 0.9 and lr 0.3),
+    and weight decay is not in the criterion's Hessian: a bare net says so instead of
+    recording a wrong threshold silently."""
+    from sklearn_eos import FullBatch, FullBatchNet, HalfSquaredError, MLP
+
+    X, y = make_regression(n_samples=40, n_features=3, noise=0.1, random_state=0)
+    y = torch.tensor(y / y.std(), dtype=torch.float32)[:, None]
+    data = FullBatch(torch.tensor(X, dtype=torch.float32), y)
+    net = FullBatchNet(MLP, module__n_features_in=3, module__n_outputs=1, module__hidden_layer_sizes=(4,),
+                       criterion=HalfSquaredError, lr=0.01, max_epochs=3, **optimizer_params,
+                       callbacks=[("sharpness", SharpnessTracker(every=2, k=1, random_state=0))])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        net.fit(data, None)
+    said = [str(w.message) for w in record if "not plain gradient descent" in str(w.message)]
+    assert len(said) == int(warns)
