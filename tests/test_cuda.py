@@ -313,23 +313,6 @@ class _LazyNet(torch.nn.Module):
         return self.layers(x)
 
 
-def test_lazy_layers_on_cuda_draw_from_random_state():
-    """Lazy layers materialise on the device at the first forward: the CUDA generator is
-    seeded from random_state there and restored after, as the CPU one is."""
-    X, y = _digits(100)
-
-    def fit():
-        est = EoSClassifier(module=_LazyNet, device="cuda", max_iter=5, sharpness_every=0, random_state=0)
-        return est.fit(X, y)
-
-    torch.cuda.manual_seed(5)
-    expected = torch.rand(3, device="cuda")
-    torch.cuda.manual_seed(5)
-    a = fit()
-    assert torch.equal(torch.rand(3, device="cuda"), expected)
-    np.testing.assert_array_equal(fit().loss_curve_, a.loss_curve_)
-
-
 class _FunctionalDropoutNet(torch.nn.Module):
     def __init__(self, n_features_in, n_outputs):
         super().__init__()
@@ -340,15 +323,16 @@ class _FunctionalDropoutNet(torch.nn.Module):
         return self.out(torch.nn.functional.dropout(hidden, p=0.5, training=self.training))
 
 
-def test_functional_dropout_on_cuda_draws_from_random_state():
-    """The probe for randomness without a dropout layer reads the CUDA generator of the
-    fit's device: F.dropout on the GPU is seeded from random_state, the global CUDA
-    generator left as it was."""
+@pytest.mark.parametrize("module", [_LazyNet, _FunctionalDropoutNet], ids=["lazy", "functional-dropout"])
+def test_randomness_on_cuda_draws_from_random_state(module):
+    """Lazy layers materialise on the device at the first forward, and F.dropout (no dropout
+    layer: seen by the fit's probing forward, which reads the CUDA generator of the fit's
+    device) draws in training: both from random_state, the global CUDA generator restored
+    after, as the CPU one is."""
     X, y = _digits(100)
 
     def fit():
-        est = EoSClassifier(module=_FunctionalDropoutNet, device="cuda", max_iter=5, sharpness_every=0,
-                            random_state=0)
+        est = EoSClassifier(module=module, device="cuda", max_iter=5, sharpness_every=0, random_state=0)
         return est.fit(X, y)
 
     torch.cuda.manual_seed(5)
