@@ -50,6 +50,12 @@ class _FlatCopy:
                       for block, n, t in zip(blocks, n_bytes, tensors)]
 
 
+def _state_tensors(module):
+    """Detached views of ``module``'s parameters and buffers: what a step changes (a
+    BatchNorm's running statistics too), to copy before it and put back."""
+    return [t.detach() for t in (*module.parameters(), *module.buffers())]
+
+
 def _reads_on_host(device):
     """Whether a 0-d tensor on ``device`` is read on the host at no cost (the CPU's)."""
     return device is None or device.type == "cpu"
@@ -90,9 +96,9 @@ class DivergenceGuard(ParamsCallback):
     def on_train_begin(self, net, **kwargs):
         self.diverged_ = False
         self.n_finite_steps_ = 0
-        # detached views share storage with the parameters and buffers: made once, not every
-        # step; the buffers too, or a BatchNorm's running statistics stay NaN after a divergence
-        self._params = [t.detach() for t in (*net.module_.parameters(), *net.module_.buffers())]
+        # views sharing storage with the parameters and buffers, made once, not every step;
+        # the buffers too, or a BatchNorm's running statistics stay NaN after a divergence
+        self._params = _state_tensors(net.module_)
         self._current = _FlatCopy(self._params)
         self._last_finite = _FlatCopy(self._params)
         torch._foreach_copy_(self._last_finite.views, self._params)
@@ -187,7 +193,7 @@ class LossGoal(ParamsCallback):
         self.reached_ = False
         self._tensors = self._before_step = None
         if self.loss_goal is not None:
-            self._tensors = [t.detach() for t in (*net.module_.parameters(), *net.module_.buffers())]
+            self._tensors = _state_tensors(net.module_)
             self._before_step = _FlatCopy(self._tensors)
 
     def on_batch_begin(self, net, training=False, **kwargs):
