@@ -417,6 +417,25 @@ def test_divergence_restores_the_buffers_with_the_parameters():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_a_fit_that_starts_far_beyond_the_threshold_warns():
+    """Unscaled breast_cancer features at the default rate start with a sharpness about 21
+    times 2/lr; the network collapses to one class without a non-finite loss, so no
+    divergence warning: a warning says what happened and what to do. Scaled, no warning."""
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X, y = X[::3], y[::3]
+    params = dict(max_iter=5, sharpness_every=5, random_state=0)
+    message = r"initial sharpness .* is \d+ times the stability threshold.*Standardise X"
+    with pytest.warns(UserWarning, match=message):
+        est = EoSClassifier(**params).fit(X, y)
+    assert est.initial_sharpness_ * est.lr / 2 > 10 and not est.diverged_
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaled = EoSClassifier(**params).fit(StandardScaler().fit_transform(X), y)
+    assert scaled.initial_sharpness_ * scaled.lr / 2 < 10
+
+
 def test_divergence_warning_names_the_applied_rate_in_threshold_units():
     X, y = _regression()
     est = EoSRegressor(hidden_layer_sizes=(8,), lr=50.0, lr_units="threshold", max_iter=200, random_state=0)
@@ -1341,3 +1360,18 @@ def test_every_fitted_attribute_is_documented(Estimator):
     fitted = [name for name in vars(est) if name.endswith("_") and not name.startswith("_")]
     assert "sharpness_history_" in fitted
     assert [name for name in fitted if not re.search(rf"\b{name}\b", Estimator.__doc__)] == []
+
+
+def test_threshold_units_train_the_same_with_tracking_on_or_off():
+    """The initial measurement that sets the rate in threshold units used the schedule's own
+    solver settings without tracking (k=2, rest_tol=1) and the tracker's with it: the rate
+    differed by 3e-6 relative and the loss curves by 2e-4. Now sharpness_every only decides
+    what is recorded, not how the network trains."""
+    X, y = _blobs(n_samples=80)
+    params = dict(hidden_layer_sizes=(16,), lr=0.9, lr_units="threshold", max_iter=40, random_state=0)
+    untracked = EoSClassifier(sharpness_every=0, **params).fit(X, y)
+    tracked = EoSClassifier(sharpness_every=10, **params).fit(X, y)
+    assert untracked.effective_lr_ == tracked.effective_lr_
+    assert untracked.initial_sharpness_ == tracked.initial_sharpness_
+    assert tracked.initial_sharpness_ == tracked.sharpness_history_["sharpness"][0]
+    np.testing.assert_array_equal(untracked.loss_curve_, tracked.loss_curve_)
