@@ -87,10 +87,11 @@ def test_threshold_units(digits, monkeypatch):
     # and the fitted net does not keep the initial eigenvectors
     assert clf.net_.callbacks_[0][1]._initial_spectrum is None
 
-    # without tracking the schedule measures only the top 2, loosely
+    # without tracking the schedule measures with the same settings (one solve, the
+    # tracker's k), so that the rate does not depend on sharpness_every
     solves.clear()
-    _eos(lr=1.5, lr_units="threshold", max_iter=2, sharpness_every=0).fit(*digits)
-    assert solves == [2]
+    untracked = _eos(lr=1.5, lr_units="threshold", max_iter=2, sharpness_every=0).fit(*digits)
+    assert solves == [3] and untracked.effective_lr_ == clf.effective_lr_
 
 
 def test_threshold_units_warn_when_the_initial_measurement_runs_out(digits, monkeypatch):
