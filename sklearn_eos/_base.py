@@ -417,6 +417,14 @@ class BaseEoS(BaseEstimator):
             # shares with the fit it continues, so it continues at the same rate
             if np.isfinite(getattr(self, "initial_sharpness_", np.nan)):
                 initial_sharpness = self.initial_sharpness_
+                fitted_loss = getattr(self, "_fitted_loss", self.loss)
+                if self.lr_units == "threshold" and fitted_loss != self.loss:
+                    warnings.warn(
+                        f"warm_start refit with lr_units='threshold' and loss={self.loss!r} where "
+                        f"the fit it continues used {fitted_loss!r}: the rate stays relative to "
+                        f"that fit's initial sharpness ({self.initial_sharpness_:.4g}, of the "
+                        f"{fitted_loss!r} loss), not this loss's.", UserWarning, stacklevel=4,
+                    )
             elif self.lr_units == "threshold":
                 warnings.warn(
                     "warm_start refit with lr_units='threshold': the fit it continues measured no "
@@ -495,6 +503,7 @@ class BaseEoS(BaseEstimator):
                 _tensors_to_cpu(callback)  # diagnostics (eigenvectors): no CUDA tensor in a pickle
         self.net_ = net
         self.module_ = net.module_
+        self._fitted_loss = self.loss  # what a warm_start refit continues (see _fit)
         if self.diverged_:
             # the absolute rate of the step that led to the non-finite loss
             rate = f"rate {self.lr_history_[-1]:.4g}" if len(self.lr_history_) else f"lr={self.lr}"

@@ -1375,3 +1375,20 @@ def test_threshold_units_train_the_same_with_tracking_on_or_off():
     assert untracked.initial_sharpness_ == tracked.initial_sharpness_
     assert tracked.initial_sharpness_ == tracked.sharpness_history_["sharpness"][0]
     np.testing.assert_array_equal(untracked.loss_curve_, tracked.loss_curve_)
+
+
+def test_a_threshold_units_refit_that_changes_the_loss_says_whose_sharpness_sets_the_rate():
+    """A warm refit keeps its predecessor's initial sharpness; with another loss (a refit
+    may change it) that is the other loss's Hessian scale, which the refit now says."""
+    X, y = _blobs(n_samples=60)
+    est = EoSClassifier(hidden_layer_sizes=(8,), lr=0.5, lr_units="threshold", max_iter=5, random_state=0,
+                        warm_start=True).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.fit(X, y)  # same loss: no warning
+    est.set_params(loss="cross_entropy")
+    with pytest.warns(UserWarning, match=r"loss='cross_entropy' where the fit it continues used 'mse'"):
+        est.fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.fit(X, y)  # continuing the cross-entropy fit: no warning
