@@ -112,7 +112,7 @@ fig.suptitle(RUN)
 # edge-of-stability band and the re-sharpening after the decay (the quantity compared
 # here) would be squashed into the bottom of the panel.
 for decay_time in (DECAY_TIMES[0], DECAY_TIMES[-1]):
-    SharpnessDisplay.from_estimator(fits[decay_time], name=f"decay 10x at step {decay_time} ({RUN})",
+    SharpnessDisplay.from_estimator(fits[decay_time], name=f"decay 10x at step {decay_time}, {RUN}",
                                     sharpness_scale="log")
 
 # %%
