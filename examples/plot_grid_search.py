@@ -12,9 +12,10 @@ Data: scikit-learn's digits (1797 8x8 images), standardized; network: MLP 64-200
 trained with the 0.5-sum MSE by full-batch gradient descent. The printed table gives the
 cross-validated accuracy against the learning rate (in units of the threshold) and the decay
 time. A diverged fit (a normal outcome far beyond the threshold) is scored like any other,
-with the model of its last finite step, and need not score badly; the search records
-``diverged_`` of every fit with a second scorer, and the tables and the plot show which
-cells diverged.
+with the model of its last finite step: it is not given a failing score by the search, and
+its score is whatever that model earns (here, far beyond the threshold, a poor one: see the
+table). The search records ``diverged_`` of every fit with a second scorer, and the tables
+and the plot show which cells diverged.
 """
 
 import os
@@ -56,6 +57,9 @@ with warnings.catch_warnings():
 # %%
 # The table: rows are learning rates (multiples of 2 / initial sharpness), columns decay
 # times (None: never decayed; k: decayed by 10x right after the k-th instability ended).
+# Below the threshold (0.5) GD has no instability to count, so the rate is never decayed
+# and all decay columns hold the same fits: the decay time only matters where
+# instabilities happen.
 table = pd.DataFrame(search.cv_results_)
 table["decay_time"] = table["param_eosclassifier__decay_time"].map(lambda t: "never" if t is None else t)
 table["lr / threshold"] = table["param_eosclassifier__lr"]
@@ -74,7 +78,9 @@ print(f"best fit: initial sharpness {best.initial_sharpness_:.3f}, absolute lr {
 # %%
 # The same table as a plot, the threshold at initialisation marked, and a red cross on
 # every cell where at least one of the three fits diverged.
-ax = scores.plot(marker="o", logx=True, figsize=(6, 4))
+labels = {c: "never decayed" if c == "never" else f"decay after {c} instabilit{'y' if c == 1 else 'ies'}"
+          for c in scores.columns}
+ax = scores.rename(columns=labels).plot(marker="o", logx=True, figsize=(6, 4))
 ax.axvline(1.0, color="gray", linestyle="--", label="threshold at init")
 label = "diverged (1 or more folds)"
 for column in scores.columns:
@@ -83,6 +89,9 @@ for column in scores.columns:
         ax.scatter(scores.index[hit], scores[column][hit], marker="x", s=80, color="tab:red", zorder=3,
                    label=label)
         label = "_nolegend_"  # one legend entry
+ax.set_xticks([], minor=True)  # plain tick labels at the grid's rates, not 6x10^-1 ...
+ticks = sorted({*scores.index, 1.0})  # the grid's rates and the threshold
+ax.set_xticks(ticks, [f"{lr:g}" for lr in ticks])
 ax.set_ylabel("CV accuracy")
-ax.legend(title="decay after")
+ax.legend(fontsize="small")
 ax.figure.tight_layout()
