@@ -143,8 +143,9 @@ for ax in (ax1, ax2):
 # 0.5 x, 270 at 2.5 x), and 4 x diverged within 15 steps. At equal training loss the test
 # accuracy differed by no more than the seed-to-seed spread: 0.40 below the threshold,
 # 0.41 at it, 0.39-0.40 beyond it (0.40 +- 0.01 pooled), if anything falling with the rate
-# beyond the threshold. So, at this scale, the claim that rates beyond the threshold generalize better is *not*
-# reproduced: the instabilities (counted in ``n_instabilities``) are there, but they do not
-# buy test accuracy by the time the training loss is 0.3. A fairer test of the claim
+# beyond the threshold. So, at this scale, the claim that rates beyond the threshold
+# generalize better is *not* reproduced: the instabilities (counted in
+# ``n_instabilities``) are there, but they do not buy test accuracy by the time the
+# training loss is 0.3. A fairer test of the claim
 # would train much further (to a loss goal near zero, on all 4,000 examples), which is
 # beyond the budget of a gallery example.
