@@ -219,14 +219,12 @@ class BaseEoS(BaseEstimator):
         rest_tol = self._rest_tol()
         # the initial measurement for lr_units='threshold' is taken with the tracker's
         # settings, tracking or not: with tracking the tracker records it as its step-0 row,
-        # and either way the rate, hence training, does not depend on sharpness_every (with
-        # the schedule's own k=2, rest_tol=1 the untracked rate differed by 3e-6 relative)
-        shared = {"n_eigs": self.n_eigs, "rest_tol": rest_tol}
+        # and either way the rate, hence training, does not depend on sharpness_every
         schedule = LRSchedule(
             self.lr, resolve_decay_time(self.decay_time, self.max_iter, self.decay_on),
             self.decay_factor, decay_on=self.decay_on, decay_when_stable=self.decay_when_stable,
-            lr_units=self.lr_units, tol=self.sharpness_tol, random_state=seed, start=start,
-            initial_sharpness=initial_sharpness, **shared,
+            lr_units=self.lr_units, tol=self.sharpness_tol, n_eigs=self.n_eigs, rest_tol=rest_tol,
+            random_state=seed, start=start, initial_sharpness=initial_sharpness,
         )
         callbacks = [("lr_schedule", schedule)]
         if self.sharpness_every:
@@ -312,10 +310,8 @@ class BaseEoS(BaseEstimator):
 
     def _check_callbacks(self):
         for entry in self.callbacks or []:
-            name, callback = entry if isinstance(entry, tuple) and len(entry) == 2 else (None, entry)
-            if not (isinstance(callback, Callback)
-                    or isinstance(callback, type) and issubclass(callback, Callback)) or (
-                    isinstance(entry, tuple) and not isinstance(name, str)):
+            pair = isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str)
+            if not _is_a(entry[1] if pair else entry, Callback):
                 raise InvalidParameterError(
                     f"The 'callbacks' parameter of {type(self).__name__} must be a list of skorch "
                     f"callbacks (instances or classes) or (name, callback) pairs. Got {entry!r}.")
