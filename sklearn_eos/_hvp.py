@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ._mlp_hessian import MLPCurvature, applies_to_data, mlp_structure
-from ._rng import GLOBAL_RNG_LOCK
+from ._rng import GLOBAL_RNG_LOCK, kept_mode_and_buffers
 
 __all__ = ["FullBatchHessian"]
 
@@ -199,22 +199,15 @@ class FullBatchHessian:
     @contextmanager
     def _pass(self):
         """Run forwards with the operator's mode, fixed RNG state; restore mode and buffers."""
-        was_training = self.module.training
-        buffers = [(b, b.detach().clone()) for b in self.module.buffers()]
-        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=self._cuda_devices):
+        with (GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=self._cuda_devices),
+              kept_mode_and_buffers(self.module)):
             torch.set_rng_state(self._rng_state)
             if self._cuda_devices:
                 torch.cuda.set_rng_state(self._cuda_rng_state, self.device)
             self.module.train(self.train_mode)
-            try:
-                with torch.enable_grad():
-                    yield
-            finally:
-                self.module.train(was_training)
-                for b, saved in buffers:
-                    # ``.data`` skips the version bump, so a cached graph that saved the buffer
-                    # (batch norm) stays usable; the restored values are those it was built with.
-                    b.data.copy_(saved)
+            # the restored buffers are those a cached graph was built with
+            with torch.enable_grad():
+                yield
 
     def _chunk_losses(self):
         """Yield the weighted loss ``(n_c / n) * loss_fn(module(X_c), y_c)`` of each chunk."""

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["GLOBAL_RNG_LOCK", "cuda_generators_of", "draws_random_numbers", "seeded"]
+__all__ = ["GLOBAL_RNG_LOCK", "cuda_generators_of", "draws_random_numbers", "kept_mode_and_buffers", "seeded"]
 
 #: Held while a section uses a seeded global torch generator (reentrant: a measurement inside
 #: a seeded training section takes it again).
@@ -61,9 +61,7 @@ def draws_random_numbers(module, X):
     if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in module.modules()):
         return True
     devices = cuda_generators_of(X.device)
-    buffers = [b.detach().clone() for b in module.buffers()]
-    was_training = module.training
-    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices), kept_mode_and_buffers(module):
         before = _generator_states(devices)
         try:
             module.train()
@@ -71,13 +69,24 @@ def draws_random_numbers(module, X):
                 module(X)
         except Exception:
             return True
-        finally:
-            module.train(was_training)
-            with torch.no_grad():
-                for buffer, saved in zip(module.buffers(), buffers):
-                    buffer.copy_(saved)
         after = _generator_states(devices)
     return any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+@contextmanager
+def kept_mode_and_buffers(module):
+    """Run the block, then put ``module``'s train/eval mode and its buffers (a BatchNorm's
+    running statistics) back as they were: forwards run for a measurement or a probe leave
+    no trace on the model. The buffers are restored through ``.data``, which skips the
+    version bump, so an autograd graph that saved a buffer (batch norm) stays usable."""
+    was_training = module.training
+    buffers = [(b, b.detach().clone()) for b in module.buffers()]
+    try:
+        yield
+    finally:
+        module.train(was_training)
+        for buffer, saved in buffers:
+            buffer.data.copy_(saved)
 
 
 def _generator_states(cuda_devices):
