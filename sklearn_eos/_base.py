@@ -27,8 +27,8 @@ from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
 from ._net import SYNC_EVERY, FullBatch, FullBatchNet
 from ._update_curvature import UpdateCurvature
-from ._tracking import (InstabilityTracker, SharpnessTracker, _as_arrays, random_generator, rotation_columns,
-                        sharpness_columns)
+from ._tracking import (InstabilityTracker, SharpnessTracker, _as_arrays, _tracker_before, random_generator,
+                        rotation_columns, sharpness_columns)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -483,7 +483,9 @@ class BaseEoS(BaseEstimator):
         self.instabilities_ = callbacks["instabilities"].history_
         self.update_curvature_ = callbacks["update_curvature"].curvatures_[:max(n_steps - 1, 0)]
         self.n_instabilities_ = len(self.instabilities_["start"])
-        tracker = callbacks.get("sharpness")
+        # the tracker the episodes were read with: the estimator's own or, with tracking off, a
+        # SharpnessTracker of the user's that took its place (see _callbacks)
+        tracker = _tracker_before(net, callbacks["instabilities"])
         self.sharpness_history_ = (tracker.history_ if tracker
                                    else _as_arrays([], sharpness_columns(self.n_eigs)))
         self.rotation_history_ = (tracker.rotation_history_ if tracker
@@ -776,6 +778,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         (2 / the learning rate of that step), 'lr', 'above_threshold', 'n_hvps', 'converged'.
         The last row measures the returned model. A measurement that runs out of products
         before ``sharpness_tol`` (``'converged'`` False) raises a ``ConvergenceWarning``.
+        With ``sharpness_every=0``, the measurements of a `SharpnessTracker` passed in
+        ``callbacks`` (which then confirms the episodes), else no rows.
     rotation_history_ : dict of 1-D ndarrays
         One row per pair of consecutive measurements: 'step', 'prev_step', 'cosine' (absolute cosine of
         the two top eigenvectors), 'cosine_2'...'cosine_k', 'subspace_overlap' (of the top-k

@@ -202,8 +202,9 @@ def test_with_tracking_off_a_user_tracker_feeds_the_estimators_instability_track
     """The estimator lists user callbacks after its own; with sharpness_every=0 a
     SharpnessTracker among them (an instance, or a class skorch builds) takes the tracker's
     place before the instability tracker, which then confirms and rotates the episodes with
-    it. Nothing else moves: the schedule still counts the estimator's episodes, not those of
-    a user InstabilityTracker."""
+    it, and its measurements are the fit's histories (the displays then draw the sharpness
+    that confirmed the episodes they shade). Nothing else moves: the schedule still counts
+    the estimator's episodes, not those of a user InstabilityTracker."""
     from sklearn_eos import InstabilityTracker, SharpnessTracker
     from sklearn_eos._instabilities import confirm_with_sharpness
 
@@ -221,7 +222,14 @@ def test_with_tracking_off_a_user_tracker_feeds_the_estimators_instability_track
     names = [name for name, _ in est.net_.callbacks_]
     assert names.index("user_tracker") < names.index("instabilities") < names.index("user_counter")
     episodes, history = est.instabilities_, callbacks["user_tracker"].history_
-    assert est.n_instabilities_ >= 1 and len(est.sharpness_history_["step"]) == 0
+    assert est.n_instabilities_ >= 1 and len(history["step"]) >= 2
+    for name in history:
+        np.testing.assert_array_equal(est.sharpness_history_[name], history[name])
+    rotation = callbacks["user_tracker"].rotation_history_
+    assert len(rotation["step"]) == len(history["step"]) - 1
+    for name in rotation:
+        np.testing.assert_array_equal(est.rotation_history_[name], rotation[name])
+    assert est.initial_sharpness_ == history["sharpness"][0]
     expected = confirm_with_sharpness(episodes, history["step"], history["sharpness"], history["threshold"])
     np.testing.assert_array_equal(episodes["confirmed_by_sharpness"], expected)
     assert expected.any() and np.isfinite(episodes["subspace_overlap"]).any()
