@@ -215,6 +215,11 @@ class SharpnessDisplay:
         if sharpness_scale not in ("linear", "log"):
             raise ValueError(f"sharpness_scale must be 'linear' or 'log', got {sharpness_scale!r}.")
         steps = _step_arrays(self.loss_curve, self.lr_history)
+        if not len(steps["step"]):  # empty panels would look like a plotting failure
+            raise ValueError(
+                "loss_curve has no steps: nothing to plot. A fit whose very first step had a "
+                "non-finite loss (it diverged at once, n_iter_=0) keeps its initial parameters "
+                "and records no step; lower lr or standardise X.")
         history = _checked_history(self.sharpness_history, "sharpness_history", ("step", "sharpness"))
         if self.update_curvature is not None and len(self.update_curvature) > len(steps["step"]):
             raise ValueError(f"update_curvature has {len(self.update_curvature)} values for "
@@ -425,16 +430,20 @@ class RotationDisplay:
         Raises
         ------
         ValueError
-            When ``rotation_history`` has no rows (a fit with ``sharpness_every=0``).
+            When ``rotation_history`` has no rows (a fit with ``sharpness_every=0``, or with
+            fewer than two measurements).
         """
         plt = _import_pyplot(f"{type(self).__name__}.plot")
+        if ax is not None and not (hasattr(ax, "plot") and hasattr(ax, "axhline")):
+            raise ValueError(f"ax must be one matplotlib Axes, got {type(ax).__name__}.")
         history = _checked_history(self.rotation_history, "rotation_history", ("step",))
         x = history.get("step", np.array([]))
         if not len(x):  # empty axes would look like a plotting failure
             raise ValueError(
                 "rotation_history has no rows: a rotation is recorded between two consecutive "
-                "sharpness measurements of one fit, and this fit has fewer than two. Fit with "
-                "sharpness_every > 0 (sharpness_every=0 turns tracking off) to plot it.")
+                "sharpness measurements of one fit, and this fit has fewer than two: tracking "
+                "was off (sharpness_every=0; fit with sharpness_every > 0 to plot it), or the fit "
+                "ended before its second measurement (a divergence at the first steps).")
         episodes = _episodes(self.instabilities)
         if ax is None:
             _, ax = plt.subplots(figsize=(10, 3.8), layout="constrained")

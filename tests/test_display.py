@@ -226,6 +226,22 @@ def test_sharpness_display_marks_the_single_point_of_a_one_step_fit():
     plt.close("all")
 
 
+def test_displays_of_a_fit_that_diverged_at_once_say_why_there_is_nothing_to_plot():
+    """A fit whose first step had a non-finite loss (n_iter_=0) is fitted and usable but has
+    no step: a ValueError that says so, not blank panels, and no figure left behind."""
+    X, y = load_digits(return_X_y=True)
+    est = EoSClassifier(hidden_layer_sizes=(8,), activation="identity", lr=0.1, max_iter=5,
+                        sharpness_every=2, random_state=0)
+    with pytest.warns(Warning, match="no step had a finite loss"):
+        est.fit(X[:60] * 1e20, y[:60])
+    assert est.n_iter_ == 0 and len(est.predict(X[:3])) == 3
+    with pytest.raises(ValueError, match="loss_curve has no steps.*diverged at once"):
+        SharpnessDisplay.from_estimator(est)
+    with pytest.raises(ValueError, match="ended before its second measurement"):
+        RotationDisplay.from_estimator(est)
+    assert plt.get_fignums() == []
+
+
 # ---------------------------------------------------------------------------------------
 # RotationDisplay
 # ---------------------------------------------------------------------------------------
@@ -239,9 +255,17 @@ def test_rotation_display_without_rotation_raises_and_says_what_to_set(pipe):
     untracked = clone(pipe).set_params(eosclassifier__sharpness_every=0, eosclassifier__max_iter=3)
     untracked.fit(*load_digits(return_X_y=True))
     assert len(untracked[-1].rotation_history_["step"]) == 0
-    with pytest.raises(ValueError, match="sharpness_every=0 turns tracking off"):
+    with pytest.raises(ValueError, match=r"tracking was off \(sharpness_every=0"):
         RotationDisplay.from_estimator(untracked)
     assert plt.get_fignums() == []  # no figure left behind
+
+
+def test_rotation_display_takes_one_axes(est):
+    _, axes = plt.subplots(1, 2)
+    for ax in (axes, list(axes), "ax"):
+        with pytest.raises(ValueError, match="ax must be one matplotlib Axes"):
+            RotationDisplay.from_estimator(est, ax=ax)
+    assert RotationDisplay.from_estimator(est, ax=axes[1]).ax_ is axes[1]
 
 
 def test_rotation_display_plots_the_estimator_arrays(est):
