@@ -3,6 +3,7 @@
 import math
 import warnings
 
+import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._callbacks import ParamsCallback, returned_step
@@ -124,6 +125,11 @@ class LRSchedule(ParamsCallback):
         self.decay_step_ = None
         self._step = 0
         self._first_row = len(net.history)  # steps count within this fit/partial_fit call
+        # a rate beyond the parameters' dtype (lr=1e39 in float32) is applied as its largest
+        # finite value: torch's SGD refuses to convert it, and the step overflows either way, so
+        # the fit diverges as any fit far beyond 2/lr does (the history keeps the rate)
+        self._max_lrs = [min((torch.finfo(p.dtype).max for p in group["params"]), default=math.inf)
+                         for group in net.optimizer_.param_groups]
 
     def initial_spectrum_for(self, net, k, tol, rest_tol):
         """The initial measurement, if it answers a request for ``k`` eigenpairs at ``tol`` /
@@ -151,8 +157,8 @@ class LRSchedule(ParamsCallback):
         n_completed = detector.n_completed if detector is not None else 0
         in_instability = detector.in_instability if detector is not None else False
         lr = self.effective_lr_ * self._policy.lr_multiplier(self._step, n_completed, in_instability)
-        for group in net.optimizer_.param_groups:
-            group["lr"] = lr
+        for group, max_lr in zip(net.optimizer_.param_groups, self._max_lrs):
+            group["lr"] = min(lr, max_lr)
         net.history.record("lr", lr)
         self.decay_step_ = self._policy.decay_step
         self._step += 1

@@ -383,6 +383,21 @@ def test_divergence_is_caught(Estimator):
     np.testing.assert_allclose(kept_loss, est.loss_curve_[-1], rtol=1e-3)
 
 
+@pytest.mark.parametrize("lr_units", ["absolute", "threshold"])
+def test_a_rate_beyond_float32_diverges_like_any_other(lr_units):
+    """lr=1e39 in float32: torch's SGD cannot even convert the rate. The fit must still end
+    as a divergence (warning, diverged_, usable model), not raise, and the history keeps the
+    rate asked for."""
+    X, y = _blobs()
+    est = EoSClassifier(hidden_layer_sizes=(8,), lr=1e39, lr_units=lr_units, max_iter=5, sharpness_every=0,
+                        random_state=0)
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        est.fit(X, y)
+    assert est.diverged_ and est.n_iter_ == 1
+    assert est.lr_history_[0] == est.effective_lr_ > float(np.finfo(np.float32).max)
+    assert np.all(np.isfinite(est.predict_proba(X)))
+
+
 class _BatchNormNet(torch.nn.Module):
     def __init__(self, n_features_in, n_outputs):
         super().__init__()
