@@ -521,13 +521,16 @@ class BaseEoS(BaseEstimator):
                 ConvergenceWarning,
             )
         elif (not refit and self.lr_units == "absolute" and np.isfinite(self.initial_sharpness_)
-              and self.initial_sharpness_ * self.lr / 2 > _FAR_BEYOND_THRESHOLD):
+              and len(self.lr_history_)
+              and self.initial_sharpness_ * self.lr_history_[0] / 2 > _FAR_BEYOND_THRESHOLD):
             # unscaled features, typically: the network collapses without a non-finite loss
+            # (the rate of step 0: lr, or less after a decay from step 0)
+            rate = self.lr_history_[0]
             warnings.warn(
                 f"{type(self).__name__}: the initial sharpness {self.initial_sharpness_:.4g} is "
-                f"{self.initial_sharpness_ * self.lr / 2:.0f} times the stability threshold "
-                f"2/lr = {2 / self.lr:.4g}: training started far beyond the edge of stability, "
-                f"where the first steps can wreck the network (saturated units, one class "
+                f"{self.initial_sharpness_ * rate / 2:.0f} times the stability threshold "
+                f"2/lr = {2 / rate:.4g} of its first step: training started far beyond the edge "
+                f"of stability, where the first steps can wreck the network (saturated units, one class "
                 f"predicted) without diverging. Standardise X (a StandardScaler in a Pipeline), "
                 f"or lower lr (lr_units='threshold' sets it relative to 2 / initial sharpness).",
                 UserWarning,

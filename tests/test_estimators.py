@@ -449,6 +449,14 @@ def test_a_fit_that_starts_far_beyond_the_threshold_warns():
         warnings.simplefilter("error")
         scaled = EoSClassifier(**params).fit(StandardScaler().fit_transform(X), y)
     assert scaled.initial_sharpness_ * scaled.lr / 2 < 10
+    # the rate that step 0 ran at counts: a decay from step 0 to a rate below 2 / the initial
+    # sharpness starts stable (schedule audit: this warned, naming 2/lr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decayed = EoSClassifier(decay_on="step", decay_time=0, decay_factor=1e-3, **params).fit(X, y)
+    assert decayed.lr_history_[0] == decayed.lr * 1e-3
+    ratio = decayed.initial_sharpness_ * np.array([decayed.lr, decayed.lr_history_[0]]) / 2
+    assert ratio[0] > 10 > ratio[1]
 
 
 def test_divergence_warning_names_the_applied_rate_in_threshold_units():
