@@ -27,6 +27,17 @@ def _table(columns, fmt="{:>10.4g}"):
     return "\n".join(lines)
 
 
+def _positive_rate(text):
+    """A learning rate: a finite number > 0 (the banner divides by it before the fit checks it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _decay_time(text):
     """A step (an int: '0', '700', '700.0', '1e3') or a fraction of --max-iter in (0, 1)."""
     try:
@@ -64,7 +75,7 @@ def _plot_paths(parser, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sklearn_eos", description=__doc__.splitlines()[0])
-    parser.add_argument("--lr", type=float, default=0.5, help="learning rate (threshold 2/lr)")
+    parser.add_argument("--lr", type=_positive_rate, default=0.5, help="learning rate (threshold 2/lr)")
     parser.add_argument("--max-iter", type=int, default=1500, help="full-batch GD steps")
     parser.add_argument("--sharpness-every", type=int, default=100, help="steps between measurements")
     parser.add_argument("--decay-time", type=_decay_time, default=None,

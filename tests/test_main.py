@@ -41,6 +41,13 @@ def test_a_decay_time_that_is_neither_is_refused_before_any_training(text, capsy
     assert "--decay-time" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text", ["0", "-0.5", "inf", "nan", "x"])
+def test_a_bad_learning_rate_is_refused_before_any_training(text, capsys):
+    with pytest.raises(SystemExit):  # 0 used to end in a ZeroDivisionError from the banner
+        main(["--max-iter", "30", "--verbose", "0", f"--lr={text}"])
+    assert "--lr" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name, message", [(".png", "needs a file name"), ("nodir/x.png", "does not exist"),
                                            ("x.v2", "cannot write '.v2' files")])
 def test_bad_plot_paths_are_refused_before_the_fit(name, message, tmp_path, monkeypatch, capsys):
