@@ -138,8 +138,12 @@ def test_tracker_is_a_plain_skorch_callback_and_histories_are_dataframes():
     assert {"sharpness", "eig_2", "threshold", "lr", "n_hvps"} <= set(frame.columns)
     assert (frame["sharpness"] >= frame["eig_2"]).all()
     assert len(pd.DataFrame(tracker.rotation_history_)) == 3
-    # disabled tracking still gives DataFrame-ready (empty) histories
-    assert len(pd.DataFrame(clf.sharpness_history_)) == 0
+    # with the estimator's tracking off, the user's tracker is the fit's: its histories
+    pd.testing.assert_frame_equal(pd.DataFrame(clf.sharpness_history_), frame)
+    # no tracker at all still gives DataFrame-ready (empty) histories
+    untracked = EoSClassifier(hidden_layer_sizes=(16,), lr=0.1, max_iter=2, sharpness_every=0).fit(X, y)
+    assert len(pd.DataFrame(untracked.sharpness_history_)) == 0
+    assert len(pd.DataFrame(untracked.rotation_history_)) == 0
 
 
 @pytest.mark.parametrize("start, message", [
