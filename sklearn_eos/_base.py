@@ -894,7 +894,8 @@ class EoSRegressor(RegressorMixin, BaseEoS):
         )
 
     def _prepare_targets(self, y):
-        y = np.asarray(y, dtype=np.float64)
+        # check_array as in _encode_targets: validate_data(multi_output=True) lets a sparse y through
+        y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
         return y, (1 if y.ndim == 1 else y.shape[1]), {"_y_ndim": y.ndim}
 
     def _encode_targets(self, y):

@@ -569,6 +569,12 @@ def test_bad_y():
     _assert_fails_before_training(EoSClassifier(max_iter=2), X, np.full(len(X), "only"),
                                   "one class.*'only'")
     _assert_fails_before_training(EoSClassifier(max_iter=2), X, y[:5], "inconsistent numbers of samples")
+    # a sparse y gets scikit-learn's message (it used to reach np.asarray: "setting an array
+    # element with a sequence")
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    for target in (y[:, None], np.column_stack([y, -y])):
+        with pytest.raises(TypeError, match="Sparse data was passed for y"):
+            EoSRegressor(max_iter=2).fit(X, scipy_sparse.csr_matrix(target))
 
 
 @pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
