@@ -119,9 +119,11 @@ class FullBatchHessian:
     params : list of torch.Tensor, optional
         Parameters w.r.t. which the Hessian is taken, flattened in this order. Default: the
         module's parameters with ``requires_grad``.
-    train_mode : bool, default=True
-        Evaluate the module in train (True) or eval (False) mode; its previous mode is restored
-        after every pass.
+    train_mode : bool or None, default=True
+        Evaluate the module in train (True) or eval (False) mode, set on it and every
+        submodule as ``module.train(mode)`` does; None evaluates it in the modes its
+        submodules have (a model trained with some layers kept in eval mode, such as a frozen
+        BatchNorm). The previous modes are restored after every pass.
 
     Attributes
     ----------
@@ -204,7 +206,8 @@ class FullBatchHessian:
             torch.set_rng_state(self._rng_state)
             if self._cuda_devices:
                 torch.cuda.set_rng_state(self._cuda_rng_state, self.device)
-            self.module.train(self.train_mode)
+            if self.train_mode is not None:
+                self.module.train(self.train_mode)
             # the restored buffers are those a cached graph was built with
             with torch.enable_grad():
                 yield

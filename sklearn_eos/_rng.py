@@ -75,16 +75,20 @@ def draws_random_numbers(module, X):
 
 @contextmanager
 def kept_mode_and_buffers(module):
-    """Run the block, then put ``module``'s train/eval mode and its buffers (a BatchNorm's
-    running statistics) back as they were: forwards run for a measurement or a probe leave
-    no trace on the model. The buffers are restored through ``.data``, which skips the
-    version bump, so an autograd graph that saved a buffer (batch norm) stays usable."""
-    was_training = module.training
+    """Run the block, then put the train/eval mode of ``module`` and of each of its submodules,
+    and its buffers (a BatchNorm's running statistics), back as they were: forwards run for a
+    measurement or a probe leave no trace on the model. Each submodule's own flag is restored
+    (``module.train(mode)`` would set one mode on all: a frozen BatchNorm kept in eval mode
+    inside a model in train mode came back in train mode). The buffers are restored through
+    ``.data``, which skips the version bump, so an autograd graph that saved a buffer (batch
+    norm) stays usable."""
+    modes = [(sub, sub.training) for sub in module.modules()]
     buffers = [(b, b.detach().clone()) for b in module.buffers()]
     try:
         yield
     finally:
-        module.train(was_training)
+        for sub, training in modes:
+            sub.training = training
         for buffer, saved in buffers:
             buffer.data.copy_(saved)
 

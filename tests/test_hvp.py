@@ -134,6 +134,35 @@ def test_train_mode_used_and_restored(train_mode, n_chunks):
                                    atol=1e-12)
 
 
+@pytest.mark.parametrize("train_mode", [True, None])
+def test_a_submodule_kept_in_eval_mode_is_restored_and_measured_as_asked(train_mode):
+    """A model in train mode with a frozen BatchNorm in eval mode (fine-tuning): every
+    submodule's own mode comes back after the products (the BatchNorm used to come back in
+    train mode, and later training then used batch statistics); train_mode=None measures the
+    model in the modes it has, True in train mode throughout, each against the exact Hessian."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.BatchNorm1d(6), torch.nn.Tanh(),
+                                torch.nn.Linear(6, 2)).double()
+    X, y = data(4)
+    with torch.no_grad():  # running statistics that differ from the batch's
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    model.train()
+    model[1].eval()
+    modes = [sub.training for sub in model.modules()]
+    buffers = [b.clone() for b in model.buffers()]
+    H = FullBatchHessian(model, mse, [(X, y)], train_mode=train_mode)
+    dense = H.matmat(torch.eye(H.dim, dtype=torch.float64))
+    assert [sub.training for sub in model.modules()] == modes
+    for before, after in zip(buffers, model.buffers()):
+        torch.testing.assert_close(before, after)
+    as_set = exact_hessian(model, mse, X, y)  # BatchNorm in eval mode (running statistics)
+    all_train = exact_hessian(model.train(), mse, X, y)  # batch statistics
+    assert not torch.allclose(as_set, all_train, rtol=1e-3)  # the test can tell them apart
+    expected = all_train if train_mode else as_set
+    torch.testing.assert_close(dense, expected, rtol=1e-10, atol=1e-12)
+
+
 def test_linear_model_closed_form():
     gen = torch.Generator().manual_seed(5)
     n, d, out = 20, 4, 3
