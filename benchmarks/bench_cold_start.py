@@ -11,12 +11,15 @@ as the estimators measure:
 * ``clustered``: six eigenvalues within 3% of each other above a dense bulk up to 80% of them.
 
 For each setting of ``_COLD_BLOCK_ITERS`` (the block iterations a cold solve starts with; the
-package uses 2) it counts the solves that said converged but returned lambda_1 more than
+package uses 2), and with k instead of k + 1 random start vectors (``_COLD_EXTRA_VECTORS``,
+package default 1), it counts the solves that said converged but returned lambda_1 more than
 1e-3 low, and the products they used. Part (b) (not with ``--quick``) solves the user guide's
 digits model (``docs/user_guide.rst``, "The curvature engine on any model") from 20 seeds and
-counts solves with any of lambda_1..3 more than 1.5e-3 off a float64 reference.
+counts solves with any of lambda_1..3 more than 1.5e-3 off a float64 reference. Part (c)
+solves clusters of k + 1 equally spaced top eigenvalues (k = 1, 2, 3; all k eigenvalues to
+tol 1e-3 or 1e-5) from k and from k + 1 random vectors.
 
-Run: ``python benchmarks/bench_cold_start.py`` (about 25 s) or ``--quick``. It writes no
+Run: ``python benchmarks/bench_cold_start.py`` (about a minute) or ``--quick``. It writes no
 results file. Against an older package (``PYTHONPATH=<checkout of commit e978c4c>``, before
 the re-armed top-residual rule and the cold block iterations) it prints one row "None".
 """
@@ -86,6 +89,31 @@ def _guide_solve(model, loss_fn, X, Y, seed):
         return top_eigenpairs(H, 3, tol=1e-3, generator=torch.Generator().manual_seed(seed))
 
 
+def cluster_spectra(k, spacing, n_problems, d=50, seed=0):
+    """``n_problems`` (matrix, top k eigenvalues): k + 1 top eigenvalues 1, 1 + spacing, ...
+    equally spaced, above a bulk near zero (|x| <= 0.6, mostly far smaller)."""
+    rng = np.random.default_rng(seed)
+    problems = []
+    for _ in range(n_problems):
+        top = 1.0 + spacing * np.arange(k + 1)[::-1]
+        bulk = rng.uniform(-0.6, 0.6, d - k - 1) * rng.uniform(0, 1, d - k - 1) ** 3
+        Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+        problems.append(((Q * np.concatenate([top, bulk])) @ Q.T, top[:k]))
+    return problems
+
+
+def cluster_misses(problems, k, tol):
+    """Solves that said converged with one of the k eigenvalues more than ``tol`` off."""
+    misses = 0
+    for i, (A, top) in enumerate(problems):
+        r = top_eigenpairs(MatrixOperator(A), k, tol=tol, generator=torch.Generator().manual_seed(i))
+        misses += bool(r.converged and np.max(np.abs(r.eigenvalues - top) / top) > tol)
+    return misses
+
+
+CLUSTER_CASES = ((1e-3, 3e-3), (1e-5, 2e-4), (1e-5, 1e-3))  # (tol, spacing)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="30 matrices per family, no part (b)")
@@ -93,34 +121,60 @@ def main():
     torch.set_num_threads(1)
     n = 30 if args.quick else 300
     families = {kind: random_spectra(kind, n) for kind in ("outliers", "clustered")}
-    # older versions of the package (run against one with PYTHONPATH) have no such setting
+    # older versions of the package (run against one with PYTHONPATH) have no such settings
     default = getattr(_eigensolver, "_COLD_BLOCK_ITERS", None)
-    settings = SETTINGS if default is not None else (None,)
+    default_extra = getattr(_eigensolver, "_COLD_EXTRA_VECTORS", None)
+    settings = [(None, None)] if default is None else [(iters, default_extra) for iters in SETTINGS]
+    if default_extra is not None:
+        settings.append((default, 0))
     print(f"(a) cold top-3 solves, tol 1e-3, rest_tol 0.1, {n} random matrices per family (dimension 150)")
-    print(f"{'block iterations':>18} {'outliers: misses':>17} {'products':>9} "
+    print(f"{'block iterations':>18} {'random vectors':>15} {'outliers: misses':>17} {'products':>9} "
           f"{'clustered: misses':>18} {'products':>9}")
     try:
-        for iters in settings:
-            _eigensolver._COLD_BLOCK_ITERS = iters
+        for iters, extra in settings:
+            _set(iters, extra)
             (mo, po), (mc, pc) = cold_misses(families["outliers"]), cold_misses(families["clustered"])
-            mark = "  (package default)" if iters == default else ""
-            print(f"{str(iters):>18} {mo:>17} {po:>9.0f} {mc:>18} {pc:>9.0f}{mark}")
+            mark = "  (package default)" if (iters, extra) == (default, default_extra) else ""
+            print(f"{str(iters):>18} {_vectors(extra):>15} {mo:>17} {po:>9.0f} {mc:>18} {pc:>9.0f}{mark}")
         if not args.quick:
             solve, exact = guide_model()
             print(f"\n(b) the user guide's model, 20 seeds, tol 1e-3; float64 top 3 = {np.round(exact, 4)}")
-            for iters in settings:
-                _eigensolver._COLD_BLOCK_ITERS = iters
+            for iters, extra in settings:
+                _set(iters, extra)
                 results = [solve(seed) for seed in range(20)]
                 bad = sum(np.abs(r.eigenvalues - exact).max() / exact.min() > 1.5e-3 for r in results)
-                print(f"  block iterations {iters}: {bad} of 20 off by more than 1.5e-3, "
-                      f"median {np.median([r.n_products for r in results]):.0f} products")
+                print(f"  block iterations {iters}, {_vectors(extra)} random vectors: {bad} of 20 off by "
+                      f"more than 1.5e-3, median {np.median([r.n_products for r in results]):.0f} products")
+        m = 20 if args.quick else 60
+        print(f"\n(c) cold solves of a cluster one wider than k: k + 1 top eigenvalues equally spaced "
+              f"above a bulk near zero,\n    {m} matrices per case (dimension 50), k = 1, 2, 3 pooled: "
+              f"solves that said converged with an eigenvalue more than tol off")
+        extras = (0, default_extra) if default_extra else (None,)
+        print(f"{'tol':>8} {'spacing':>8} " + " ".join(f"{_vectors(e) + ' vectors':>15}" for e in extras))
+        for tol, spacing in CLUSTER_CASES:
+            counts = []
+            for extra in extras:
+                _set(default, extra)
+                counts.append(sum(cluster_misses(cluster_spectra(k, spacing, m, seed=k), k, tol)
+                                  for k in (1, 2, 3)))
+            print(f"{tol:>8g} {spacing:>8g} " + " ".join(f"{c:>15}" for c in counts))
     finally:
-        if default is None:
-            del _eigensolver._COLD_BLOCK_ITERS
-        else:
-            _eigensolver._COLD_BLOCK_ITERS = default
-    print("misses: converged, but lambda_1 more than 1e-3 below the true one")
+        _set(default, default_extra)
+    print("misses in (a): converged, but lambda_1 more than 1e-3 below the true one")
     return 0
+
+
+def _vectors(extra):
+    """How many random vectors a cold start takes with ``extra`` (None: an older package's k)."""
+    return "k" if not extra else f"k + {extra}"
+
+
+def _set(iters, extra):
+    """Set the solver's cold-start constants (None: the package has no such constant)."""
+    if iters is not None:
+        _eigensolver._COLD_BLOCK_ITERS = iters
+    if extra is not None:
+        _eigensolver._COLD_EXTRA_VECTORS = extra
 
 
 if __name__ == "__main__":
