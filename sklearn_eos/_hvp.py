@@ -143,8 +143,9 @@ class FullBatchHessian:
     With one chunk the gradient graph (or the R-operator's factors) is cached and reused
     across calls while the parameters keep their values and the data are not modified in
     place: any update of the parameters (an optimizer step, fused or not, or a write through
-    ``.data``) rebuilds it at the next product, at the cost of one comparison of the parameters
-    with a copy kept for the purpose. Of the data only in-place torch operations are seen
+    ``.data``) or of the module's buffers (running statistics recalibrated in place) rebuilds it
+    at the next product, at the cost of one comparison of the parameters and buffers with a copy
+    kept for the purpose. Of the data only in-place torch operations are seen
     (their version counters): after a write through ``.data``, or into a numpy array that a
     chunk shares memory with, build a new operator. Use the operator as a context manager, or call
     :meth:`close`, to free the graph.
@@ -229,11 +230,19 @@ class FullBatchHessian:
         data = tuple(t._version for chunk in self.chunks for t in chunk if torch.is_tensor(t))
         return parameter_versions(self.params), data
 
+    def _state(self):
+        """What a cached graph depends on besides the data: the parameters and the module's
+        buffers (running statistics that an eval-mode BatchNorm reads)."""
+        return [*self.params, *self.module.buffers()]
+
     def _same_values(self, snapshot):
-        """Whether the parameters still hold ``snapshot``: an update through ``.data`` or a
-        fused optimizer step leaves the version counters as they were."""
+        """Whether the parameters and buffers still hold ``snapshot``: an update through
+        ``.data``, a fused optimizer step or recalibrated running statistics leave the
+        version counters as they were."""
+        state = self._state()
         with torch.no_grad():
-            return all(torch.equal(p, saved) for p, saved in zip(self.params, snapshot))
+            return len(state) == len(snapshot) and all(
+                torch.equal(t, saved) for t, saved in zip(state, snapshot))
 
     def _curvatures(self):
         """Yield, chunk by chunk, what a product needs at the current parameters: the
@@ -250,7 +259,7 @@ class FullBatchHessian:
                 del curvature
 
     def _cached_curvature(self):
-        """The one chunk's curvature (`_curvatures`), rebuilt if the parameters changed."""
+        """The one chunk's curvature (`_curvatures`), rebuilt if the parameters or buffers changed."""
         versions = self._versions()
         if self._graph is None or self._graph[0] != versions or not self._same_values(self._graph[1]):
             self._graph = None
@@ -260,7 +269,7 @@ class FullBatchHessian:
             else:
                 with self._pass():
                     curvature = self._gradient_graph(next(self._chunk_losses()))
-            snapshot = [p.detach().clone() for p in self.params]
+            snapshot = [t.detach().clone() for t in self._state()]
             self._graph = (versions, snapshot, curvature)
         return self._graph[2]
 

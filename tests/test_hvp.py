@@ -93,6 +93,25 @@ def test_graph_cache_follows_parameter_updates():
     torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
 
 
+def test_graph_cache_follows_recalibrated_running_statistics():
+    """An eval-mode BatchNorm reads its running statistics: recalibrating them in place (the
+    parameters untouched) must rebuild the cached graph, which kept the old forward values
+    and gave products that matched neither Hessian (10% off)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.BatchNorm1d(6), torch.nn.Tanh(),
+                                torch.nn.Linear(6, 2)).double().eval()
+    X, y = data(4)
+    H = FullBatchHessian(model, mse, [(X, y)], train_mode=False)
+    v = torch.randn(H.dim, dtype=torch.float64)
+    before = H.matvec(v)
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    expected = exact_hessian(model, mse, X, y) @ v
+    assert not torch.allclose(before, expected, rtol=1e-3)
+    torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
+
+
 class _ModeRecorder(torch.nn.Module):
     """Records the training flag seen by each forward pass."""
 
