@@ -582,6 +582,9 @@ class BaseEoS(BaseEstimator):
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels for a classifier. For a regressor, the shape of the ``y`` it was
+            fitted on: a y of shape (n_samples, 1) gives (n_samples, 1), as ``LinearRegression``
+            does (``MLPRegressor`` ravels it).
         """
         return self._outputs_to_predictions(self._forward(X))
 
