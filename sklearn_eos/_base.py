@@ -2,6 +2,8 @@
 
 import copy
 import os
+import signal
+import threading
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -45,6 +47,38 @@ def torch_threads(n_threads):
     finally:
         if change:
             torch.set_num_threads(previous)
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """A Ctrl-C during ``fit``, raised once the model of the steps run is collected."""
+
+
+@contextmanager
+def noted_interrupts():
+    """Note a Ctrl-C (SIGINT) that arrives in the block; yields a dict whose 'interrupted' says.
+
+    skorch's ``partial_fit`` swallows ``KeyboardInterrupt``, because that is also how a callback
+    ends training, so a Ctrl-C stopped only the current fit: a grid search went on to the next.
+    The fit keeps skorch's behaviour (training stops, the model is collected) and then raises
+    ``KeyboardInterrupt`` when a real SIGINT was noted. Only in the main thread (signal handlers
+    live there) and when SIGINT has a Python handler; the previous handler is chained and put
+    back.
+    """
+    state = {"interrupted": False}
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield state
+        return
+
+    def note(signum, frame):
+        state["interrupted"] = True
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _tensors_to_cpu(obj):
@@ -282,6 +316,8 @@ class BaseEoS(BaseEstimator):
         before = dict(vars(self))
         try:
             return self._fit(X, y)
+        except FitInterrupted:
+            raise  # a Ctrl-C: the model of the steps run is kept (see noted_interrupts)
         except BaseException:
             vars(self).clear()
             vars(self).update(before)
@@ -458,12 +494,16 @@ class BaseEoS(BaseEstimator):
             # the training's own randomness (dropout) from random_state, the caller's global
             # RNG untouched; a module that draws no random numbers leaves the global generator
             # alone, and fits in other threads run alongside (see _rng)
-            if draws_random_numbers(net.module_, X_train[:2].to(net.device)):
-                with seeded(train_seed, cuda):
+            with noted_interrupts() as interrupts:
+                if draws_random_numbers(net.module_, X_train[:2].to(net.device)):
+                    with seeded(train_seed, cuda):
+                        net.partial_fit(data)
+                else:
                     net.partial_fit(data)
-            else:
-                net.partial_fit(data)
         self._collect_fit_results(net, refit=reuse)
+        if interrupts["interrupted"]:  # the model of the steps run is kept, as skorch keeps it
+            raise FitInterrupted(f"{type(self).__name__}.fit interrupted (Ctrl-C) after {self.n_iter_} "
+                                 f"steps; the model of those steps is kept")
         return self
 
     def _collect_fit_results(self, net, refit=False):

@@ -6,8 +6,10 @@ hard-coded.
 """
 
 import copy
+import os
 import pickle
 import re
+import signal
 import warnings
 
 import joblib
@@ -1421,3 +1423,37 @@ def test_a_threshold_units_refit_that_changes_the_loss_says_whose_sharpness_sets
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         est.fit(X, y)  # continuing the cross-entropy fit: no warning
+
+
+class _SignalAt(Callback):
+    """Sends this process a real SIGINT (a Ctrl-C) at the start of epoch ``at``, or raises
+    skorch's stop signal (KeyboardInterrupt) itself with ``raise_instead``."""
+
+    def __init__(self, at, raise_instead=False):
+        self.at = at
+        self.raise_instead = raise_instead
+
+    def on_epoch_begin(self, net, **kwargs):
+        if len(net.history) == self.at + 1:
+            if self.raise_instead:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or os.name == "nt", reason="needs POSIX signals")
+def test_a_ctrl_c_during_fit_stops_the_fit_and_reaches_the_caller():
+    """skorch swallows KeyboardInterrupt (callbacks end training with it), so a Ctrl-C used to
+    end only the current fit and a grid search went on. Now the fit keeps the model of the
+    steps run, as skorch does, then raises; a callback's stop signal still ends it quietly."""
+    X, y = _blobs()
+    handler = signal.getsignal(signal.SIGINT)
+    est = EoSClassifier(hidden_layer_sizes=(8,), max_iter=20, sharpness_every=0, random_state=0,
+                        callbacks=[_SignalAt(3)])
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted \(Ctrl-C\) after 3 steps.*kept"):
+        est.fit(X, y)
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert est.n_iter_ == 3 and np.all(np.isfinite(est.predict_proba(X)))
+    quiet = clone(est).set_params(callbacks=[_SignalAt(3, raise_instead=True)]).fit(X, y)
+    assert quiet.n_iter_ == 3
+    with pytest.raises(KeyboardInterrupt):  # a search stops too
+        GridSearchCV(est, {"lr": [0.1, 0.2]}, cv=2, error_score="raise").fit(X, y)
