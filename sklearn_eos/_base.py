@@ -61,12 +61,13 @@ def noted_interrupts():
     ends training, so a Ctrl-C stopped only the current fit: a grid search went on to the next.
     The fit keeps skorch's behaviour (training stops, the model is collected) and then raises
     ``KeyboardInterrupt`` when a real SIGINT was noted. Only in the main thread (signal handlers
-    live there) and when SIGINT has a Python handler; the previous handler is chained and put
-    back.
+    live there) and when SIGINT has Python's default handler (one of the application's own
+    decides for itself); that handler is chained and put back.
     """
     state = {"interrupted": False}
     previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+    main = threading.current_thread() is threading.main_thread()
+    if not main or previous is not signal.default_int_handler:
         yield state
         return
 

@@ -481,7 +481,7 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
     start : torch.Tensor or np.ndarray of shape (dim, m) or (dim,), optional
         Warm-start block, typically the previous top eigenvectors; random vectors are added
         (one, or up to k + 1 columns in all).
-        None starts from ``k + 1`` random vectors.
+        None starts from ``k + 1`` random vectors (``k`` within a budget of ``k`` products or fewer).
     tol : float, default=1e-3
         Relative accuracy on each of the k returned eigenvalues, judged by the residual bound
         ``min(||r||, ||r||^2 / gap) <= tol * |theta|`` (gap estimated from the Ritz values).
