@@ -49,7 +49,7 @@ Why not a library: on the edge-of-stability benchmark (``benchmarks/bench_sharpn
 1e-3, points 10 steps apart) ``scipy.sparse.linalg.eigsh`` with the papers' ``k=2, tol=0``
 protocol needs 128-199 products, ``scipy`` and ``torch.lobpcg`` 36-389, and none of them accepts
 a warm-start *block* with a relative-accuracy stopping rule. This solver, guard included:
-lambda_1 alone in 12-22 products warm (17-34 cold), all of the top 3 to 1e-3 in 32-42 warm.
+lambda_1 alone in 12-22 products warm (17-32 cold), all of the top 3 to 1e-3 in 32-42 warm.
 """
 
 from dataclasses import dataclass
@@ -449,6 +449,8 @@ _COLD_BLOCK_ITERS = 2
 # above 2 / 0 misses (12 / 13 products), the six-cluster 14 / 10 (29 / 33). Part (b), the user
 # guide's model, 20 seeds at tol 1e-3 for all three: lambda_1 never off, lambda_3 off by more
 # than 1.5e-3 (lambda_4 returned in its place) 0 / 1 times (1 / 3 in 100 seeds), 28 / 30 products.
+# Inside the edge-of-stability cluster of the tracked digits fit a cold solve costs 33-39
+# products instead of 21-28 (``benchmarks/bench_warm_refit.py``); tracking starts warm.
 _COLD_EXTRA_VECTORS = 1
 # ``bench_guard.py --bulk tail``: 1 miss of 48 at 3e-2 without the rule (at commit 0a83bf7),
 # none with it, same median products; on the tracked digits fit the top pair is always
