@@ -27,12 +27,17 @@ def _table(columns, fmt="{:>10.4g}"):
     return "\n".join(lines)
 
 
-def _positive_rate(text):
-    """A learning rate: a finite number > 0 (the banner divides by it before the fit checks it)."""
+def _number(text):
+    """``text`` as a float, or argparse's error."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _positive_rate(text):
+    """A learning rate: a finite number > 0 (the banner divides by it before the fit checks it)."""
+    value = _number(text)
     if not (0 < value < float("inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
@@ -40,10 +45,7 @@ def _positive_rate(text):
 
 def _decay_time(text):
     """A step (an int: '0', '700', '700.0', '1e3') or a fraction of --max-iter in (0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if value.is_integer() and value >= 0:
         return int(value)
     if 0 < value < 1:
