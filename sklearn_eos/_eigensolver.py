@@ -426,7 +426,7 @@ _GUARD_TOL = 3e-2
 # adversarial blocks of ``bench_guard.py`` this costs no product.
 
 # Cold starts (no start block): the first _COLD_BLOCK_ITERS expansions add the residuals of
-# every open pair at once (block Krylov) instead of one. From k random vectors, one residual
+# every open pair at once (block Krylov) instead of one. From random vectors alone, one residual
 # per iteration can leave the span of the few top eigenvectors half explored and converge on
 # a mix. Over 300 random spectra of five outliers (lambda_2 0.2-3% below lambda_1) above a
 # bulk near zero, dimension 150, tol 1e-3, k=3, a cold solve returned a sharpness more than
