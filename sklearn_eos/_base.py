@@ -346,12 +346,23 @@ class BaseEoS(BaseEstimator):
         return device
 
     def _check_callbacks(self):
-        for entry in self.callbacks or []:
+        seen = {}  # name in net_.callbacks_ -> what the user wrote
+        for i, entry in enumerate(self.callbacks or []):
             pair = isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str)
             if not _is_a(entry[1] if pair else entry, Callback):
                 raise InvalidParameterError(
                     f"The 'callbacks' parameter of {type(self).__name__} must be a list of skorch "
                     f"callbacks (instances or classes) or (name, callback) pairs. Got {entry!r}.")
+            # the names of _build_callbacks; skorch would report a clash as 'user_<name>',
+            # a name the user never wrote
+            name = f"user_{entry[0]}" if pair else f"user_{i}"
+            what = f"the pair named {entry[0]!r}" if pair else f"the callback at position {i}"
+            if name in seen:
+                raise InvalidParameterError(
+                    f"The 'callbacks' parameter of {type(self).__name__}: {seen[name]} and {what} "
+                    f"would both be named {name!r} in net_.callbacks_ (a pair keeps its name, a "
+                    f"callback without one is named by its position). Give them distinct names.")
+            seen[name] = what
 
     def _check_output_shape(self, module, X, n_outputs):
         """Fail early, with a clear message, when ``module``'s outputs do not have the
@@ -413,6 +424,15 @@ class BaseEoS(BaseEstimator):
             )
         device = self._check_device()
         self._check_callbacks()
+        # scikit-learn's Interval(Integral) admits bools: sharpness_every=True would measure
+        # at every step (False, like 0, disables tracking), n_eigs=True would reach the solver
+        for name, allowed in (("sharpness_every", (False,)), ("n_eigs", ())):
+            value = getattr(self, name)
+            if isinstance(value, bool) and value not in allowed:
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be an int, not a bool "
+                    f"(it counts {'steps' if name == 'sharpness_every' else 'eigenvalues'}). "
+                    f"Got {value!r} instead.")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r}, but this torch has no CUDA device available.")
         reuse = self.warm_start and hasattr(self, "module_")
@@ -744,7 +764,7 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         reached it (its loss is ``loss_curve_[-1]``; `LossGoal`).
     sharpness_every : int, default=100
         Measure the top of the Hessian spectrum of the training loss every that many steps
-        (and always at the end of training); 0 disables tracking.
+        (and always at the end of training); 0 (or False) disables tracking.
     n_eigs : int, default=3
         Number of top eigenvalues measured (k). Keep ``k >= 2`` for cheap warm starts at the
         edge of stability and for subspace rotation; ``k >= 3`` also keeps a stale warm start
@@ -764,7 +784,7 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     callbacks : list of skorch callbacks or None, default=None
         Extra callbacks for the underlying skorch net, as callbacks or ``(name, callback)``
         pairs. In ``net_.callbacks_`` a pair is named ``'user_<name>'``, a bare callback
-        ``'user_<i>'`` (its position in the list).
+        ``'user_<i>'`` (its position in the list); two that would share a name are refused.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation, the eigensolver's start vectors and any randomness inside
         training (dropout layers, ``F.dropout``, ``nn.RReLU``: whatever a training-mode forward

@@ -1211,7 +1211,6 @@ def test_callbacks_as_skorch_name_callback_pairs():
     assert recorder.events == ["on_train_begin"]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 class _TupleOut(nn.Module):
     def __init__(self, n_features_in, n_outputs):
         super().__init__()
@@ -1220,6 +1219,44 @@ class _TupleOut(nn.Module):
     def forward(self, x):
         out = self.linear(x)
         return out, out.detach()  # skorch's convention for extra outputs: not taken here
+
+
+@pytest.mark.parametrize("callbacks, match", [
+    ([Recorder(), ("0", Recorder())], "the callback at position 0 and the pair named '0' would both be named 'user_0'"),
+    ([("a", Recorder()), ("a", Recorder())], "the pair named 'a' and the pair named 'a' would both"),
+])
+def test_callbacks_that_would_share_a_name_are_a_clear_error(callbacks, match):
+    """skorch refused them as "duplicate user-set callback name 'user_0'", a name the user
+    never wrote."""
+    X, y = _blobs(n_samples=20)
+    est = EoSClassifier(max_iter=2, callbacks=callbacks)
+    with pytest.raises(ValueError, match=match):
+        est.fit(X, y)
+    assert not hasattr(est, "net_")
+    # distinct names pass, and keep their names
+    clf = EoSClassifier(hidden_layer_sizes=(2,), max_iter=2,
+                        callbacks=[Recorder(), ("1", Recorder())]).fit(X, y)
+    assert {"user_0", "user_1"} <= set(dict(clf.net_.callbacks_))
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"sharpness_every": True}, "'sharpness_every' parameter.*not a bool.*Got True"),
+    ({"n_eigs": True}, "'n_eigs' parameter.*not a bool.*Got True"),
+])
+def test_bool_counts_are_refused(params, match):
+    """scikit-learn's Interval(Integral) admits bools: sharpness_every=True measured at every
+    step, and n_eigs=True failed inside the eigensolver ("k must be an int")."""
+    X, y = _blobs(n_samples=20)
+    est = EoSClassifier(max_iter=2, **params)
+    with pytest.raises(ValueError, match=match):
+        est.fit(X, y)
+    assert not hasattr(est, "net_")
+
+
+def test_sharpness_every_false_disables_tracking_as_zero_does():
+    X, y = _blobs(n_samples=20)
+    clf = EoSClassifier(hidden_layer_sizes=(2,), max_iter=3, sharpness_every=False, random_state=0).fit(X, y)
+    assert len(clf.sharpness_history_["step"]) == 0
 
 
 @pytest.mark.parametrize("callbacks, match", [
@@ -1254,6 +1291,7 @@ def test_modules_that_cannot_produce_outputs_are_clear_errors():
                                   r"module failed on the first rows of X \(4 features.*mat1 and mat2")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_device_without_cuda_is_a_clear_error():
     X, y = _blobs(n_samples=20)
     _assert_fails_before_training(EoSClassifier(device="cuda", max_iter=2), X, y, "no CUDA device")
