@@ -53,14 +53,16 @@ def subspace_overlap(U, V):
 
     Parameters
     ----------
-    U, V : array-like of shape (dim, k)
-        Orthonormal bases.
+    U, V : array-like of shape (dim, k) and (dim, l)
+        Orthonormal bases, usually of the same width.
 
     Returns
     -------
     float
         In [0, 1]: 1 = same subspace, 0 = orthogonal subspaces; the mean squared cosine of the
         principal angles. Invariant to rotations, sign flips and reordering inside each basis.
+        For widths ``k != l`` the sum is divided by ``max(k, l)``, so that 1 still means the
+        same subspace: a 2-dimensional subspace inside a 3-dimensional one scores 2/3.
     """
     C = _cross(U, V)
     k = max(C.shape)

@@ -67,3 +67,12 @@ def test_principal_angles_keep_their_digits_when_small():
     W = U.clone()
     W[:, 0] = np.cos(1e-6) * U[:, 0] + np.sin(1e-6) * perp / perp.norm()
     np.testing.assert_allclose(principal_angles(U, W), [0.0, 0.0, 1e-6], atol=1e-12)
+
+
+def test_overlap_of_subspaces_of_different_widths_divides_by_the_larger():
+    """The documented convention: a subspace inside a wider one scores its share of it, in
+    either order, and only equal subspaces score 1."""
+    Q = basis(10, 3)
+    assert subspace_overlap(Q[:, :2], Q) == pytest.approx(2 / 3)
+    assert subspace_overlap(Q, Q[:, :2]) == pytest.approx(2 / 3)
+    assert subspace_overlap(Q[:, :1], Q[:, 1:]) == pytest.approx(0.0, abs=1e-12)
