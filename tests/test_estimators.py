@@ -1222,7 +1222,8 @@ class _TupleOut(nn.Module):
 
 
 @pytest.mark.parametrize("callbacks, match", [
-    ([Recorder(), ("0", Recorder())], "the callback at position 0 and the pair named '0' would both be named 'user_0'"),
+    ([Recorder(), ("0", Recorder())],
+     "the callback at position 0 and the pair named '0' would both be named 'user_0'"),
     ([("a", Recorder()), ("a", Recorder())], "the pair named 'a' and the pair named 'a' would both"),
 ])
 def test_callbacks_that_would_share_a_name_are_a_clear_error(callbacks, match):
