@@ -571,10 +571,19 @@ class BaseEoS(BaseEstimator):
             kept = (f"the parameters of step {n_steps - 1}, the last with a finite loss, were kept"
                     if n_steps else "no step had a finite loss: the initial parameters were kept "
                     "(check the scale of the data)")
-            hint = "Lower lr, or set lr_units='threshold' (lr as a multiple of 2 / initial sharpness)"
-            if np.isfinite(self.initial_sharpness_) and self.initial_sharpness_ > 0:
-                hint += (f"; the initial sharpness was {self.initial_sharpness_:.4g}, so rates above "
-                         f"{2 / self.initial_sharpness_:.4g} start unstable")
+            hint = ("Lower lr" if self.lr_units == "threshold" else
+                    "Lower lr, or set lr_units='threshold' (lr as a multiple of 2 / initial sharpness)")
+            # the sharpness where this fit started: a warm refit starts where the fit it
+            # continues ended, not at the initialisation that initial_sharpness_ describes
+            history = self.sharpness_history_
+            start = (history["sharpness"][0] if len(history["step"]) and history["step"][0] == 0
+                     else np.nan if refit else self.initial_sharpness_)
+            if self.lr_units == "threshold" and self.initial_sharpness_ == np.inf:
+                hint = (f"The Hessian-vector products at initialisation overflow {self.dtype}, so no "
+                        f"rate is stable there and none could be set (check the scale of the data)")
+            elif np.isfinite(start) and start > 0:
+                hint += (f"; the sharpness at the start of this fit was {start:.4g}, so rates above "
+                         f"{2 / start:.4g} start unstable")
             warnings.warn(
                 f"{type(self).__name__}: training diverged at step {n_steps} ({rate}): the "
                 f"training loss became non-finite. Training stopped and {kept}. {hint}; "

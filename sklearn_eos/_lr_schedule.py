@@ -3,6 +3,7 @@
 import math
 import warnings
 
+import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
@@ -67,9 +68,11 @@ class LRSchedule(ParamsCallback):
     ----------
     initial_sharpness_ : float
         Sharpness at initialisation: ``initial_sharpness`` when given, else measured for
-        ``lr_units='threshold'`` (NaN for ``'absolute'``).
+        ``lr_units='threshold'`` (NaN for ``'absolute'``; inf when the Hessian-vector
+        products overflow the parameters' dtype, e.g. on unscaled data).
     effective_lr_ : float
-        The absolute learning rate before the decay.
+        The absolute learning rate before the decay (NaN when the initial sharpness is inf:
+        no rate is stable there, and the first step diverges).
     decay_step_ : int or None
         First step with the decayed rate (None when that step was dropped after a
         divergence: the returned parameters never saw the decayed rate).
@@ -103,11 +106,22 @@ class LRSchedule(ParamsCallback):
             if not isinstance(X, FullBatch):
                 raise TypeError("LRSchedule(lr_units='threshold') measures the initial sharpness: it "
                                 "needs a net fitted on a FullBatch (full-batch GD).")
-            result = measure_spectrum(net, X, self.n_eigs, tol=self.tol, rest_tol=self.rest_tol,
-                                      start=check_start(self.start, net.module_),
-                                      generator=random_generator(self.random_state))
-            self.initial_sharpness_ = float(result.eigenvalues[0])
-            if not result.converged:
+            try:
+                result = measure_spectrum(net, X, self.n_eigs, tol=self.tol, rest_tol=self.rest_tol,
+                                          start=check_start(self.start, net.module_),
+                                          generator=random_generator(self.random_state))
+            except np.linalg.LinAlgError:  # NonFiniteProductError: the products overflow
+                result = None
+            if result is None or not np.isfinite(result.eigenvalues).all():
+                # a curvature beyond the dtype's range (unscaled data, typically): every rate
+                # that could be set diverges, so the rate is NaN and the fit ends as a
+                # divergence at its first step, which the estimators report (not a crash
+                # in the middle of a learning-rate search)
+                self.initial_sharpness_ = math.inf
+                result = None
+            else:
+                self.initial_sharpness_ = float(result.eigenvalues[0])
+            if result is not None and not result.converged:
                 warnings.warn(
                     f"LRSchedule: the initial sharpness measurement used its {result.n_products} "
                     f"Hessian-vector products before reaching tol={self.tol:g}; "
@@ -117,7 +131,10 @@ class LRSchedule(ParamsCallback):
                 )
             self._initial_spectrum = result  # for a tracker's step 0; dropped at the end of fit
             self._initial_versions = parameter_versions(net.module_.parameters())
-        self.effective_lr_ = effective_lr(self.lr, self.lr_units, self.initial_sharpness_)
+        if self.lr_units == "threshold" and self.initial_sharpness_ == math.inf:
+            self.effective_lr_ = math.nan  # see above; a warm refit of such a fit too
+        else:
+            self.effective_lr_ = effective_lr(self.lr, self.lr_units, self.initial_sharpness_)
         self._policy = DecayPolicy(self.decay_on, self.decay_time, self.decay_factor, self.decay_when_stable)
         self._counter = next((cb for _, cb in net.callbacks_ if isinstance(cb, InstabilityTracker)), None)
         if self._counter is None and self.decay_on == "instabilities" and self.decay_time is not None:

@@ -19,7 +19,7 @@ import pytest
 import torch
 from skorch.callbacks import Callback
 from sklearn.base import clone
-from sklearn.datasets import load_digits, make_blobs, make_regression
+from sklearn.datasets import load_digits, load_iris, make_blobs, make_regression
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -468,10 +468,47 @@ def test_divergence_warning_names_the_applied_rate_in_threshold_units():
         est.fit(X, y)
     message = str(next(w.message for w in record if "diverged" in str(w.message)))
     assert est.diverged_ and f"rate {est.effective_lr_:.4g}, lr=50.0 in threshold units" in message
-    # and what to do about it, with the rate above which training starts unstable
-    assert "Lower lr" in message
-    assert (f"initial sharpness was {est.initial_sharpness_:.4g}, so rates above "
+    # and what to do about it, with the rate above which training starts unstable; not
+    # "set lr_units='threshold'", which it is already (audit of the user guide)
+    assert "Lower lr" in message and "set lr_units" not in message
+    assert (f"sharpness at the start of this fit was {est.initial_sharpness_:.4g}, so rates above "
             f"{2 / est.initial_sharpness_:.4g} start unstable") in message
+
+
+def test_divergence_warning_of_a_warm_refit_quotes_the_refits_own_start():
+    """It quoted initial_sharpness_, the first fit's initialisation, for a refit that starts
+    where that fit ended (user guide audit: 2.893 for a refit starting at 3.874)."""
+    X, y = _regression()
+    est = EoSRegressor(hidden_layer_sizes=(8,), lr=0.05, max_iter=100, sharpness_every=50,
+                       random_state=0).fit(X, y)
+    est.set_params(warm_start=True, lr=1e3)
+    with pytest.warns(ConvergenceWarning, match="diverged") as record:
+        est.fit(X, y)
+    message = str(next(w.message for w in record if "diverged" in str(w.message)))
+    start = est.sharpness_history_["sharpness"][0]
+    assert start != pytest.approx(est.initial_sharpness_, rel=1e-3)
+    assert f"sharpness at the start of this fit was {start:.4g}" in message
+    assert "set lr_units='threshold'" in message
+
+
+def test_threshold_units_on_data_whose_hessian_overflows_end_as_a_divergence():
+    """The initial measurement's products overflow float32: lr_units='threshold' raised
+    NonFiniteProductError out of fit, so a grid search over lr failed every candidate where
+    absolute units diverge and go on (user guide audit)."""
+    X, y = load_iris(return_X_y=True)
+    X = X * 1e20  # finite in float32; the loss and the Hessian are not
+    est = EoSClassifier(hidden_layer_sizes=(), lr=0.5, lr_units="threshold", max_iter=10, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="overflow float32.*check the scale of the data"):
+        est.fit(X, y)
+    assert est.diverged_ and est.n_iter_ == 0
+    assert est.initial_sharpness_ == np.inf and np.isnan(est.effective_lr_)
+    assert np.isfinite(est.predict_proba(X)).all()
+    search = GridSearchCV(clone(est).set_params(sharpness_every=0), {"lr": [0.5, 1.0]}, cv=2,
+                          error_score="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X, y)
+    assert search.cv_results_["mean_test_score"].shape == (2,)
 
 
 @pytest.mark.parametrize("lr", [3.0, 1e3])
