@@ -598,7 +598,7 @@ class BaseEoS(BaseEstimator):
             rate = self.lr_history_[0]
             warnings.warn(
                 f"{type(self).__name__}: the initial sharpness {self.initial_sharpness_:.4g} is "
-                f"{self.initial_sharpness_ * rate / 2:.0f} times the stability threshold "
+                f"{self.initial_sharpness_ * rate / 2:.3g} times the stability threshold "
                 f"2/lr = {2 / rate:.4g} of its first step: training started far beyond the edge "
                 f"of stability, where the first steps can wreck the network (saturated units, one class "
                 f"predicted) without diverging. Standardise X (a StandardScaler in a Pipeline), "
@@ -752,9 +752,10 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         Number of GD steps; one step is one exact gradient of the full training loss.
     decay_time : None, int or float in (0, 1), default=None
         When the learning rate is multiplied by ``decay_factor``: with ``decay_on='step'``
-        a GD step (a float is a fraction of ``max_iter``), with ``decay_on='instabilities'``
-        a number k of instability episodes (decay right after the k-th ends); None never
-        decays.
+        a GD step (a float is a fraction of ``max_iter``, rounded half up), with
+        ``decay_on='instabilities'`` a number k of instability episodes (decay right after
+        the k-th ends); None never decays. A step at or beyond ``max_iter``, or more
+        episodes than training completes, means no decay (``decay_step_`` is None).
     decay_factor : float in (0, 1], default=0.1
     decay_on : {'step', 'instabilities'}, default='step'
         What ``decay_time`` counts.
