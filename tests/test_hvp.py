@@ -1,5 +1,7 @@
 """FullBatchHessian against exact Hessians of tiny float64 models."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -225,3 +227,50 @@ def test_zero_hessian_and_unused_parameters_give_zero_blocks():
     expected = torch.zeros(6, 6, dtype=torch.float64)
     expected[:4, :4] = exact_hessian(lin, loss_fn, X, y)
     torch.testing.assert_close(dense, expected, rtol=1e-10, atol=1e-12)
+
+
+class _HandWeightNorm(torch.nn.Module):
+    """``weight = g * v / ||v||`` per output row, written out."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.v = torch.nn.Parameter(torch.randn(2, 3, dtype=torch.float64))
+        self.g = torch.nn.Parameter(torch.randn(2, 1, dtype=torch.float64))
+
+    def forward(self, x):
+        return torch.tanh(x @ (self.g * self.v / self.v.norm(dim=1, keepdim=True)).T)
+
+
+def test_torch_weight_norm_is_flagged_when_its_double_backward_is_wrong():
+    """torch 2.13.0's double backward of torch._weight_norm is wrong on the CPU
+    (gradgradcheck fails), so products through a weight_norm module were silently off
+    (audit: 0.33 off the exact Hessian, asymmetric, a converged sharpness 2.1e-3 off).
+    The operator warns when this torch has the bug; the same normalisation written out is
+    exact and does not warn."""
+    from torch.autograd import gradgradcheck
+
+    from sklearn_eos._hvp import _torch_weight_norm_hessian_is_wrong
+
+    v = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 1, dtype=torch.float64, requires_grad=True)
+    torch_is_right = gradgradcheck(lambda v, g: torch._weight_norm(v, g, 0), [v, g], raise_exception=False)
+    assert _torch_weight_norm_hessian_is_wrong() == (not torch_is_right)
+
+    X, y = data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the old API's deprecation
+        modules = [torch.nn.utils.weight_norm(torch.nn.Linear(3, 2).double()),
+                   torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(3, 2).double())]
+    for module in modules:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            FullBatchHessian(module, mse, [(X, y)])
+        assert any("weight_norm" in str(w.message) for w in record) == (not torch_is_right)
+
+    hand = _HandWeightNorm()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        H = FullBatchHessian(hand, mse, [(X, y)])
+    dense = H.matmat(torch.eye(H.dim, dtype=torch.float64))
+    torch.testing.assert_close(dense, exact_hessian(hand, mse, X, y), rtol=1e-10, atol=1e-12)
