@@ -273,8 +273,9 @@ class BaseEoS(BaseEstimator):
             warnings.warn(
                 "callbacks holds an LRSchedule: it overrides the rate that the estimator's own "
                 "schedule (lr, lr_units, decay_*) sets, so lr_history_ shows the rate applied while "
-                "effective_lr_, decay_step_ and the sharpness history's threshold are the "
-                "estimator's. Set the schedule with the estimator's parameters instead.",
+                "effective_lr_ and decay_step_ are the estimator's, and so is the sharpness "
+                "history's threshold when the estimator's tracker records it (sharpness_every > 0). "
+                "Set the schedule with the estimator's parameters instead.",
                 UserWarning, stacklevel=5,
             )
         if not self.sharpness_every and any(_is_a(cb, SharpnessTracker) for _, cb in user):
