@@ -43,6 +43,9 @@ class FullBatch(torch.utils.data.Dataset):
     """
 
     def __init__(self, X, y, chunk_size=None):
+        if len(X) != len(y):
+            # chunked, zip would drop the rows of X beyond those of y without a word
+            raise ValueError(f"X and y must have the same number of rows, got {len(X)} and {len(y)}.")
         self.n_samples = len(X)
         if chunk_size is None or chunk_size >= self.n_samples:
             self.chunks = [(X, y)]

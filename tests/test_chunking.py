@@ -22,7 +22,7 @@ from sklearn.datasets import make_blobs
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from sklearn_eos import EoSClassifier, EoSRegressor
+from sklearn_eos import EoSClassifier, EoSRegressor, FullBatch
 
 N_SAMPLES = 45  # 7 does not divide it: the last chunk is shorter
 
@@ -136,3 +136,11 @@ def test_batch_norm_is_not_chunk_invariant():
     full = EoSClassifier(**params).fit(X, y)
     chunked = EoSClassifier(chunk_size=7, **params).fit(X, y)
     assert full.loss_curve_[0] != pytest.approx(chunked.loss_curve_[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 40])
+def test_full_batch_refuses_x_and_y_of_different_lengths(chunk_size):
+    """Chunked, the rows of X beyond those of y were dropped without a word (zip), and the
+    chunks' weights summed to 0.8 (API audit); unchunked, the error came later, from a reshape."""
+    with pytest.raises(ValueError, match="same number of rows, got 150 and 120"):
+        FullBatch(torch.randn(150, 3), torch.randn(120, 1), chunk_size)
