@@ -9,10 +9,12 @@ threshold of 4.0 on digits) while ``lambda_1`` sits above it; it is not the shar
 shows at every step whether training has reached the edge.
 """
 
+import warnings
+
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, GradientNormClipping
 
 from ._callbacks import ParamsCallback
 from ._net import _overrides, n_training_steps
@@ -132,6 +134,16 @@ class UpdateCurvature(ParamsCallback):
         if not self._trained:
             return
         self._first_row = len(net.history)  # rows of earlier partial_fit calls are not this call's
+        for name, cb in net.callbacks_:
+            if cb is self:
+                break
+            if isinstance(cb, GradientNormClipping):  # other rewriters cannot be told from loggers
+                warnings.warn(
+                    f"UpdateCurvature is listed after the gradient clipping {name!r}: it would record "
+                    f"the clipped gradients, not the loss's, and wrong curvatures. List "
+                    f"UpdateCurvature before any callback that rewrites the gradients.",
+                    UserWarning, stacklevel=2)
+                break
         detached = [p.detach() for p in self._trained]
         self._grads = (_FlatBuffer(detached), _FlatBuffer(detached))  # g_t and g_{t-1}, alternating
         self._plain_gd = (_is_plain_gd(getattr(net, "optimizer_", None))

@@ -224,3 +224,22 @@ def test_a_fit_stopped_by_its_loss_goal_keeps_every_value(momentum):
     values = dict(stopped.callbacks_)["uc"].curvatures_
     assert len(values) == len(expected) == n_steps - 1
     np.testing.assert_array_equal(values, expected)
+
+
+def test_listed_after_gradient_clipping_it_warns():
+    """After a clipping callback, on_grad_computed hands UpdateCurvature the clipped
+    gradients and the curvatures are silently wrong (API audit: relative error 1.0)."""
+    import warnings
+
+    from skorch.callbacks import GradientNormClipping
+
+    X, y = torch.randn(20, 2), torch.randn(20, 1)
+    for order, warns in (("clip first", True), ("curvature first", False)):
+        callbacks = [("uc", UpdateCurvature()), ("clip", GradientNormClipping(1e-3))]
+        if order == "clip first":
+            callbacks.reverse()
+        net = FullBatchNet(MLP(2, 1, ()), criterion=HalfSquaredError, max_epochs=2, callbacks=callbacks)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            net.fit(FullBatch(X, y))
+        assert any("listed after the gradient clipping 'clip'" in str(w.message) for w in record) == warns
