@@ -18,7 +18,12 @@ def _as_numpy(U):
     if hasattr(U, "detach"):
         U = U.detach().cpu().double().numpy()
     U = np.asarray(U, dtype=np.float64)
-    return U.reshape(U.shape[0], -1)
+    U = U.reshape(U.shape[0], -1)
+    if U.shape[1] > U.shape[0]:
+        # more orthonormal columns than dimensions is impossible: a (k, dim) block, transposed
+        raise ValueError(f"expected a (dim, k) block of orthonormal columns, got shape {U.shape}: "
+                         f"more columns than rows (a transposed block?)")
+    return U
 
 
 def _cross(U, V):

@@ -76,3 +76,12 @@ def test_overlap_of_subspaces_of_different_widths_divides_by_the_larger():
     assert subspace_overlap(Q[:, :2], Q) == pytest.approx(2 / 3)
     assert subspace_overlap(Q, Q[:, :2]) == pytest.approx(2 / 3)
     assert subspace_overlap(Q[:, :1], Q[:, 1:]) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("metric", [eigenvector_cosines, subspace_overlap, principal_angles])
+def test_a_transposed_block_is_refused(metric):
+    """A (k, dim) block was read as dim vectors of length k: subspace_overlap(U.T, V.T)
+    returned 0.30 without a word (API audit)."""
+    U, V = basis(10, 3, seed=0), basis(10, 3, seed=1)
+    with pytest.raises(ValueError, match="more columns than rows"):
+        metric(U.T, V.T)

@@ -243,7 +243,10 @@ def test_last_row_has_the_rate_of_its_step_when_a_decay_was_dropped_after_a_dive
     net.fit(data, None)
     callbacks = dict(net.callbacks_)
     guard, history = callbacks["divergence_guard"], callbacks["sharpness"].history_
-    assert guard.diverged_ and guard.n_finite_steps_ == 23  # the read after step 27 finds step 23
+    # the first non-finite loss lies in steps 21-24 (23 or 24 on the machines seen: the
+    # trajectory of a diverging fit depends on the machine's rounding), found by the read
+    # after step 27 (the tracker's, every 7), so the decayed step 25 ran and was dropped
+    assert guard.diverged_ and 21 <= guard.n_finite_steps_ < 25
     assert callbacks["lr_schedule"].decay_step_ is None
     np.testing.assert_allclose(history["lr"], 3.0)
 
