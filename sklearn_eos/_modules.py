@@ -38,6 +38,8 @@ class MLP(nn.Sequential):
     """
 
     def __init__(self, n_features_in, n_outputs, hidden_layer_sizes=(200, 200), activation="tanh"):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
         sizes = [n_features_in, *hidden_layer_sizes, n_outputs]
         layers = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):

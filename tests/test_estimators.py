@@ -1533,3 +1533,11 @@ def test_a_ctrl_c_during_fit_stops_the_fit_and_reaches_the_caller():
     assert quiet.n_iter_ == 3
     with pytest.raises(KeyboardInterrupt):  # a search stops too
         GridSearchCV(est, {"lr": [0.1, 0.2]}, cv=2, error_score="raise").fit(X, y)
+
+
+def test_mlp_with_an_unknown_activation_is_a_clear_error():
+    """A bare KeyError: 'swish' before (API audit)."""
+    from sklearn_eos import MLP
+
+    with pytest.raises(ValueError, match=r"activation must be one of \[.*'tanh'.*\], got 'swish'"):
+        MLP(3, 2, (4,), activation="swish")
