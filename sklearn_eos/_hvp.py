@@ -98,8 +98,8 @@ def _uses_weight_norm(module):
 @functools.lru_cache(maxsize=None)
 def _torch_weight_norm_hessian_is_wrong():
     """Whether this torch's double backward of ``torch._weight_norm`` disagrees with that of
-    the same function written out (torch 2.13.0 on the CPU: off by up to 0.6 on a 2 x 3
-    example). Checked once per process, in float64 on the CPU."""
+    the same function written out (so on torch 2.13.0's CPU build, where gradgradcheck fails
+    on it). Checked once per process, in float64 on the CPU, on a 2 x 3 example."""
     v = torch.tensor([[0.3, -1.2, 0.5], [0.7, 0.2, -0.4]], dtype=torch.float64)
     g = torch.tensor([[1.3], [-0.6]], dtype=torch.float64)
     c = torch.tensor([[0.5, 1.0, -2.0], [1.5, -0.5, 0.25]], dtype=torch.float64)
