@@ -1516,8 +1516,18 @@ class _SignalAt(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own SIGINT handler, as in a terminal: a process started in the background by a
+    non-interactive shell (``cmd &``) inherits SIGINT ignored, and Python then installs none,
+    so a Ctrl-C would never reach it (and the fit rightly leaves such a process alone)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.skipif(not hasattr(os, "kill") or os.name == "nt", reason="needs POSIX signals")
-def test_a_ctrl_c_during_fit_stops_the_fit_and_reaches_the_caller():
+def test_a_ctrl_c_during_fit_stops_the_fit_and_reaches_the_caller(python_sigint_handler):
     """skorch swallows KeyboardInterrupt (callbacks end training with it), so a Ctrl-C used to
     end only the current fit and a grid search went on. Now the fit keeps the model of the
     steps run, as skorch does, then raises; a callback's stop signal still ends it quietly."""
