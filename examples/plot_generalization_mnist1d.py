@@ -146,7 +146,8 @@ for ax in (ax1, ax2):
 # move by about a hundredth from one version of the package, or one machine, to the next:
 # the rate is set from the initial sharpness, measured to 1e-3, and a change in its fourth
 # digit, or in the rounding of a matrix product, changes the trajectory at the edge of
-# stability; an earlier machine's run gave 0.42 at the threshold and 260 steps at 2.5 x.) So, at this scale, the claim that rates beyond the threshold
+# stability; an earlier machine's run gave 0.42 at the threshold and 260 steps at 2.5 x.)
+# So, at this scale, the claim that rates beyond the threshold
 # generalize better is *not* reproduced: the instabilities (counted in
 # ``n_instabilities``) are there, but they do not buy test accuracy by the time the
 # training loss is 0.3. A fairer test of the claim
