@@ -220,7 +220,8 @@ class FullBatchNet(NeuralNet):
         self._fast_step = self._fast_step_ok()
         self._notify_grad = _overrides(self, NeuralNet, "on_grad_computed") or any(
             _overrides(cb, Callback, "on_grad_computed") for _, cb in self.callbacks_)
-        if not (isinstance(self.sync_every, Integral) and self.sync_every >= 1):
+        if not (isinstance(self.sync_every, Integral) and not isinstance(self.sync_every, bool)
+                and self.sync_every >= 1):
             raise ValueError(f"sync_every must be an int >= 1, got {self.sync_every!r}.")
         self._pending = []  # (step, history row, batch record, 0-d loss tensor) not read yet
         self._n_steps = 0

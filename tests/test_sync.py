@@ -355,3 +355,11 @@ def test_per_step_hooks_reach_every_callback_that_defines_them():
     assert hooks.calls == {name: 7 for name in
                            ("on_epoch_begin", "on_batch_begin", "on_batch_end", "on_epoch_end")}
     assert ends == list(range(1, 8))
+
+
+@pytest.mark.parametrize("sync_every", [0, 2.0, True, None])
+def test_sync_every_must_be_a_positive_int(sync_every):
+    """A bool is an Integral: sync_every=True was taken as a read every step (API audit)."""
+    net = FullBatchNet(MLP(2, 1, ()), criterion=HalfSquaredError, max_epochs=1, sync_every=sync_every)
+    with pytest.raises(ValueError, match="sync_every must be an int >= 1"):
+        net.fit(FullBatch(torch.randn(4, 2), torch.randn(4, 1)))
