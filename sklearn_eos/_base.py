@@ -89,6 +89,15 @@ def _tensors_to_cpu(obj):
             setattr(obj, name, value.cpu())
 
 
+def _check_numeric(X):
+    """Refuse an array of strings as scikit-learn's ``dtype='numeric'`` does: the explicit
+    dtype list that `validate_data` gets here would parse numeric strings instead."""
+    array = np.asarray(X) if isinstance(X, (list, tuple)) else X
+    if getattr(getattr(array, "dtype", None), "kind", None) in ("U", "S"):
+        raise ValueError("dtype='numeric' is not compatible with arrays of bytes/strings. Convert your "
+                         "data to numeric values explicitly instead.")
+
+
 def _thread_limit():
     """Threads a fit may use: the ``OMP_NUM_THREADS`` that joblib and Dask workers set."""
     value = os.environ.get("OMP_NUM_THREADS", "")
@@ -307,7 +316,13 @@ class BaseEoS(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Dense numeric data (a sparse matrix is refused: densify it, or use
+            ``OneHotEncoder(sparse_output=False)`` in a Pipeline).
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            `EoSClassifier`: class labels, shape (n_samples,) (binary or multiclass; for
+            multilabel targets wrap it in ``sklearn.multioutput.MultiOutputClassifier``).
+            `EoSRegressor`: one or several target columns. Sample weights are not
+            supported: every example counts once in the full-batch loss.
 
         Returns
         -------
@@ -440,6 +455,7 @@ class BaseEoS(BaseEstimator):
         architecture = self._architecture_params(hidden)
         if reuse:
             self._check_same_architecture(architecture)
+        _check_numeric(X)
         try:
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=not reuse,
                                  multi_output=self._multi_output_y,
@@ -452,9 +468,12 @@ class BaseEoS(BaseEstimator):
         if reuse and (n_outputs != self._n_outputs or any(
                 not np.array_equal(value, getattr(self, name)) for name, value in target_attrs.items()
                 if name.endswith("_"))):
-            what = (f"{n_outputs} outputs where it has {self._n_outputs}" if n_outputs != self._n_outputs
-                    else "other classes than its classes_")
-            raise ValueError(f"warm_start=True needs targets that fit the previous model; these need {what}.")
+            if "classes_" in target_attrs:
+                what = (f"the classes of the previous fit, {self.classes_.tolist()}; y has "
+                        f"{target_attrs['classes_'].tolist()}")
+            else:
+                what = f"{self._n_outputs} target columns, as in the previous fit; y has {n_outputs}"
+            raise ValueError(f"warm_start=True needs targets that fit the previous model: {what}.")
         X_train, y_train = self._training_tensors(X, targets, torch_dtype, self.device)
         for name, value in target_attrs.items():
             setattr(self, name, value)
@@ -631,6 +650,7 @@ class BaseEoS(BaseEstimator):
         shared module, as ``functional_call`` does, let two threads restore each other's).
         """
         check_is_fitted(self)
+        _check_numeric(X)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         device = self.net_.device  # the CPU for a CUDA fit loaded where CUDA is missing
         module = copy.deepcopy(self.module_).to(torch.float64).eval()
@@ -694,6 +714,7 @@ class BaseEoS(BaseEstimator):
             When the Hessian's products overflow (parameters next to a divergence).
         """
         check_is_fitted(self)
+        _check_numeric(X)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         check_consistent_length(X, y)
         targets = self._encode_targets(y)
@@ -921,10 +942,19 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
+        return np.exp(self.predict_log_proba(X))
+
+    def predict_log_proba(self, X):
+        """Logarithm of `predict_proba`, computed as a log-softmax of the network outputs
+        (finite where the probabilities underflow to 0).
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
         outputs = self._forward(X)
         outputs -= outputs.max(axis=1, keepdims=True)
-        proba = np.exp(outputs)
-        return proba / proba.sum(axis=1, keepdims=True)
+        return outputs - np.log(np.exp(outputs).sum(axis=1, keepdims=True))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

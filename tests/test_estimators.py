@@ -910,8 +910,8 @@ def test_mse_is_half_sum_over_outputs_mean_over_examples(Estimator):
 # ValueError before training that leaves n_features_in_ / classes_ untouched.
 @pytest.mark.parametrize("change, match", [
     ("n_features", "X has 3 features"),
-    ("n_classes", "need 2 outputs where it has 3"),
-    ("labels", "need other classes than its classes_"),
+    ("n_classes", r"the classes of the previous fit, \[0, 1, 2\]; y has \[0, 1\]"),
+    ("labels", r"the classes of the previous fit, \[0, 1, 2\]; y has \[1, 2, 3\]"),
     ("hidden_layer_sizes", "hidden_layer_sizes changed since it was built"),
     ("activation", "activation changed"),
 ])
@@ -1551,3 +1551,38 @@ def test_mlp_with_an_unknown_activation_is_a_clear_error():
 
     with pytest.raises(ValueError, match=r"activation must be one of \[.*'tanh'.*\], got 'swish'"):
         MLP(3, 2, (4,), activation="swish")
+
+
+def test_predict_log_proba_is_the_log_of_predict_proba_and_stays_finite():
+    """MLPClassifier and LogisticRegression have it (cross_val_predict(method=
+    'predict_log_proba') failed with an AttributeError; data contract audit)."""
+    X, y = _blobs(n_samples=30)
+    clf = EoSClassifier(hidden_layer_sizes=(4,), max_iter=20, random_state=0).fit(X, y)
+    log_proba = clf.predict_log_proba(X)
+    np.testing.assert_allclose(np.exp(log_proba), clf.predict_proba(X), rtol=1e-12)
+    np.testing.assert_allclose(log_proba, np.log(clf.predict_proba(X)), rtol=1e-10)
+    # a saturated output: the probability of the other classes underflows, the log does not
+    clf.module_[-1].bias.data[0] = 1e4
+    assert np.isfinite(clf.predict_log_proba(X)).all() and (clf.predict_proba(X)[:, 1:] == 0).all()
+
+
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_an_array_of_numeric_strings_is_refused_as_scikit_learn_does(Estimator):
+    """validate_data with an explicit dtype list parsed '1.5' as 1.5 where scikit-learn's
+    estimators refuse string arrays (data contract audit)."""
+    X, y = _blobs(n_samples=20)
+    with pytest.raises(ValueError, match="not compatible with arrays of bytes/strings"):
+        Estimator(max_iter=2).fit(X.astype(str), y)
+    est = Estimator(hidden_layer_sizes=(2,), max_iter=2, sharpness_every=0).fit(X, y)
+    with pytest.raises(ValueError, match="not compatible with arrays of bytes/strings"):
+        est.predict(X.astype(str))
+    with pytest.raises(ValueError, match="not compatible with arrays of bytes/strings"):
+        est.measure_sharpness(X.astype(str).tolist(), y)
+
+
+def test_a_regressor_refit_with_other_target_columns_names_both():
+    X, y = _regression()
+    est = EoSRegressor(hidden_layer_sizes=(3,), max_iter=2, warm_start=True, random_state=0)
+    est.fit(X, np.column_stack([y, y]))
+    with pytest.raises(ValueError, match="2 target columns, as in the previous fit; y has 1"):
+        est.fit(X, y)
