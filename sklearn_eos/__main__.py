@@ -9,6 +9,7 @@ test accuracy.
 
 import argparse
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -43,6 +44,20 @@ def _positive_rate(text):
     return value
 
 
+def _count(minimum):
+    """An argparse type: an int >= ``minimum`` (the estimator's own checks would end the job
+    in a traceback)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an int: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {text}")
+        return value
+    return parse
+
+
 def _decay_time(text):
     """A step (an int: '0', '700', '700.0', '1e3') or a fraction of --max-iter in (0, 1)."""
     value = _number(text)
@@ -66,6 +81,10 @@ def _plot_paths(parser, path):
         parser.error(f"--plot needs a file name, got {path!r}")
     if folder and not os.path.isdir(folder):
         parser.error(f"--plot: the folder {folder!r} does not exist")
+    try:  # a folder that exists but takes no files (read-only, /proc): before the fit, not after
+        tempfile.TemporaryFile(dir=folder or ".").close()
+    except OSError as exc:
+        parser.error(f"--plot: cannot write to the folder {folder or '.'!r}: {exc.strerror or exc}")
     root, ext = os.path.splitext(path)
     supported = Figure().canvas.get_supported_filetypes()
     if ext and ext[1:].lower() not in supported:
@@ -78,12 +97,13 @@ def _plot_paths(parser, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sklearn_eos", description=__doc__.splitlines()[0])
     parser.add_argument("--lr", type=_positive_rate, default=0.5, help="learning rate (threshold 2/lr)")
-    parser.add_argument("--max-iter", type=int, default=1500, help="full-batch GD steps")
-    parser.add_argument("--sharpness-every", type=int, default=100, help="steps between measurements")
+    parser.add_argument("--max-iter", type=_count(1), default=1500, help="full-batch GD steps")
+    parser.add_argument("--sharpness-every", type=_count(0), default=100,
+                        help="steps between measurements (0: none)")
     parser.add_argument("--decay-time", type=_decay_time, default=None,
                         help="decay step (an int, 0 included) or fraction of --max-iter in (0, 1)")
-    parser.add_argument("--random-state", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=1)
+    parser.add_argument("--random-state", type=_count(0), default=0)
+    parser.add_argument("--verbose", type=_count(0), default=1, help="0 quiet, 1 a progress bar, 2 lines")
     parser.add_argument("--plot", metavar="PNG",
                         help="also save the sharpness and rotation plots (needs matplotlib)")
     args = parser.parse_args(argv)
@@ -116,18 +136,22 @@ def main(argv=None):
               "consecutive measurements; 1 = no rotation; at the default tolerance the overlap "
               "is rough, see the user guide's 'Eigenvector rotation'):")
         print(_table(rot))
+    # the summaries cover the steps at the initial rate: a decay moves the threshold (10x)
+    decay = clf.decay_step_
+    before = "" if decay is None else f" until the decay at step {decay}"
     first = min(200, clf.n_iter_)
-    after = sh["step"] >= first
+    after = (sh["step"] >= first) & (sh["step"] < (clf.n_iter_ + 1 if decay is None else decay))
     if after.any():
         ratio = sh["sharpness"][after] / sh["threshold"][after]
-        print(f"\nfrom step {first} on, the sharpness is {ratio.min():.3f}x to {ratio.max():.3f}x the "
-              f"threshold 2/lr (edge of stability: it hovers near 1)")
+        print(f"\nfrom step {first} on{before}, the sharpness is {ratio.min():.3f}x to {ratio.max():.3f}x "
+              f"the threshold 2/lr (at the edge of stability it hovers near 1)")
     curvature = clf.update_curvature_
-    if len(curvature) >= 600:
-        medians = [float(np.median(curvature[a:a + 100])) for a in range(500, len(curvature) - 99, 100)]
+    end = len(curvature) if decay is None else min(len(curvature), decay)
+    if end >= 600:
+        medians = [float(np.median(curvature[a:a + 100])) for a in range(500, end - 99, 100)]
         print(f"curvature along the GD update (update_curvature_, every step, no HVP): median over each "
-              f"100 steps from step 500 {min(medians):.4g} to {max(medians):.4g}, threshold 2/lr "
-              f"{2 / args.lr:.4g}")
+              f"100 steps from step 500{before} {min(medians):.4g} to {max(medians):.4g}, threshold 2/lr "
+              f"{2 / clf.effective_lr_:.4g}")
     ep = clf.instabilities_
     confirmed = int(ep["confirmed_by_sharpness"].sum())
     print(f"{clf.n_instabilities_} loss-based instability episodes (loss > {1 + clf.instability_rtol:g}x its "
@@ -142,7 +166,9 @@ def main(argv=None):
             RotationDisplay.from_estimator(clf).figure_.savefig(plots[1], dpi=100)
             print(f"plots saved to {plots[0]} and {plots[1]}")
         else:  # RotationDisplay refuses a fit without rotation rows
-            print(f"plot saved to {plots[0]}; no rotation plot: --sharpness-every 0 records no rotation")
+            why = ("--sharpness-every 0 records no rotation" if not args.sharpness_every else
+                   "the fit ended before a second measurement, so there is no rotation to plot")
+            print(f"plot saved to {plots[0]}; no rotation plot: {why}")
     return clf
 
 

@@ -112,8 +112,9 @@ class SharpnessDisplay:
     scale), (2) the sharpness (largest Hessian eigenvalue, markers at measurements), the
     next top eigenvalues (lighter), the curvature along each GD update (thin, every step)
     and the stability threshold 2/lr (dashed step line: the rate of step t from t to t + 1,
-    so it reaches the final measurement at ``n_iter_``), (3) the learning rate (the same
-    step line). Instability episodes are shaded on every panel. The legend sits to the right
+    so it ends at ``n_iter_``, where a full fit's final measurement lies; after an early stop,
+    a loss goal or a divergence, that measurement is at ``n_iter_ - 1``), (3) the learning
+    rate (the same step line). Instability episodes are shaded on every panel. The legend sits to the right
     of the sharpness panel, outside the curves.
 
     After a learning-rate decay the threshold jumps (a 10x decay takes it from 4 to 40), and

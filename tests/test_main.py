@@ -57,3 +57,51 @@ def test_bad_plot_paths_are_refused_before_the_fit(name, message, tmp_path, monk
         main(["--max-iter", "30", "--plot", name])
     captured = capsys.readouterr()
     assert message in captured.err and "fit:" not in captured.out
+
+
+@pytest.mark.parametrize("option, text", [("--max-iter", "0"), ("--max-iter", "-5"), ("--sharpness-every", "-1"),
+                                          ("--verbose", "-1"), ("--random-state", "-1"), ("--max-iter", "x")])
+def test_bad_counts_are_refused_before_any_training(option, text, capsys):
+    """They passed argparse and ended in the estimator's InvalidParameterError with a
+    traceback (exit 1) where --lr gets argparse's message (exit 2; CLI audit)."""
+    with pytest.raises(SystemExit) as stop:
+        main([f"{option}={text}", "--verbose", "0"])
+    assert stop.value.code == 2 and option in capsys.readouterr().err
+
+
+def test_a_plot_folder_that_takes_no_files_is_refused_before_the_fit(tmp_path, monkeypatch, capsys):
+    """--plot /proc/x.png passed the existence check, the fit ran, and saving failed with a
+    traceback (CLI audit). A folder where no file can be created is refused first."""
+    pytest.importorskip("matplotlib")
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with pytest.raises(SystemExit):
+        main(["--max-iter", "30", "--plot", str(tmp_path / "x.png")])
+    captured = capsys.readouterr()
+    assert "cannot write to the folder" in captured.err and "fit:" not in captured.out
+
+
+def test_summaries_cover_the_steps_before_a_decay_and_a_missing_rotation_plot_says_why(tmp_path, capsys):
+    """After a decay the threshold is 10x larger: the summary line read 0.13x-0.22x with 'it
+    hovers near 1' and quoted 2/lr of the initial rate; and a fit that ended before its second
+    measurement was said to have --sharpness-every 0 (CLI audit)."""
+    pytest.importorskip("matplotlib")
+    import numpy as np
+
+    clf = main(["--max-iter", "300", "--sharpness-every", "50", "--decay-time", "250", "--verbose", "0"])
+    out = capsys.readouterr().out
+    sh = clf.sharpness_history_
+    kept = (sh["step"] >= 200) & (sh["step"] < 250)
+    assert clf.decay_step_ == 250 and sh["threshold"][-1] == 40  # the last row is after the decay
+    ratio = sh["sharpness"][kept] / sh["threshold"][kept]
+    assert (f"from step 200 on until the decay at step 250, the sharpness is {ratio.min():.3f}x to "
+            f"{ratio.max():.3f}x the threshold") in out
+    assert np.all(sh["threshold"][kept] == 4)
+    with pytest.warns(Warning, match="diverged"):
+        main(["--max-iter", "5", "--lr", "1e30", "--verbose", "0", "--plot", str(tmp_path / "d")])
+    out = capsys.readouterr().out
+    assert "no rotation plot: the fit ended before a second measurement" in out
