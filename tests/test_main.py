@@ -59,8 +59,10 @@ def test_bad_plot_paths_are_refused_before_the_fit(name, message, tmp_path, monk
     assert message in captured.err and "fit:" not in captured.out
 
 
-@pytest.mark.parametrize("option, text", [("--max-iter", "0"), ("--max-iter", "-5"), ("--sharpness-every", "-1"),
-                                          ("--verbose", "-1"), ("--random-state", "-1"), ("--max-iter", "x")])
+@pytest.mark.parametrize("option, text", [
+    ("--max-iter", "0"), ("--max-iter", "-5"), ("--sharpness-every", "-1"), ("--verbose", "-1"),
+    ("--random-state", "-1"), ("--max-iter", "x"),
+])
 def test_bad_counts_are_refused_before_any_training(option, text, capsys):
     """They passed argparse and ended in the estimator's InvalidParameterError with a
     traceback (exit 1) where --lr gets argparse's message (exit 2; CLI audit)."""
