@@ -114,8 +114,8 @@ class SharpnessDisplay:
     and the stability threshold 2/lr (dashed step line: the rate of step t from t to t + 1,
     so it ends at ``n_iter_``, where a full fit's final measurement lies; after an early stop,
     a loss goal or a divergence, that measurement is at ``n_iter_ - 1``), (3) the learning
-    rate (the same step line). Instability episodes are shaded on every panel. The legend sits to the right
-    of the sharpness panel, outside the curves.
+    rate (the same step line). Instability episodes are shaded on every panel. The legend
+    sits to the right of the sharpness panel, outside the curves.
 
     After a learning-rate decay the threshold jumps (a 10x decay takes it from 4 to 40), and
     a fit that diverged may end with one huge measurement: on a linear axis the
