@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.special import log_softmax
 import torch
 from skorch.callbacks import Callback
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
@@ -89,13 +90,15 @@ def _tensors_to_cpu(obj):
             setattr(obj, name, value.cpu())
 
 
-def _check_numeric(X):
-    """Refuse an array of strings as scikit-learn's ``dtype='numeric'`` does: the explicit
-    dtype list that `validate_data` gets here would parse numeric strings instead."""
+def _validate_float_data(estimator, X, *args, **kwargs):
+    """scikit-learn's `validate_data` for ``X`` (and ``y`` in ``args``) as float32 or float64
+    (anything else becomes float64). An array of strings is refused first, as
+    ``dtype='numeric'`` refuses it: the explicit dtype list would parse numeric strings."""
     array = np.asarray(X) if isinstance(X, (list, tuple)) else X
     if getattr(getattr(array, "dtype", None), "kind", None) in ("U", "S"):
         raise ValueError("dtype='numeric' is not compatible with arrays of bytes/strings. Convert your "
                          "data to numeric values explicitly instead.")
+    return validate_data(estimator, X, *args, dtype=[np.float64, np.float32], **kwargs)
 
 
 def _thread_limit():
@@ -455,11 +458,9 @@ class BaseEoS(BaseEstimator):
         architecture = self._architecture_params(hidden)
         if reuse:
             self._check_same_architecture(architecture)
-        _check_numeric(X)
         try:
-            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=not reuse,
-                                 multi_output=self._multi_output_y,
-                                 y_numeric=not isinstance(self, ClassifierMixin))
+            X, y = _validate_float_data(self, X, y, reset=not reuse, multi_output=self._multi_output_y,
+                                        y_numeric=not isinstance(self, ClassifierMixin))
         except ValueError as exc:
             if reuse:
                 raise ValueError(f"warm_start=True needs data that fit the previous model: {exc}") from exc
@@ -650,8 +651,7 @@ class BaseEoS(BaseEstimator):
         shared module, as ``functional_call`` does, let two threads restore each other's).
         """
         check_is_fitted(self)
-        _check_numeric(X)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = _validate_float_data(self, X, reset=False)
         device = self.net_.device  # the CPU for a CUDA fit loaded where CUDA is missing
         module = copy.deepcopy(self.module_).to(torch.float64).eval()
         with torch.no_grad(), torch_threads(_thread_limit()):
@@ -714,8 +714,7 @@ class BaseEoS(BaseEstimator):
             When the Hessian's products overflow (parameters next to a divergence).
         """
         check_is_fitted(self)
-        _check_numeric(X)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = _validate_float_data(self, X, reset=False)
         check_consistent_length(X, y)
         targets = self._encode_targets(y)
         # the fitted model's dtype and device (``dtype`` may have been set since the fit)
@@ -952,9 +951,7 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
-        outputs = self._forward(X)
-        outputs -= outputs.max(axis=1, keepdims=True)
-        return outputs - np.log(np.exp(outputs).sum(axis=1, keepdims=True))
+        return log_softmax(self._forward(X), axis=1)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
