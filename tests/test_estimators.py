@@ -1559,8 +1559,12 @@ def test_predict_log_proba_is_the_log_of_predict_proba_and_stays_finite():
     X, y = _blobs(n_samples=30)
     clf = EoSClassifier(hidden_layer_sizes=(4,), max_iter=20, random_state=0).fit(X, y)
     log_proba = clf.predict_log_proba(X)
-    np.testing.assert_allclose(np.exp(log_proba), clf.predict_proba(X), rtol=1e-12)
-    np.testing.assert_allclose(log_proba, np.log(clf.predict_proba(X)), rtol=1e-10)
+    # against torch's log-softmax of the fitted network's outputs, computed here
+    module = copy.deepcopy(clf.module_).double()
+    with torch.no_grad():
+        expected = torch.log_softmax(module(torch.as_tensor(X, dtype=torch.float64)), dim=1).numpy()
+    np.testing.assert_allclose(log_proba, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1.0, rtol=1e-12)
     # a saturated output: the probability of the other classes underflows, the log does not
     clf.module_[-1].bias.data[0] = 1e4
     assert np.isfinite(clf.predict_log_proba(X)).all() and (clf.predict_proba(X)[:, 1:] == 0).all()
