@@ -454,6 +454,14 @@ class BaseEoS(BaseEstimator):
                     f"Got {value!r} instead.")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r}, but this torch has no CUDA device available.")
+        if device.type not in ("cpu", "cuda"):
+            # 'mps', 'xpu', ...: a name torch knows, but a build without the backend fails
+            # only when the first tensor goes there, half-way into building the network
+            try:
+                torch.empty(0, device=device)
+            except (RuntimeError, AssertionError) as exc:
+                raise ValueError(f"device={self.device!r}, but this torch cannot place data there: "
+                                 f"{exc}") from exc
         reuse = self.warm_start and hasattr(self, "module_")
         architecture = self._architecture_params(hidden)
         if reuse:
@@ -812,6 +820,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         full-batch gradient. None: the whole training set in one pass.
     dtype : {'float32', 'float64'}, default='float32'
     device : str or torch.device, default='cpu'
+        Where the network, the data and the curvature products live ('cpu', 'cuda',
+        'cuda:1', ...). A device this torch cannot use is refused when ``fit`` starts.
     callbacks : list of skorch callbacks or None, default=None
         Extra callbacks for the underlying skorch net, as callbacks or ``(name, callback)``
         pairs. In ``net_.callbacks_`` a pair is named ``'user_<name>'``, a bare callback

@@ -1335,6 +1335,15 @@ def test_cuda_device_without_cuda_is_a_clear_error():
     _assert_fails_before_training(EoSClassifier(device="cuda", max_iter=2), X, y, "no CUDA device")
 
 
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a torch without MPS")
+def test_device_that_this_torch_cannot_use_is_a_clear_error():
+    """A device type torch names but this build lacks (MPS on a CPU or CUDA build) is refused
+    before training (it was torch's RuntimeError from inside the network's construction)."""
+    X, y = _blobs(n_samples=20)
+    _assert_fails_before_training(EoSClassifier(device="mps", max_iter=2), X, y,
+                                  "device='mps', but this torch cannot place data there")
+
+
 def test_regressor_predictions_have_the_targets_shape_whatever_the_module_outputs():
     class Flat(nn.Module):  # one output per sample, as a 1-D tensor
         def __init__(self, n_features_in, n_outputs):
