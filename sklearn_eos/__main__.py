@@ -128,8 +128,11 @@ def main(argv=None):
           f"{losses[0]:.4f} -> {losses[-1]:.4f} (min {losses.min():.4f})")
 
     sh = clf.sharpness_history_
-    print("\nsharpness_history_ (top Hessian eigenvalues of the training loss):")
-    print(_table({c: sh[c] for c in sh if c not in ("converged", "above_threshold")}))
+    if len(sh["step"]):
+        print("\nsharpness_history_ (top Hessian eigenvalues of the training loss):")
+        print(_table({c: sh[c] for c in sh if c not in ("converged", "above_threshold")}))
+    else:
+        print("\nsharpness_history_: no measurements (--sharpness-every 0)")
     rot = clf.rotation_history_
     if len(rot["step"]):
         print("\nrotation_history_ (|cos| of top eigenvectors and top-k subspace overlap between "
@@ -143,8 +146,12 @@ def main(argv=None):
     after = (sh["step"] >= first) & (sh["step"] < (clf.n_iter_ + 1 if decay is None else decay))
     if after.any():
         ratio = sh["sharpness"][after] / sh["threshold"][after]
-        print(f"\nfrom step {first} on{before}, the sharpness is {ratio.min():.3f}x to {ratio.max():.3f}x "
-              f"the threshold 2/lr (at the edge of stability it hovers near 1)")
+        if after.sum() > 1:
+            span = f"from step {first} on{before}, the sharpness is {ratio.min():.3f}x to {ratio.max():.3f}x"
+        else:  # one measurement: its ratio, not a range from it to itself
+            until = "," if decay is None else f", before the decay at step {decay},"
+            span = f"at step {int(sh['step'][after][0])}{until} the sharpness is {ratio[0]:.3f}x"
+        print(f"\n{span} the threshold 2/lr (at the edge of stability it hovers near 1)")
     curvature = clf.update_curvature_
     end = len(curvature) if decay is None else min(len(curvature), decay)
     if end >= 600:
@@ -154,9 +161,10 @@ def main(argv=None):
               f"{2 / clf.effective_lr_:.4g}")
     ep = clf.instabilities_
     confirmed = int(ep["confirmed_by_sharpness"].sum())
+    first_ones = (f"; first ones (start-end): {', '.join(f'{s}-{e}' for s, e in zip(ep['start'][:8], ep['end'][:8]))}"
+                  if clf.n_instabilities_ else "")
     print(f"{clf.n_instabilities_} loss-based instability episodes (loss > {1 + clf.instability_rtol:g}x its "
-          f"running minimum), {confirmed} confirmed by a sharpness measurement above 2/lr; first ones "
-          f"(start-end): {', '.join(f'{s}-{e}' for s, e in zip(ep['start'][:8], ep['end'][:8]))}")
+          f"running minimum), {confirmed} confirmed by a sharpness measurement above 2/lr{first_ones}")
     print(f"train accuracy {clf.score(X_train, y_train):.4f}, test accuracy {clf.score(X_test, y_test):.4f}")
     if plots:
         from . import RotationDisplay, SharpnessDisplay

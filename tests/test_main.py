@@ -12,7 +12,7 @@ def test_main_job_reports_what_it_measured_and_saves_both_plots(tmp_path, capsys
     out = capsys.readouterr().out
     assert clf.n_iter_ == 30
     # fewer steps than the 200 the summary normally starts at: it names the step it used
-    assert "from step 30 on, the sharpness is" in out
+    assert "at step 30, the sharpness is" in out
     # no extension given: matplotlib writes .png, and the message names the files written
     assert (tmp_path / "eos.png").is_file() and (tmp_path / "eos_rotation.png").is_file()
     assert f"plots saved to {tmp_path / 'eos.png'} and {tmp_path / 'eos_rotation.png'}" in out
@@ -25,6 +25,20 @@ def test_main_job_without_tracking_saves_the_sharpness_plot_only(tmp_path, capsy
     out = capsys.readouterr().out
     assert (tmp_path / "eos.png").is_file() and not (tmp_path / "eos_rotation.png").exists()
     assert "no rotation plot: --sharpness-every 0 records no rotation" in out
+    # no table header over no rows, no empty list of episodes
+    assert "sharpness_history_: no measurements (--sharpness-every 0)" in out
+    assert "sharpness_history_ (top" not in out
+    assert "0 loss-based instability episodes" in out and "first ones" not in out
+
+
+def test_one_measurement_in_the_summary_window_is_one_ratio(capsys):
+    """A window holding one measurement prints its ratio once ('at step 200, ... 0.146x'),
+    not a range from it to itself; this rate reaches no instability, so no episode list."""
+    clf = main(["--lr", "0.05", "--max-iter", "20", "--sharpness-every", "20", "--verbose", "0"])
+    out = capsys.readouterr().out
+    ratio = clf.sharpness_history_["sharpness"][-1] / clf.sharpness_history_["threshold"][-1]
+    assert f"at step 20, the sharpness is {ratio:.3f}x the threshold 2/lr" in out
+    assert " to " not in out.split("at step 20")[1].split("\n")[0]
 
 
 @pytest.mark.parametrize("text, expected", [("0", 0), ("20", 20), ("20.0", 20), ("2e1", 20), ("0.5", 0.5)])
@@ -100,8 +114,8 @@ def test_summaries_cover_the_steps_before_a_decay_and_a_missing_rotation_plot_sa
     kept = (sh["step"] >= 200) & (sh["step"] < 250)
     assert clf.decay_step_ == 250 and sh["threshold"][-1] == 40  # the last row is after the decay
     ratio = sh["sharpness"][kept] / sh["threshold"][kept]
-    assert (f"from step 200 on until the decay at step 250, the sharpness is {ratio.min():.3f}x to "
-            f"{ratio.max():.3f}x the threshold") in out
+    assert kept.sum() == 1  # one measurement in the window: its ratio, once
+    assert f"at step 200, before the decay at step 250, the sharpness is {ratio[0]:.3f}x the threshold" in out
     assert np.all(sh["threshold"][kept] == 4)
     with pytest.warns(Warning, match="diverged"):
         main(["--max-iter", "5", "--lr", "1e30", "--verbose", "0", "--plot", str(tmp_path / "d")])
