@@ -21,9 +21,13 @@ steps) and keeps a copy of the parameters at each measurement. Then, at each kep
 * the warm-start block with the full-batch gradient at the measured point in place of the
   random vector (at the edge of stability GD oscillates along the top eigenvectors, so the
   gradient has a large share in the top of the spectrum: a candidate start vector at no extra
-  product).
+  product);
+* the size of the warm-start block: the previous solve's top m Ritz vectors (m = 2 to 6; the
+  tracker passes its k = 3 eigenvectors) plus the random vectors ``top_eigenpairs`` adds (one,
+  or two for m = 2): whether more of the old Krylov space, which the solver holds anyway,
+  buys a cheaper solve.
 
-Run: ``python benchmarks/bench_certify.py`` (about 4 min). Prints five tables, writes nothing.
+Run: ``python benchmarks/bench_certify.py`` (about 6 min). Prints six tables, writes nothing.
 """
 
 import os
@@ -54,6 +58,7 @@ GUARD_SWEEP = (2e-2, 3e-2, 4e-2, 5e-2, 8e-2, np.inf)
 SWEEP_SEEDS = (0, 1, 2)
 K_SWEEP = (2, 3, 4)
 TOL_SWEEP = (1e-3, 2e-3, 3e-3)
+BLOCK_SWEEP = (2, 3, 4, 5, 6)
 
 
 class KeepingTracker(SharpnessTracker):
@@ -62,6 +67,27 @@ class KeepingTracker(SharpnessTracker):
     def measure(self, net, step):
         self.kept.append((step, copy.deepcopy(net.module_), net.criterion_, list(self._data.chunks)))
         return super().measure(net, step)
+
+
+class SpaceRecorder:
+    """Keeps the last `_eigensolver._Subspace` a solve created (its final basis)."""
+
+    def __init__(self):
+        self.space = None
+        self._init = _eigensolver._Subspace.__init__
+
+    def __enter__(self):
+        recorder = self
+
+        def init(space, operator):
+            recorder._init(space, operator)
+            recorder.space = space
+
+        _eigensolver._Subspace.__init__ = init
+        return self
+
+    def __exit__(self, *exc):
+        _eigensolver._Subspace.__init__ = self._init
 
 
 class RitzRecorder:
@@ -111,6 +137,22 @@ def chain(points, refs, guard_tol=None, seed=0, k=K, tol=TOL, gradient_start=Fal
             start = res.eigenvectors
     finally:
         _eigensolver._GUARD_TOL = default
+    return np.array(rows)
+
+
+def block_chain(points, refs, n_block, seed=0):
+    """The tracker's chain (k=3, default guard) warm-started from the previous solve's top
+    ``n_block`` Ritz vectors of its final basis instead of its k eigenvectors: per warm point
+    (products, error)."""
+    rows, start = [], None
+    gen = torch.Generator().manual_seed(seed)
+    for (step, module, criterion, chunks), ref in zip(points, refs):
+        with FullBatchHessian(module, criterion, chunks) as H, SpaceRecorder() as rec:
+            res = top_eigenpairs(H, K, start=start, tol=TOL, rest_tol=REST_TOL, generator=gen)
+        if start is not None:
+            rows.append((res.n_products, np.nan, abs(res.eigenvalues[0] - ref) / ref))
+        theta, Y = rec.space.ritz()
+        start = rec.space.vectors(Y[:, :min(n_block, len(theta))])
     return np.array(rows)
 
 
@@ -172,6 +214,12 @@ def main():
         rows = np.concatenate([chain(points, refs, seed=seed, gradient_start=gradient_start)
                                for seed in SWEEP_SEEDS])
         print_row(label, rows)
+
+    print("\nwarm-start block: the previous solve's top m Ritz vectors (+ random), the same seeds pooled")
+    print(f"{'m':<16}{'median':>8}{'mean':>7}{'max':>5}{'misses':>10}{'max error':>11}")
+    for n_block in BLOCK_SWEEP:
+        rows = np.concatenate([block_chain(points, refs, n_block, seed) for seed in SWEEP_SEEDS])
+        print_row(f"{n_block}" + (" (tracker)" if n_block == K else ""), rows)
 
 
 def print_row(label, rows):

@@ -161,8 +161,8 @@ def main(argv=None):
               f"{2 / clf.effective_lr_:.4g}")
     ep = clf.instabilities_
     confirmed = int(ep["confirmed_by_sharpness"].sum())
-    first_ones = (f"; first ones (start-end): {', '.join(f'{s}-{e}' for s, e in zip(ep['start'][:8], ep['end'][:8]))}"
-                  if clf.n_instabilities_ else "")
+    spans = ", ".join(f"{s}-{e}" for s, e in zip(ep["start"][:8], ep["end"][:8]))
+    first_ones = f"; first ones (start-end): {spans}" if clf.n_instabilities_ else ""
     print(f"{clf.n_instabilities_} loss-based instability episodes (loss > {1 + clf.instability_rtol:g}x its "
           f"running minimum), {confirmed} confirmed by a sharpness measurement above 2/lr{first_ones}")
     print(f"train accuracy {clf.score(X_train, y_train):.4f}, test accuracy {clf.score(X_test, y_test):.4f}")
