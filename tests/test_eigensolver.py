@@ -255,6 +255,32 @@ def test_warm_block_missing_top_eigenvector_randomized(bulk):
     assert max(errors) <= 1e-3, (max(errors), products)
 
 
+@pytest.mark.parametrize("bulk", ["uniform", "tail"])
+@pytest.mark.parametrize("k, width", [(1, 2), (2, 3), (3, 4), (3, 5)])
+def test_warm_block_wider_than_k_lacking_the_top_eigenvector(bulk, k, width):
+    """Exact eigenvectors v2.. as a block wider than k: the single guard used to be one of
+    them (residual 0) and lambda_2 came back, converged, for 19-20 of 20 seeds in 4-7
+    products. Every pair down to the bottom of the block now guards."""
+    A, Q = matrix_with_spectrum(cluster_spectrum(1500, 0, bulk), seed=1)
+    for seed in range(6):
+        res = top_eigenpairs(MatrixOperator(A), k, start=Q[:, 1:1 + width], tol=1e-3, rest_tol=0.1,
+                             generator=gen(seed))
+        assert abs(res.eigenvalues[0] - CLUSTER[0]) <= 1e-3 * CLUSTER[0], (seed, res.eigenvalues)
+        assert res.converged
+
+
+def test_tiny_float64_operators_are_not_accepted_on_an_underflowing_bound():
+    """Scaled by 1e-200, the squared residuals of the quadratic bound underflowed to 0 and
+    every pair was accepted at once (lambda_3 17% low); the scale no longer matters."""
+    rng = np.random.default_rng(0)
+    eigenvalues = np.concatenate([[5.0, 4.99, 4.98], rng.uniform(-1, 4, 147)])
+    A = matrix_with_spectrum(eigenvalues, seed=0)[0]
+    for scale in (1.0, 1e-200):
+        res = top_eigenpairs(MatrixOperator(scale * A), 3, tol=1e-6, max_products=1000, generator=gen())
+        assert res.converged
+        np.testing.assert_allclose(res.eigenvalues / scale, [5.0, 4.99, 4.98], rtol=1e-6)
+
+
 def _outliers_over_a_bulk(rng, d=150):
     """A Hessian-like spectrum: five outliers, lambda_2 0.2-3% below lambda_1, above a bulk
     near zero, in a random basis. Returns (A, lambda_1)."""
