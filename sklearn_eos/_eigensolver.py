@@ -316,12 +316,13 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
     eigenvalue next to the bulk near zero, where Ritz gaps are unreliable): residual bound only,
     accuracy ``tol`` relative to the spectral radius estimate ``max |theta|``.
     ``guard=True`` (top pairs only): the Ritz pair just below the wanted ones (index
-    ``n_wanted``; with ``guard_index``, every pair from there to that index) is a guard. Its residual joins every
-    expansion until it meets the guard test, and the wanted pairs are only accepted together
-    with it. The guard is the best vector of the basis outside the wanted pairs (and outside a
-    wider start block), so it is where an eigenvalue missing from a warm-start block shows up; see ``_GUARD_TOL``. With the guard, the top pair's residual is
-    also added to the basis at least once before the wanted pairs are accepted (the top-residual
-    rule, see the notes above ``_GUARD_TOL``).
+    ``n_wanted``; with ``guard_index``, every pair from there to that index) is a guard. Its
+    residual joins every expansion until it meets the guard test, and the wanted pairs are
+    only accepted together with it. The guard is the best vector of the basis outside the
+    wanted pairs (and outside a wider start block), so it is where an eigenvalue missing from
+    a warm-start block shows up; see ``_GUARD_TOL``. With the guard, the top pair's residual
+    is also added to the basis at least once before the wanted pairs are accepted (the
+    top-residual rule, see the notes above ``_GUARD_TOL``).
     ``cold=True`` (a random start): the first ``_COLD_BLOCK_ITERS`` expansions add every open
     residual at once.
     Returns ``(theta, U, converged)`` for the wanted pairs.
