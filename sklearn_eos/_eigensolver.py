@@ -53,6 +53,7 @@ lambda_1 alone in 12-22 products warm (17-32 cold), all of the top 3 to 1e-3 in 
 """
 
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -112,11 +113,16 @@ class MatrixOperator:
     """
 
     def __init__(self, A, dtype=None):
-        self.A = torch.as_tensor(A, dtype=dtype)
+        A = torch.as_tensor(A)
+        if A.is_complex():  # a cast to real drops the imaginary part, and with it Hermitian-ness
+            raise ValueError("A must be a real symmetric matrix; complex matrices are not supported")
+        self.A = A if dtype is None else A.to(dtype)
         if not self.A.is_floating_point():
             self.A = self.A.double()  # an integer matrix: its eigenpairs are real numbers
         if self.A.ndim != 2 or self.A.shape[0] != self.A.shape[1]:
             raise ValueError("A must be a square matrix")
+        if not bool(torch.isfinite(self.A).all()):
+            raise ValueError("A must not contain NaN or infinite entries")
         scale = float(self.A.abs().max()) if self.A.numel() else 0.0
         if not torch.allclose(self.A, self.A.T, rtol=1e-5, atol=1e-8 * scale):
             raise ValueError("A must be symmetric")
@@ -516,7 +522,9 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         looser block still serves as the next warm start and for subspace rotation.
     max_products : int, default=300
         Budget of operator-vector products for the top pairs; ``compute_min`` may spend as much
-        again.
+        again. The start (the block and its random vectors, or the ``k + 1`` random vectors of a
+        cold start) is multiplied whole even where it alone exceeds the budget, and so is a
+        ``min_start``.
     compute_min : bool, default=False
         Also compute the most negative eigenpair, continuing from the same Krylov basis, to
         ``tol`` relative to the spectral radius (``||r|| <= tol * max|theta|``: the bottom of a
@@ -530,11 +538,20 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
     -------
     EigenResult
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
         raise ValueError(f"k must be an int of at least 1, got {k!r}")
     for name, value in (("tol", tol), ("rest_tol", rest_tol)):
-        if value is not None and not value >= 0:
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        # None for tol became NaN and was accepted at once; arrays and strings failed deep inside
+        if (value is None and name == "tol") or (value is not None and (
+                isinstance(value, bool) or not isinstance(value, Real) or not value >= 0)):
+            raise ValueError(f"{name} must be a number >= 0{'' if name == 'tol' else ' or None'}, "
+                             f"got {value!r}")
+    if isinstance(max_products, bool) or not isinstance(max_products, Integral) or max_products < 1:
+        raise ValueError(f"max_products must be an int of at least 1, got {max_products!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
+    if operator.dim < 1:
+        raise ValueError("the operator has dimension 0: it has no eigenvalues")
     k = min(int(k), operator.dim)
     space = _Subspace(operator)
     rand = lambda m: torch.randn(operator.dim, m, generator=generator,  # noqa: E731

@@ -256,6 +256,28 @@ def test_solver_and_operator_inputs_get_clear_errors():
         top_eigenpairs(MatrixOperator(A), k=1, start=np.ones((2, 4)))
     with pytest.raises(ValueError, match="symmetric"):
         MatrixOperator(np.triu(np.ones((3, 3))))
+    # found by an audit: tol=None became NaN and was accepted at once ([2.997, 1.854] for
+    # [3, 2]); arrays, strings, None budgets and integer generators failed deep inside
+    for bad in (None, np.array([1e-3]), [1e-3], "1e-3", True):
+        with pytest.raises(ValueError, match="tol must be a number >= 0, got"):
+            top_eigenpairs(MatrixOperator(A), k=2, tol=bad)
+    with pytest.raises(ValueError, match="rest_tol must be a number >= 0 or None"):
+        top_eigenpairs(MatrixOperator(A), k=2, rest_tol="0.1")
+    for bad in (None, 0, 2.5, float("inf")):
+        with pytest.raises(ValueError, match="max_products must be an int of at least 1"):
+            top_eigenpairs(MatrixOperator(A), k=2, max_products=bad)
+    with pytest.raises(ValueError, match="generator must be a torch.Generator"):
+        top_eigenpairs(MatrixOperator(A), k=2, generator=3)
+    # a complex Hermitian matrix lost its imaginary part ([1, 1] for eigenvalues 0 and 2)
+    with pytest.raises(ValueError, match="complex matrices are not supported"):
+        MatrixOperator(np.array([[1, 1j], [-1j, 1]]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        MatrixOperator(np.array([[np.nan, 0.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="dimension 0"):
+        top_eigenpairs(MatrixOperator(np.zeros((0, 0))), k=1)
+    numpy_scalars = top_eigenpairs(MatrixOperator(A), k=np.int64(2), tol=np.float32(1e-6),
+                                   max_products=np.int64(50))
+    np.testing.assert_allclose(numpy_scalars.eigenvalues, [3.0, 2.0], rtol=1e-6)
     integer = top_eigenpairs(MatrixOperator(np.diag([3, 2, 1])), k=1, tol=1e-8)  # cast to float64
     assert integer.eigenvalues[0] == pytest.approx(3.0)
     model, X, y = _regression_problem()
