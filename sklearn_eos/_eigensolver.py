@@ -237,12 +237,12 @@ class _Subspace:
         HVt = HV.T.reshape(n, -1)
         cross = (self._Qt[:self._m] @ HVt.T).double().cpu().numpy()
         corner = (Vt @ HVt.T).double().cpu().numpy()
-        corner = 0.5 * (corner + corner.T)
         if not (np.isfinite(cross).all() and np.isfinite(corner).all()):
             raise NonFiniteProductError(
                 f"the operator returned non-finite products (inf or NaN) after {self.n_products} "
                 f"products; a Hessian does this at parameters next to a divergence, where its "
                 f"products overflow in {self.operator.dtype}.")
+        corner = 0.5 * (corner + corner.T)  # after the check: inf + -inf warns
         self.T = np.block([[self.T, cross], [cross.T, corner]])
         self._ensure(n)
         self._Qt[self._m:self._m + n] = Vt
