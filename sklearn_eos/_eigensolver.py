@@ -38,9 +38,10 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
   stability, float32 solves asked for 1e-7 and 1e-9 said converged and were 2-3.5e-7 off the
   float64 spectrum. A tolerance below the floor now ends unconverged at the budget.
 * The most negative eigenvalue continues from the same basis (Krylov spaces approximate both
-  ends of the spectrum) with the bottom Ritz pair as the target. It sits at the edge of the
-  dense bulk near zero where Ritz gaps mean nothing, so it is judged by the residual alone,
-  relative to the spectral radius: ``||r|| <= tol * max|theta|``.
+  ends of the spectrum, though the top solve's thick restarts keep only its top Ritz vectors)
+  with the bottom Ritz pair as the target. It sits at the edge of the dense bulk near zero
+  where Ritz gaps mean nothing, so it is judged by the residual alone, relative to the
+  spectral radius: ``||r|| <= tol * max|theta|``; it has no guard (see ``compute_min``).
 * Cost is governed by the k-th eigenvalue: at the edge of stability lambda_3 is often within
   0.5% of lambda_4, so k=3 at 1e-3 costs two to three times k=1 (see the benchmark); hence
   ``rest_tol``.
