@@ -470,9 +470,9 @@ _COLD_EXTRA_VECTORS = 1
 # none with it, same median products; on the tracked digits fit the top pair is always
 # expanded anyway (22 products per warm measurement either way, ``bench_certify.py``).
 
-# Wide start blocks (no constant): with a start block wider than k, every Ritz pair from the
-# (k+1)-th down to the bottom of the block is a guard (one more than the block has columns
-# beyond k). Exact eigenvectors v2..v5 passed as the block for k=3 made the single guard the
+# Wide start blocks (no constant): with a start block of w > k columns, the Ritz pairs k+1 to
+# w+1 (counted from the top) are all guards, the last of them the first pair below the block.
+# Exact eigenvectors v2..v5 passed as the block for k=3 made the single guard the
 # exact pair v5 (residual 0, accepted at once) while the random vector's pair, the only way
 # to v1, was never expanded: lambda_2 returned as the sharpness, converged, for 19-20 of 20
 # seeds (likewise v2..v3 for k=1), after 4-6 products. A guard by position below the block
@@ -570,7 +570,7 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         S = _as_block(start, operator)
         n_random = max(_N_RANDOM_WITH_START, k + 1 - S.shape[1])  # block of at least k + 1
         space.extend(torch.cat([S, rand(n_random)], dim=1))
-    # the guard sits below every column of a start block wider than k ("Wide start blocks")
+    # a start block wider than k: guards down to the first pair below it ("Wide start blocks")
     guard_index = k if start is None else max(k, space.size - n_random)
     tols = np.array([tol] + [tol if rest_tol is None else rest_tol] * (k - 1))
     theta, U, converged = _solve(space, lambda n: list(range(min(k, n))), k, tols,
