@@ -475,7 +475,8 @@ _COLD_EXTRA_VECTORS = 1
 # Exact eigenvectors v2..v5 passed as the block for k=3 made the single guard the
 # exact pair v5 (residual 0, accepted at once) while the random vector's pair, the only way
 # to v1, was never expanded: lambda_2 returned as the sharpness, converged, for 19-20 of 20
-# seeds (likewise v2..v3 for k=1), after 4-6 products. A guard by position below the block
+# seeds (likewise v2..v3 for k=1), after 4-7 products; now 0-3 of 20, as for width-k blocks
+# (``python benchmarks/bench_exact_blocks.py``). A guard by position below the block
 # was not enough: the random vector's pair climbs above the block's lower pairs after one
 # expansion. The package's own warm starts are exactly k wide (the tracker's and a warm
 # refit's eigenvectors), so this changes none of their solves.
