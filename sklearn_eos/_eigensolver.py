@@ -350,12 +350,19 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
         Rt = space.residual_rows(Y[:, full], theta[full])
         rnorm = _row_norms(Rt).double().cpu().numpy()
         radius = np.max(np.abs(theta))
+        floor = resolvable_tol(op.dtype) * radius
         bounds = np.maximum(_error_bounds(theta, rnorm[:len(index)], index, use_gap=not interior),
-                            resolvable_tol(op.dtype) * radius)
+                            floor)
         # relative to the eigenvalue, but never below a small fraction of the spectral radius:
         # a (near-)zero eigenvalue of a rank-deficient Hessian has no relative accuracy
         scale = radius if interior else np.maximum(np.abs(theta[index]), _ZERO_FLOOR * radius)
-        open_ = bounds > (tols if tols.ndim == 0 else tols[:len(index)]) * scale
+        required = (tols if tols.ndim == 0 else tols[:len(index)]) * scale
+        if not interior:
+            # such an eigenvalue is certified down to the rounding floor at most: tol * 1e-3 *
+            # radius below it (tol < 4.8e-4 in float32) never converged, all budget spent
+            required = np.where(np.abs(theta[index]) < _ZERO_FLOOR * radius,
+                                np.maximum(required, floor), required)
+        open_ = bounds > required
         if use_guard:
             guard_scale = scale[-1] if np.ndim(scale) else scale
             open_ = np.append(open_, rnorm[len(index):] > _GUARD_TOL * guard_scale)
@@ -516,7 +523,10 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         ``min(||r||, ||r||^2 / gap) <= tol * |theta|`` (gap estimated from the Ritz values).
         All k must converge, so the cost grows when lambda_k is close to lambda_{k+1}. The
         bound is never taken below the rounding floor ``resolvable_tol(dtype) * max|theta|``:
-        a smaller tolerance (e.g. 1e-7 in float32) ends unconverged at ``max_products``.
+        a smaller tolerance (e.g. 1e-7 in float32) ends unconverged at ``max_products``. An
+        eigenvalue below ``1e-3 * max|theta|`` (the zero eigenvalues of a rank-deficient
+        Hessian) has no relative accuracy: it is judged against ``tol * 1e-3 * max|theta|``,
+        or the rounding floor where that is smaller.
     rest_tol : float, optional
         A looser accuracy for eigenvalues 2..k (default: ``tol``). At the edge of stability
         lambda_3 often sits within 0.5% of lambda_4, and resolving it to 1e-3 costs two to three times

@@ -281,6 +281,21 @@ def test_tiny_float64_operators_are_not_accepted_on_an_underflowing_bound():
         np.testing.assert_allclose(res.eigenvalues / scale, [5.0, 4.99, 4.98], rtol=1e-6)
 
 
+def test_zero_eigenvalues_converge_at_the_rounding_floor():
+    """A rank-2 float32 matrix, k=3: the zero eigenvalue is judged against tol * 1e-3 * the
+    spectral radius, which below tol = 4.8e-4 lies under float32's rounding floor; such
+    solves spent their whole budget and ended unconverged (an audit). The floor is enough
+    for an eigenvalue that has no relative accuracy; a top eigenvalue still is not excused."""
+    A = matrix_with_spectrum(np.concatenate([[3.0, 2.0], np.zeros(198)]), seed=0)[0]
+    for tol in (1e-3, 4e-4, 1e-5):
+        res = top_eigenpairs(MatrixOperator(A, dtype=torch.float32), 3, tol=tol, generator=gen())
+        assert res.converged and res.n_products < 20, (tol, res.n_products)
+        np.testing.assert_allclose(res.eigenvalues, [3.0, 2.0, 0.0], atol=3e-6)
+    below_floor = top_eigenpairs(MatrixOperator(A, dtype=torch.float32), 3, tol=1e-7, max_products=40,
+                                 generator=gen())
+    assert not below_floor.converged  # 1e-7 on lambda_1 = 3 is below what float32 resolves
+
+
 def _outliers_over_a_bulk(rng, d=150):
     """A Hessian-like spectrum: five outliers, lambda_2 0.2-3% below lambda_1, above a bulk
     near zero, in a random basis. Returns (A, lambda_1)."""
