@@ -121,6 +121,7 @@ class LossInstabilityDetector:
         self._factor = 1.0 + rtol
         self._running_min = math.inf
         self._last_step = None
+        self._last_finite_step = None  # where an open episode ends: non-finite steps are ignored
         self._diverged = False
         self._episodes = []
         # Open episode: start step, reference minimum, peak loss (None if closed).
@@ -155,6 +156,7 @@ class LossInstabilityDetector:
         if not math.isfinite(loss):
             self._diverged = True
             return None
+        self._last_finite_step = step
         if self._open_start is None:
             if loss > self._factor * self._running_min:
                 self._open_start = step
@@ -203,19 +205,19 @@ class LossInstabilityDetector:
 
     @property
     def open_episode(self):
-        """Episode or None: the open episode, with ``end`` = last step seen and
-        ``completed=False``; ``None`` if no episode is open."""
+        """Episode or None: the open episode, with ``end`` = the last step with a finite loss
+        and ``completed=False``; ``None`` if no episode is open."""
         if self._open_start is None:
             return None
         return Episode(
             self._open_start,
-            self._last_step,
+            self._last_finite_step,
             _ratio(self._open_peak, self._open_ref),
             completed=False,
         )
 
     def to_dict(self):
-        """All episodes as arrays, an open one closed at the last step seen.
+        """All episodes as arrays, an open one closed at the last step with a finite loss.
 
         Returns
         -------

@@ -113,6 +113,16 @@ def test_non_finite_loss_is_divergence_not_episode(bad):
     assert detector.n_completed == 0 and not detector.in_instability
     # All-NaN input does not crash either.
     assert len(find_instabilities(np.full(5, np.nan))["start"]) == 0
+    # non-finite losses after an episode opened do not move its end: it stays at the last
+    # finite loss, as InstabilityTracker (which never passes them on) has it; the end was
+    # put on the last non-finite step (audit)
+    for tail in ([bad], [bad, bad, bad]):
+        with_tail = find_instabilities([1.0, 2.0, *tail])
+        assert with_tail["end"].tolist() == [1] == find_instabilities([1.0, 2.0])["end"].tolist()
+    detector = LossInstabilityDetector()
+    for t, loss in enumerate([1.0, 2.0, bad, bad]):
+        detector.update(t, loss)
+    assert detector.open_episode.end == 1 and detector.to_dict()["end"].tolist() == [1]
 
 
 def test_online_events_and_properties():
