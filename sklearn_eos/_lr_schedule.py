@@ -98,6 +98,11 @@ class LRSchedule(ParamsCallback):
 
     def on_train_begin(self, net, X=None, **kwargs):
         check_lr(self.lr)  # before the initial measurement that 'threshold' units take
+        # so are the decay settings: a missing tracker was reported after that measurement
+        self._policy = DecayPolicy(self.decay_on, self.decay_time, self.decay_factor, self.decay_when_stable)
+        self._counter = next((cb for _, cb in net.callbacks_ if isinstance(cb, InstabilityTracker)), None)
+        if self._counter is None and self.decay_on == "instabilities" and self.decay_time is not None:
+            raise ValueError("decay_on='instabilities' needs an InstabilityTracker on the net.")
         self.initial_sharpness_ = math.nan
         self._initial_spectrum = self._initial_versions = None
         if self.initial_sharpness is not None:
@@ -135,10 +140,6 @@ class LRSchedule(ParamsCallback):
             self.effective_lr_ = math.nan  # see above; a warm refit of such a fit too
         else:
             self.effective_lr_ = effective_lr(self.lr, self.lr_units, self.initial_sharpness_)
-        self._policy = DecayPolicy(self.decay_on, self.decay_time, self.decay_factor, self.decay_when_stable)
-        self._counter = next((cb for _, cb in net.callbacks_ if isinstance(cb, InstabilityTracker)), None)
-        if self._counter is None and self.decay_on == "instabilities" and self.decay_time is not None:
-            raise ValueError("decay_on='instabilities' needs an InstabilityTracker on the net.")
         self.decay_step_ = None
         self._step = 0
         self._first_row = len(net.history)  # steps count within this fit/partial_fit call

@@ -157,6 +157,22 @@ def test_a_tracker_listed_before_the_schedule_warns_and_records_the_stale_rate()
     assert applied[3] == 0.1 and tracker.history_["lr"][3] == 0.2
 
 
+def test_a_missing_instability_tracker_is_reported_before_the_initial_measurement(monkeypatch):
+    """decay_on='instabilities' without an InstabilityTracker is refused; in threshold units
+    the refusal came only after the initial sharpness measurement had run (audit)."""
+    import sklearn_eos._lr_schedule as lr_schedule
+    from sklearn_eos import FullBatch, LRSchedule
+
+    measured = []
+    original = lr_schedule.measure_spectrum
+    monkeypatch.setattr(lr_schedule, "measure_spectrum", lambda *a, **k: measured.append(1) or original(*a, **k))
+    schedule = LRSchedule(1.0, decay_time=1, decay_on="instabilities", lr_units="threshold")
+    X, y = _bare_data()
+    with pytest.raises(ValueError, match="needs an InstabilityTracker"):
+        _bare_net([("lr", schedule)]).fit(FullBatch(X, y))
+    assert measured == [] and not hasattr(schedule, "initial_sharpness_")
+
+
 def test_a_threshold_schedule_needs_a_full_batch():
     from sklearn_eos import LRSchedule
 
