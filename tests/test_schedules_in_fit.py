@@ -165,7 +165,8 @@ def test_a_missing_instability_tracker_is_reported_before_the_initial_measuremen
 
     measured = []
     original = lr_schedule.measure_spectrum
-    monkeypatch.setattr(lr_schedule, "measure_spectrum", lambda *a, **k: measured.append(1) or original(*a, **k))
+    monkeypatch.setattr(lr_schedule, "measure_spectrum",
+                        lambda *a, **k: measured.append(1) or original(*a, **k))
     schedule = LRSchedule(1.0, decay_time=1, decay_on="instabilities", lr_units="threshold")
     X, y = _bare_data()
     with pytest.raises(ValueError, match="needs an InstabilityTracker"):
