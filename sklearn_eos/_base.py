@@ -443,14 +443,17 @@ class BaseEoS(BaseEstimator):
             )
         device = self._check_device()
         self._check_callbacks()
-        # scikit-learn's Interval(Integral) admits bools: sharpness_every=True would measure
-        # at every step (False, like 0, disables tracking), n_eigs=True would reach the solver
-        for name, allowed in (("sharpness_every", (False,)), ("n_eigs", ())):
+        # scikit-learn's Interval(Integral) and Interval(Real) admit bools: sharpness_every=True
+        # would measure at every step (False, like 0, disables tracking), n_eigs=True would
+        # reach the solver, decay_factor=True and instability_rtol=True would read as 1.0
+        for name, kind, allowed in (("sharpness_every", "an int (it counts steps)", (False,)),
+                                    ("n_eigs", "an int (it counts eigenvalues)", ()),
+                                    ("decay_factor", "a number (a factor in (0, 1])", ()),
+                                    ("instability_rtol", "a number (a relative tolerance)", ())):
             value = getattr(self, name)
             if isinstance(value, bool) and value not in allowed:
                 raise InvalidParameterError(
-                    f"The {name!r} parameter of {type(self).__name__} must be an int, not a bool "
-                    f"(it counts {'steps' if name == 'sharpness_every' else 'eigenvalues'}). "
+                    f"The {name!r} parameter of {type(self).__name__} must be {kind}, not a bool. "
                     f"Got {value!r} instead.")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r}, but this torch has no CUDA device available.")

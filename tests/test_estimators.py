@@ -1280,10 +1280,14 @@ def test_callbacks_that_would_share_a_name_are_a_clear_error(callbacks, match):
 @pytest.mark.parametrize("params, match", [
     ({"sharpness_every": True}, "'sharpness_every' parameter.*not a bool.*Got True"),
     ({"n_eigs": True}, "'n_eigs' parameter.*not a bool.*Got True"),
+    ({"decay_factor": True}, "'decay_factor' parameter.*a number.*not a bool.*Got True"),
+    ({"instability_rtol": True}, "'instability_rtol' parameter.*a number.*not a bool.*Got True"),
 ])
 def test_bool_counts_are_refused(params, match):
-    """scikit-learn's Interval(Integral) admits bools: sharpness_every=True measured at every
-    step, and n_eigs=True failed inside the eigensolver ("k must be an int")."""
+    """scikit-learn's Interval(Integral) and Interval(Real) admit bools: sharpness_every=True
+    measured at every step, n_eigs=True failed inside the eigensolver ("k must be an int"),
+    and decay_factor=True and instability_rtol=True read as 1.0 (an audit), while lr=True
+    and max_iter=True were refused."""
     X, y = _blobs(n_samples=20)
     est = EoSClassifier(max_iter=2, **params)
     with pytest.raises(ValueError, match=match):
