@@ -322,6 +322,7 @@ def lr_schedule_from_losses(
     losses = np.asarray(losses, dtype=np.float64)
     if losses.ndim != 1 or losses.size == 0:
         raise ValueError(f"losses must be a non-empty 1-D array, got shape {losses.shape}.")
+    check_lr(lr)  # -1 or NaN gave negative or NaN rates, a string a TypeError in the loop
     detector = LossInstabilityDetector(rtol=rtol)
     policy = DecayPolicy(
         decay_on,

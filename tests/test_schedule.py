@@ -305,6 +305,9 @@ def test_schedule_input_validation():
         lr_schedule_from_losses(
             spiky_losses(), LR, FACTOR, decay_on="instabilities", decay_time=0.5
         )
+    for bad_lr in (-1.0, float("nan"), "a"):  # negative or NaN rates, or a TypeError (audit)
+        with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+            lr_schedule_from_losses(spiky_losses(), bad_lr, FACTOR)
 
 
 def test_per_step_cost_is_a_few_microseconds():
