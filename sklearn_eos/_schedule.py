@@ -32,6 +32,7 @@ callers that decide ``lr_t`` after observing ``L_t``.
 """
 
 import math
+from fractions import Fraction
 from numbers import Integral, Real
 
 import numpy as np
@@ -72,7 +73,8 @@ def resolve_decay_time(decay_time, max_iter, decay_on):
     decay_time : int or None
         A step (``'step'``) or a number of completed episodes
         (``'instabilities'``). A fraction ``f`` resolves to
-        ``floor(f * max_iter + 0.5)`` (round half up).
+        ``floor(f * max_iter + 0.5)`` (round half up), computed exactly on ``f`` as written
+        (0.145 of 100 steps is step 15).
 
     Raises
     ------
@@ -100,7 +102,9 @@ def resolve_decay_time(decay_time, max_iter, decay_on):
                 "A float decay_time is a fraction of max_iter and must lie in "
                 f"(0, 1), got {decay_time!r}; pass an int for a step."
             )
-        return int(math.floor(decay_time * max_iter + 0.5))
+        # in exact arithmetic on the fraction as written (its shortest decimal): in binary,
+        # 0.145 * 100 + 0.5 is 14.999..., and half-way decimals were rounded down (audit)
+        return math.floor(Fraction(repr(float(decay_time))) * max_iter + Fraction(1, 2))
     raise ValueError(
         "decay_time must be None, an int >= 0 or a float in (0, 1), "
         f"got {decay_time!r} of type {type(decay_time).__name__}."

@@ -52,6 +52,10 @@ def assert_single_decay_at(lrs, step):
         (0.3, 10, 3),
         (0.999, 10, 10),
         (np.float64(0.1), 30, 3),
+        # half-way decimals round up as written: in binary 0.145 * 100 + 0.5 is 14.999...
+        (0.145, 100, 15),
+        (0.009, 1500, 14),
+        (np.float32(0.25), 10, 3),
     ],
 )
 def test_resolve_decay_time_step(decay_time, max_iter, expected):
