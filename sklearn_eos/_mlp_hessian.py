@@ -68,10 +68,12 @@ def _relu(module, z):
 
 
 def _elu(module, z):
+    # at z = 0 exactly, torch's first derivative takes the negative branch (alpha) and its
+    # second the positive one (0); the R-operator follows autograd there (a zero-input row
+    # into a zero bias put alpha in the Hessian, 0.15 off torch's; audit)
     a = F.elu(z, module.alpha)
-    negative = z <= 0
-    d1 = torch.where(negative, a + module.alpha, torch.ones_like(z))
-    return a, d1, torch.where(negative, a + module.alpha, torch.zeros_like(z))
+    d1 = torch.where(z <= 0, a + module.alpha, torch.ones_like(z))
+    return a, d1, torch.where(z < 0, a + module.alpha, torch.zeros_like(z))
 
 
 def _softplus(module, z):
