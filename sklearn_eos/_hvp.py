@@ -179,11 +179,15 @@ class FullBatchHessian:
     With one chunk the gradient graph (or the R-operator's factors) is cached and reused
     across calls while the parameters keep their values and the data are not modified in
     place: any update of the parameters (an optimizer step, fused or not, or a write through
-    ``.data``) or of the module's buffers (running statistics recalibrated in place) rebuilds it
-    at the next product, at the cost of one comparison of the parameters and buffers with a copy
-    kept for the purpose. Of the data only in-place torch operations are seen
-    (their version counters): after a write through ``.data``, or into a numpy array that a
-    chunk shares memory with, build a new operator. Use the operator as a context manager, or call
+    ``.data``; frozen parameters and those left out of ``params`` included), of the module's
+    buffers (running statistics recalibrated in place) or, with ``train_mode=None``, of its
+    submodules' train/eval modes rebuilds it at the next product, at the cost of one
+    comparison of the parameters and buffers with a copy kept for the purpose. Of the data
+    only in-place torch operations are seen (their version counters): after a write through
+    ``.data``, or into a numpy array that a chunk shares memory with, build a new operator.
+    The module's *structure* is read once, when the operator is built: after adding a hook,
+    replacing a layer or changing an activation's settings (an ELU's ``alpha``, a GELU's
+    ``approximate``), build a new operator too. Use the operator as a context manager, or call
     :meth:`close`, to free the graph.
 
     ``loss_fn`` must be a plain mean over the examples when there are several chunks: a torch
@@ -270,14 +274,19 @@ class FullBatchHessian:
         return _AutogradCurvature(grads, self.params)
 
     def _versions(self):
-        """Version counters of the parameters and of the data (in-place updates)."""
+        """Version counters of the parameters and of the data (in-place updates), and the
+        modules' train/eval flags (which a graph built with ``train_mode=None`` follows)."""
         data = tuple(t._version for chunk in self.chunks for t in chunk if torch.is_tensor(t))
-        return parameter_versions(self.params), data
+        modes = tuple(m.training for m in self.module.modules())
+        return parameter_versions(self.params), data, modes
 
     def _state(self):
-        """What a cached graph depends on besides the data: the parameters and the module's
+        """What a cached graph depends on besides the data: the parameters (those outside
+        ``params`` too, frozen or left out: the loss still reads them) and the module's
         buffers (running statistics that an eval-mode BatchNorm reads)."""
-        return [*self.params, *self.module.buffers()]
+        own = {id(q) for q in self.params}
+        others = [p for p in self.module.parameters() if id(p) not in own]
+        return [*self.params, *others, *self.module.buffers()]
 
     def _same_values(self, snapshot):
         """Whether the parameters and buffers still hold ``snapshot``: an update through

@@ -114,6 +114,38 @@ def test_graph_cache_follows_recalibrated_running_statistics():
     torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
 
 
+def test_graph_cache_follows_parameters_outside_params():
+    """A frozen parameter, or one left out of ``params``, still enters the loss: updating it
+    in place must rebuild the cached graph (products were 0.39 off; an audit)."""
+    model = tiny_mlp(5)
+    X, y = data(5)
+    last = [model[2].weight, model[2].bias]  # the Hessian block of the last layer
+    H = FullBatchHessian(model, mse, [(X, y)], params=last)
+    v = torch.randn(H.dim, dtype=torch.float64)
+    before = H.matvec(v)
+    with torch.no_grad():
+        model[0].weight.mul_(3)
+    expected = exact_hessian(model, mse, X, y)[16:, 16:] @ v  # first layer: 12 + 4 entries
+    assert not torch.allclose(before, expected, rtol=1e-3)
+    torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_graph_cache_follows_a_mode_switch_when_train_mode_is_none():
+    """train_mode=None runs the module in whatever mode it is in: switching it between
+    products (a BatchNorm reads batch or running statistics) must rebuild the cached graph,
+    which kept the old mode (products 0.67-1.9 off; an audit)."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.BatchNorm1d(6), torch.nn.Tanh(),
+                                torch.nn.Linear(6, 2)).double()
+    X, y = data(6)
+    H = FullBatchHessian(model, mse, [(X, y)], train_mode=None)
+    v = torch.randn(H.dim, dtype=torch.float64)
+    for mode in (True, False, True):
+        model.train(mode)
+        expected = exact_hessian(model, mse, X, y) @ v
+        torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
+
+
 class _ModeRecorder(torch.nn.Module):
     """Records the training flag seen by each forward pass."""
 
