@@ -364,7 +364,11 @@ class FullBatchHessian:
 
     def matvec(self, v):
         """Hessian times one flat vector ``v`` of shape (dim,); returns shape (dim,)."""
-        return self.matmat(torch.as_tensor(v).reshape(-1, 1))[:, 0]
+        v = torch.as_tensor(v)
+        if v.ndim != 1:  # a (1, dim) row or a (2, dim / 2) block was flattened without a word
+            raise ValueError(f"expected a vector of shape ({self.dim},), got shape {tuple(v.shape)}; "
+                             f"use matmat for a block of vectors")
+        return self.matmat(v.reshape(-1, 1))[:, 0]
 
     # ------------------------------------------------------------ loss, gradient
     def loss(self):

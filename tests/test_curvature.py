@@ -288,3 +288,7 @@ def test_solver_and_operator_inputs_get_clear_errors():
     H = FullBatchHessian(model, HalfSquaredError(), [(X, y)])
     v = np.random.default_rng(0).standard_normal(H.dim)
     torch.testing.assert_close(H.matvec(v), H.matvec(torch.from_numpy(v)))  # numpy vectors too
+    # a row or a block with dim entries is not a vector (it was flattened silently; audit)
+    for shape in ((1, H.dim), (H.dim, 1)):
+        with pytest.raises(ValueError, match=rf"expected a vector of shape \({H.dim},\).*matmat"):
+            H.matvec(v.reshape(shape))
