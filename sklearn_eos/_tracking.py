@@ -262,7 +262,10 @@ class SharpnessTracker(ParamsCallback):
         measurement starts cold and no rotation is recorded across this one."""
         row = {c: np.nan for c in sharpness_columns(self.k, self.compute_min)}
         row.update(step=step, threshold=2.0 / lr, lr=lr, n_hvps=-1, converged=False, above_threshold=False)
-        self._previous_vectors = None  # no rotation across a failed measurement either
+        # no rotation across a failed measurement (the next one starts cold); but the last
+        # good vectors stay the previous block: when this measurement is dropped after a
+        # divergence, the final one rotates from them (they were discarded: no rotation row)
+        self._previous_vectors = self.eigenvectors_
         self.eigenvectors_ = self._min_vector = None
         self._rows.append(row)
         self._latest = row

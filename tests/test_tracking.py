@@ -271,6 +271,63 @@ def test_after_a_divergence_episodes_rotate_only_to_kept_measurements(every):
     assert tracker.latest["step"] == 6 and tracker.latest["sharpness"] == sh["sharpness"][-1]
 
 
+class _Poisonable(torch.nn.Module):
+    """A small network whose outputs turn NaN once ``poisoned`` is set (a divergence on cue)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1))
+        self.poisoned = False
+
+    def forward(self, x):
+        out = self.body(x)
+        return out * float("nan") if self.poisoned else out
+
+
+class _PoisonAt(Callback):
+    """Poisons the module from step ``step`` on (before the tracker, listed after it, measures
+    that step) and cures it when training ends, before the tracker's final measurement."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_begin(self, net, **kwargs):
+        self.step_ = 0
+
+    def on_epoch_begin(self, net, **kwargs):
+        net.module_.poisoned = self.step_ >= self.step
+        self.step_ += 1
+
+    def on_train_end(self, net, **kwargs):
+        net.module_.poisoned = False
+
+
+def test_a_failed_measurement_dropped_after_a_divergence_keeps_the_rotation_before_it():
+    """Measurements at 0, 3 and 6; step 6's loss is the first non-finite one, and its
+    measurement failed (NaN products). It is dropped, the final measurement is taken at step
+    5, and the rotation 3 -> 5 is recorded: the failed measurement had discarded step 3's
+    eigenvectors, so no rotation row came (an audit: 2 of 9 diverged random fits)."""
+    from sklearn_eos import DivergenceGuard, FullBatch, FullBatchNet, HalfSquaredError
+
+    rng = np.random.RandomState(0)
+    X = torch.tensor(rng.randn(30, 3))
+    y = torch.tensor(np.sin(rng.randn(30, 1)))
+    torch.manual_seed(0)
+    tracker = SharpnessTracker(every=3, k=2, random_state=0)
+    net = FullBatchNet(_Poisonable, criterion=HalfSquaredError, lr=0.1, max_epochs=20,
+                       callbacks=[("poison", _PoisonAt(6)), ("sharpness", tracker),
+                                  ("divergence_guard", DivergenceGuard())]).initialize()
+    net.module_.double()
+    net.partial_fit(FullBatch(X, y), None)
+    guard = dict(net.callbacks_)["divergence_guard"]
+    assert guard.diverged_ and guard.n_finite_steps_ == 6
+    history, rotation = tracker.history_, tracker.rotation_history_
+    np.testing.assert_array_equal(history["step"], [0, 3, 5])
+    assert np.isfinite(history["sharpness"]).all()
+    np.testing.assert_array_equal(rotation["step"], [3, 5])
+    np.testing.assert_array_equal(rotation["prev_step"], [0, 3])
+
+
 @pytest.fixture(scope="module")
 def digits_eos_fit():
     X, y = load_digits(return_X_y=True)
