@@ -833,7 +833,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         Seeds the initialisation, the eigensolver's start vectors and any randomness inside
         training (dropout layers, ``F.dropout``, ``nn.RReLU``: whatever a training-mode forward
         of two rows draws from torch's generator): same seed and data, same ``loss_curve_``.
-        The global torch random state is left as it was.
+        The global torch random state is left as it was. The initial weights are drawn in
+        torch's default dtype (``torch.get_default_dtype()``) before the cast to ``dtype``,
+        so a process that changed that default draws another initialisation from the seed.
     verbose : int, default=0
         1 shows a progress bar, 2 prints progress lines.
     warm_start : bool, default=False
