@@ -277,7 +277,7 @@ class FullBatchHessian:
         """Version counters of the parameters and of the data (in-place updates), and the
         modules' train/eval flags (which a graph built with ``train_mode=None`` follows)."""
         data = tuple(t._version for chunk in self.chunks for t in chunk if torch.is_tensor(t))
-        modes = tuple(m.training for m in self.module.modules())
+        modes = tuple(m.training for m in self.module.modules()) if self.train_mode is None else ()
         return parameter_versions(self.params), data, modes
 
     def _state(self):

@@ -159,7 +159,8 @@ def applies_to_data(X, y, loss_kind, dtype):
         return False
     if loss_kind == "cross_entropy":
         # class indices, as cross_entropy takes them, one per row: a single label for every
-        # row was broadcast by the factors' indexing (1.02 off; autograd reports the loss's error)
+        # row was broadcast by the factors' indexing (1.02 off; autograd differentiates what
+        # the loss computes)
         return y.ndim == 1 and y.dtype == torch.int64 and y.shape[0] == X.shape[0]
     return True
 
