@@ -308,7 +308,7 @@ def _error_bounds(theta, residual_norms, index, use_gap):
     below = np.concatenate([step, [np.inf]])[index]
     gap = np.minimum(above, below)
     # r * (r / gap), not r * r / gap: the square of a residual below 1e-154 underflows to 0 in
-    # float64, and an operator scaled by 1e-200 had every pair accepted at once (17% off)
+    # float64, and an operator scaled by 1e-200 had every pair accepted at once
     with np.errstate(over="ignore"):  # r / gap of a huge residual (next to a divergence): inf
         return np.where(gap > 0, np.minimum(r, r * (r / np.where(gap > 0, gap, np.inf))), r)
 
@@ -479,14 +479,14 @@ _COLD_EXTRA_VECTORS = 1
 
 # Wide start blocks (no constant): with a start block of w > k columns, the Ritz pairs k+1 to
 # w+1 (counted from the top) are all guards, the last of them the first pair below the block.
-# Exact eigenvectors v2..v5 passed as the block for k=3 made the single guard the
-# exact pair v5 (residual 0, accepted at once) while the random vector's pair, the only way
-# to v1, was never expanded: lambda_2 returned as the sharpness, converged, for 19-20 of 20
-# seeds (likewise v2..v3 for k=1), after 4-7 products; now 0-3 of 20, as for width-k blocks
-# (``python benchmarks/bench_exact_blocks.py``). A guard by position below the block
-# was not enough: the random vector's pair climbs above the block's lower pairs after one
-# expansion. The package's own warm starts are exactly k wide (the tracker's and a warm
-# refit's eigenvectors), so this changes none of their solves.
+# Exact eigenvectors v2..v5 passed as the block for k=3 made the single guard the exact pair
+# v5 (residual 0, accepted at once) while the random vector's pair, the only way to v1, was
+# never expanded: lambda_2 returned as the sharpness, converged, for 19-20 of 20 seeds
+# (likewise v2..v3 for k=1), after 4-7 products; now 0-3 of 20, as for width-k blocks
+# (``python benchmarks/bench_exact_blocks.py``, here and at commit 4056cb0). A guard by
+# position below the block was not enough: the random vector's pair climbs above the
+# block's lower pairs after one expansion. The package's own warm starts are exactly k wide
+# (the tracker's and a warm refit's eigenvectors), so this changes none of their solves.
 
 
 def _as_block(start, operator):
@@ -544,9 +544,8 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         Unlike the top pairs it has no guard: a ``min_start`` that is (nearly) an exact
         eigenvector of another eigenvalue is accepted as the minimum when the basis holds
         nothing below it (the top solve's restarts keep only its top Ritz vectors). A guard
-        mirrored at the bottom cost 66 -> 87 products per measurement on the tracked digits fit
-        and still let such a start through in about half of the seeds of an adversarial case,
-        so the minimum stays a residual-certified estimate.
+        mirrored at the bottom, when tried, added products to every tracked measurement and
+        still let such starts through, so the minimum stays a residual-certified estimate.
     min_start : torch.Tensor or np.ndarray of shape (dim,) or (dim, m), optional
         Warm start for the most negative eigenvector (e.g. the previous one); see above.
     generator : torch.Generator, optional

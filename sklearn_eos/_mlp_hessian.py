@@ -70,7 +70,7 @@ def _relu(module, z):
 def _elu(module, z):
     # at z = 0 exactly, torch's first derivative takes the negative branch (alpha) and its
     # second the positive one (0); the R-operator follows autograd there (a zero-input row
-    # into a zero bias put alpha in the Hessian, 0.15 off torch's; audit)
+    # into a zero bias had put alpha in its Hessian; audit)
     a = F.elu(z, module.alpha)
     d1 = torch.where(z <= 0, a + module.alpha, torch.ones_like(z))
     return a, d1, torch.where(z < 0, a + module.alpha, torch.zeros_like(z))
@@ -159,8 +159,8 @@ def applies_to_data(X, y, loss_kind, dtype):
         return False
     if loss_kind == "cross_entropy":
         # class indices, as cross_entropy takes them, one per row: a single label for every
-        # row was broadcast by the factors' indexing (1.02 off; autograd differentiates what
-        # the loss computes)
+        # row was broadcast by the factors' indexing (autograd differentiates what the loss
+        # computes)
         return y.ndim == 1 and y.dtype == torch.int64 and y.shape[0] == X.shape[0]
     return True
 
