@@ -27,7 +27,7 @@ steps) and keeps a copy of the parameters at each measurement. Then, at each kep
   or two for m = 2): whether more of the old Krylov space, which the solver holds anyway,
   buys a cheaper solve.
 
-Run: ``python benchmarks/bench_certify.py`` (about 6 min). Prints six tables, writes nothing.
+Run: ``python benchmarks/bench_certify.py`` (about 7 min). Prints six tables, writes nothing.
 """
 
 import os

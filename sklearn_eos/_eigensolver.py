@@ -500,6 +500,16 @@ def _as_block(start, operator):
     return S.reshape(operator.dim, -1)
 
 
+def _is_count(value):
+    """Whether ``value`` is an int >= 1 (numpy integers too, bools not)."""
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
+
+
+def _is_tolerance(value):
+    """Whether ``value`` is a real number >= 0 (not NaN, not a bool)."""
+    return isinstance(value, Real) and not isinstance(value, bool) and value >= 0
+
+
 def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_products=300,
                    compute_min=False, min_start=None, generator=None):
     """Largest algebraic eigenpairs of a symmetric operator by Krylov / Rayleigh-Ritz from a block.
@@ -555,15 +565,14 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
     -------
     EigenResult
     """
-    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+    if not _is_count(k):
         raise ValueError(f"k must be an int of at least 1, got {k!r}")
-    for name, value in (("tol", tol), ("rest_tol", rest_tol)):
-        # None for tol became NaN and was accepted at once; arrays and strings failed deep inside
-        if (value is None and name == "tol") or (value is not None and (
-                isinstance(value, bool) or not isinstance(value, Real) or not value >= 0)):
-            raise ValueError(f"{name} must be a number >= 0{'' if name == 'tol' else ' or None'}, "
-                             f"got {value!r}")
-    if isinstance(max_products, bool) or not isinstance(max_products, Integral) or max_products < 1:
+    # tol=None became NaN and was accepted at once; arrays and strings failed deep inside
+    if not _is_tolerance(tol):
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    if rest_tol is not None and not _is_tolerance(rest_tol):
+        raise ValueError(f"rest_tol must be a number >= 0 or None, got {rest_tol!r}")
+    if not _is_count(max_products):
         raise ValueError(f"max_products must be an int of at least 1, got {max_products!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
