@@ -1,4 +1,5 @@
-"""Would the R-operator gain from fusing its pairs of matrix products? (It does not.)
+"""Would the R-operator gain from fusing its pairs of matrix products? (It does not.) From
+storing a narrow layer's outputs transposed? (It does.)
 
 The Hessian-vector product of an MLP (``sklearn_eos._mlp_hessian``) runs, per hidden layer of
 width ``a -> b`` on ``n`` examples, three pairs of products with a shared shape:
@@ -14,8 +15,14 @@ of twice the inner dimension is clearly faster than two. This times both forms f
 digits network's 200 -> 200 layer (``n`` = 1,257), interleaved, median of the repeats, one
 torch thread, without the copies (the most favourable case for fusing).
 
-Run: ``python benchmarks/bench_stacked_products.py`` (a few seconds). Prints a table.
+Then one layout question: the output layer's forward tangent (``200 -> 10``, the digits
+network's last layer) into a (n, 10) buffer stored row by row, or into the transposed view of
+a (10, n) buffer (the layout `MLPCurvature` gives layers narrower than
+``_mlp_hessian._NARROW``).
+
+Run: ``python benchmarks/bench_stacked_products.py`` (about 20 seconds). Prints the tables.
 """
+
 
 import time
 
@@ -66,6 +73,16 @@ def main():
             t_fused.append(median_ms(fused))
         p, f = float(np.median(t_pair)), float(np.median(t_fused))
         print(f"{name:>16}{p:>8.2f}{f:>11.2f}{f / p:>8.2f}")
+
+    a10 = rand(10, WIDTH)
+    rows, transposed = torch.empty(N, 10), torch.empty(10, N).T
+    t_rows, t_transposed = [], []
+    for _ in range(3):
+        t_rows.append(median_ms(lambda: torch.addmm(c[:10], a, a10.T, out=rows)))
+        t_transposed.append(median_ms(lambda: torch.addmm(c[:10], a, a10.T, out=transposed)))
+    r, t = float(np.median(t_rows)), float(np.median(t_transposed))
+    print(f"\noutput layer {WIDTH} -> 10, forward tangent into (ms): rows {r:.3f}, transposed {t:.3f}, "
+          f"ratio {t / r:.2f}")
 
 
 if __name__ == "__main__":

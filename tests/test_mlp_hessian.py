@@ -68,6 +68,24 @@ def test_sequential_chains_are_exact(layers, loss):
     assert_exact(module, make_criterion(loss), X, y)
 
 
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_products_through_reused_buffers_are_exact(loss):
+    """Every product writes into the buffers of the one before (`MLPCurvature._workspace`):
+    stored transposed for layers with fewer than ``_NARROW`` outputs and row by row for the
+    others, shared by R z and R a for a layer without activation. A network with layers of
+    both kinds and a linear layer feeding another; the dense Hessian is computed column
+    after column through the same buffers, then once more in reverse column order."""
+    torch.manual_seed(4)
+    module = nn.Sequential(nn.Linear(3, 17), nn.Tanh(), nn.Linear(17, 16), nn.Linear(16, 3), nn.Sigmoid(),
+                           nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, N_OUT)).double()
+    X, y = problem(loss, n=9, seed=8)
+    H_r = assert_exact(module, make_criterion(loss), X, y)
+    with FullBatchHessian(module, make_criterion(loss), [(X, y)]) as H:
+        H.matmat(torch.randn(H.dim, 3, dtype=H.dtype))  # the buffers hold another product
+        reverse = torch.eye(H.dim, dtype=H.dtype).flip(1)
+        torch.testing.assert_close(H.matmat(reverse), H_r.flip(1), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("activation", [nn.ELU(alpha=1.0), nn.ELU(alpha=0.6), nn.ReLU(), nn.Softplus(),
                                         nn.GELU(), nn.Tanh(), nn.Sigmoid()])
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
