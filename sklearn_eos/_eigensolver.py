@@ -262,7 +262,19 @@ class _Subspace:
         Yt = torch.as_tensor(Y, dtype=self._Qt.dtype, device=self._Qt.device)
         Ys = torch.as_tensor(Y * -np.asarray(theta)[None, :], dtype=self._Qt.dtype,
                              device=self._Qt.device)
-        return torch.mm(Yt.T, self._HQt[:self._m]).addmm_(Ys.T, self._Qt[:self._m])
+        Rt = self._scratch("_Rt", Yt.shape[1])  # valid until the next call
+        return torch.mm(Yt.T, self._HQt[:self._m], out=Rt).addmm_(Ys.T, self._Qt[:self._m])
+
+    def _scratch(self, name, rows):
+        """A (rows, dim) buffer kept between calls, grown when too small: a fresh block every
+        iteration can come from memory the allocator has just given back to the system, and
+        then page faults slow the product that writes it."""
+        buffer = getattr(self, name, None)
+        if buffer is None or buffer.shape[0] < rows:
+            buffer = torch.empty(rows, self.operator.dim, dtype=self.operator.dtype,
+                                 device=self.operator.device)
+            setattr(self, name, buffer)
+        return buffer[:rows]
 
     def vectors(self, Y):
         """Ritz vectors ``Q Y`` (dim, p) for the coefficient columns ``Y`` (m, p)."""
@@ -272,10 +284,12 @@ class _Subspace:
     def restart(self, Y):
         """Keep only the Ritz vectors ``Q Y`` and their images ``HQ Y`` (thick restart)."""
         Yt = torch.as_tensor(Y, dtype=self._Qt.dtype, device=self._Qt.device).T
-        Ut, HUt = Yt @ self._Qt[:self._m], Yt @ self._HQt[:self._m]
-        p = Ut.shape[0]
-        self._Qt[:p] = Ut
-        self._HQt[:p] = HUt
+        m, p = self._m, Yt.shape[0]
+        for rows in (self._Qt, self._HQt):
+            if m + p <= self._cap:  # into the free rows after the basis (see `_scratch`)
+                rows[:p] = torch.mm(Yt, rows[:m], out=rows[m:m + p])
+            else:  # not grown for this: the basis would keep the extra rows
+                rows[:p] = Yt @ rows[:m]
         self._m = p
         T = Y.T @ self.T @ Y
         self.T = 0.5 * (T + T.T)

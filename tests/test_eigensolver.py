@@ -66,10 +66,13 @@ def test_thick_restarts_bound_the_basis_and_keep_the_answer(monkeypatch):
     np.testing.assert_allclose(res.eigenvalues, TOP, rtol=1e-10)
 
 
+@pytest.mark.parametrize("keep", [5, 12])
 @pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
-def test_basis_stays_orthonormal_and_projection_exact(dtype, atol):
+def test_basis_stays_orthonormal_and_projection_exact(dtype, atol, keep):
     """Through a block start, one-vector expansions (residuals, as the solver adds them) and a
-    thick restart, Q stays orthonormal and T equals Q^T A Q."""
+    thick restart, Q stays orthonormal and T equals Q^T A Q. The restart writes into the free
+    rows after the basis when they are enough (keep 5 of 13 rows, capacity 24) and into new
+    memory when not (keep 12)."""
     from sklearn_eos._eigensolver import _Subspace
 
     A, _ = matrix_with_spectrum(edge_of_stability_spectrum(dim=200, seed=5), seed=5)
@@ -90,8 +93,9 @@ def test_basis_stays_orthonormal_and_projection_exact(dtype, atol):
         assert space.extend_rows(residual) == 1
         check()
         if step == 8:
-            space.restart(space.ritz()[1][:, :5])
-            assert space.size == 5
+            assert space.size == 13 and space._cap == 24
+            space.restart(space.ritz()[1][:, :keep])
+            assert space.size == keep and space._cap == 24
             check()
     assert space.n_products == op.n_products == 4 + 14
 
