@@ -5,6 +5,7 @@ steps (`sklearn_eos.FullBatchNet`); step ``t`` is the ``t``-th epoch of the curr
 """
 
 import math
+import numbers
 import sys
 
 import torch
@@ -253,6 +254,10 @@ class ProgressReport(ParamsCallback):
         self.file = file
 
     def on_train_begin(self, net, **kwargs):
+        for name, low in (("total", 1), ("verbose", 0), ("n_lines", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"ProgressReport's {name} must be an integer >= {low}, got {value!r}.")
         self.step_ = 0
         self._every = max(1, self.total // (100 if self.verbose == 1 else self.n_lines))
         self._bar = None

@@ -7,7 +7,7 @@ one) and plots. matplotlib is an optional dependency, imported only when plottin
 
 import numpy as np
 
-from ._frames import _as_history, _fitted_eos, _step_arrays
+from ._frames import _as_history, _equal_columns, _fitted_eos, _step_arrays, _update_curvature
 
 _INSTALL_HINT = "pip install 'sklearn-eos[plot]' or pip install matplotlib"
 
@@ -21,11 +21,21 @@ def _import_pyplot(caller):
     return plt
 
 
+def _is_axes(ax):
+    return hasattr(ax, "plot") and hasattr(ax, "axvspan")
+
+
 def _as_axes_list(ax):
-    """``ax`` (one Axes or a sequence/array of Axes) as a flat list."""
-    if hasattr(ax, "plot") and not isinstance(ax, (list, tuple, np.ndarray)):
+    """``ax`` (one Axes or a sequence/array of Axes) as a flat list, or a ValueError saying
+    what is not an Axes (a Figure, the ``(fig, ax)`` pair of ``plt.subplots()``)."""
+    if _is_axes(ax) and not isinstance(ax, (list, tuple, np.ndarray)):
         return [ax]
-    return list(np.ravel(np.asarray(ax, dtype=object)))
+    axes = list(np.ravel(np.asarray(ax, dtype=object)))
+    wrong = [type(a).__name__ for a in axes if not _is_axes(a)]
+    if wrong:
+        raise ValueError(f"ax must be a matplotlib Axes or a sequence of Axes, got {type(ax).__name__} "
+                         f"holding {', '.join(wrong)}.")
+    return axes
 
 
 def _episodes(instabilities):
@@ -37,8 +47,7 @@ def _episodes(instabilities):
         return {}
     if "start" not in episodes or "end" not in episodes:
         raise ValueError(f"instabilities needs 'start' and 'end' arrays, got keys {sorted(episodes)}.")
-    n = len(episodes["start"])
-    if any(np.ndim(v) != 1 or len(v) != n for v in episodes.values()):
+    if any(np.ndim(v) != 1 for v in episodes.values()) or len({len(v) for v in episodes.values()}) > 1:
         raise ValueError("instabilities must be a dict of 1-D arrays of equal length.")
     return episodes
 
@@ -53,10 +62,16 @@ def _checked_history(history, name, required):
     if missing:
         raise ValueError(f"{name} has no column {', '.join(map(repr, missing))} (columns: "
                          f"{', '.join(map(repr, history))}).")
-    shapes = {key: value.shape for key, value in history.items()}
-    if any(len(shape) != 1 for shape in shapes.values()) or len(set(shapes.values())) > 1:
-        raise ValueError(f"{name} must hold 1-D columns of equal length, got shapes {shapes}.")
-    return history
+    return _equal_columns(history, name)
+
+
+def _is_true(flag):
+    """Whether a 'confirmed_by_sharpness' entry says yes: True or a non-zero number, not None
+    or NaN (unknown, as a table read back from a file may hold)."""
+    try:
+        return bool(np.isfinite(float(flag))) and bool(flag)
+    except (TypeError, ValueError):
+        return False
 
 
 def _shade_episodes(axes, episodes, span_kwargs):
@@ -74,7 +89,7 @@ def _shade_episodes(axes, episodes, span_kwargs):
     for i, (start, end) in enumerate(zip(episodes["start"], episodes["end"])):
         if confirmed is None:
             color, label = "tab:red", "instability"
-        elif bool(confirmed[i]):
+        elif _is_true(confirmed[i]):
             color, label = "tab:red", "instability (sharpness > 2/lr at or before it)"
         else:
             color, label = "tab:gray", "instability (loss only)"
@@ -193,7 +208,7 @@ class SharpnessDisplay:
         show_update_curvature : bool, default=True
             Draw the curvature along each update (when given) with the sharpness.
         log_loss : bool, default=True
-            Log scale for the training loss.
+            Log scale for the training loss (linear when no loss is positive).
         sharpness_scale : {'linear', 'log'}, default='linear'
             Scale of the sharpness panel's y axis (matplotlib's ``set_yscale``). 'log' keeps
             the band around 2/lr readable when the threshold or the sharpness spans orders
@@ -221,11 +236,11 @@ class SharpnessDisplay:
                 "loss_curve has no steps: nothing to plot. A fit whose very first step had a "
                 "non-finite loss (it diverged at once, n_iter_=0) keeps its initial parameters "
                 "and records no step; lower lr or standardise X.")
+        if not np.isfinite(steps["lr"]).all():
+            raise ValueError("lr_history must be finite: a learning rate of NaN or inf has no "
+                             "stability threshold 2 / lr to draw.")
         history = _checked_history(self.sharpness_history, "sharpness_history", ("step", "sharpness"))
-        if self.update_curvature is not None and len(self.update_curvature) > len(steps["step"]):
-            raise ValueError(f"update_curvature has {len(self.update_curvature)} values for "
-                             f"{len(steps['step'])} steps: at most one per step (one per pair of "
-                             f"consecutive steps, as update_curvature_).")
+        curvature = _update_curvature(self.update_curvature, len(steps["step"]))
         episodes = _episodes(self.instabilities) if shade_instabilities else {}
 
         if ax is None:
@@ -255,9 +270,10 @@ class SharpnessDisplay:
             kwargs.update(loss_kwargs or {})
             (self.loss_line_,) = ax_loss.plot(x, steps["loss"], **kwargs)
             self.lines_["loss"] = self.loss_line_
-            if log_loss:
+            log = log_loss and bool((steps["loss"] > 0).any())  # else matplotlib warns, twice
+            if log:
                 ax_loss.set_yscale("log")
-            ax_loss.set_ylabel("training loss" + (" (log)" if log_loss else ""))
+            ax_loss.set_ylabel("training loss" + (" (log)" if log else ""))
 
         measured = history.get("step", np.array([]))
         if len(measured) and "sharpness" in history:
@@ -273,8 +289,7 @@ class SharpnessDisplay:
                                             label=rf"$\lambda_{{{col[4:]}}}$")
                     self.eig_lines_.append(line)
                     self.lines_[col] = line
-        if show_update_curvature and self.update_curvature is not None and len(self.update_curvature):
-            curvature = np.asarray(self.update_curvature, dtype=np.float64)
+        if show_update_curvature and len(curvature):
             kwargs = {"color": "tab:purple", "linewidth": 0.6, "alpha": 0.6, "zorder": 2,
                       "label": "curvature along the update"}
             kwargs.update(update_curvature_kwargs or {})
@@ -435,7 +450,7 @@ class RotationDisplay:
             fewer than two measurements).
         """
         plt = _import_pyplot(f"{type(self).__name__}.plot")
-        if ax is not None and not (hasattr(ax, "plot") and hasattr(ax, "axhline")):
+        if ax is not None and not _is_axes(ax):
             raise ValueError(f"ax must be one matplotlib Axes, got {type(ax).__name__}.")
         history = _checked_history(self.rotation_history, "rotation_history", ("step",))
         x = history.get("step", np.array([]))

@@ -61,9 +61,18 @@ def _as_history(history):
     return {key: np.asarray(value) for key, value in dict(history).items()}
 
 
+def _equal_columns(history, name):
+    """``history`` (a dict of arrays) when every column is 1-D with one value per row, else a
+    ValueError naming it and the shapes."""
+    shapes = {key: value.shape for key, value in history.items()}
+    if any(len(shape) != 1 for shape in shapes.values()) or len(set(shapes.values())) > 1:
+        raise ValueError(f"{name} must hold 1-D columns of equal length, got shapes {shapes}.")
+    return history
+
+
 def _history(estimator, name):
-    """``estimator.<name>`` as a dict of 1-D arrays ({} when absent or None)."""
-    return _as_history(getattr(estimator, name, None))
+    """``estimator.<name>`` as a dict of 1-D arrays of equal length ({} when absent or None)."""
+    return _equal_columns(_as_history(getattr(estimator, name, None)), name)
 
 
 def _thresholds(lr):
@@ -80,6 +89,21 @@ def _step_arrays(loss_curve, lr_history):
         raise ValueError(f"loss_curve (shape {loss.shape}) and lr_history (shape {lr.shape}) "
                          f"must be 1-D with one value per step.")
     return {"step": np.arange(len(loss)), "loss": loss, "lr": lr, "threshold": _thresholds(lr)}
+
+
+def _update_curvature(values, n_steps):
+    """``update_curvature`` (None: none) as a 1-D float array of at most ``n_steps`` values,
+    or a ValueError saying what it is instead."""
+    if values is None:
+        return np.array([])
+    curvature = np.asarray(values, dtype=np.float64)
+    if curvature.ndim != 1:
+        raise ValueError(f"update_curvature must be 1-D (one value per pair of consecutive steps, "
+                         f"as update_curvature_), got shape {curvature.shape}.")
+    if len(curvature) > n_steps:
+        raise ValueError(f"update_curvature has {len(curvature)} values for {n_steps} steps: at most "
+                         f"one per step (one per pair of consecutive steps, as update_curvature_).")
+    return curvature
 
 
 def _frame(pd, arrays, default_columns):
@@ -157,7 +181,7 @@ def histories_to_frames(estimator):
         rotation_defaults = list(rotation) or rotation_defaults
         rotation = {}
     steps = _step_arrays(estimator.loss_curve_, estimator.lr_history_)
-    curvature = np.asarray(getattr(estimator, "update_curvature_", []), dtype=np.float64)[:len(steps["step"])]
+    curvature = _update_curvature(getattr(estimator, "update_curvature_", None), len(steps["step"]))
     steps["update_curvature"] = np.full(len(steps["step"]), np.nan)
     steps["update_curvature"][:len(curvature)] = curvature
     return {

@@ -7,6 +7,7 @@ fake fitted object), so the tests do not depend on how `instabilities_` is compu
 
 import copy
 import sys
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -369,3 +370,51 @@ def test_malformed_histories_get_a_clear_error():
         SharpnessDisplay(loss_curve=loss, lr_history=lr, update_curvature=[1.0] * 4).plot()
     with pytest.raises(ValueError, match="rotation_history has no column 'step'"):
         RotationDisplay(rotation_history={"cosine": [0.5]}).plot()
+
+
+@pytest.mark.parametrize("make_ax", [lambda: plt.figure(), lambda: plt.subplots(), lambda: "ax",
+                                     lambda: [plt.subplots()[1], "ax"]])
+def test_sharpness_display_refuses_what_is_not_an_axes(make_ax):
+    """A Figure, the (fig, ax) pair of plt.subplots() or a string failed deep inside plot
+    with an AttributeError, after part of the figure was drawn (an audit)."""
+    display = SharpnessDisplay(loss_curve=[1.0, 0.5], lr_history=[0.1, 0.1])
+    with pytest.raises(ValueError, match="ax must be a matplotlib Axes or a sequence of Axes"):
+        display.plot(ax=make_ax())
+    assert not hasattr(display, "lines_")  # nothing drawn
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"instabilities": {"start": 2, "end": 4}}, "instabilities must be a dict of 1-D arrays"),
+    ({"update_curvature": np.ones((9, 2))}, "update_curvature must be 1-D"),
+    ({"update_curvature": 1.0}, "update_curvature must be 1-D"),
+    ({"update_curvature": np.ones(11)}, "update_curvature has 11 values for 10 steps"),
+    ({"lr_history": np.r_[np.full(9, 0.5), np.nan]}, "lr_history must be finite"),
+    ({"lr_history": np.r_[np.full(9, 0.5), np.inf]}, "lr_history must be finite"),
+])
+def test_sharpness_display_malformed_arguments_get_a_clear_error(kwargs, match):
+    """Scalars where arrays belong raised TypeErrors from len() and a 2-D update curvature an
+    unpacking error; a NaN or inf learning rate failed in matplotlib's set_ylim (an audit)."""
+    data = {"loss_curve": np.linspace(1, 0.1, 10), "lr_history": np.full(10, 0.5), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        SharpnessDisplay(**data).plot()
+
+
+def test_unknown_confirmation_is_shaded_as_unknown():
+    """'confirmed_by_sharpness' NaN (unknown, as a table read back from a file may hold) was
+    shaded red as confirmed, bool(nan) being True; None was grey (an audit)."""
+    episodes = {"start": [1, 4, 7], "end": [2, 5, 8], "confirmed_by_sharpness": np.array([np.nan, 1.0, 0.0])}
+    display = SharpnessDisplay(loss_curve=np.linspace(1, 0.1, 10), lr_history=np.full(10, 0.5),
+                               instabilities=episodes).plot()
+    labels = [spans[0].get_label() for spans in display.instability_spans_]
+    assert labels == ["instability (loss only)", "instability (sharpness > 2/lr at or before it)",
+                      "_nolegend_"]
+    colors = [spans[0].get_facecolor()[:3] for spans in display.instability_spans_]
+    assert colors[0] == colors[2] != colors[1]
+
+
+def test_a_loss_of_zero_everywhere_is_drawn_on_a_linear_axis_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        display = SharpnessDisplay(loss_curve=np.zeros(5), lr_history=np.full(5, 0.1)).plot()
+    assert display.ax_loss_.get_yscale() == "linear"
+    assert display.ax_loss_.get_ylabel() == "training loss"

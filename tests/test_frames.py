@@ -102,3 +102,17 @@ def test_missing_pandas_gives_a_clear_error(monkeypatch):
     message = r"requires pandas: pip install 'sklearn-eos\[plot\]' or pip install pandas"
     with pytest.raises(ImportError, match=message):
         histories_to_frames(fake)
+
+
+def test_duck_typed_histories_are_checked_like_the_displays_check_them():
+    """An object with update_curvature_=None failed with an IndexError, columns of unequal
+    length with pandas' own message, and a too long update curvature was cut silently where
+    the display refuses it (an audit)."""
+    base = {"loss_curve_": np.array([1.0, 0.5, 0.25]), "lr_history_": np.full(3, 0.1)}
+    frames = histories_to_frames(SimpleNamespace(**base, update_curvature_=None))
+    assert frames["steps"]["update_curvature"].isna().all()
+    uneven = {"step": np.arange(3), "sharpness": np.ones(2)}
+    with pytest.raises(ValueError, match="sharpness_history_ must hold 1-D columns of equal length"):
+        histories_to_frames(SimpleNamespace(**base, sharpness_history_=uneven))
+    with pytest.raises(ValueError, match="update_curvature has 4 values for 3 steps"):
+        histories_to_frames(SimpleNamespace(**base, update_curvature_=np.ones(4)))

@@ -14,7 +14,7 @@ import tqdm.auto
 from sklearn.datasets import load_digits, make_regression
 from sklearn.exceptions import ConvergenceWarning
 
-from sklearn_eos import EoSClassifier, EoSRegressor
+from sklearn_eos import EoSClassifier, EoSRegressor, ProgressReport
 
 N_STEPS = 20
 LR = 0.3
@@ -207,3 +207,18 @@ def test_a_progress_report_at_verbose_0_is_silent_and_reads_nothing(capsys):
     out, err = capsys.readouterr()
     assert out == "" and err == ""
     assert not any(report.needs_losses(net, step=t) for t in range(10))
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"n_lines": 0}, "n_lines must be an integer >= 1, got 0"),
+    ({"n_lines": -3}, "n_lines must be an integer >= 1"),
+    ({"total": None}, "total must be an integer >= 1, got None"),
+    ({"verbose": -1}, "verbose must be an integer >= 0"),
+    ({"n_lines": 2.5}, "n_lines must be an integer"),
+])
+def test_progress_report_settings_are_checked_when_training_starts(data, params, match):
+    """n_lines=0 ended the fit in a ZeroDivisionError and total=None in a TypeError; negative
+    values were accepted silently (an audit)."""
+    report = ProgressReport(**{"total": 10, "verbose": 2, **params})
+    with pytest.raises(ValueError, match=match):
+        EoSClassifier(hidden_layer_sizes=(4,), max_iter=10, sharpness_every=0, callbacks=[report]).fit(*data)
