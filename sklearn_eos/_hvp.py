@@ -229,6 +229,10 @@ class FullBatchHessian:
             torch.cuda.get_rng_state(self.device) if self._cuda_devices else None
         )
         self._graph = None  # (parameter versions, MLPCurvature or _AutogradCurvature)
+        # whether each product checks that the parameters, buffers and data are those the
+        # cached curvature was built at (`_cached_curvature`); an owner that changes nothing
+        # while the operator lives (the tracker's one solve) turns it off
+        self._watch_state = True
         structure = mlp_structure(module, loss_fn, self.params)
         if structure is not None and all(applies_to_data(X, y, structure[1], self.dtype)
                                          for X, y in self.chunks):
@@ -313,6 +317,8 @@ class FullBatchHessian:
 
     def _cached_curvature(self):
         """The one chunk's curvature (`_curvatures`), rebuilt if the parameters or buffers changed."""
+        if self._graph is not None and not self._watch_state:
+            return self._graph[2]
         versions = self._versions()
         if self._graph is None or self._graph[0] != versions or not self._same_values(self._graph[1]):
             self._graph = None

@@ -29,6 +29,10 @@ def measure_spectrum(net, data, k, **solver_options):
     ``solver_options`` go to `top_eigenpairs` (``start``, ``tol``, ``rest_tol``, ...).
     """
     with FullBatchHessian(net.module_, net.criterion_, data.chunks) as hessian:
+        # nothing changes the network during this one solve: skip the per-product check that
+        # the parameters and buffers still hold the values the cached curvature was built at
+        # (a comparison of every one of them, for every product)
+        hessian._watch_state = False
         return top_eigenpairs(hessian, k, **solver_options)
 
 

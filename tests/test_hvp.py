@@ -95,6 +95,40 @@ def test_graph_cache_follows_parameter_updates():
     torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
 
 
+def test_the_trackers_operator_trusts_its_cache_and_measures_exactly():
+    """`measure_spectrum` tells its operator that nothing changes during its one solve
+    (``_watch_state=False``): products reuse the cached curvature without comparing the
+    parameters with a snapshot. Such an operator misses an in-place update (which is why only
+    an owner that makes none turns the checks off), and the tracker's eigenvalues are still
+    the exact Hessian's."""
+    from types import SimpleNamespace
+
+    from sklearn_eos._net import FullBatch
+    from sklearn_eos._tracking import measure_spectrum
+
+    from sklearn_eos._losses import HalfSquaredError
+
+    model = tiny_mlp(4)
+    X, y = data(4)
+    H = FullBatchHessian(model, HalfSquaredError(), [(X, y)])  # the R-operator (autograd's
+    assert H.method == "r-operator"  # saved tensors raise on an in-place update of their own)
+    H._watch_state = False
+    v = torch.randn(H.dim, dtype=torch.float64)
+    H.matvec(v)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3)
+    expected = exact_hessian(model, mse, X, y) @ v
+    assert not torch.allclose(H.matvec(v), expected, rtol=1e-3)  # the factors of the old point
+    H._watch_state = True
+    torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
+
+    net = SimpleNamespace(module_=model, criterion_=HalfSquaredError())
+    result = measure_spectrum(net, FullBatch(X, y), 2, tol=1e-10, generator=torch.Generator().manual_seed(0))
+    exact = torch.linalg.eigvalsh(exact_hessian(model, mse, X, y)).flip(0)[:2].numpy()
+    np.testing.assert_allclose(result.eigenvalues, exact, rtol=1e-8)
+
+
 def test_graph_cache_follows_recalibrated_running_statistics():
     """An eval-mode BatchNorm reads its running statistics: recalibrating them in place (the
     parameters untouched) must rebuild the cached graph, which kept the old forward values
