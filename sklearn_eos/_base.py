@@ -431,16 +431,20 @@ class BaseEoS(BaseEstimator):
             raise ValueError(f"warm_start=True continues the previous model, but {', '.join(changed)} "
                              f"changed since it was built: refit with warm_start=False.")
 
+    def _check_sharpness_tol(self, torch_dtype):
+        if self.sharpness_tol < resolvable_tol(torch_dtype):
+            name = str(torch_dtype).removeprefix("torch.")
+            raise ValueError(
+                f"sharpness_tol={self.sharpness_tol:g} is below what {name} resolves "
+                f"({resolvable_tol(torch_dtype):.1e}, four machine epsilons): no measurement could "
+                f"converge. Use a larger sharpness_tol or dtype='float64'."
+            )
+
     def _fit(self, X, y):
         self._check_module()
         hidden = self._check_hidden_layer_sizes()
         torch_dtype = _DTYPES[self.dtype]
-        if self.sharpness_tol < resolvable_tol(torch_dtype):
-            raise ValueError(
-                f"sharpness_tol={self.sharpness_tol:g} is below what {self.dtype} resolves "
-                f"({resolvable_tol(torch_dtype):.1e}, four machine epsilons): no measurement could "
-                f"converge. Use a larger sharpness_tol or dtype='float64'."
-            )
+        self._check_sharpness_tol(torch_dtype)
         device = self._check_device()
         self._check_callbacks()
         # scikit-learn's Interval(Integral) and Interval(Real) admit bools: sharpness_every=True
@@ -720,16 +724,21 @@ class BaseEoS(BaseEstimator):
         ------
         ValueError
             For data the fitted model cannot take (features, classes, outputs, values too
-            large for its dtype).
+            large for its dtype), and for settings that `fit` would refuse (an
+            ``InvalidParameterError``; a ``sharpness_tol`` below what the model's dtype
+            resolves).
         sklearn_eos.curvature.NonFiniteProductError
             When the Hessian's products overflow (parameters next to a divergence).
         """
         check_is_fitted(self)
+        # the settings it reads may have been set since the fit: checked as fit checks them
+        self._validate_params()
+        # the fitted model's dtype and device (``dtype`` may have been set since the fit)
+        dtype, device = next(self.module_.parameters()).dtype, torch.device(self.net_.device)
+        self._check_sharpness_tol(dtype)
         X = _validate_float_data(self, X, reset=False)
         check_consistent_length(X, y)
         targets = self._encode_targets(y)
-        # the fitted model's dtype and device (``dtype`` may have been set since the fit)
-        dtype, device = next(self.module_.parameters()).dtype, torch.device(self.net_.device)
         # a copy: the operator switches the module to train mode for its passes, and the
         # estimator may be predicting in another thread
         module = copy.deepcopy(self.module_)
@@ -939,7 +948,11 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
 
     def _encode_targets(self, y):
         y = column_or_1d(y)
-        unseen = np.setdiff1d(y, self.classes_)
+        try:
+            unseen = np.setdiff1d(y, self.classes_)
+        except TypeError:  # labels of mixed types (an int among strings) do not sort
+            known = set(self.classes_.tolist())
+            unseen = np.array([v for v in dict.fromkeys(y.tolist()) if v not in known], dtype=object)
         if len(unseen):
             raise ValueError(f"y holds labels that are not among classes_ {self.classes_.tolist()}: "
                              f"{unseen[:5].tolist()}.")

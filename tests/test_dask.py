@@ -67,8 +67,12 @@ def test_workers_are_other_processes(client):
 def test_grid_search_on_dask_equals_sequential_search(client, digits):
     X, y = digits
     sequential = GridSearchCV(_estimator(), GRID, cv=2, n_jobs=1).fit(X, y)
-    with joblib.parallel_backend("dask"):
+    # the task stream: what the workers ran (joblib falls back to running every fit in this
+    # process when it sees a single worker core, and the results would be the same)
+    with joblib.parallel_backend("dask"), distributed.get_task_stream(client) as tasks:
         on_dask = GridSearchCV(_estimator(), GRID, cv=2).fit(X, y)
+    workers = {task["worker"] for task in tasks.data}
+    assert len(tasks.data) >= 8 and len(workers) == 2  # 4 candidates x 2 folds, on both workers
     assert on_dask.cv_results_["params"] == sequential.cv_results_["params"]
     for key in ("mean_test_score", "split0_test_score", "split1_test_score", "rank_test_score"):
         np.testing.assert_array_equal(on_dask.cv_results_[key], sequential.cv_results_[key],

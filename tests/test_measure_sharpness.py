@@ -118,3 +118,31 @@ def test_values_too_large_for_the_fitted_dtype_get_the_error_fit_gives():
     big[0, 0] = 1e39  # finite in float64, inf in the model's float32
     with pytest.raises(ValueError, match="X contains values too large for float32"):
         reg.measure_sharpness(big, y)
+
+
+def test_settings_and_labels_that_fit_refuses_get_clear_errors_here_too():
+    """Three gaps an audit found: labels of mixed types (an int among strings) raised a
+    TypeError from numpy's sort; a chunk_size set to 0, -5 or 7.5 after the fit reached
+    torch's split; a sharpness_tol below what the model's dtype resolves spent 300 products
+    and returned unconverged, where fit refuses it."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = make_blobs(n_samples=60, centers=3, n_features=4, random_state=0)
+    labels = np.array(["a", "b", "c"])[y]
+    est = EoSClassifier(hidden_layer_sizes=(8,), max_iter=5, sharpness_every=0, random_state=0).fit(X, labels)
+    mixed = labels.astype(object)
+    mixed[0] = 3
+    with pytest.raises(ValueError, match=r"not among classes_ \['a', 'b', 'c'\]: \[3\]"):
+        est.measure_sharpness(X, mixed)
+    for bad in (0, -5, 7.5):
+        with pytest.raises(InvalidParameterError, match="chunk_size"):
+            est.set_params(chunk_size=bad).measure_sharpness(X, labels)
+    est.set_params(chunk_size=None)
+    with pytest.raises(ValueError, match="below what float32 resolves"):
+        est.set_params(sharpness_tol=1e-9).measure_sharpness(X, labels)
+    with pytest.raises(InvalidParameterError, match="sharpness_tol"):
+        est.set_params(sharpness_tol=0.0).measure_sharpness(X, labels)
+    # the same tolerance is fine on a float64 model
+    est64 = EoSClassifier(hidden_layer_sizes=(8,), max_iter=5, sharpness_every=0, random_state=0,
+                          dtype="float64", sharpness_tol=1e-9).fit(X, labels)
+    assert est64.measure_sharpness(X, labels).converged
