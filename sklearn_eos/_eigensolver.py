@@ -48,9 +48,10 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
 
 Why not a library: on the edge-of-stability benchmark (``benchmarks/bench_sharpness.py``, tol
 1e-3, points 10 steps apart) ``scipy.sparse.linalg.eigsh`` with the papers' ``k=2, tol=0``
-protocol needs 128-199 products, ``scipy`` and ``torch.lobpcg`` 36-389, and none of them accepts
-a warm-start *block* with a relative-accuracy stopping rule. This solver, guard included:
-lambda_1 alone in 12-22 products warm (17-32 cold), all of the top 3 to 1e-3 in 32-42 warm.
+protocol needs 161-199 products, ``scipy`` and ``torch.lobpcg`` 36-389 (``anchors.md``), and none
+of them accepts a warm-start *block* with a relative-accuracy stopping rule. This solver, guard
+included: lambda_1 alone in 16-28 products warm (18-31 cold), all of the top 3 to 1e-3 in 35-42
+warm (run of 2026-11-30; 12-22, 17-32 and 32-42 on an earlier machine's trajectory).
 """
 
 from dataclasses import dataclass

@@ -23,9 +23,9 @@ accumulated in place (``addmm_``), and two or three elementwise passes per hidde
 Autograd's double backward through a reused gradient graph does the same matrix products but
 about thirteen elementwise passes (separate multiplications and gradient accumulations), which
 on a CPU cost a third of its time. Measured with ``python benchmarks/bench_sharpness.py``
-(digits, 64-200-200-10 tanh, 1,257 examples, float32, one thread), part (a): 1.64 gradients
-per product against 2.03 by autograd (``benchmarks/bench_tracking.py``: 1.57), and 0.87
-gradients once per parameter point for the factors.
+(digits, 64-200-200-10 tanh, 1,257 examples, float32, one thread), part (a): 1.41 gradients
+per product against 1.59-1.64 by autograd (``benchmarks/bench_tracking.py``: 1.35), and
+0.73-0.77 gradients once per parameter point for the factors.
 
 The result is the exact Hessian of the same loss (tests compare it with
 ``torch.autograd.functional.hessian`` in float64 for every activation and loss). Anything else
