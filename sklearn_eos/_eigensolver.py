@@ -118,6 +118,9 @@ class MatrixOperator:
         A = torch.as_tensor(A)
         if A.is_complex():  # a cast to real drops the imaginary part, and with it Hermitian-ness
             raise ValueError("A must be a real symmetric matrix; complex matrices are not supported")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            # an integer dtype truncated the entries (2.6 became 2) without a word
+            raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
         self.A = A if dtype is None else A.to(dtype)
         if not self.A.is_floating_point():
             self.A = self.A.double()  # an integer matrix: its eigenpairs are real numbers
@@ -303,6 +306,8 @@ _ROUNDING_EPS = 4  # machine epsilons: the smallest error bound trusted (see "Ro
 def resolvable_tol(dtype):
     """Smallest relative tolerance that a solve in ``dtype`` (a torch dtype) can certify:
     ``4 * eps`` (4.8e-7 for float32, 8.9e-16 for float64), relative to the spectral radius."""
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch dtype (torch.float32, ...), got {dtype!r}")
     return _ROUNDING_EPS * torch.finfo(dtype).eps
 
 

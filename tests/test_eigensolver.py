@@ -352,3 +352,15 @@ def test_cold_starts_resolve_a_cluster_one_wider_than_k(k, tol, spacing, allowed
         r = top_eigenpairs(MatrixOperator(A), k, tol=tol, generator=gen(i))
         misses += bool(r.converged and np.max(np.abs(r.eigenvalues - top[:k]) / top[:k]) > tol)
     assert misses <= allowed
+
+
+def test_matrix_operator_and_resolvable_tol_take_floating_torch_dtypes_only():
+    """MatrixOperator(A, dtype=torch.int64) truncated 2.6 to 2 without a word, and
+    resolvable_tol(np.float32) failed inside torch.finfo (an audit)."""
+    A = np.array([[2.6, 1.6], [1.6, 3.6]])
+    with pytest.raises(ValueError, match="floating-point torch dtype"):
+        MatrixOperator(A, dtype=torch.int64)
+    for dtype in (np.float32, "float32", torch.int32):
+        with pytest.raises(ValueError, match="floating-point torch dtype"):
+            resolvable_tol(dtype)
+    assert MatrixOperator(A, dtype=torch.float32).dtype == torch.float32

@@ -85,3 +85,44 @@ def test_a_transposed_block_is_refused(metric):
     U, V = basis(10, 3, seed=0), basis(10, 3, seed=1)
     with pytest.raises(ValueError, match="more columns than rows"):
         metric(U.T, V.T)
+
+
+def test_small_angles_keep_their_digits_next_to_large_ones():
+    """scipy.linalg.subspace_angles (1.17) pairs the sines with the wrong angles when one is
+    above 45 degrees: an angle of 1e-9 next to one of 90 degrees read 0 (an audit)."""
+    e = np.eye(4)
+    for a in (1e-12, 1e-9, 1e-7, 0.3):
+        U = e[:, [0, 1]]
+        V = np.c_[np.cos(a) * e[:, 0] + np.sin(a) * e[:, 2], e[:, 3]]
+        np.testing.assert_allclose(principal_angles(U, V), [a, np.pi / 2], rtol=1e-12, atol=0)
+        np.testing.assert_allclose(principal_angles(V, U), [a, np.pi / 2], rtol=1e-12, atol=0)
+    # random pairs of subspaces of different widths against an SVD of U^T V (cosines)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        U = np.linalg.qr(rng.standard_normal((9, 3)))[0]
+        V = np.linalg.qr(rng.standard_normal((9, 2)))[0]
+        angles = principal_angles(U, V)
+        np.testing.assert_allclose(np.cos(angles), np.linalg.svd(U.T @ V, compute_uv=False), atol=1e-12)
+        assert np.all(np.diff(angles) >= 0)
+
+
+@pytest.mark.parametrize("metric", [eigenvector_cosines, subspace_overlap, principal_angles])
+@pytest.mark.parametrize("bad, match", [
+    (lambda Q: np.where(np.arange(Q.size).reshape(Q.shape) == 0, np.inf, Q), "NaN or infinite"),
+    (lambda Q: np.where(np.arange(Q.size).reshape(Q.shape) == 0, np.nan, Q), "NaN or infinite"),
+    (lambda Q: Q * [1.0, 3.0, 1.0], "orthonormal columns"),
+    (lambda Q: Q * [1.0, 0.0, 1.0], "orthonormal columns"),
+    (lambda Q: Q[:, :0], "empty"),
+    (lambda Q: None, "real numbers"),
+    (lambda Q: np.float64(1.0), "a \\(dim, k\\) block"),
+    (lambda Q: Q[None], "a \\(dim, k\\) block"),
+])
+def test_inputs_that_are_not_orthonormal_blocks_are_refused(metric, bad, match):
+    """An audit: an inf entry read as "no rotation" (cosine 1), a column scaled by 3 likewise
+    once the results were clipped to [0, 1], a zero column gave principal_angles one angle
+    less than documented and an empty block NaN; None and 0-d inputs raised IndexErrors."""
+    Q = basis(dim=6, k=3)
+    with pytest.raises(ValueError, match=match):
+        metric(bad(Q), Q)
+    with pytest.raises(ValueError, match=match):
+        metric(Q, bad(Q))
