@@ -551,7 +551,10 @@ class BaseEoS(BaseEstimator):
             # the training's own randomness (dropout) from random_state, the caller's global
             # RNG untouched; a module that draws no random numbers leaves the global generator
             # alone, and fits in other threads run alongside (see _rng)
-            with noted_interrupts() as interrupts:
+            with noted_interrupts() as interrupts, warnings.catch_warnings():
+                # the estimator says why such a fit diverged, in its own warning at the end
+                warnings.filterwarnings("ignore", message="LRSchedule: the initial sharpness is infinite",
+                                        category=UserWarning)
                 if draws_random_numbers(net.module_, X_train[:2].to(net.device)):
                     with seeded(train_seed, cuda):
                         net.partial_fit(data)

@@ -1,7 +1,9 @@
 """skorch callbacks that make a net train, stop and report like an edge-of-stability run.
 
-Each callback has one concern and works with any skorch net whose epochs are full-batch GD
-steps (`sklearn_eos.FullBatchNet`); step ``t`` is the ``t``-th epoch of the current fit.
+Each callback has one concern and works on a `sklearn_eos.FullBatchNet`, whose epochs are
+full-batch GD steps and which passes each step's loss on (``on_step_loss``); step ``t`` is
+the ``t``-th epoch of the current fit. On another skorch net the callbacks that read those
+losses (`DivergenceGuard`, `LossGoal`) refuse to start; `ProgressReport` works on any net.
 """
 
 import math
@@ -11,7 +13,7 @@ import sys
 import torch
 from skorch.callbacks import Callback
 
-from ._net import n_training_steps
+from ._net import check_full_batch_net, n_training_steps
 
 
 class ParamsCallback(Callback):
@@ -95,6 +97,7 @@ class DivergenceGuard(ParamsCallback):
     """
 
     def on_train_begin(self, net, **kwargs):
+        check_full_batch_net(self, net)
         self.diverged_ = False
         self.n_finite_steps_ = 0
         # views sharing storage with the parameters and buffers, made once, not every step;
@@ -191,6 +194,10 @@ class LossGoal(ParamsCallback):
         self.loss_goal = loss_goal
 
     def on_train_begin(self, net, **kwargs):
+        check_full_batch_net(self, net)
+        if self.loss_goal is not None and (isinstance(self.loss_goal, bool) or not isinstance(
+                self.loss_goal, numbers.Real) or math.isnan(self.loss_goal)):
+            raise ValueError(f"LossGoal's loss_goal must be a number or None, got {self.loss_goal!r}.")
         self.reached_ = False
         self._tensors = self._before_step = None
         if self.loss_goal is not None:

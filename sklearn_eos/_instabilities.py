@@ -156,6 +156,12 @@ class LossInstabilityDetector:
         if not math.isfinite(loss):
             self._diverged = True
             return None
+        if loss < 0:
+            # the rule is relative to the running minimum: below zero a falling loss would read
+            # as a rise (a Gaussian NLL minus a constant gave episodes at every other step)
+            raise ValueError(f"the loss at step {step} is {loss:g}: instability episodes are rises "
+                             f"relative to the running minimum of a loss >= 0 (a negative loss, e.g. a "
+                             f"Gaussian negative log-likelihood, needs a constant added first).")
         self._last_finite_step = step
         if self._open_start is None:
             if loss > self._factor * self._running_min:

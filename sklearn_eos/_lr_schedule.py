@@ -2,12 +2,14 @@
 
 import math
 import warnings
+from numbers import Real
 
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._callbacks import ParamsCallback, returned_step
+from ._checks import check_fraction, check_int, check_seed
 from ._schedule import DecayPolicy, check_lr, effective_lr
 from ._hvp import parameter_versions
 from ._net import FullBatch
@@ -98,6 +100,15 @@ class LRSchedule(ParamsCallback):
 
     def on_train_begin(self, net, X=None, **kwargs):
         check_lr(self.lr)  # before the initial measurement that 'threshold' units take
+        owner = type(self).__name__
+        check_fraction(owner, "tol", self.tol)
+        check_int(owner, "n_eigs", self.n_eigs, 1)
+        check_fraction(owner, "rest_tol", self.rest_tol, none=True, one=True)
+        check_seed(owner, self.random_state)
+        sharpness = self.initial_sharpness
+        if sharpness is not None and (isinstance(sharpness, bool) or not isinstance(sharpness, Real)
+                                      or not sharpness > 0):
+            raise ValueError(f"{owner}'s initial_sharpness must be a number > 0 or None, got {sharpness!r}.")
         # so are the decay settings: a missing tracker was reported after that measurement
         self._policy = DecayPolicy(self.decay_on, self.decay_time, self.decay_factor, self.decay_when_stable)
         self._counter = next((cb for _, cb in net.callbacks_ if isinstance(cb, InstabilityTracker)), None)
@@ -138,6 +149,10 @@ class LRSchedule(ParamsCallback):
             self._initial_versions = parameter_versions(net.module_.parameters())
         if self.lr_units == "threshold" and self.initial_sharpness_ == math.inf:
             self.effective_lr_ = math.nan  # see above; a warm refit of such a fit too
+            warnings.warn("LRSchedule: the initial sharpness is infinite (the Hessian's products "
+                          "overflow the parameters' dtype): no rate in threshold units is stable, "
+                          "so the rate is NaN and the first step diverges. Standardise X.",
+                          UserWarning, stacklevel=2)
         else:
             self.effective_lr_ = effective_lr(self.lr, self.lr_units, self.initial_sharpness_)
         self.decay_step_ = None

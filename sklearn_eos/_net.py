@@ -129,6 +129,17 @@ def full_batch_loss(forward, criterion, data):
     return total
 
 
+def check_full_batch_net(callback, net):
+    """A TypeError unless ``net`` is a `FullBatchNet`: ``callback`` reads the step losses that
+    only it passes on (``on_step_loss``), and on another net it would do nothing."""
+    if not isinstance(net, FullBatchNet):
+        raise TypeError(
+            f"{type(callback).__name__} works on a sklearn_eos.FullBatchNet, which runs one full-batch "
+            f"GD step per epoch and passes each step's loss to its callbacks (on_step_loss); on "
+            f"{type(net).__name__} it would never see a loss and would do nothing. Use FullBatchNet "
+            f"with X = FullBatch(X, y), or the estimators EoSClassifier / EoSRegressor.")
+
+
 class FullBatchNet(NeuralNet):
     """A skorch ``NeuralNet`` whose every epoch is one exact full-batch GD step.
 

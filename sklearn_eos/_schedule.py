@@ -224,7 +224,7 @@ class DecayPolicy:
                 "decay_time must be None or an int >= 0 (resolve it with "
                 f"resolve_decay_time), got {decay_time!r}."
             )
-        if not (isinstance(decay_factor, Real) and 0 < decay_factor <= 1):
+        if isinstance(decay_factor, bool) or not (isinstance(decay_factor, Real) and 0 < decay_factor <= 1):
             raise ValueError(f"decay_factor must be in (0, 1], got {decay_factor!r}.")
         self.decay_on = decay_on
         self.decay_time = decay_time

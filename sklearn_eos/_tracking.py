@@ -9,6 +9,7 @@ swap places) and the rotation metrics.
 
 import warnings
 from dataclasses import replace
+from numbers import Real
 
 import numpy as np
 import torch
@@ -18,7 +19,8 @@ from ._callbacks import ParamsCallback, returned_step
 from ._eigensolver import top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
-from ._net import FullBatch
+from ._checks import check_fraction, check_int, check_seed
+from ._net import FullBatch, check_full_batch_net
 from ._rotation import eigenvector_cosines, subspace_overlap
 from ._update_curvature import _is_plain_gd
 
@@ -94,9 +96,9 @@ def _as_arrays(rows, columns):
 class SharpnessTracker(ParamsCallback):
     """Record the top Hessian eigenvalues of the full training loss during training.
 
-    Works with a `FullBatchNet` (or another skorch net fitted on a `FullBatch`: one GD step per
-    epoch). The Hessian is that of the loss the net minimises (``net.criterion_`` over every
-    training example, in train mode, as the gradient step sees it). A measurement is taken
+    Works on a `FullBatchNet` fitted on a `FullBatch` (one GD step per epoch). The Hessian is
+    that of the loss the net minimises (``net.criterion_`` over every training example, in
+    train mode, as the gradient step sees it). A measurement is taken
     before step ``t``'s
     update whenever ``t % every == 0``, and once more at the end of training, on the
     parameters that fit returns.
@@ -163,8 +165,18 @@ class SharpnessTracker(ParamsCallback):
         self.start = start
 
     def on_train_begin(self, net, X=None, **kwargs):
+        check_full_batch_net(self, net)
         if not isinstance(X, FullBatch):
             raise TypeError("SharpnessTracker needs a net fitted on a FullBatch (full-batch GD).")
+        # before any step: a bad tol was refused by the solver at the first measurement, after
+        # every step of a fit with every=0
+        owner = type(self).__name__
+        check_int(owner, "every", self.every, 0)
+        check_int(owner, "k", self.k, 1)
+        check_fraction(owner, "tol", self.tol)
+        check_fraction(owner, "rest_tol", self.rest_tol, none=True, one=True)
+        check_int(owner, "max_products", self.max_products, 1)
+        check_seed(owner, self.random_state)
         if _callback_after(net, self, lambda cb: hasattr(cb, "initial_spectrum_for")) is not None:
             warnings.warn("An LRSchedule is listed after this SharpnessTracker: the tracker would "
                           "record the previous step's rate (and 2/lr) wherever the rate changes. "
@@ -385,6 +397,9 @@ class InstabilityTracker(ParamsCallback):
         self.rtol = rtol
 
     def on_train_begin(self, net, **kwargs):
+        check_full_batch_net(self, net)
+        if isinstance(self.rtol, bool) or not isinstance(self.rtol, Real):
+            raise ValueError(f"{type(self).__name__}'s rtol must be a finite number >= 0, got {self.rtol!r}.")
         self.detector_ = LossInstabilityDetector(self.rtol)
         self._tracker = _tracker_before(net, self)
         if self._tracker is None and _callback_after(net, self, lambda cb: isinstance(cb, SharpnessTracker)):

@@ -1,0 +1,35 @@
+"""Checks of callback settings, run when training starts: one clear ValueError that names
+the setting, before any step or measurement (the estimators check theirs with scikit-learn's
+parameter constraints)."""
+
+import math
+from numbers import Integral, Real
+
+__all__ = ["check_int", "check_fraction", "check_seed"]
+
+
+def check_int(owner, name, value, low):
+    """``value`` as an int ``>= low`` (a bool is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+        raise ValueError(f"{owner}'s {name} must be an int >= {low}, got {value!r}.")
+    return int(value)
+
+
+def check_fraction(owner, name, value, *, none=False, one=False):
+    """``value`` as a float in (0, 1), or (0, 1] with ``one``; None passes with ``none``."""
+    if value is None and none:
+        return None
+    ok = (not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
+          and 0 < value and (value <= 1 if one else value < 1))
+    if not ok:
+        interval = "(0, 1]" if one else "(0, 1)"
+        raise ValueError(f"{owner}'s {name} must be a number in {interval}{' or None' if none else ''}, "
+                         f"got {value!r}.")
+    return float(value)
+
+
+def check_seed(owner, value):
+    """``value``, a seed: None or an int >= 0."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 0):
+        raise ValueError(f"{owner}'s random_state must be None or an int >= 0, got {value!r}.")
+    return value

@@ -1,0 +1,107 @@
+"""The public callbacks on nets they cannot serve and with settings they cannot use: a clear
+error before any step (an audit found them doing nothing, or failing after training)."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from skorch import NeuralNetRegressor
+
+from sklearn_eos import (DivergenceGuard, FullBatch, FullBatchNet, HalfSquaredError, InstabilityTracker,
+                         LossGoal, LRSchedule, SharpnessTracker)
+from sklearn_eos._instabilities import find_instabilities
+from sklearn_eos._schedule import DecayPolicy
+
+
+@pytest.fixture
+def data():
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 3, generator=gen)
+    return X, X @ torch.randn(3, 1, generator=gen)
+
+
+def _net(callbacks, criterion=HalfSquaredError, lr=0.1, max_epochs=30):
+    return FullBatchNet(module=torch.nn.Linear, module__in_features=3, module__out_features=1,
+                        criterion=criterion, optimizer=torch.optim.SGD, lr=lr, max_epochs=max_epochs,
+                        callbacks=callbacks)
+
+
+@pytest.mark.parametrize("callback", [DivergenceGuard(), LossGoal(1.0), InstabilityTracker()])
+def test_loss_reading_callbacks_refuse_a_plain_skorch_net(data, callback):
+    """Only FullBatchNet passes step losses on (on_step_loss): on a plain net the guard let
+    the parameters go NaN with diverged_ False, the goal never stopped and the tracker saw no
+    episode, silently."""
+    X, y = data
+    net = NeuralNetRegressor(torch.nn.Linear, module__in_features=3, module__out_features=1,
+                             criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=50.0, max_epochs=5,
+                             batch_size=-1, train_split=None, callbacks=[("c", callback)])
+    with pytest.raises(TypeError, match=f"{type(callback).__name__} works on a sklearn_eos.FullBatchNet"):
+        net.fit(X.numpy(), y.numpy())
+    assert len(net.history) == 0
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"every": 0, "tol": -1}, "tol must be a number in \\(0, 1\\)"),
+    ({"every": 0, "tol": 2.5}, "tol must be a number in \\(0, 1\\)"),
+    ({"every": 0, "k": "3"}, "k must be an int >= 1"),
+    ({"every": 0, "k": None}, "k must be an int >= 1"),
+    ({"every": 0, "rest_tol": 0.0}, "rest_tol must be a number in \\(0, 1\\] or None"),
+    ({"every": 0, "max_products": 0}, "max_products must be an int >= 1"),
+    ({"every": -1}, "every must be an int >= 0"),
+    ({"every": True}, "every must be an int >= 0"),
+    ({"every": 2.5}, "every must be an int >= 0"),
+    ({"every": math.nan}, "every must be an int >= 0"),
+    ({"every": "3"}, "every must be an int >= 0"),
+    ({"random_state": math.inf}, "random_state must be None or an int >= 0"),
+])
+def test_sharpness_tracker_settings_are_checked_before_the_first_step(data, settings, match):
+    net = _net([("s", SharpnessTracker(**settings))], max_epochs=50)
+    with pytest.raises(ValueError, match=match):
+        net.fit(FullBatch(*data), None)
+    assert len(net.history) == 0  # a bad tol with every=0 was refused after all 50 steps
+
+
+@pytest.mark.parametrize("callback, match", [
+    (InstabilityTracker(rtol=True), "rtol must be a finite number >= 0"),
+    (InstabilityTracker(rtol=None), "rtol must be a finite number >= 0"),
+    (LossGoal(True), "loss_goal must be a number or None"),
+    (LossGoal(math.nan), "loss_goal must be a number or None"),
+    (LossGoal("3"), "loss_goal must be a number or None"),
+    (LRSchedule(lr=0.1, n_eigs=0), "n_eigs must be an int >= 1"),
+    (LRSchedule(lr=0.1, tol=math.inf), "tol must be a number in \\(0, 1\\)"),
+    (LRSchedule(lr=0.1, random_state=math.nan), "random_state must be None or an int >= 0"),
+    (LRSchedule(lr=0.1, initial_sharpness=math.nan), "initial_sharpness must be a number > 0"),
+    (LRSchedule(lr=0.1, decay_time=5, decay_factor=True), "decay_factor must be in \\(0, 1\\]"),
+])
+def test_other_callback_settings_get_a_clear_error_before_the_first_step(data, callback, match):
+    net = _net([("c", callback)])
+    with pytest.raises(ValueError, match=match):
+        net.fit(FullBatch(*data), None)
+    assert len(net.history) == 0
+    with pytest.raises(ValueError, match="decay_factor"):
+        DecayPolicy("step", 5, True)
+
+
+def test_an_infinite_initial_sharpness_says_that_the_rate_is_nan(data):
+    """LRSchedule(lr_units='threshold', initial_sharpness=inf) trained at lr NaN without a
+    word (an estimator says why in its divergence warning; a bare net now gets this one)."""
+    net = _net([("lr", LRSchedule(lr=0.5, lr_units="threshold", initial_sharpness=math.inf))], max_epochs=2)
+    with pytest.warns(UserWarning, match="initial sharpness is infinite.*rate is NaN"):
+        net.fit(FullBatch(*data), None)
+
+
+def test_negative_losses_are_refused_by_the_instability_rule(data):
+    """A loss below zero turned the relative rule around: a loss falling at every step from
+    -8.4 to -9.9 was recorded as two episodes with an infinite peak ratio."""
+    with pytest.raises(ValueError, match="at step 0 is -8.*loss >= 0"):
+        find_instabilities(np.linspace(-8.4, -9.9, 30))
+
+    def shifted(output, target):
+        return HalfSquaredError()(output, target) - 10.0
+
+    net = _net([("i", InstabilityTracker())], criterion=lambda: shifted, lr=0.05)
+    with pytest.raises(ValueError, match="loss >= 0"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net.fit(FullBatch(*data), None)
