@@ -13,6 +13,7 @@ import sys
 import torch
 from skorch.callbacks import Callback
 
+from ._checks import check_int
 from ._net import check_full_batch_net, n_training_steps
 
 
@@ -261,10 +262,10 @@ class ProgressReport(ParamsCallback):
         self.file = file
 
     def on_train_begin(self, net, **kwargs):
-        for name, low in (("total", 1), ("verbose", 0), ("n_lines", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"ProgressReport's {name} must be an integer >= {low}, got {value!r}.")
+        owner = type(self).__name__
+        check_int(owner, "total", self.total, 1)
+        check_int(owner, "n_lines", self.n_lines, 1)
+        check_int(owner, "verbose", int(self.verbose) if isinstance(self.verbose, bool) else self.verbose, 0)
         self.step_ = 0
         self._every = max(1, self.total // (100 if self.verbose == 1 else self.n_lines))
         self._bar = None

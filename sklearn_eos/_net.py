@@ -130,14 +130,15 @@ def full_batch_loss(forward, criterion, data):
 
 
 def check_full_batch_net(callback, net):
-    """A TypeError unless ``net`` is a `FullBatchNet`: ``callback`` reads the step losses that
-    only it passes on (``on_step_loss``), and on another net it would do nothing."""
+    """A TypeError unless ``net`` is a `FullBatchNet`, the only net that runs one full-batch
+    GD step per epoch and passes each step's loss on (``on_step_loss``): on another, the
+    loss-reading callbacks did nothing, silently."""
     if not isinstance(net, FullBatchNet):
         raise TypeError(
             f"{type(callback).__name__} works on a sklearn_eos.FullBatchNet, which runs one full-batch "
-            f"GD step per epoch and passes each step's loss to its callbacks (on_step_loss); on "
-            f"{type(net).__name__} it would never see a loss and would do nothing. Use FullBatchNet "
-            f"with X = FullBatch(X, y), or the estimators EoSClassifier / EoSRegressor.")
+            f"GD step per epoch and passes each step's loss to its callbacks (on_step_loss); "
+            f"{type(net).__name__} does neither. Use FullBatchNet with X = FullBatch(X, y), or the "
+            f"estimators EoSClassifier / EoSRegressor.")
 
 
 class FullBatchNet(NeuralNet):

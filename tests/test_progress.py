@@ -210,11 +210,11 @@ def test_a_progress_report_at_verbose_0_is_silent_and_reads_nothing(capsys):
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"n_lines": 0}, "n_lines must be an integer >= 1, got 0"),
-    ({"n_lines": -3}, "n_lines must be an integer >= 1"),
-    ({"total": None}, "total must be an integer >= 1, got None"),
-    ({"verbose": -1}, "verbose must be an integer >= 0"),
-    ({"n_lines": 2.5}, "n_lines must be an integer"),
+    ({"n_lines": 0}, "n_lines must be an int >= 1, got 0"),
+    ({"n_lines": -3}, "n_lines must be an int >= 1"),
+    ({"total": None}, "total must be an int >= 1, got None"),
+    ({"verbose": -1}, "verbose must be an int >= 0"),
+    ({"n_lines": 2.5}, "n_lines must be an int"),
 ])
 def test_progress_report_settings_are_checked_when_training_starts(data, params, match):
     """n_lines=0 ended the fit in a ZeroDivisionError and total=None in a TypeError; negative
