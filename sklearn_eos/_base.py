@@ -24,7 +24,7 @@ from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
 from ._eigensolver import resolvable_tol, top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._lr_schedule import LRSchedule
-from ._rng import cuda_generators_of, draws_random_numbers, seeded
+from ._rng import cuda_generators_of, draws_random_numbers, kept_mode_and_buffers, seeded
 from ._schedule import resolve_decay_time
 from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
@@ -385,21 +385,29 @@ class BaseEoS(BaseEstimator):
 
     def _check_output_shape(self, module, X, n_outputs):
         """Fail early, with a clear message, when ``module``'s outputs do not have the
-        ``n_outputs`` columns that the targets need (one per class, or per target column)."""
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.no_grad():
-                out = module(X[:2])
-        except Exception as exc:
-            raise ValueError(
-                f"The module failed on the first rows of X ({X.shape[1]} features, {X.dtype}): "
-                f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            module.train(was_training)
+        ``n_outputs`` columns that the targets need (one per class, or per target column), in
+        eval mode (predictions) and in train mode (the fit's loss: a module may return
+        auxiliary outputs there), or cannot be trained (no gradient) or read (dtype)."""
+        for training in (False, True):
+            # a probe: the modes and buffers (a BatchNorm's running statistics) are put back
+            with kept_mode_and_buffers(module), torch.set_grad_enabled(training):
+                module.train(training)
+                try:
+                    out = module(X[:2])
+                except Exception as exc:
+                    raise ValueError(
+                        f"The module failed on the first rows of X ({X.shape[1]} features, {X.dtype}) "
+                        f"in {'train' if training else 'eval'} mode: {type(exc).__name__}: {exc}") from exc
+            self._check_output(out, X, n_outputs, "in train mode" if training else "")
+
+    def _check_output(self, out, X, n_outputs, mode):
+        where = f" {mode}" if mode else ""
         if not torch.is_tensor(out):
-            raise ValueError(f"The module's forward must return one tensor (the outputs); it "
+            raise ValueError(f"The module's forward must return one tensor (the outputs){where}; it "
                              f"returned a {type(out).__name__}.")
+        if out.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"The module's output{where} has dtype {out.dtype}; it must be float32 or "
+                             f"float64 (the training dtype), which the loss and predict read.")
         shape = tuple(out.shape)
         n = min(len(X), 2)
         if isinstance(self, ClassifierMixin):
@@ -410,8 +418,12 @@ class BaseEoS(BaseEstimator):
             need = (f"({n}, {n_outputs})" + (f" or ({n},)" if n_outputs == 1 else "")
                     + ": one column per target")
         if not ok:
-            raise ValueError(f"The module's output for {n} samples has shape {shape}; the targets "
-                             f"need {need}.")
+            raise ValueError(f"The module's output{where} for {n} samples has shape {shape}; the "
+                             f"targets need {need}.")
+        if mode and not out.requires_grad:
+            raise ValueError("The module's output in train mode does not depend on any parameter "
+                             "that requires gradients (a .detach(), torch.no_grad() or an integer "
+                             "cast in forward?): gradient descent cannot train it.")
 
     def _architecture_params(self, hidden):
         """What the module is built from (hidden_layer_sizes and activation: the default MLP's)."""
@@ -848,6 +860,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         The global torch random state is left as it was. The initial weights are drawn in
         torch's default dtype (``torch.get_default_dtype()``) before the cast to ``dtype``,
         so a process that changed that default draws another initialisation from the seed.
+        Lazy layers (``nn.LazyLinear``, ...) are the exception: they draw their weights at the
+        first forward, after the cast, so their initialisation depends on ``dtype``.
     verbose : int, default=0
         1 shows a progress bar, 2 prints progress lines.
     warm_start : bool, default=False

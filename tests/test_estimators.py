@@ -1333,6 +1333,60 @@ def test_modules_that_cannot_produce_outputs_are_clear_errors():
                                   r"module failed on the first rows of X \(4 features.*mat1 and mat2")
 
 
+class _TrainModeOutput(nn.Module):
+    """Returns ``kind`` in train mode and a proper (n, n_outputs) tensor in eval mode."""
+
+    def __init__(self, n_features_in, n_outputs, kind="tuple"):
+        super().__init__()
+        self.linear = nn.Linear(n_features_in, n_outputs)
+        self.extra = nn.Linear(n_features_in, 1)
+        self.kind = kind
+
+    def forward(self, x):
+        out = self.linear(x)
+        if not self.training:
+            return out
+        return {"tuple": lambda: (out, out), "dict": lambda: {"out": out},
+                "wider": lambda: torch.cat([out, self.extra(x)], dim=1),
+                "detached": lambda: out.detach(), "bfloat16": lambda: out.to(torch.bfloat16)}[self.kind]()
+
+
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+@pytest.mark.parametrize("kind, match", [
+    ("tuple", "must return one tensor \\(the outputs\\) in train mode; it returned a tuple"),
+    ("dict", "must return one tensor \\(the outputs\\) in train mode; it returned a dict"),
+    ("wider", "output in train mode for 2 samples has shape \\(2, [34]\\)"),
+    ("detached", "does not depend on any parameter that requires gradients"),
+    ("bfloat16", "has dtype torch.bfloat16; it must be float32 or float64"),
+])
+def test_module_outputs_are_checked_in_train_mode_too(Estimator, kind, match):
+    """The output check ran in eval mode only (an audit): auxiliary outputs in train mode
+    failed inside the loss (AttributeError on a tuple, a reshape error) or, one column
+    wider under cross-entropy, trained a model with a class too many; a detached output
+    failed in autograd's backward, and a bfloat16 one fitted and then failed in predict."""
+    X, y = _blobs(n_samples=20)
+    if Estimator is EoSRegressor:
+        y = np.c_[X[:, 0], X[:, 1]]
+    module = _TrainModeOutput(X.shape[1], 2 if Estimator is EoSRegressor else len(np.unique(y)), kind=kind)
+    _assert_fails_before_training(Estimator(module=module, max_iter=2), X, y, match)
+
+
+def test_the_train_mode_probe_leaves_batch_norm_statistics_alone():
+    """The probe's train-mode forward would update a BatchNorm's running statistics: they
+    are put back, so a fit equals one whose module saw no probe (the eval-mode forward
+    never changed them)."""
+    X, y = _blobs(n_samples=40)
+    module = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3))
+    est = EoSClassifier(module=module, max_iter=1, sharpness_every=0, random_state=0, lr=1e-12).fit(X, y)
+    norm = est.module_[1]
+    # one GD step from the initial statistics (0 mean, 1 variance): one update, momentum 0.1
+    Xt = torch.as_tensor(X, dtype=torch.float32)
+    with torch.no_grad():
+        z = est.module_[0](Xt)
+    torch.testing.assert_close(norm.running_mean, 0.1 * z.mean(0), rtol=1e-4, atol=1e-6)
+    assert int(norm.num_batches_tracked) == 1
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_device_without_cuda_is_a_clear_error():
     X, y = _blobs(n_samples=20)
