@@ -44,16 +44,17 @@ def _positive_rate(text):
     return value
 
 
-def _count(minimum):
-    """An argparse type: an int >= ``minimum`` (the estimator's own checks would end the job
-    in a traceback)."""
+def _count(minimum, maximum=None):
+    """An argparse type: an int >= ``minimum`` (and <= ``maximum``): the estimator's own
+    checks would end the job in a traceback."""
     def parse(text):
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not an int: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {text}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            raise argparse.ArgumentTypeError(f"must be an int {bounds}, got {text}")
         return value
     return parse
 
@@ -86,12 +87,17 @@ def _plot_paths(parser, path):
     except OSError as exc:
         parser.error(f"--plot: cannot write to the folder {folder or '.'!r}: {exc.strerror or exc}")
     root, ext = os.path.splitext(path)
-    supported = Figure().canvas.get_supported_filetypes()
+    # .pgf needs a LaTeX installation, which savefig would find missing only after the fit
+    supported = {e for e in Figure().canvas.get_supported_filetypes() if e != "pgf"}
     if ext and ext[1:].lower() not in supported:
         parser.error(f"--plot: matplotlib cannot write {ext!r} files; use one of "
                      f"{', '.join('.' + e for e in sorted(supported))}")
     ext = ext or ".png"  # what matplotlib writes without one
-    return root + ext, f"{root}_rotation{ext}"
+    paths = root + ext, f"{root}_rotation{ext}"
+    for target in paths:
+        if os.path.isdir(target):  # savefig would fail on it after the fit
+            parser.error(f"--plot: {target!r} is a folder; give a file name")
+    return paths
 
 
 def main(argv=None):
@@ -102,7 +108,7 @@ def main(argv=None):
                         help="steps between measurements (0: none)")
     parser.add_argument("--decay-time", type=_decay_time, default=None,
                         help="decay step (an int, 0 included) or fraction of --max-iter in (0, 1)")
-    parser.add_argument("--random-state", type=_count(0), default=0)
+    parser.add_argument("--random-state", type=_count(0, 2**32 - 1), default=0)
     parser.add_argument("--verbose", type=_count(0), default=1, help="0 quiet, 1 a progress bar, 2 lines")
     parser.add_argument("--plot", metavar="PNG",
                         help="also save the sharpness and rotation plots (needs matplotlib)")

@@ -214,7 +214,11 @@ class SharpnessTracker(ParamsCallback):
         rates = getattr(self, "_rates", None)
         if step is not None and rates:
             return rates[min(step, len(rates) - 1)]
-        return float(net.optimizer_.param_groups[0]["lr"])
+        # an LRSchedule records the rate of this step in its history row: the rate asked for,
+        # where the optimizer holds it clamped to the parameters' dtype (lr=1e39 in float32
+        # recorded 3.4e38 and a threshold of 5.9e-39 here, 1e39 in lr_history_)
+        recorded = net.history[-1].get("lr") if len(net.history) else None
+        return float(net.optimizer_.param_groups[0]["lr"] if recorded is None else recorded)
 
     def _initial_spectrum(self, net):
         """A measurement of the same parameters that an `LRSchedule` listed before this

@@ -398,6 +398,14 @@ def test_a_rate_beyond_float32_diverges_like_any_other(lr_units):
     assert est.diverged_ and est.n_iter_ == 1
     assert est.lr_history_[0] == est.effective_lr_ > float(np.finfo(np.float32).max)
     assert np.all(np.isfinite(est.predict_proba(X)))
+    # and the tracker records the same rate, with its threshold (it read the optimizer's
+    # clamped 3.4e38 and a threshold of 5.9e-39; an audit)
+    tracked = clone(est).set_params(sharpness_every=1)
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        tracked.fit(X, y)
+    history = tracked.sharpness_history_
+    assert history["lr"][0] == tracked.lr_history_[0]
+    assert history["threshold"][0] == 2 / tracked.lr_history_[0]
 
 
 class _BatchNormNet(torch.nn.Module):

@@ -63,10 +63,17 @@ def test_a_bad_learning_rate_is_refused_before_any_training(text, capsys):
 
 
 @pytest.mark.parametrize("name, message", [(".png", "needs a file name"), ("nodir/x.png", "does not exist"),
-                                           ("x.v2", "cannot write '.v2' files")])
+                                           ("x.v2", "cannot write '.v2' files"),
+                                           ("x.pgf", "cannot write '.pgf' files"),
+                                           ("d.png", "'d.png' is a folder"),
+                                           ("e.png", "'e_rotation.png' is a folder")])
 def test_bad_plot_paths_are_refused_before_the_fit(name, message, tmp_path, monkeypatch, capsys):
+    """.pgf (it needs LaTeX) and a name that is a folder failed in savefig after the whole
+    fit (an audit)."""
     pytest.importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.png").mkdir()
+    (tmp_path / "e_rotation.png").mkdir()
     with pytest.raises(SystemExit):
         main(["--max-iter", "30", "--plot", name])
     captured = capsys.readouterr()
@@ -75,7 +82,7 @@ def test_bad_plot_paths_are_refused_before_the_fit(name, message, tmp_path, monk
 
 @pytest.mark.parametrize("option, text", [
     ("--max-iter", "0"), ("--max-iter", "-5"), ("--sharpness-every", "-1"), ("--verbose", "-1"),
-    ("--random-state", "-1"), ("--max-iter", "x"),
+    ("--random-state", "-1"), ("--max-iter", "x"), ("--random-state", str(2**32)),
 ])
 def test_bad_counts_are_refused_before_any_training(option, text, capsys):
     """They passed argparse and ended in the estimator's InvalidParameterError with a
