@@ -15,6 +15,7 @@ Run: ``python benchmarks/bench_exact_blocks.py`` (about a minute). Prints a tabl
 nothing.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -51,4 +52,6 @@ def main():
 
 
 if __name__ == "__main__":
+    # no options: --help prints what the script measures instead of running it
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
     main()

@@ -16,6 +16,7 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
+import argparse  # noqa: E402
 import copy  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -48,4 +49,6 @@ def main():
 
 
 if __name__ == "__main__":
+    # no options: --help prints what the script measures instead of running it
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
     main()

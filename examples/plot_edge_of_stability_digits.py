@@ -61,10 +61,10 @@ for lr in (0.25, 0.5):
 # The sharpness table of each run: the measured largest eigenvalue, the threshold 2/lr and
 # their ratio. On the full run: at lr 0.25 the ratio climbs from about 0.66 to 1.1 by step
 # 150 (progressive sharpening); the first instabilities then swing it below 1 and above it
-# once (about 0.89 at step 200, 1.16 at step 250), and from step 300 on it stays above 1,
-# by 1-12%, drifting down. At lr 0.5 it is above 1 from the start and stays near it.
-# (Run of 2026-11-30. Trajectories at the edge of stability follow the machine's rounding:
-# an earlier machine's run gave 0.88, 1.18 and 3-11%, 1.5% at step 400; the pattern is the
+# once (about 0.87 at step 200, 1.17 at step 250), and from step 300 on it stays above 1,
+# by 2-11%, drifting down. At lr 0.5 it is above 1 from the start and stays near it.
+# (Run of 2026-11-30, at commit 0944228. Trajectories at the edge of stability follow the
+# machine's rounding: earlier runs gave 0.88-0.89, 1.16-1.18 and 1-12%; the pattern is the
 # same.)
 for lr, model in fits.items():
     table = pd.DataFrame(model[-1].sharpness_history_)[["step", "sharpness", "threshold"]]
@@ -104,8 +104,8 @@ for lr, model in fits.items():
 # cosine is accurate, and it is the one read here and printed below. At lr 0.25 the contrast
 # is visible in one run (full run): while the network is still sharpening (first 150 steps)
 # the top eigenvector keeps its direction (absolute cosine 0.86-0.98); once the sharpness
-# sits at 2/lr (from step 300 on) it turns, its cosine mostly below 0.35 (0.02-0.69)
-# between measurements 50 steps apart.
+# sits at 2/lr (from step 300 on) it turns, its cosine mostly below 0.35 (0.004-0.44 in the
+# run of 2026-11-30; 0.02-0.69 in an earlier one) between measurements 50 steps apart.
 fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), layout="constrained")
 for ax, (lr, model) in zip(axes, fits.items()):
     RotationDisplay.from_estimator(model, ax=ax, name=f"lr = {lr}")

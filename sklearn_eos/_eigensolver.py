@@ -490,8 +490,9 @@ _COLD_BLOCK_ITERS = 2
 # spectra above 2 / 0 misses (12 / 13 products), the six-cluster 14 / 10 (29 / 33). Part (b),
 # the user guide's model, 20 seeds at tol 1e-3 for all three: lambda_1 never off, lambda_3 off
 # by more than 1.5e-3 (lambda_4 returned in its place) 0 / 1 times, 28 / 30 products.
-# Inside the edge-of-stability cluster of the tracked digits fit a cold solve costs 33-39
-# products instead of 21-28 (``benchmarks/bench_warm_refit.py``); tracking starts warm.
+# Inside the edge-of-stability cluster of the tracked digits fit a cold solve costs 36-57
+# products (``benchmarks/bench_warm_refit.py``, run of 2026-11-30; 33-39 against 21-28 from k
+# vectors in an earlier run); tracking starts warm.
 _COLD_EXTRA_VECTORS = 1
 # ``bench_guard.py --bulk tail``: 1 miss of 48 at 3e-2 without the rule (at commit 0a83bf7),
 # none with it, same median products; on the tracked digits fit the top pair is always
