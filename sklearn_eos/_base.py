@@ -273,6 +273,7 @@ class BaseEoS(BaseEstimator):
             lr_units=self.lr_units, tol=self.sharpness_tol, n_eigs=self.n_eigs, rest_tol=rest_tol,
             random_state=seed, start=start, initial_sharpness=initial_sharpness,
         )
+        schedule._warns_infinite_sharpness = False  # the divergence warning at the end says why
         callbacks = [("lr_schedule", schedule)]
         if self.sharpness_every:
             tracker = SharpnessTracker(self.sharpness_every, self.n_eigs, self.sharpness_tol,
@@ -563,10 +564,7 @@ class BaseEoS(BaseEstimator):
             # the training's own randomness (dropout) from random_state, the caller's global
             # RNG untouched; a module that draws no random numbers leaves the global generator
             # alone, and fits in other threads run alongside (see _rng)
-            with noted_interrupts() as interrupts, warnings.catch_warnings():
-                # the estimator says why such a fit diverged, in its own warning at the end
-                warnings.filterwarnings("ignore", message="LRSchedule: the initial sharpness is infinite",
-                                        category=UserWarning)
+            with noted_interrupts() as interrupts:
                 if draws_random_numbers(net.module_, X_train[:2].to(net.device)):
                     with seeded(train_seed, cuda):
                         net.partial_fit(data)

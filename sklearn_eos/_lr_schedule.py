@@ -81,6 +81,9 @@ class LRSchedule(ParamsCallback):
     """
 
     initial_sharpness = None  # instances pickled before this parameter existed
+    # the estimators explain such a divergence in their own warning and turn this one off (a
+    # warnings filter around the fit was process-wide, not thread-safe: an audit)
+    _warns_infinite_sharpness = True
 
     def __init__(self, lr, decay_time=None, decay_factor=0.1, decay_on="step", decay_when_stable=True,
                  lr_units="absolute", tol=1e-3, n_eigs=2, rest_tol=1.0, random_state=None, start=None,
@@ -149,10 +152,11 @@ class LRSchedule(ParamsCallback):
             self._initial_versions = parameter_versions(net.module_.parameters())
         if self.lr_units == "threshold" and self.initial_sharpness_ == math.inf:
             self.effective_lr_ = math.nan  # see above; a warm refit of such a fit too
-            warnings.warn("LRSchedule: the initial sharpness is infinite (the Hessian's products "
-                          "overflow the parameters' dtype): no rate in threshold units is stable, "
-                          "so the rate is NaN and the first step diverges. Standardise X.",
-                          UserWarning, stacklevel=2)
+            if self._warns_infinite_sharpness:
+                warnings.warn("LRSchedule: the initial sharpness is infinite (the Hessian's products "
+                              "overflow the parameters' dtype): no rate in threshold units is stable, "
+                              "so the rate is NaN and the first step diverges. Standardise X.",
+                              UserWarning, stacklevel=2)
         else:
             self.effective_lr_ = effective_lr(self.lr, self.lr_units, self.initial_sharpness_)
         self.decay_step_ = None
