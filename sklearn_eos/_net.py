@@ -22,6 +22,8 @@ from skorch.history import History
 from skorch.dataset import get_len
 from skorch.utils import TeeGenerator
 
+from ._hvp import _weighted_mean_loss
+
 #: Default steps between two host reads of the training losses (`FullBatchNet.sync_every`).
 SYNC_EVERY = 32
 
@@ -43,6 +45,15 @@ class FullBatch(torch.utils.data.Dataset):
     """
 
     def __init__(self, X, y, chunk_size=None):
+        # what an audit found failing later, inside torch or in a division by zero
+        if not (torch.is_tensor(X) and torch.is_tensor(y)):
+            raise TypeError(f"FullBatch takes tensors X and y (torch.as_tensor them, on the training "
+                            f"device and dtype), got {type(X).__name__} and {type(y).__name__}.")
+        if len(X) == 0:
+            raise ValueError("FullBatch needs at least one example, got an empty X.")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, Integral)
+                                       or chunk_size < 1):
+            raise ValueError(f"FullBatch's chunk_size must be None or an int >= 1, got {chunk_size!r}.")
         if len(X) != len(y):
             # chunked, zip would drop the rows of X beyond those of y without a word
             raise ValueError(f"X and y must have the same number of rows, got {len(X)} and {len(y)}.")
@@ -187,6 +198,7 @@ class FullBatchNet(NeuralNet):
         # asked for, or onto the CPU where CUDA is missing. A module given as an instance
         # *is* ``module_``: pickled as a plain attribute too, it would be a second copy that
         # loads only where its device exists
+        self._settle_losses()  # a pickle taken during fit (Checkpoint's f_pickle) holds floats
         state = super().__getstate__()
         for name in getattr(self, "_modules", []) + getattr(self, "_criteria", []):
             if name in state and state[name] is getattr(self, name + "_", None):
@@ -244,6 +256,13 @@ class FullBatchNet(NeuralNet):
         self._read_every_step = any(not hasattr(cb, "needs_losses") for cb in self._loss_listeners)
         self._step_hooks = {name: [cb for _, cb in self.callbacks_ if _overrides(cb, Callback, name)]
                             for name in _STEP_HOOKS}
+        if isinstance(X, FullBatch) and len(X.chunks) > 1:
+            # chunk losses are weighted by their sizes, which adds up to the full-batch loss of a
+            # plain mean only (class weights, ignore_index, reduction='sum' changed the step)
+            reason = _weighted_mean_loss(self.criterion_, X.chunks)
+            if reason is not None:
+                raise ValueError(f"chunk_size splits the data, which needs a criterion that is a plain "
+                                 f"mean over the examples, but {reason}; use one chunk (chunk_size=None).")
         super().on_train_begin(net, X=X, y=y, **kwargs)
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
@@ -291,6 +310,32 @@ class FullBatchNet(NeuralNet):
             self.notify("on_batch_end", batch=batch, training=True, **step)
             batch_count += 1
         self.history.record(prefix + "_batch_count", batch_count)
+
+    def _settle_losses(self):
+        """Write the pending steps' losses into the history as floats (one device-to-host
+        copy), without replaying them to the callbacks, which the next read still does: for a
+        history written during training (a pickle, Checkpoint's history JSON, where a 0-d
+        tensor broke the file) or left by an error."""
+        pending = getattr(self, "_pending", None)
+        if not pending:
+            return
+        values = torch.stack([loss for *_, loss in pending]).tolist()
+        for (_, row, record, _), value in zip(pending, values):
+            record["train_loss"] = list.__getitem__(self.history, row)["train_loss"] = value
+
+    def save_params(self, *args, **kwargs):
+        self._settle_losses()
+        return super().save_params(*args, **kwargs)
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except Exception:
+            # skorch skips on_train_end after an error (a KeyboardInterrupt ends fit through
+            # it): the losses not read yet would stay tensors in the history
+            self._settle_losses()
+            self._pending = self._loss_listeners = self._loss_askers = self._step_hooks = None
+            raise
 
     def _read_losses(self):
         """Read the pending steps' losses in one device-to-host copy and replay them.

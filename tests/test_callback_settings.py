@@ -1,13 +1,16 @@
 """The public callbacks on nets they cannot serve and with settings they cannot use: a clear
 error before any step (an audit found them doing nothing, or failing after training)."""
 
+import json
 import math
+import pickle
 import warnings
 
 import numpy as np
 import pytest
 import torch
 from skorch import NeuralNetRegressor
+from skorch.callbacks import Callback
 
 from sklearn_eos import (DivergenceGuard, FullBatch, FullBatchNet, HalfSquaredError, InstabilityTracker,
                          LossGoal, LRSchedule, SharpnessTracker)
@@ -105,3 +108,67 @@ def test_negative_losses_are_refused_by_the_instability_rule(data):
     with pytest.raises(ValueError, match="loss >= 0"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net.fit(FullBatch(*data), None)
+
+
+class _PickleAt(Callback):
+    """Pickles the net at the end of epoch ``at`` (as Checkpoint's f_pickle does)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == self.at:
+            self.pickled = pickle.dumps(net)
+
+
+class _FailAt(Callback):
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == 3:
+            raise RuntimeError("a callback fails")
+
+
+def _losses(net):
+    return [row["train_loss"] for row in net.history]
+
+
+def test_histories_written_or_left_during_training_hold_floats(data, tmp_path):
+    """Between two host reads (sync_every) the history holds 0-d tensors. An audit:
+    Checkpoint wrote a history.json cut off at the first of them (json cannot encode a
+    tensor, and skorch swallowed the error); a net pickled during fit kept tensors for good
+    after unpickling; an error in a callback left them in the history."""
+    from skorch.callbacks import Checkpoint
+
+    X, y = data
+    net = _net([("c", Checkpoint(monitor=None, dirname=str(tmp_path))), ("p", _PickleAt(5))], max_epochs=7)
+    net.fit(FullBatch(X, y), None)
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert [row["train_loss"] for row in saved] == _losses(net)
+    assert all(isinstance(loss, float) for loss in _losses(net))
+    resumed = pickle.loads(net.callbacks_[1][1].pickled)
+    assert all(isinstance(loss, float) for loss in _losses(resumed))
+    assert _losses(resumed) == _losses(net)[:5]
+
+    failing = _net([("f", _FailAt())], max_epochs=10)
+    with pytest.raises(RuntimeError, match="a callback fails"):
+        failing.fit(FullBatch(X, y), None)
+    assert len(failing.history) == 3 and all(isinstance(loss, float) for loss in _losses(failing))
+
+
+def test_full_batch_checks_its_inputs_and_chunks_need_a_plain_mean(data):
+    X, y = data
+    with pytest.raises(TypeError, match="FullBatch takes tensors"):
+        FullBatch(X.numpy(), y.numpy(), chunk_size=10)
+    with pytest.raises(TypeError, match="FullBatch takes tensors"):
+        FullBatch(X, None)
+    with pytest.raises(ValueError, match="at least one example"):
+        FullBatch(X[:0], y[:0])
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="chunk_size must be None or an int >= 1"):
+            FullBatch(X, y, chunk_size=bad)
+    # chunk losses weighted by size make up the full-batch loss of a plain mean only: a summed
+    # loss was stepped by the chunks' mean (139.6 against 8.1 in the audit)
+    net = _net([], criterion=torch.nn.MSELoss(reduction="sum"), max_epochs=2)
+    with pytest.raises(ValueError, match="plain mean over the examples, but its reduction is 'sum'"):
+        net.fit(FullBatch(X, y, chunk_size=7), None)
+    one_chunk = _net([], criterion=torch.nn.MSELoss(reduction="sum"), max_epochs=2)
+    one_chunk.fit(FullBatch(X, y), None)
