@@ -68,7 +68,11 @@ class FullBatch(torch.utils.data.Dataset):
         return self.n_samples
 
     def __getitem__(self, i):
-        raise TypeError("FullBatch is consumed whole, one GD step per pass; it is not indexed.")
+        raise TypeError(
+            "FullBatch is consumed whole by FullBatchNet's training step, one GD step per pass; it is "
+            "not indexed. Predict on the tensor X itself (net.predict(X)); a validation split "
+            "(train_split) or a scorer that predicts on the training data (EpochScoring with "
+            "on_train=True) cannot take it: score net.history's train_loss, or X, instead.")
 
 
 class FastHistory(History):
@@ -256,6 +260,11 @@ class FullBatchNet(NeuralNet):
         self._read_every_step = any(not hasattr(cb, "needs_losses") for cb in self._loss_listeners)
         self._step_hooks = {name: [cb for _, cb in self.callbacks_ if _overrides(cb, Callback, name)]
                             for name in _STEP_HOOKS}
+        if (not isinstance(X, FullBatch) and self.batch_size not in (-1, None) and X is not None
+                and self.batch_size < get_len(X)):
+            # mini-batches: each epoch would be several SGD steps, and train_loss the last one's
+            raise ValueError(f"FullBatchNet runs one full-batch GD step per epoch: batch_size must be "
+                             f"-1 (the default), got {self.batch_size} for {get_len(X)} examples.")
         if isinstance(X, FullBatch) and len(X.chunks) > 1:
             # chunk losses are weighted by their sizes, which adds up to the full-batch loss of a
             # plain mean only (class weights, ignore_index, reduction='sum' changed the step)

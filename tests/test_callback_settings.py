@@ -172,3 +172,16 @@ def test_full_batch_checks_its_inputs_and_chunks_need_a_plain_mean(data):
         net.fit(FullBatch(X, y, chunk_size=7), None)
     one_chunk = _net([], criterion=torch.nn.MSELoss(reduction="sum"), max_epochs=2)
     one_chunk.fit(FullBatch(X, y), None)
+
+
+def test_full_batch_net_refuses_mini_batches_and_says_how_to_predict(data):
+    """batch_size=32 on plain arrays made each epoch several SGD steps, and train_loss the
+    last mini-batch's; predict on a FullBatch said only that it is not indexed (an audit)."""
+    X, y = data
+    net = _net([], max_epochs=2).set_params(batch_size=32)
+    with pytest.raises(ValueError, match="batch_size must be -1 \\(the default\\), got 32 for 40 examples"):
+        net.fit(X.numpy(), y.numpy())
+    net = _net([], max_epochs=2).fit(FullBatch(X, y), None)
+    with pytest.raises(TypeError, match="Predict on the tensor X itself"):
+        net.predict(FullBatch(X, y))
+    assert net.predict(X).shape == (40, 1)
