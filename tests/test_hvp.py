@@ -80,16 +80,22 @@ def test_chunked_operator_equals_one_chunk():
     torch.testing.assert_close(one.loss(), mse(model(X), y).item())
 
 
-def test_graph_cache_follows_parameter_updates():
-    model = tiny_mlp(3)
-    X, y = data(3)
-    H = FullBatchHessian(model, mse, [(X, y)])
+def _product_then_shift(H, model, X, y):
+    """One product of ``H`` (its curvature is cached), then every parameter moved in place:
+    returns a vector ``v`` and the exact ``H v`` at the new parameters."""
     v = torch.randn(H.dim, dtype=torch.float64)
     H.matvec(v)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3)
-    expected = exact_hessian(model, mse, X, y) @ v
+    return v, exact_hessian(model, mse, X, y) @ v
+
+
+def test_graph_cache_follows_parameter_updates():
+    model = tiny_mlp(3)
+    X, y = data(3)
+    H = FullBatchHessian(model, mse, [(X, y)])
+    v, expected = _product_then_shift(H, model, X, y)
     torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
     H.close()
     torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
@@ -103,22 +109,16 @@ def test_the_trackers_operator_trusts_its_cache_and_measures_exactly():
     the exact Hessian's."""
     from types import SimpleNamespace
 
+    from sklearn_eos._losses import HalfSquaredError
     from sklearn_eos._net import FullBatch
     from sklearn_eos._tracking import measure_spectrum
-
-    from sklearn_eos._losses import HalfSquaredError
 
     model = tiny_mlp(4)
     X, y = data(4)
     H = FullBatchHessian(model, HalfSquaredError(), [(X, y)])  # the R-operator (autograd's
     assert H.method == "r-operator"  # saved tensors raise on an in-place update of their own)
     H._watch_state = False
-    v = torch.randn(H.dim, dtype=torch.float64)
-    H.matvec(v)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3)
-    expected = exact_hessian(model, mse, X, y) @ v
+    v, expected = _product_then_shift(H, model, X, y)
     assert not torch.allclose(H.matvec(v), expected, rtol=1e-3)  # the factors of the old point
     H._watch_state = True
     torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
