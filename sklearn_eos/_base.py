@@ -399,10 +399,10 @@ class BaseEoS(BaseEstimator):
                     raise ValueError(
                         f"The module failed on the first rows of X ({X.shape[1]} features, {X.dtype}) "
                         f"in {'train' if training else 'eval'} mode: {type(exc).__name__}: {exc}") from exc
-            self._check_output(out, X, n_outputs, "in train mode" if training else "")
+            self._check_output(out, X, n_outputs, training)
 
-    def _check_output(self, out, X, n_outputs, mode):
-        where = f" {mode}" if mode else ""
+    def _check_output(self, out, X, n_outputs, training):
+        where = " in train mode" if training else ""
         if not torch.is_tensor(out):
             raise ValueError(f"The module's forward must return one tensor (the outputs){where}; it "
                              f"returned a {type(out).__name__}.")
@@ -421,7 +421,7 @@ class BaseEoS(BaseEstimator):
         if not ok:
             raise ValueError(f"The module's output{where} for {n} samples has shape {shape}; the "
                              f"targets need {need}.")
-        if mode and not out.requires_grad:
+        if training and not out.requires_grad:
             raise ValueError("The module's output in train mode does not depend on any parameter "
                              "that requires gradients (a .detach(), torch.no_grad() or an integer "
                              "cast in forward?): gradient descent cannot train it.")

@@ -7,13 +7,12 @@ losses (`DivergenceGuard`, `LossGoal`) refuse to start; `ProgressReport` works o
 """
 
 import math
-import numbers
 import sys
 
 import torch
 from skorch.callbacks import Callback
 
-from ._checks import check_int
+from ._checks import check_int, is_real
 from ._net import check_full_batch_net, n_training_steps
 
 
@@ -196,8 +195,7 @@ class LossGoal(ParamsCallback):
 
     def on_train_begin(self, net, **kwargs):
         check_full_batch_net(self, net)
-        if self.loss_goal is not None and (isinstance(self.loss_goal, bool) or not isinstance(
-                self.loss_goal, numbers.Real) or math.isnan(self.loss_goal)):
+        if self.loss_goal is not None and not (is_real(self.loss_goal) and not math.isnan(self.loss_goal)):
             raise ValueError(f"LossGoal's loss_goal must be a number or None, got {self.loss_goal!r}.")
         self.reached_ = False
         self._tensors = self._before_step = None

@@ -1,16 +1,27 @@
-"""Checks of callback settings, run when training starts: one clear ValueError that names
-the setting, before any step or measurement (the estimators check theirs with scikit-learn's
-parameter constraints)."""
+"""Checks of settings: two predicates (an int, a real number: numpy's too, a bool neither,
+as ``True`` would count 1) and the callbacks' checks built on them, run when training starts:
+one clear ValueError that names the setting, before any step or measurement (the estimators
+check theirs with scikit-learn's parameter constraints)."""
 
 import math
 from numbers import Integral, Real
 
-__all__ = ["check_int", "check_fraction", "check_seed"]
+__all__ = ["is_int", "is_real", "check_int", "check_fraction", "check_seed"]
+
+
+def is_int(value):
+    """Whether ``value`` is an integer (numpy integers too), not a bool."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def is_real(value):
+    """Whether ``value`` is a real number (numpy floats and integers too), not a bool."""
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def check_int(owner, name, value, low):
-    """``value`` as an int ``>= low`` (a bool is not a count)."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+    """``value`` as an int ``>= low``."""
+    if not (is_int(value) and value >= low):
         raise ValueError(f"{owner}'s {name} must be an int >= {low}, got {value!r}.")
     return int(value)
 
@@ -19,8 +30,7 @@ def check_fraction(owner, name, value, *, none=False, one=False):
     """``value`` as a float in (0, 1), or (0, 1] with ``one``; None passes with ``none``."""
     if value is None and none:
         return None
-    ok = (not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
-          and 0 < value and (value <= 1 if one else value < 1))
+    ok = is_real(value) and math.isfinite(value) and 0 < value and (value <= 1 if one else value < 1)
     if not ok:
         interval = "(0, 1]" if one else "(0, 1)"
         raise ValueError(f"{owner}'s {name} must be a number in {interval}{' or None' if none else ''}, "
@@ -30,6 +40,6 @@ def check_fraction(owner, name, value, *, none=False, one=False):
 
 def check_seed(owner, value):
     """``value``, a seed: None or an int >= 0."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 0):
+    if value is not None and not (is_int(value) and value >= 0):
         raise ValueError(f"{owner}'s random_state must be None or an int >= 0, got {value!r}.")
     return value

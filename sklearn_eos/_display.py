@@ -7,7 +7,7 @@ one) and plots. matplotlib is an optional dependency, imported only when plottin
 
 import numpy as np
 
-from ._frames import _as_history, _equal_columns, _fitted_eos, _step_arrays, _update_curvature
+from ._frames import _as_history, _checked_update_curvature, _equal_columns, _fitted_eos, _step_arrays
 
 _INSTALL_HINT = "pip install 'sklearn-eos[plot]' or pip install matplotlib"
 
@@ -240,7 +240,7 @@ class SharpnessDisplay:
             raise ValueError("lr_history must be finite: a learning rate of NaN or inf has no "
                              "stability threshold 2 / lr to draw.")
         history = _checked_history(self.sharpness_history, "sharpness_history", ("step", "sharpness"))
-        curvature = _update_curvature(self.update_curvature, len(steps["step"]))
+        curvature = _checked_update_curvature(self.update_curvature, len(steps["step"]))
         episodes = _episodes(self.instabilities) if shade_instabilities else {}
 
         if ax is None:

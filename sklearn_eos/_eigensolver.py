@@ -55,10 +55,11 @@ warm (run of 2026-11-30; 12-22, 17-32 and 32-42 on an earlier machine's trajecto
 """
 
 from dataclasses import dataclass
-from numbers import Integral, Real
 
 import numpy as np
 import torch
+
+from ._checks import is_int, is_real
 
 __all__ = ["EigenResult", "MatrixOperator", "NonFiniteProductError", "resolvable_tol", "top_eigenpairs"]
 
@@ -522,13 +523,11 @@ def _as_block(start, operator):
 
 
 def _is_count(value):
-    """Whether ``value`` is an int >= 1 (numpy integers too, bools not)."""
-    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
+    return is_int(value) and value >= 1
 
 
 def _is_tolerance(value):
-    """Whether ``value`` is a real number >= 0 (not NaN, not a bool)."""
-    return isinstance(value, Real) and not isinstance(value, bool) and value >= 0
+    return is_real(value) and value >= 0  # NaN is not
 
 
 def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_products=300,

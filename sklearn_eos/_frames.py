@@ -91,7 +91,7 @@ def _step_arrays(loss_curve, lr_history):
     return {"step": np.arange(len(loss)), "loss": loss, "lr": lr, "threshold": _thresholds(lr)}
 
 
-def _update_curvature(values, n_steps):
+def _checked_update_curvature(values, n_steps):
     """``update_curvature`` (None: none) as a 1-D float array of at most ``n_steps`` values,
     or a ValueError saying what it is instead."""
     if values is None:
@@ -181,7 +181,7 @@ def histories_to_frames(estimator):
         rotation_defaults = list(rotation) or rotation_defaults
         rotation = {}
     steps = _step_arrays(estimator.loss_curve_, estimator.lr_history_)
-    curvature = _update_curvature(getattr(estimator, "update_curvature_", None), len(steps["step"]))
+    curvature = _checked_update_curvature(getattr(estimator, "update_curvature_", None), len(steps["step"]))
     steps["update_curvature"] = np.full(len(steps["step"]), np.nan)
     steps["update_curvature"][:len(curvature)] = curvature
     return {

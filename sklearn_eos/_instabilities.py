@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._checks import is_real
+
 #: Default relative tolerance of the loss-based definition (ratio). At the edge
 #: of stability the loss keeps falling over long horizons but not monotonically:
 #: it wiggles from step to step, and such wiggles are the regime itself, not
@@ -114,9 +116,10 @@ class LossInstabilityDetector:
     """
 
     def __init__(self, rtol=DEFAULT_RTOL):
+        # a bool read as 1.0 and None failed in float(): an audit
+        if not (is_real(rtol) and math.isfinite(rtol) and rtol >= 0):
+            raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}.")
         rtol = float(rtol)
-        if not (math.isfinite(rtol) and rtol >= 0):
-            raise ValueError(f"rtol must be a finite float >= 0, got {rtol!r}.")
         self.rtol = rtol
         self._factor = 1.0 + rtol
         self._running_min = math.inf

@@ -2,14 +2,13 @@
 
 import math
 import warnings
-from numbers import Real
 
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._callbacks import ParamsCallback, returned_step
-from ._checks import check_fraction, check_int, check_seed
+from ._checks import check_fraction, check_int, check_seed, is_real
 from ._schedule import DecayPolicy, check_lr, effective_lr
 from ._hvp import parameter_versions
 from ._net import FullBatch
@@ -109,8 +108,7 @@ class LRSchedule(ParamsCallback):
         check_fraction(owner, "rest_tol", self.rest_tol, none=True, one=True)
         check_seed(owner, self.random_state)
         sharpness = self.initial_sharpness
-        if sharpness is not None and (isinstance(sharpness, bool) or not isinstance(sharpness, Real)
-                                      or not sharpness > 0):
+        if sharpness is not None and not (is_real(sharpness) and sharpness > 0):
             raise ValueError(f"{owner}'s initial_sharpness must be a number > 0 or None, got {sharpness!r}.")
         # so are the decay settings: a missing tracker was reported after that measurement
         self._policy = DecayPolicy(self.decay_on, self.decay_time, self.decay_factor, self.decay_when_stable)

@@ -13,8 +13,6 @@ losses in one copy (`FullBatchNet`'s ``sync_every``): on a GPU a per-step read w
 host wait for every step to finish.
 """
 
-from numbers import Integral
-
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback
@@ -22,6 +20,7 @@ from skorch.history import History
 from skorch.dataset import get_len
 from skorch.utils import TeeGenerator
 
+from ._checks import is_int
 from ._hvp import _weighted_mean_loss
 
 #: Default steps between two host reads of the training losses (`FullBatchNet.sync_every`).
@@ -51,8 +50,7 @@ class FullBatch(torch.utils.data.Dataset):
                             f"device and dtype), got {type(X).__name__} and {type(y).__name__}.")
         if len(X) == 0:
             raise ValueError("FullBatch needs at least one example, got an empty X.")
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, Integral)
-                                       or chunk_size < 1):
+        if chunk_size is not None and not (is_int(chunk_size) and chunk_size >= 1):
             raise ValueError(f"FullBatch's chunk_size must be None or an int >= 1, got {chunk_size!r}.")
         if len(X) != len(y):
             # chunked, zip would drop the rows of X beyond those of y without a word
@@ -248,8 +246,7 @@ class FullBatchNet(NeuralNet):
         self._fast_step = self._fast_step_ok()
         self._notify_grad = _overrides(self, NeuralNet, "on_grad_computed") or any(
             _overrides(cb, Callback, "on_grad_computed") for _, cb in self.callbacks_)
-        if not (isinstance(self.sync_every, Integral) and not isinstance(self.sync_every, bool)
-                and self.sync_every >= 1):
+        if not (is_int(self.sync_every) and self.sync_every >= 1):
             raise ValueError(f"sync_every must be an int >= 1, got {self.sync_every!r}.")
         self._pending = []  # (step, history row, batch record, 0-d loss tensor) not read yet
         self._n_steps = 0
@@ -278,8 +275,11 @@ class FullBatchNet(NeuralNet):
         # the net is notified before its callbacks: they all end on read losses
         if getattr(self, "_pending", None) is not None:
             self._read_losses()
-        self._pending = self._loss_listeners = self._loss_askers = self._step_hooks = None
+        self._forget_training_state()
         super().on_train_end(net, X=X, y=y, **kwargs)
+
+    def _forget_training_state(self):
+        self._pending = self._loss_listeners = self._loss_askers = self._step_hooks = None
 
     def notify(self, method_name, **cb_kwargs):
         """skorch's ``notify``; during training, a per-step hook skips the callbacks that
@@ -325,12 +325,17 @@ class FullBatchNet(NeuralNet):
         copy), without replaying them to the callbacks, which the next read still does: for a
         history written during training (a pickle, Checkpoint's history JSON, where a 0-d
         tensor broke the file) or left by an error."""
-        pending = getattr(self, "_pending", None)
+        self._write_losses(getattr(self, "_pending", None))
+
+    def _write_losses(self, pending):
+        """Write the losses of ``pending`` steps into their history rows as floats (one
+        device-to-host copy); returns them."""
         if not pending:
-            return
+            return []
         values = torch.stack([loss for *_, loss in pending]).tolist()
         for (_, row, record, _), value in zip(pending, values):
             record["train_loss"] = list.__getitem__(self.history, row)["train_loss"] = value
+        return values
 
     def save_params(self, *args, **kwargs):
         self._settle_losses()
@@ -343,7 +348,7 @@ class FullBatchNet(NeuralNet):
             # skorch skips on_train_end after an error (a KeyboardInterrupt ends fit through
             # it): the losses not read yet would stay tensors in the history
             self._settle_losses()
-            self._pending = self._loss_listeners = self._loss_askers = self._step_hooks = None
+            self._forget_training_state()
             raise
 
     def _read_losses(self):
@@ -355,11 +360,7 @@ class FullBatchNet(NeuralNet):
             Whether a callback's ``on_step_loss`` stopped training (see the class docstring).
         """
         pending, self._pending = self._pending, []
-        if not pending:
-            return False
-        values = torch.stack([loss for *_, loss in pending]).tolist()
-        for (_, row, record, _), value in zip(pending, values):
-            record["train_loss"] = list.__getitem__(self.history, row)["train_loss"] = value
+        values = self._write_losses(pending)
         for (t, row, *_), value in zip(pending, values):
             for cb in self._loss_listeners:
                 try:

@@ -33,10 +33,10 @@ callers that decide ``lr_t`` after observing ``L_t``.
 
 import math
 from fractions import Fraction
-from numbers import Integral, Real
 
 import numpy as np
 
+from ._checks import is_int, is_real
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector
 
 _DECAY_ON = ("step", "instabilities")
@@ -46,10 +46,6 @@ _LR_UNITS = ("absolute", "threshold")
 def _check_decay_on(decay_on):
     if decay_on not in _DECAY_ON:
         raise ValueError(f"decay_on must be one of {_DECAY_ON}, got {decay_on!r}.")
-
-
-def _is_int(value):
-    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def resolve_decay_time(decay_time, max_iter, decay_on):
@@ -83,15 +79,15 @@ def resolve_decay_time(decay_time, max_iter, decay_on):
         ``decay_time`` is not valid for ``decay_on``.
     """
     _check_decay_on(decay_on)
-    if not (_is_int(max_iter) and max_iter >= 1):
+    if not (is_int(max_iter) and max_iter >= 1):
         raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}.")
     if decay_time is None:
         return None
-    if _is_int(decay_time):
+    if is_int(decay_time):
         if decay_time < 0:
             raise ValueError(f"decay_time must be >= 0, got {decay_time!r}.")
         return int(decay_time)
-    if isinstance(decay_time, Real) and not isinstance(decay_time, bool):
+    if is_real(decay_time):
         if decay_on == "instabilities":
             raise ValueError(
                 "With decay_on='instabilities', decay_time must be None or an int "
@@ -114,7 +110,7 @@ def resolve_decay_time(decay_time, max_iter, decay_on):
 def check_lr(lr):
     """Raise a ``ValueError`` unless ``lr`` is a finite real number > 0 (a negative rate
     would run gradient ascent, NaN would train nothing)."""
-    if isinstance(lr, bool) or not isinstance(lr, Real) or not (math.isfinite(lr) and lr > 0):
+    if not (is_real(lr) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
 
 
@@ -219,12 +215,12 @@ class DecayPolicy:
 
     def __init__(self, decay_on, decay_time, decay_factor, decay_when_stable=True):
         _check_decay_on(decay_on)
-        if not (decay_time is None or (_is_int(decay_time) and decay_time >= 0)):
+        if not (decay_time is None or (is_int(decay_time) and decay_time >= 0)):
             raise ValueError(
                 "decay_time must be None or an int >= 0 (resolve it with "
                 f"resolve_decay_time), got {decay_time!r}."
             )
-        if isinstance(decay_factor, bool) or not (isinstance(decay_factor, Real) and 0 < decay_factor <= 1):
+        if not (is_real(decay_factor) and 0 < decay_factor <= 1):
             raise ValueError(f"decay_factor must be in (0, 1], got {decay_factor!r}.")
         self.decay_on = decay_on
         self.decay_time = decay_time
