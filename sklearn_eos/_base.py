@@ -565,11 +565,18 @@ class BaseEoS(BaseEstimator):
             # RNG untouched; a module that draws no random numbers leaves the global generator
             # alone, and fits in other threads run alongside (see _rng)
             with noted_interrupts() as interrupts:
-                if draws_random_numbers(net.module_, X_train[:2].to(net.device)):
-                    with seeded(train_seed, cuda):
+                try:
+                    if draws_random_numbers(net.module_, X_train[:2].to(net.device)):
+                        with seeded(train_seed, cuda):
+                            net.partial_fit(data)
+                    else:
                         net.partial_fit(data)
-                else:
-                    net.partial_fit(data)
+                except KeyboardInterrupt:
+                    # a Ctrl-C after the steps (in the final measurement): every callback has
+                    # ended, so the model of the steps run is kept as for one during a step;
+                    # one before the first step (the initial measurement) loses nothing
+                    if not (interrupts["interrupted"] and getattr(net, "train_ended_", False)):
+                        raise
         self._collect_fit_results(net, refit=reuse)
         if interrupts["interrupted"]:  # the model of the steps run is kept, as skorch keeps it
             raise FitInterrupted(f"{type(self).__name__}.fit interrupted (Ctrl-C) after {self.n_iter_} "

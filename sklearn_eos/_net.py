@@ -181,6 +181,10 @@ class FullBatchNet(NeuralNet):
     parameters it kept itself (`DivergenceGuard`), or never stops (`InstabilityTracker`).
     Steps are numbered ``0, 1, ...`` within one ``fit``/``partial_fit`` call.
 
+    Ending. ``on_train_end`` reaches the net and every callback even when one of them raises
+    ``KeyboardInterrupt`` (a Ctrl-C during a final measurement); the interrupt is raised again
+    from ``fit`` once all have run, and ``train_ended_`` is then True.
+
     Parameters
     ----------
     sync_every : int, default=SYNC_EVERY
@@ -242,6 +246,7 @@ class FullBatchNet(NeuralNet):
                 and not isinstance(optimizer, torch.optim.LBFGS))
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.train_ended_ = False  # see _notify_train_end
         # decided once per fit, not every step: the optimizer and callbacks are fixed by now
         self._fast_step = self._fast_step_ok()
         self._notify_grad = _overrides(self, NeuralNet, "on_grad_computed") or any(
@@ -283,13 +288,34 @@ class FullBatchNet(NeuralNet):
 
     def notify(self, method_name, **cb_kwargs):
         """skorch's ``notify``; during training, a per-step hook skips the callbacks that
-        leave it as skorch's no-op (decided once per fit, in ``on_train_begin``)."""
+        leave it as skorch's no-op (decided once per fit, in ``on_train_begin``), and
+        ``on_train_end`` reaches every callback even after a Ctrl-C in one of them."""
+        if method_name == "on_train_end":
+            return self._notify_train_end(**cb_kwargs)
         hooks = getattr(self, "_step_hooks", None)
         if not hooks or method_name not in hooks:
             return super().notify(method_name, **cb_kwargs)
         getattr(self, method_name)(self, **cb_kwargs)
         for cb in hooks[method_name]:
             getattr(cb, method_name)(self, **cb_kwargs)
+
+    def _notify_train_end(self, **cb_kwargs):
+        """``on_train_end`` of the net and of every callback, even when one of them raises
+        ``KeyboardInterrupt`` (a Ctrl-C during the tracker's final measurement, say); the
+        first such interrupt is raised again once all have run. skorch calls the hooks
+        outside its ``try``: the callbacks after the interrupted one never ended (the
+        divergence guard did not put its parameters back, the histories were not built),
+        and the whole fit was lost. ``train_ended_`` says whether every hook has run."""
+        self.train_ended_ = False
+        interrupt = None
+        for hook in [self] + [cb for _, cb in self.callbacks_]:
+            try:
+                hook.on_train_end(self, **cb_kwargs)
+            except KeyboardInterrupt as exc:
+                interrupt = interrupt or exc
+        self.train_ended_ = True
+        if interrupt is not None:
+            raise interrupt
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
         """skorch's epoch, without reading each training step's loss on the host.

@@ -317,8 +317,15 @@ class SharpnessTracker(ParamsCallback):
             self._latest = self._rows[-1] if self._rows else None
         # the last row is a measurement of the parameters that fit returns (taken already
         # when a measurement fell on that step)
-        if not self._rows or self._rows[-1]["step"] != final:
-            self.measure(net, final)
+        try:
+            if not self._rows or self._rows[-1]["step"] != final:
+                self.measure(net, final)
+        except KeyboardInterrupt:  # a Ctrl-C during that measurement: the histories end at
+            self._end_histories()  # the one before, and the net ends the other callbacks
+            raise
+        self._end_histories()
+
+    def _end_histories(self):
         k = self.k
         self.history_ = _as_arrays(self._rows, sharpness_columns(k, self.compute_min))
         self.rotation_history_ = _as_arrays(self._rotation_rows, rotation_columns(k))

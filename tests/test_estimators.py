@@ -27,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from sklearn_eos import EoSClassifier, EoSRegressor
+from sklearn_eos._base import FitInterrupted
 
 
 # ---------------------------------------------------------------------------------------
@@ -1618,6 +1619,59 @@ def test_a_ctrl_c_during_fit_stops_the_fit_and_reaches_the_caller(python_sigint_
     assert quiet.n_iter_ == 3
     with pytest.raises(KeyboardInterrupt):  # a search stops too
         GridSearchCV(est, {"lr": [0.1, 0.2]}, cv=2, error_score="raise").fit(X, y)
+
+
+class _SignalInFinalMeasurement(Callback):
+    """Arms a real SIGINT (a Ctrl-C) for the next spectrum measurement after the last step:
+    the tracker's final one, in its ``on_train_end``."""
+
+    def __init__(self, after):
+        self.after = after
+
+    def on_epoch_end(self, net, **kwargs):
+        _SignalInFinalMeasurement.armed = len(net.history) == self.after
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or os.name == "nt", reason="needs POSIX signals")
+def test_a_ctrl_c_during_the_final_measurement_keeps_the_steps_run(python_sigint_handler, monkeypatch):
+    """skorch runs on_train_end outside its try: a Ctrl-C in the tracker's final measurement
+    skipped the callbacks after it and came out as a plain KeyboardInterrupt, which rolled the
+    estimator back to unfitted: the 6 steps were lost (threads audit, hT2/bug_02)."""
+    import sklearn_eos._tracking as tracking
+
+    measure = tracking.measure_spectrum
+
+    raise_instead = []
+
+    def interrupted_measure(*args, **kwargs):
+        if getattr(_SignalInFinalMeasurement, "armed", False):
+            _SignalInFinalMeasurement.armed = False
+            if raise_instead:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(tracking, "measure_spectrum", interrupted_measure)
+    X, y = _blobs()
+    est = EoSClassifier(hidden_layer_sizes=(8,), max_iter=6, sharpness_every=4, random_state=0,
+                        callbacks=[_SignalInFinalMeasurement(after=6)])
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted \(Ctrl-C\) after 6 steps.*kept"):
+        est.fit(X, y)
+    reference = clone(est).set_params(callbacks=None).fit(X, y)
+    assert est.n_iter_ == 6 and len(est.loss_curve_) == 6
+    np.testing.assert_array_equal(est.predict_proba(X), reference.predict_proba(X))
+    # the histories end at the last measurement taken (step 4), with its rotation from step 0
+    np.testing.assert_array_equal(est.sharpness_history_["step"], [0, 4])
+    np.testing.assert_array_equal(est.sharpness_history_["sharpness"],
+                                  reference.sharpness_history_["sharpness"][:2])
+    np.testing.assert_array_equal(est.rotation_history_["step"], [4])
+    assert set(est.instabilities_) == set(reference.instabilities_)  # ended after the tracker
+    # a KeyboardInterrupt that is not a Ctrl-C, raised there, still fails the fit as it was
+    raise_instead.append(True)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        est.fit(X, y)
+    assert not isinstance(raised.value, FitInterrupted)
+    assert est.n_iter_ == 6 and np.array_equal(est.sharpness_history_["step"], [0, 4])  # kept
 
 
 def test_mlp_with_an_unknown_activation_is_a_clear_error():

@@ -358,3 +358,29 @@ def test_sync_every_must_be_a_positive_int(sync_every):
     net = FullBatchNet(MLP(2, 1, ()), criterion=HalfSquaredError, max_epochs=1, sync_every=sync_every)
     with pytest.raises(ValueError, match="sync_every must be an int >= 1"):
         net.fit(FullBatch(torch.randn(4, 2), torch.randn(4, 1)))
+
+
+class _EndsWith(Callback):
+    """Records that its ``on_train_end`` ran; raises KeyboardInterrupt there with ``interrupt``."""
+
+    def __init__(self, interrupt=False):
+        self.interrupt = interrupt
+
+    def on_train_end(self, net, **kwargs):
+        self.ended = True
+        if self.interrupt:
+            raise KeyboardInterrupt("from on_train_end")
+
+
+def test_a_keyboard_interrupt_in_on_train_end_reaches_the_caller_after_every_callback_ended():
+    """skorch calls on_train_end outside its try: a Ctrl-C in one callback's (the tracker's
+    final measurement) skipped every callback after it, whose histories were never built."""
+    first, interrupting, last = _EndsWith(), _EndsWith(interrupt=True), _EndsWith()
+    tracker = SharpnessTracker(every=2, k=1)
+    net, data = _net(("first", first), ("interrupting", interrupting), ("tracker", tracker), ("last", last),
+                     max_epochs=5)
+    with pytest.raises(KeyboardInterrupt, match="from on_train_end"):
+        net.fit(data, None)
+    assert first.ended and interrupting.ended and last.ended and net.train_ended_
+    np.testing.assert_array_equal(tracker.history_["step"], [0, 2, 4, 5])  # its final one too
+    assert all(isinstance(row["batches"][0]["train_loss"], float) for row in net.history)
