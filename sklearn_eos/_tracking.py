@@ -188,6 +188,7 @@ class SharpnessTracker(ParamsCallback):
                 "its coefficient to every eigenvalue).", UserWarning, stacklevel=2)
         self._data = X
         self._rows, self._rotation_rows = [], []
+        self._reused = None  # the step whose row is LRSchedule's initial measurement, reused
         self._latest = None
         self._min_vector = None
         self.eigenvectors_ = None
@@ -232,6 +233,7 @@ class SharpnessTracker(ParamsCallback):
         """Measure the spectrum at the net's current parameters and record it as ``step``."""
         result = self._initial_spectrum(net)
         if result is not None:
+            self._reused = step  # LRSchedule warned already if it did not converge
             result = replace(result, eigenvalues=result.eigenvalues[:self._k],
                              eigenvectors=result.eigenvectors[:, :self._k])
         else:
@@ -337,6 +339,8 @@ class SharpnessTracker(ParamsCallback):
         history = self.history_
         # n_hvps == -1: products that overflowed next to a divergence (the guard warns of it)
         short = (history["n_hvps"] >= 0) & ~history["converged"].astype(bool)
+        # a reused initial measurement was reported by LRSchedule: one warning for it, not two
+        short &= history["step"] != getattr(self, "_reused", None)
         if short.any():
             steps = ", ".join(str(s) for s in history["step"][short][:5])
             steps += ", ..." if short.sum() > 5 else ""

@@ -188,6 +188,28 @@ def test_tracker_reuses_an_initial_measurement_only_when_it_answers_its_request(
     assert schedule._initial_spectrum is None
 
 
+def test_an_unconverged_initial_measurement_reused_by_the_tracker_is_reported_once(monkeypatch):
+    """In threshold units the tracker's step-0 row is LRSchedule's initial measurement: when
+    it ran out of products, both warned of it (threads audit, hT2/bug_05). LRSchedule's
+    warning stays (it says what that means for the rate); the tracker's names the others."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sklearn_eos import _tracking
+
+    solve = _tracking.top_eigenpairs
+    monkeypatch.setattr(_tracking, "top_eigenpairs", lambda *a, **k: solve(*a, **{**k, "max_products": 3}))
+    X, y = _linear_data(d=12)  # 13 parameters: 3 products cannot converge
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg = EoSRegressor(hidden_layer_sizes=(), lr=0.5, lr_units="threshold", max_iter=10, sharpness_every=5,
+                           n_eigs=2, random_state=0).fit(X, y)
+    assert not reg.sharpness_history_["converged"].any()
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("LRSchedule: the initial sharpness measurement used its 3")
+    assert messages[1].startswith("SharpnessTracker: 2 of 3 measurements (steps 5, 10) used their budget")
+
+
 @pytest.mark.parametrize("every", [50, 1])
 def test_last_row_measures_the_returned_model_after_divergence(every):
     """every=1 also measures the parameters of the step whose loss then turns out non-finite
