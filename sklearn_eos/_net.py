@@ -115,6 +115,18 @@ def _overrides(obj, base, name):
     return getattr(type(obj), name, None) is not getattr(base, name) or name in getattr(obj, "__dict__", ())
 
 
+def _reads_history(callback):
+    """Whether ``callback`` may read a step's loss in the history: one of another package
+    that has its own ``on_batch_end`` or ``on_epoch_end`` and takes no losses from
+    ``on_step_loss`` (which would say that it knows of the deferred reads). Such a callback
+    saw the 0-d loss tensor of a step not read yet: skorch's ``EarlyStopping`` compared a
+    float32 tensor with its threshold, which rounded the threshold to float32, and stopped an
+    epoch apart depending on ``sync_every``."""
+    return (type(callback).__module__.split(".")[0] != __name__.split(".")[0]
+            and not hasattr(callback, "on_step_loss")
+            and any(_overrides(callback, Callback, name) for name in ("on_batch_end", "on_epoch_end")))
+
+
 def n_training_steps(history, first_row=0):
     """Training steps recorded in a skorch ``history`` from row ``first_row`` on (the
     history's length when this ``fit``/``partial_fit`` call began: skorch keeps the rows of
@@ -167,7 +179,10 @@ class FullBatchNet(NeuralNet):
     Deferred loss reads. A step does not read its loss on the host (on a GPU that read would
     wait for the step to finish). The host reads the losses of the pending steps in one copy
     right after a step ``t`` when ``(t + 1) % sync_every == 0``, when a callback's
-    ``needs_losses(net, step=t)`` returns True, and at the end of training. Each read
+    ``needs_losses(net, step=t)`` returns True, and at the end of training; after every step
+    when a callback of another package without ``on_step_loss`` (skorch's ``EarlyStopping``,
+    say) has its own ``on_batch_end`` or ``on_epoch_end``, so that it reads floats from the
+    history. Each read
     replaces the pending steps' ``train_loss`` in the history (the 0-d tensor until then)
     with floats, and calls ``on_step_loss(net, step=s, loss=float)`` of every callback that
     has it, step by step in step order and callback order, which is the order in which
@@ -259,7 +274,10 @@ class FullBatchNet(NeuralNet):
         self._loss_askers = [cb for _, cb in self.callbacks_ if hasattr(cb, "needs_losses")]
         # a callback with on_step_loss but no needs_losses may stop training at any step's
         # loss: it gets every step's, so that no step runs past its stop
-        self._read_every_step = any(not hasattr(cb, "needs_losses") for cb in self._loss_listeners)
+        # so does a callback of another package that reads the history after a step (skorch's
+        # EarlyStopping, LRScheduler, Checkpoint): it gets floats, as on a plain NeuralNet
+        self._read_every_step = (any(not hasattr(cb, "needs_losses") for cb in self._loss_listeners)
+                                 or any(_reads_history(cb) for _, cb in self.callbacks_))
         self._step_hooks = {name: [cb for _, cb in self.callbacks_ if _overrides(cb, Callback, name)]
                             for name in _STEP_HOOKS}
         if (not isinstance(X, FullBatch) and self.batch_size not in (-1, None) and X is not None

@@ -384,3 +384,39 @@ def test_a_keyboard_interrupt_in_on_train_end_reaches_the_caller_after_every_cal
     assert first.ended and interrupting.ended and last.ended and net.train_ended_
     np.testing.assert_array_equal(tracker.history_["step"], [0, 2, 4, 5])  # its final one too
     assert all(isinstance(row["batches"][0]["train_loss"], float) for row in net.history)
+
+
+class _ScriptedLoss(torch.nn.Module):
+    """A float32 loss that reads 1.0, then 0.9999 at every later step."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, y_pred, y):
+        value = 1.0 if self.calls == 0 else 0.9999
+        self.calls += 1
+        return y_pred.sum() * 0 + torch.tensor(value, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("sync_every", [1, 32])
+def test_skorch_callbacks_read_floats_from_the_history_whatever_sync_every(sync_every):
+    """skorch's EarlyStopping compared the 0-d float32 loss of a step not read yet with its
+    threshold best * (1 - 1e-4), rounded to float32 by the comparison: 0.9999 after 1.0 was
+    no improvement, and it stopped after 2 epochs with sync_every=32 but 3 with 1 (FullBatchNet
+    audit, hN/bug_08). As on a plain skorch net, it now reads floats."""
+    from skorch.callbacks import EarlyStopping
+
+    seen = []
+
+    class Reader(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            seen.append(net.history[-1, "train_loss"])
+
+    X, y = torch.randn(20, 3), torch.zeros(20, 1)
+    net = FullBatchNet(torch.nn.Linear(3, 1), criterion=_ScriptedLoss, optimizer=torch.optim.SGD, lr=0.01,
+                       max_epochs=6, sync_every=sync_every,
+                       callbacks=[EarlyStopping(monitor="train_loss", patience=1, sink=lambda *a: None), Reader()])
+    net.fit(FullBatch(X, y), None)
+    assert all(type(v) is float for v in seen)
+    assert len(net.history) == 3  # 1.0, 0.9999 (1e-4 below as floats), 0.9999 (no change): stop
