@@ -182,11 +182,10 @@ class FullBatchNet(NeuralNet):
     ``needs_losses(net, step=t)`` returns True, and at the end of training; after every step
     when a callback of another package without ``on_step_loss`` (skorch's ``EarlyStopping``,
     say) has its own ``on_batch_end`` or ``on_epoch_end``, so that it reads floats from the
-    history. Each read
-    replaces the pending steps' ``train_loss`` in the history (the 0-d tensor until then)
-    with floats, and calls ``on_step_loss(net, step=s, loss=float)`` of every callback that
-    has it, step by step in step order and callback order, which is the order in which
-    ``on_batch_end`` would have seen them. A callback stops training from ``on_step_loss``
+    history. Each read replaces the pending steps' ``train_loss`` in the history (the 0-d
+    tensor until then) with floats, and calls ``on_step_loss(net, step=s, loss=float)`` of
+    every callback that has it, step by step in step order and callback order, which is the
+    order in which ``on_batch_end`` would have seen them. A callback stops training from ``on_step_loss``
     by raising ``KeyboardInterrupt``, as from any skorch hook: later callbacks do not see
     that step, nobody sees the steps after it, and the history rows (epochs) after it, which
     ran before the host knew, are dropped. Their parameter updates are not undone, so a

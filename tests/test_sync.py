@@ -416,7 +416,8 @@ def test_skorch_callbacks_read_floats_from_the_history_whatever_sync_every(sync_
     X, y = torch.randn(20, 3), torch.zeros(20, 1)
     net = FullBatchNet(torch.nn.Linear(3, 1), criterion=_ScriptedLoss, optimizer=torch.optim.SGD, lr=0.01,
                        max_epochs=6, sync_every=sync_every,
-                       callbacks=[EarlyStopping(monitor="train_loss", patience=1, sink=lambda *a: None), Reader()])
+                       callbacks=[EarlyStopping(monitor="train_loss", patience=1, sink=lambda *a: None),
+                                  Reader()])
     net.fit(FullBatch(X, y), None)
     assert all(type(v) is float for v in seen)
     assert len(net.history) == 3  # 1.0, 0.9999 (1e-4 below as floats), 0.9999 (no change): stop
