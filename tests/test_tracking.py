@@ -202,8 +202,7 @@ def test_an_unconverged_initial_measurement_reused_by_the_tracker_is_reported_on
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reg = EoSRegressor(hidden_layer_sizes=(), lr=0.5, lr_units="threshold", max_iter=10,
-                           sharpness_every=5,
-                           n_eigs=2, random_state=0).fit(X, y)
+                           sharpness_every=5, n_eigs=2, random_state=0).fit(X, y)
     assert not reg.sharpness_history_["converged"].any()
     messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert len(messages) == 2, messages
