@@ -9,6 +9,7 @@ threshold of 4.0 on digits) while ``lambda_1`` sits above it; it is not the shar
 shows at every step whether training has reached the edge.
 """
 
+import math
 import warnings
 
 import numpy as np
@@ -90,15 +91,19 @@ class UpdateCurvature(ParamsCallback):
     left it, copied in ``on_grad_computed``: list this callback before any callback that
     rewrites ``.grad`` there (skorch's ``GradientNormClipping``; the estimators list user
     callbacks last).
-    With plain GD (``torch.optim.SGD`` without momentum or weight decay, and no other
-    callback with an ``on_grad_computed``) the step is ``d_t = -lr_t g_t`` and
+    A step of plain GD (``torch.optim.SGD`` without momentum, weight decay or maximize, one
+    rate, and no other callback with an ``on_grad_computed``) is ``d_t = -lr_t g_t``, and
     ``c_t = (|g_t|^2 - <g_{t+1}, g_t>) / (lr_t |g_t|^2)``: per step a copy of the gradient
     into a preallocated buffer and two dot products (3-4% of a 5-7 ms step of the digits
     MLP of 55,210 parameters on one CPU thread, ``python benchmarks/bench_step_callbacks.py``).
     Otherwise (another optimizer, or gradients that a later callback may rewrite before the
     step) ``d_t`` is the parameters' actual change: a copy of the parameters and two
     differences more (about 200 us more).
-    The form is chosen at the start of training.
+    The form and the rate ``lr_t`` are read before each step, so a scheduler that changes the
+    optimizer during the fit (skorch's ``LRScheduler`` with torch's ``CyclicLR``, which sets
+    a momentum) is followed. Parameters frozen or unfrozen during the fit (skorch's
+    ``Freezer``) are followed too; ``c_t`` is NaN where ``d_t`` moved a parameter that has no
+    gradient at ``t + 1`` (frozen in between: ``g_{t+1}`` is not known there).
 
     Attributes
     ----------
@@ -114,24 +119,22 @@ class UpdateCurvature(ParamsCallback):
         pending = getattr(self, "_pending", None)
         if pending is not None:  # one device-to-host read for the whole fit
             self._pending = None
-            dots, squares, rates, values = pending
-            if dots:  # c_t = (|g_t|^2 - <g_{t+1}, g_t>) / (lr_t |g_t|^2)
-                n = len(dots)
-                read = torch.stack(dots + squares[:n]).double().tolist()
-                dots, squares = np.array(read).reshape(2, n)
+            numerators, denominators = pending
+            if numerators:
+                n = len(numerators)
+                read = np.array(torch.stack(numerators + denominators).double().tolist()).reshape(2, n)
                 with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                    self._curvatures = (squares - dots) / (np.asarray(rates[:n], dtype=np.float64) * squares)
-            elif values:
-                self._curvatures = np.array(torch.stack(values).double().tolist())
+                    self._curvatures = read[0] / read[1]
         return getattr(self, "_curvatures", np.empty(0))
 
     def on_train_begin(self, net, **kwargs):
-        self._trained = [p for p in net.module_.parameters() if p.requires_grad]  # for .grad
+        # every parameter, trained or not: a Freezer / Unfreezer changes the set during the fit
+        self._params = list(net.module_.parameters())
         self._curvatures, self._pending = np.empty(0), None
         self._step = 0
-        self._dots, self._squares, self._rates, self._values = [], [], [], []
-        self._params = self._thetas = self._update = self._change = None
-        if not self._trained:
+        self._numerators, self._denominators = [], []  # c_t = numerator / denominator
+        self._thetas = self._update = self._change = None
+        if not self._params:
             return
         self._first_row = len(net.history)  # rows of earlier partial_fit calls are not this call's
         for name, cb in net.callbacks_:
@@ -144,54 +147,93 @@ class UpdateCurvature(ParamsCallback):
                     f"UpdateCurvature before any callback that rewrites the gradients.",
                     UserWarning, stacklevel=2)
                 break
-        detached = [p.detach() for p in self._trained]
-        self._grads = (_FlatBuffer(detached), _FlatBuffer(detached))  # g_t and g_{t-1}, alternating
-        self._plain_gd = (_is_plain_gd(getattr(net, "optimizer_", None))
-                          and not _gradients_rewritable(net, self))
+        self._detached = [p.detach() for p in self._params]  # theta, copied in grad mode too
+        self._grads = (_FlatBuffer(self._detached), _FlatBuffer(self._detached))  # g_t, g_{t-1}
+        self._supports = [None, None]  # which parameters had a gradient at t and t - 1
+        self._rewritable = _gradients_rewritable(net, self)
         self._captured = None  # the step whose gradient on_grad_computed copied
-        if not self._plain_gd:
-            self._params = detached
-            self._thetas = (_FlatBuffer(detached), _FlatBuffer(detached))
-            self._thetas[1].copy_from(detached)  # theta_0
+        self._theta_step = None  # the step t whose theta_t the parameter buffer holds
+        self._previous = self._current = None  # (plain GD?, lr) of steps t - 1 and t
+
+    def _general_buffers(self):
+        if self._thetas is None:
+            self._thetas = (_FlatBuffer(self._detached), _FlatBuffer(self._detached))
             self._update = torch.zeros_like(self._grads[0].flat)  # d_{t-1}
             self._change = torch.zeros_like(self._grads[0].flat)
+        return self._thetas
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if not training or not self._params:
+            return
+        t = self._step
+        # read before the step: a scheduler listed earlier sets the next step's rate (or a
+        # momentum) in its on_batch_end, after this step
+        optimizer = net.optimizer_
+        plain = _is_plain_gd(optimizer) and not self._rewritable
+        self._current = (plain, float(optimizer.param_groups[0]["lr"]))  # a tensor rate changes in place
+        if not plain and self._theta_step != t:  # theta_t, which plain steps before kept no copy of
+            self._general_buffers()[t % 2].copy_from(self._detached)
+            self._theta_step = t
+
+    def _copy_gradient(self, t):
+        self._grads[t % 2].copy_from([p.grad for p in self._params])
+        self._supports[t % 2] = tuple(p.grad is not None for p in self._params)
 
     def on_grad_computed(self, net, training=False, **kwargs):
         # g_t as backpropagation left it, before a later callback may rewrite .grad
-        if training and self._trained:
-            self._grads[self._step % 2].copy_from([p.grad for p in self._trained])
+        if training and self._params:
+            self._copy_gradient(self._step)
             self._captured = self._step
 
     def on_batch_end(self, net, training=False, **kwargs):
-        if not training or not self._trained:
+        if not training or not self._params or self._current is None:
             return
         # after step t: the gradients are g_t, the parameters theta_{t+1}
         t, self._step = self._step, self._step + 1
-        grad, grad_prev = self._grads[t % 2], self._grads[(t + 1) % 2]
         if self._captured != t:  # a net that does not notify on_grad_computed
-            grad.copy_from([p.grad for p in self._trained])
-        if self._plain_gd:
-            if t:
-                self._dots.append(torch.dot(grad.flat, grad_prev.flat))
-            self._squares.append(torch.dot(grad.flat, grad.flat))
-            self._rates.append(net.optimizer_.param_groups[0]["lr"])
-            return
+            self._copy_gradient(t)
         if t:
-            torch.sub(grad.flat, grad_prev.flat, out=self._change)
-            self._values.append(secant_curvature(self._change, self._update))
-        theta, theta_prev = self._thetas[t % 2], self._thetas[(t + 1) % 2]
-        theta.copy_from(self._params)
-        torch.sub(theta.flat, theta_prev.flat, out=self._update)
+            self._record(t)
+        self._previous, self._current = self._current, None
+        if not self._previous[0]:
+            thetas = self._general_buffers()
+            theta, theta_prev = thetas[(t + 1) % 2], thetas[t % 2]
+            theta.copy_from(self._detached)
+            torch.sub(theta.flat, theta_prev.flat, out=self._update)  # d_t
+            self._theta_step = t + 1
+
+    def _record(self, t):
+        """Append ``c_{t-1}`` from the gradients of steps ``t - 1`` and ``t``."""
+        grad, grad_prev = self._grads[t % 2].flat, self._grads[(t - 1) % 2].flat
+        plain, lr = self._previous
+        moved, known = self._supports[(t - 1) % 2], self._supports[t % 2]
+        if any(m and not k for m, k in zip(moved, known)):
+            # d_{t-1} moved a parameter frozen since: g_t is not known there
+            nan = torch.tensor(math.nan, dtype=grad.dtype, device=grad.device)
+            self._numerators.append(nan)
+            self._denominators.append(nan)
+        elif plain:  # d_{t-1} = -lr g_{t-1}
+            square = torch.dot(grad_prev, grad_prev)
+            self._numerators.append(square - torch.dot(grad, grad_prev))
+            self._denominators.append(square * lr)
+        else:
+            torch.sub(grad, grad_prev, out=self._change)
+            self._numerators.append(torch.dot(self._change, self._update))
+            self._denominators.append(torch.dot(self._update, self._update))
 
     def on_train_end(self, net, **kwargs):
         # a read that stopped training at step t (`FullBatchNet`: ``on_step_loss``, e.g. a
         # loss goal) came before step t's on_batch_end; its gradient g_t, which c_{t-1} needs,
         # is still in .grad (the parameters are theta_{t+1}, or theta_t put back by a
         # `LossGoal`: c_{t-1} needs neither)
-        if (self._trained and self._step == n_training_steps(net.history, self._first_row) - 1
-                and all(p.grad is not None for p in self._trained)):
-            self.on_batch_end(net, training=True)
+        if (self._params and self._current is not None
+                and self._step == n_training_steps(net.history, self._first_row) - 1
+                and any(p.grad is not None for p in self._params)):
+            if self._captured != self._step:
+                self._copy_gradient(self._step)
+            if self._step:
+                self._record(self._step)
         # no host read here: a later callback may still forbid synchronising with the GPU
-        self._pending = (self._dots, self._squares, self._rates, self._values)
-        self._trained = self._grads = self._dots = self._squares = self._rates = self._values = None
-        self._params = self._thetas = self._update = self._change = None
+        self._pending = (self._numerators, self._denominators)
+        self._params = self._detached = self._grads = self._numerators = self._denominators = None
+        self._thetas = self._update = self._change = None

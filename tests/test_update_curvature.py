@@ -128,11 +128,11 @@ def test_any_optimizer_the_actual_update_is_used():
     assert np.ptp(expected) > 0.1
 
 
-def test_no_parameters_to_train_gives_an_empty_record():
+def test_a_module_without_parameters_gives_an_empty_record():
     curvature = UpdateCurvature()
 
     class Net:
-        module_ = torch.nn.Linear(2, 1).requires_grad_(False)
+        module_ = torch.nn.ReLU()
 
     curvature.on_train_begin(Net())
     curvature.on_batch_end(Net(), training=True)
@@ -189,6 +189,7 @@ def test_values_are_read_from_the_device_once_and_after_training(monkeypatch):
     reads.clear()
     curvature.on_train_begin(net)
     for _ in range(5):
+        curvature.on_batch_begin(net, training=True)
         net.optimizer_.zero_grad()
         HalfSquaredError()(net.module_(data.chunks[0][0]), data.chunks[0][1]).backward()
         net.optimizer_.step()
@@ -243,3 +244,72 @@ def test_listed_after_gradient_clipping_it_warns():
             warnings.simplefilter("always")
             net.fit(FullBatch(X, y))
         assert any("listed after the gradient clipping 'clip'" in str(w.message) for w in record) == warns
+
+
+def _bare_fit(callbacks, lr=0.2, frozen_first_layer=False, max_epochs=8, after=()):
+    """A float64 bare-net fit with ``callbacks`` before UpdateCurvature and ``after`` between it
+    and a FlatParameters recorder (before every step); returns the
+    recorded curvatures and ``<g_{t+1} - g_t, d_t> / |d_t|^2`` from autograd at the parameters
+    the fit went through (gradients over every parameter, frozen or not)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    Y = torch.randn(40, 2, generator=g, dtype=torch.float64)
+    torch.manual_seed(0)
+    module = MLP(3, 2, (4,)).double()
+    if frozen_first_layer:
+        module[0].requires_grad_(False)
+    curvature, recorder = UpdateCurvature(), FlatParameters()
+    net = FullBatchNet(module, criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=lr, max_epochs=max_epochs,
+                       callbacks=callbacks + [("uc", curvature), *after, ("params", recorder)])
+    net.fit(FullBatch(X, Y), None)
+    probe = MLP(3, 2, (4,)).double()
+    gradients = []
+    for theta in recorder.values:
+        torch.nn.utils.vector_to_parameters(theta, probe.parameters())
+        probe.zero_grad()
+        HalfSquaredError()(probe(X), Y).backward()
+        gradients.append(torch.cat([p.grad.reshape(-1) for p in probe.parameters()]))
+    steps = torch.diff(torch.stack(recorder.values), dim=0)
+    truth = [float((gradients[t + 1] - gradients[t]) @ steps[t] / (steps[t] @ steps[t]))
+             for t in range(len(steps) - 1)]
+    return curvature.curvatures_, np.array(truth)
+
+
+def _scheduler(policy, **kwargs):
+    from skorch.callbacks import LRScheduler
+
+    return ("scheduler", LRScheduler(policy=policy, **kwargs))
+
+
+@pytest.mark.parametrize("case", ["cyclic_momentum", "batch_scheduler_listed_first", "tensor_rate"])
+def test_values_follow_what_each_step_did_when_a_scheduler_changes_the_optimizer(case):
+    """Optimizer audit (hU): the plain-GD form was chosen once, at train begin, so torch's
+    CyclicLR, which sets a momentum after that, got the plain formula (up to 10x off); the rate
+    was read after the step, when a per-batch scheduler listed first had set the next one
+    (+43%); a tensor rate, which schedulers update in place, was stored by reference (64x)."""
+    from torch.optim.lr_scheduler import CyclicLR, ExponentialLR
+
+    lr, after = 0.3, ()
+    if case == "cyclic_momentum":  # listed after, as the estimators list a user's callbacks
+        callbacks, after = [], [_scheduler(CyclicLR, base_lr=0.05, max_lr=0.2, step_size_up=3, step_every="batch")]
+    elif case == "batch_scheduler_listed_first":
+        callbacks = [_scheduler(ExponentialLR, gamma=0.7, step_every="batch")]
+    else:
+        callbacks, lr = [_scheduler(ExponentialLR, gamma=0.5)], torch.tensor(0.3, dtype=torch.float64)
+    recorded, truth = _bare_fit(callbacks, lr=lr, after=after)
+    assert len(recorded) == 7  # 8 steps
+    np.testing.assert_allclose(recorded, truth, rtol=1e-8)
+
+
+def test_parameters_frozen_or_unfrozen_during_the_fit():
+    """Optimizer audit (hU): frozen at epoch 4, the layer's missing gradient was read as zero
+    and c_2 was 3.3x off, silently; frozen at the start and unfrozen at epoch 4, it was never
+    followed and every value from the unfreeze on was wrong. Now c_2 across the freeze is NaN
+    (g_3 is not known where d_2 moved) and the unfreeze is followed exactly."""
+    from skorch.callbacks import Freezer, Unfreezer
+
+    recorded, truth = _bare_fit([("freeze", Freezer("0.*", at=4))])
+    assert np.isnan(recorded[2]) and not np.isnan(truth[2])
+    np.testing.assert_allclose(np.delete(recorded, 2), np.delete(truth, 2), rtol=1e-8)
+    recorded, truth = _bare_fit([("unfreeze", Unfreezer("0.*", at=4))], frozen_first_layer=True)
+    np.testing.assert_allclose(recorded, truth, rtol=1e-8)
