@@ -12,7 +12,7 @@ from ._checks import check_fraction, check_int, check_seed, is_real
 from ._schedule import DecayPolicy, check_lr, effective_lr
 from ._hvp import parameter_versions
 from ._net import FullBatch
-from ._tracking import InstabilityTracker, check_start, measure_spectrum, random_generator
+from ._tracking import InstabilityTracker, check_start, measure_spectrum, random_generator, trained_key
 
 
 class LRSchedule(ParamsCallback):
@@ -116,7 +116,7 @@ class LRSchedule(ParamsCallback):
         if self._counter is None and self.decay_on == "instabilities" and self.decay_time is not None:
             raise ValueError("decay_on='instabilities' needs an InstabilityTracker on the net.")
         self.initial_sharpness_ = math.nan
-        self._initial_spectrum = self._initial_versions = None
+        self._initial_spectrum = self._initial_versions = self._initial_key = None
         if self.initial_sharpness is not None:
             self.initial_sharpness_ = float(self.initial_sharpness)
         elif self.lr_units == "threshold":
@@ -148,6 +148,7 @@ class LRSchedule(ParamsCallback):
                 )
             self._initial_spectrum = result  # for a tracker's step 0; dropped at the end of fit
             self._initial_versions = parameter_versions(net.module_.parameters())
+            self._initial_key = trained_key(net.module_)
         if self.lr_units == "threshold" and self.initial_sharpness_ == math.inf:
             self.effective_lr_ = math.nan  # see above; a warm refit of such a fit too
             if self._warns_infinite_sharpness:
@@ -173,12 +174,15 @@ class LRSchedule(ParamsCallback):
         asked = tol if rest_tol is None else rest_tol
         mine = self.tol if self.rest_tol is None else self.rest_tol
         if (result is None or k > len(result.eigenvalues) or tol < self.tol or asked < mine
-                or self._initial_versions != parameter_versions(net.module_.parameters())):
+                or self._initial_versions != parameter_versions(net.module_.parameters())
+                # freezing changes no version, but the Hessian's coordinates (a Freezer)
+                or self._initial_key != trained_key(net.module_)):
             return None
         return result
 
     def on_train_end(self, net, **kwargs):
-        self._initial_spectrum = self._initial_versions = None  # no eigenvectors in the fitted net
+        # no eigenvectors in the fitted net
+        self._initial_spectrum = self._initial_versions = self._initial_key = None
         # a decay in the steps dropped after a divergence never reached the returned model
         if self.decay_step_ is not None and self.decay_step_ > returned_step(net, self._first_row):
             self.decay_step_ = None

@@ -7,6 +7,7 @@ at the edge of stability, where the top eigenvalues are nearly degenerate and si
 swap places) and the rotation metrics.
 """
 
+import math
 import warnings
 from dataclasses import replace
 
@@ -35,6 +36,18 @@ def measure_spectrum(net, data, k, **solver_options):
         # (a comparison of every one of them, for every product)
         hessian._watch_state = False
         return top_eigenpairs(hessian, k, **solver_options)
+
+
+def _threshold(lr):
+    """GD's stability threshold 2/lr; inf at a rate of 0 (a warm-up from 0, say)."""
+    return 2.0 / lr if lr else math.inf
+
+
+def trained_key(module):
+    """Which of ``module``'s parameters are trained (``requires_grad``): the coordinates of
+    a Hessian and of its eigenvectors. Blocks measured under different keys are not
+    comparable, even of one size (a frozen layer swapped for another of its shape)."""
+    return tuple(p.requires_grad for p in module.parameters())
 
 
 def n_trained_parameters(module):
@@ -179,19 +192,15 @@ class SharpnessTracker(ParamsCallback):
             warnings.warn("An LRSchedule is listed after this SharpnessTracker: the tracker would "
                           "record the previous step's rate (and 2/lr) wherever the rate changes. "
                           "List the LRSchedule first.", UserWarning, stacklevel=2)
-        if not _is_plain_gd(getattr(net, "optimizer_", None)):
-            warnings.warn(
-                "SharpnessTracker: the optimizer is not plain gradient descent (torch.optim.SGD "
-                "without momentum, weight decay or maximize, one rate): the recorded 'threshold' "
-                "2/lr is plain GD's stability threshold (heavy-ball momentum beta moves it to "
-                "(2 + 2 beta)/lr), and the Hessian measured is the criterion's (weight decay adds "
-                "its coefficient to every eigenvalue).", UserWarning, stacklevel=2)
+        self._warned_optimizer = False
+        self._check_plain_gd(net)
         self._data = X
         self._rows, self._rotation_rows = [], []
         self._reused = None  # the step whose row is LRSchedule's initial measurement, reused
         self._latest = None
         self._min_vector = None
         self.eigenvectors_ = None
+        self._key = self._previous_key = None  # which parameters those blocks' coordinates are
         self._start = check_start(self.start, net.module_)
         # a network with fewer trained parameters than k has only that many eigenvalues
         self._k = min(self.k, n_trained_parameters(net.module_))
@@ -200,6 +209,19 @@ class SharpnessTracker(ParamsCallback):
         self._rates = []  # the learning rate of every step of this call
         self._first_row = len(net.history)  # steps count within this fit/partial_fit call
         self._generator = random_generator(self.random_state)
+
+    def _check_plain_gd(self, net):
+        """Warn (once per fit) when the optimizer is not plain GD; checked again at every
+        measurement, since a callback may change it after this one's on_train_begin (skorch's
+        LRScheduler with torch's CyclicLR sets a momentum)."""
+        if not getattr(self, "_warned_optimizer", False) and not _is_plain_gd(getattr(net, "optimizer_", None)):
+            self._warned_optimizer = True
+            warnings.warn(
+                "SharpnessTracker: the optimizer is not plain gradient descent (torch.optim.SGD "
+                "without momentum, weight decay or maximize, one rate): the recorded 'threshold' "
+                "2/lr is plain GD's stability threshold (heavy-ball momentum beta moves it to "
+                "(2 + 2 beta)/lr), and the Hessian measured is the criterion's (weight decay adds "
+                "its coefficient to every eigenvalue).", UserWarning, stacklevel=3)
 
     @property
     def latest(self):
@@ -231,17 +253,19 @@ class SharpnessTracker(ParamsCallback):
 
     def measure(self, net, step):
         """Measure the spectrum at the net's current parameters and record it as ``step``."""
+        self._check_plain_gd(net)
+        key = trained_key(net.module_)
+        if self.eigenvectors_ is not None and self._key != key:
+            # the set of trained parameters changed (skorch's Freezer, say): another Hessian,
+            # so a cold start and no rotation across the change (blocks of the same size
+            # too: their coordinates are other parameters)
+            self.eigenvectors_ = self._previous_vectors = self._min_vector = None
         result = self._initial_spectrum(net)
         if result is not None:
             self._reused = step  # LRSchedule warned already if it did not converge
             result = replace(result, eigenvalues=result.eigenvalues[:self._k],
                              eigenvectors=result.eigenvectors[:, :self._k])
         else:
-            if (self.eigenvectors_ is not None
-                    and self.eigenvectors_.shape[0] != n_trained_parameters(net.module_)):
-                # the set of trained parameters changed (skorch's Freezer, say): another
-                # Hessian, so a cold start and no rotation across the change
-                self.eigenvectors_ = self._previous_vectors = self._min_vector = None
             try:
                 start = self.eigenvectors_ if self._rows else self._start
                 result = measure_spectrum(
@@ -255,7 +279,7 @@ class SharpnessTracker(ParamsCallback):
         if result is None or not np.isfinite(result.eigenvalues).all():
             return self._record_failed(step, lr)
         eigs = result.eigenvalues
-        row = {"step": step, "sharpness": float(eigs[0]), "threshold": 2.0 / lr, "lr": lr,
+        row = {"step": step, "sharpness": float(eigs[0]), "threshold": _threshold(lr), "lr": lr,
                "n_hvps": result.n_products, "converged": bool(result.converged)}
         row.update({f"eig_{i}": float(eigs[i - 1]) if i <= len(eigs) else np.nan
                     for i in range(2, self.k + 1)})
@@ -271,8 +295,8 @@ class SharpnessTracker(ParamsCallback):
             rotation.update({f"cosine_{i}": float(cosines[i - 1]) if i <= len(cosines) else np.nan
                              for i in range(2, self.k + 1)})
             self._rotation_rows.append(rotation)
-        self._previous_vectors = self.eigenvectors_
-        self.eigenvectors_ = U
+        self._previous_vectors, self._previous_key = self.eigenvectors_, self._key
+        self.eigenvectors_, self._key = U, key
         self._rows.append(row)
         self._latest = row
         return row
@@ -281,11 +305,11 @@ class SharpnessTracker(ParamsCallback):
         """A NaN row for a measurement whose Hessian products were not finite; the next
         measurement starts cold and no rotation is recorded across this one."""
         row = {c: np.nan for c in sharpness_columns(self.k, self.compute_min)}
-        row.update(step=step, threshold=2.0 / lr, lr=lr, n_hvps=-1, converged=False, above_threshold=False)
+        row.update(step=step, threshold=_threshold(lr), lr=lr, n_hvps=-1, converged=False, above_threshold=False)
         # no rotation across a failed measurement (the next one starts cold); but the last
         # good vectors stay the previous block: when this measurement is dropped after a
         # divergence, the final one rotates from them (they were discarded: no rotation row)
-        self._previous_vectors = self.eigenvectors_
+        self._previous_vectors, self._previous_key = self.eigenvectors_, self._key
         self.eigenvectors_ = self._min_vector = None
         self._rows.append(row)
         self._latest = row
@@ -315,6 +339,7 @@ class SharpnessTracker(ParamsCallback):
             # the last kept measurement's vectors, for its rotation to the final one; the
             # tracker keeps two blocks, so after more than one dropped measurement: none
             self.eigenvectors_ = self._previous_vectors if n_dropped == 1 else None
+            self._key = self._previous_key
             self._previous_vectors = None
             self._latest = self._rows[-1] if self._rows else None
         # the last row is a measurement of the parameters that fit returns (taken already
@@ -417,7 +442,7 @@ class InstabilityTracker(ParamsCallback):
             warnings.warn("A SharpnessTracker is listed after this InstabilityTracker: the episodes "
                           "would get no sharpness confirmation and no rotation. List the "
                           "SharpnessTracker first.", UserWarning, stacklevel=2)
-        self._measured = []  # (step, eigenvectors) of the two latest measurements
+        self._measured = []  # (step, eigenvectors, trained key) of the two latest measurements
         self._before = {}  # episode index -> (step, eigenvectors) before its start
         self._waiting = []  # ended episodes waiting for the next measurement
         self._rotation = {}  # episode index -> (cosine, subspace overlap, step rotated to)
@@ -427,20 +452,20 @@ class InstabilityTracker(ParamsCallback):
         latest = self._tracker.latest if self._tracker is not None else None
         if latest is None or (self._measured and self._measured[-1][0] == latest["step"]):
             return
-        step, U = latest["step"], self._tracker.eigenvectors_
+        step, U, key = latest["step"], self._tracker.eigenvectors_, getattr(self._tracker, "_key", None)
         ends = [episode.end for episode in self.detector_.episodes]
         for index in self._waiting:
             if ends[index] < step:
-                self._rotate(index, step, U)
+                self._rotate(index, step, U, key)
         self._waiting = [index for index in self._waiting if ends[index] >= step]
-        self._measured = [*self._measured[-1:], (step, U)]
+        self._measured = [*self._measured[-1:], (step, U, key)]
 
-    def _rotate(self, index, step, U):
+    def _rotate(self, index, step, U, key):
         """Record episode ``index``'s rotation from the measurement before its start to the
-        block ``U`` measured at ``step`` (nothing when either block is missing)."""
+        block ``U`` measured at ``step`` with trained parameters ``key`` (nothing when either
+        block is missing, or when the trained parameters changed in between)."""
         before = self._before.get(index)
-        # (blocks of different sizes: the trained parameters changed in between)
-        if before is not None and before[1] is not None and U is not None and before[1].shape == U.shape:
+        if before is not None and before[1] is not None and U is not None and before[2] == key:
             self._rotation[index] = (float(eigenvector_cosines(before[1], U)[0]),
                                      float(subspace_overlap(before[1], U)), step)
 

@@ -567,3 +567,105 @@ def test_a_tracker_on_an_optimizer_other_than_plain_gd_warns_that_2_over_lr_is_n
         net.fit(data, None)
     said = [str(w.message) for w in record if "not plain gradient descent" in str(w.message)]
     assert len(said) == int(warns)
+
+
+def _tiny_regression(dtype=torch.float64):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(40, 3, generator=g, dtype=dtype), torch.randn(40, 2, generator=g, dtype=dtype)
+
+
+def test_a_freeze_after_the_initial_measurement_is_not_reused_as_step_0():
+    """Optimizer audit (hU): a Freezer acts in the first epoch, after LRSchedule measured all
+    parameters in threshold units; freezing changes no parameter version, so the tracker took
+    that measurement (1.730, 1.626, 0.833) for the trained parameters' Hessian (1.416, 1.416,
+    0.314)."""
+    from skorch.callbacks import Freezer
+
+    from sklearn_eos import MLP, FullBatch, FullBatchNet, HalfSquaredError, LRSchedule
+
+    X, Y = _tiny_regression()
+    torch.manual_seed(0)
+    module = MLP(3, 2, (4,)).double()
+    initial = {name: p.detach().clone() for name, p in module.named_parameters()}
+    tracker = SharpnessTracker(every=3, k=3, tol=1e-10, rest_tol=1e-10, random_state=0)
+    schedule = LRSchedule(1.0, lr_units="threshold", tol=1e-10, rest_tol=1e-10, n_eigs=3, random_state=0)
+    net = FullBatchNet(module, criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1, max_epochs=3,
+                       callbacks=[("freeze", Freezer("0.*")), ("lr", schedule), ("sharpness", tracker)])
+    net.fit(FullBatch(X, Y), None)
+    probe = MLP(3, 2, (4,)).double()
+    probe.load_state_dict(initial)
+    probe[0].requires_grad_(False)
+
+    class Head(torch.nn.Module):  # the trained parameters only: the last layer
+        def __init__(self):
+            super().__init__()
+            self.out = probe[2]
+
+        def forward(self, x):
+            return self.out(probe[1](probe[0](x)))
+
+    exact = np.linalg.eigvalsh(exact_hessian(Head(), HalfSquaredError(), X, Y).numpy())[::-1][:3]
+    row = [tracker.history_[c][0] for c in ("sharpness", "eig_2", "eig_3")]
+    np.testing.assert_allclose(row, exact, rtol=1e-8)
+
+
+def test_no_rotation_across_a_swap_of_equally_sized_trained_layers():
+    """Optimizer audit (hU): layer a (12 entries) trained in steps 0-1, then layer b (12
+    entries): only sizes were compared, so a rotation row (cosine 0.20) was recorded between
+    eigenvectors in the coordinates of different parameters."""
+    from skorch.callbacks import Freezer, Unfreezer
+
+    from sklearn_eos import FullBatch, FullBatchNet, HalfSquaredError
+
+    class Net3(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.c(torch.tanh(self.b(torch.tanh(self.a(x)))))
+
+    X, Y = _tiny_regression()
+    torch.manual_seed(0)
+    tracker = SharpnessTracker(every=2, k=2, random_state=0)
+    net = FullBatchNet(Net3().double(), criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1,
+                       max_epochs=6, callbacks=[("freeze_bc", Freezer(["b.*", "c.*"])),
+                                                ("freeze_a", Freezer("a.*", at=3)),
+                                                ("unfreeze_b", Unfreezer("b.*", at=3)), ("sharpness", tracker)])
+    net.fit(FullBatch(X, Y), None)
+    np.testing.assert_array_equal(tracker.history_["step"], [0, 2, 4, 6])
+    np.testing.assert_array_equal(tracker.rotation_history_["step"], [4, 6])  # none from 0 to 2
+
+
+def test_a_rate_of_zero_records_an_infinite_threshold():
+    """Optimizer audit (hU): a warm-up from 0 (LambdaLR with e / 3) raised a bare
+    ZeroDivisionError from the tracker's 2 / lr."""
+    from skorch.callbacks import LRScheduler
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from sklearn_eos import MLP, FullBatch, FullBatchNet, HalfSquaredError
+
+    X, Y = _tiny_regression(torch.float32)
+    tracker = SharpnessTracker(every=2, k=2, random_state=0)
+    net = FullBatchNet(MLP(3, 2, (4,)), criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1, max_epochs=5,
+                       callbacks=[("warmup", LRScheduler(policy=LambdaLR, lr_lambda=lambda e: e / 3)),
+                                  ("sharpness", tracker)])
+    net.fit(FullBatch(X, Y), None)
+    history = tracker.history_
+    assert history["lr"][0] == 0 and history["threshold"][0] == np.inf and not history["above_threshold"][0]
+    np.testing.assert_allclose(history["threshold"][1:], 2 / history["lr"][1:])
+
+
+def test_the_optimizer_warning_sees_a_momentum_set_after_the_tracker_began():
+    """Optimizer audit (hU): torch's CyclicLR (skorch's LRScheduler, listed after the tracker
+    as the estimators list a user's callbacks) sets a momentum in its on_train_begin; the
+    tracker checked the optimizer before that only, and recorded 2/lr without its warning."""
+    from skorch.callbacks import LRScheduler
+    from torch.optim.lr_scheduler import CyclicLR
+
+    X, y = _linear_data()
+    cyclic = LRScheduler(policy=CyclicLR, base_lr=0.05, max_lr=0.2, step_size_up=3, step_every="batch")
+    with pytest.warns(UserWarning, match="not plain gradient descent") as caught:
+        EoSRegressor(hidden_layer_sizes=(4,), lr=0.2, max_iter=10, sharpness_every=5, random_state=0,
+                     callbacks=[("cyclic", cyclic)]).fit(X, y)
+    assert sum("not plain gradient descent" in str(w.message) for w in caught) == 1  # once per fit
