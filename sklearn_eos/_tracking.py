@@ -214,7 +214,8 @@ class SharpnessTracker(ParamsCallback):
         """Warn (once per fit) when the optimizer is not plain GD; checked again at every
         measurement, since a callback may change it after this one's on_train_begin (skorch's
         LRScheduler with torch's CyclicLR sets a momentum)."""
-        if not getattr(self, "_warned_optimizer", False) and not _is_plain_gd(getattr(net, "optimizer_", None)):
+        warned = getattr(self, "_warned_optimizer", False)
+        if not warned and not _is_plain_gd(getattr(net, "optimizer_", None)):
             self._warned_optimizer = True
             warnings.warn(
                 "SharpnessTracker: the optimizer is not plain gradient descent (torch.optim.SGD "
@@ -305,7 +306,8 @@ class SharpnessTracker(ParamsCallback):
         """A NaN row for a measurement whose Hessian products were not finite; the next
         measurement starts cold and no rotation is recorded across this one."""
         row = {c: np.nan for c in sharpness_columns(self.k, self.compute_min)}
-        row.update(step=step, threshold=_threshold(lr), lr=lr, n_hvps=-1, converged=False, above_threshold=False)
+        row.update(step=step, threshold=_threshold(lr), lr=lr, n_hvps=-1, converged=False,
+                   above_threshold=False)
         # no rotation across a failed measurement (the next one starts cold); but the last
         # good vectors stay the previous block: when this measurement is dropped after a
         # divergence, the final one rotates from them (they were discarded: no rotation row)

@@ -631,7 +631,8 @@ def test_no_rotation_across_a_swap_of_equally_sized_trained_layers():
     net = FullBatchNet(Net3().double(), criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1,
                        max_epochs=6, callbacks=[("freeze_bc", Freezer(["b.*", "c.*"])),
                                                 ("freeze_a", Freezer("a.*", at=3)),
-                                                ("unfreeze_b", Unfreezer("b.*", at=3)), ("sharpness", tracker)])
+                                                ("unfreeze_b", Unfreezer("b.*", at=3)),
+                                                ("sharpness", tracker)])
     net.fit(FullBatch(X, Y), None)
     np.testing.assert_array_equal(tracker.history_["step"], [0, 2, 4, 6])
     np.testing.assert_array_equal(tracker.rotation_history_["step"], [4, 6])  # none from 0 to 2
@@ -647,7 +648,8 @@ def test_a_rate_of_zero_records_an_infinite_threshold():
 
     X, Y = _tiny_regression(torch.float32)
     tracker = SharpnessTracker(every=2, k=2, random_state=0)
-    net = FullBatchNet(MLP(3, 2, (4,)), criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1, max_epochs=5,
+    net = FullBatchNet(MLP(3, 2, (4,)), criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1,
+                       max_epochs=5,
                        callbacks=[("warmup", LRScheduler(policy=LambdaLR, lr_lambda=lambda e: e / 3)),
                                   ("sharpness", tracker)])
     net.fit(FullBatch(X, Y), None)

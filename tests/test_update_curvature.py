@@ -259,7 +259,8 @@ def _bare_fit(callbacks, lr=0.2, frozen_first_layer=False, max_epochs=8, after=(
     if frozen_first_layer:
         module[0].requires_grad_(False)
     curvature, recorder = UpdateCurvature(), FlatParameters()
-    net = FullBatchNet(module, criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=lr, max_epochs=max_epochs,
+    net = FullBatchNet(module, criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=lr,
+                       max_epochs=max_epochs,
                        callbacks=callbacks + [("uc", curvature), *after, ("params", recorder)])
     net.fit(FullBatch(X, Y), None)
     probe = MLP(3, 2, (4,)).double()
@@ -291,7 +292,8 @@ def test_values_follow_what_each_step_did_when_a_scheduler_changes_the_optimizer
 
     lr, after = 0.3, ()
     if case == "cyclic_momentum":  # listed after, as the estimators list a user's callbacks
-        callbacks, after = [], [_scheduler(CyclicLR, base_lr=0.05, max_lr=0.2, step_size_up=3, step_every="batch")]
+        cyclic = _scheduler(CyclicLR, base_lr=0.05, max_lr=0.2, step_size_up=3, step_every="batch")
+        callbacks, after = [], [cyclic]
     elif case == "batch_scheduler_listed_first":
         callbacks = [_scheduler(ExponentialLR, gamma=0.7, step_every="batch")]
     else:
