@@ -29,6 +29,11 @@ class ParamsCallback(Callback):
     def _get_param_names(self):
         return [key for key in self.__dict__ if not key.endswith("_") and not key.startswith("_")]
 
+    def _abandon_fit(self, net):
+        """Drop what this fit kept (copies of the parameters, the training set) after it
+        raised: skorch then skips ``on_train_end``, and a net pickled after the failure
+        carried them. Called by `FullBatchNet`; this default keeps nothing to drop."""
+
 
 class _FlatCopy:
     """A copy of some tensors in one flat buffer of 8-byte words.
@@ -145,6 +150,9 @@ class DivergenceGuard(ParamsCallback):
     def on_train_end(self, net, **kwargs):
         self._params = self._current = self._last_finite = self._nan_after_divergence = None
 
+    def _abandon_fit(self, net):
+        self.on_train_end(net)
+
 
 def _caught_divergence(net):
     """The net's `DivergenceGuard` if it caught a divergence in this fit, else None."""
@@ -218,6 +226,9 @@ class LossGoal(ParamsCallback):
 
     def on_train_end(self, net, **kwargs):
         self._tensors = self._before_step = None
+
+    def _abandon_fit(self, net):
+        self.on_train_end(net)
 
 
 def _reached_goal(net):
@@ -328,5 +339,10 @@ class ProgressReport(ParamsCallback):
             self._loss = batches[-1].get("train_loss", self._loss) if batches else self._loss
             self._report(net)
         if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _abandon_fit(self, net):
+        if getattr(self, "_bar", None) is not None:  # a bar left open would print over the next one
             self._bar.close()
             self._bar = None

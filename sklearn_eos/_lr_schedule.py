@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
+from skorch.callbacks import LRScheduler
 
 from ._callbacks import ParamsCallback, returned_step
 from ._checks import check_fraction, check_int, check_seed, is_real
@@ -115,6 +116,17 @@ class LRSchedule(ParamsCallback):
         self._counter = next((cb for _, cb in net.callbacks_ if isinstance(cb, InstabilityTracker)), None)
         if self._counter is None and self.decay_on == "instabilities" and self.decay_time is not None:
             raise ValueError("decay_on='instabilities' needs an InstabilityTracker on the net.")
+        rates = sorted({float(group["lr"]) for group in net.optimizer_.param_groups})
+        if len(rates) > 1:
+            # torch's schedulers scale each group's own rate; this one sets the rate of the
+            # GD step, one for all (the first layer of a net asked for 0.01 trained at 0.1)
+            warnings.warn(f"{owner} sets one learning rate for every parameter group: the groups' "
+                          f"own rates {rates} are overridden from the first step.", UserWarning, stacklevel=2)
+        schedulers = [name for name, cb in net.callbacks_ if isinstance(cb, LRScheduler)]
+        if schedulers:
+            warnings.warn(f"{owner} sets the learning rate of every step: the rates of skorch's "
+                          f"LRScheduler {schedulers[0]!r} are overridden (other settings its policy "
+                          f"changes, such as CyclicLR's momentum, are not).", UserWarning, stacklevel=2)
         self.initial_sharpness_ = math.nan
         self._initial_spectrum = self._initial_versions = self._initial_key = None
         if self.initial_sharpness is not None:
@@ -186,6 +198,9 @@ class LRSchedule(ParamsCallback):
         # a decay in the steps dropped after a divergence never reached the returned model
         if self.decay_step_ is not None and self.decay_step_ > returned_step(net, self._first_row):
             self.decay_step_ = None
+
+    def _abandon_fit(self, net):
+        self._initial_spectrum = self._initial_versions = self._initial_key = None
 
     def needs_losses(self, net, step, **kwargs):
         # the rate of step + 1 depends on the episodes only while a decay is pending on them

@@ -197,7 +197,10 @@ class FullBatchNet(NeuralNet):
 
     Ending. ``on_train_end`` reaches the net and every callback even when one of them raises
     ``KeyboardInterrupt`` (a Ctrl-C during a final measurement); the interrupt is raised again
-    from ``fit`` once all have run, and ``train_ended_`` is then True.
+    from ``fit`` once all have run, and ``train_ended_`` is then True. After an error in a
+    step skorch runs no ``on_train_end``; the package's callbacks then drop their copies of
+    the parameters and the training set, and a `SharpnessTracker` keeps the histories of the
+    measurements taken (see ``_abandon_fit``).
 
     Parameters
     ----------
@@ -389,9 +392,13 @@ class FullBatchNet(NeuralNet):
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
         except Exception:
             # skorch skips on_train_end after an error (a KeyboardInterrupt ends fit through
-            # it): the losses not read yet would stay tensors in the history
+            # it): the losses not read yet would stay tensors in the history, and the
+            # package's callbacks would keep this fit's copies and training set
             self._settle_losses()
             self._forget_training_state()
+            for _, cb in self.callbacks_:
+                if hasattr(cb, "_abandon_fit"):
+                    cb._abandon_fit(self)
             raise
 
     def _read_losses(self):

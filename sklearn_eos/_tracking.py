@@ -192,8 +192,7 @@ class SharpnessTracker(ParamsCallback):
             warnings.warn("An LRSchedule is listed after this SharpnessTracker: the tracker would "
                           "record the previous step's rate (and 2/lr) wherever the rate changes. "
                           "List the LRSchedule first.", UserWarning, stacklevel=2)
-        self._warned_optimizer = False
-        self._check_plain_gd(net)
+        self._warned_optimizer = False  # checked at each measurement, after the rate is set
         self._data = X
         self._rows, self._rotation_rows = [], []
         self._reused = None  # the step whose row is LRSchedule's initial measurement, reused
@@ -211,9 +210,10 @@ class SharpnessTracker(ParamsCallback):
         self._generator = random_generator(self.random_state)
 
     def _check_plain_gd(self, net):
-        """Warn (once per fit) when the optimizer is not plain GD; checked again at every
-        measurement, since a callback may change it after this one's on_train_begin (skorch's
-        LRScheduler with torch's CyclicLR sets a momentum)."""
+        """Warn (once per fit) when the optimizer is not plain GD, checked at every
+        measurement: a callback may change it after train begin (skorch's LRScheduler with
+        torch's CyclicLR sets a momentum), and an `LRSchedule` gives every parameter group
+        one rate only at the first step."""
         warned = getattr(self, "_warned_optimizer", False)
         if not warned and not _is_plain_gd(getattr(net, "optimizer_", None)):
             self._warned_optimizer = True
@@ -353,6 +353,10 @@ class SharpnessTracker(ParamsCallback):
             self._end_histories()  # the one before, and the net ends the other callbacks
             raise
         self._end_histories()
+
+    def _abandon_fit(self, net):
+        if getattr(self, "_rows", None) is not None:  # the histories of the measurements taken
+            self._end_histories()
 
     def _end_histories(self):
         k = self.k
@@ -518,4 +522,7 @@ class InstabilityTracker(ParamsCallback):
             "cosine": np.array([r[0] for r in rotation], dtype=float),
             "subspace_overlap": np.array([r[1] for r in rotation], dtype=float),
         }
+        self._abandon_fit(net)
+
+    def _abandon_fit(self, net):
         self._tracker = self._measured = self._before = self._waiting = None

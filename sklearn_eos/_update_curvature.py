@@ -233,7 +233,11 @@ class UpdateCurvature(ParamsCallback):
                 self._copy_gradient(self._step)
             if self._step:
                 self._record(self._step)
+        self._abandon_fit(net)
+
+    def _abandon_fit(self, net):
         # no host read here: a later callback may still forbid synchronising with the GPU
-        self._pending = (self._numerators, self._denominators)
+        if getattr(self, "_numerators", None) is not None:
+            self._pending = (self._numerators, self._denominators)
         self._params = self._detached = self._grads = self._numerators = self._denominators = None
         self._thetas = self._update = self._change = None

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
@@ -253,3 +254,34 @@ def test_with_tracking_off_a_user_tracker_feeds_the_estimators_instability_track
     # the decay after the first completed episode of the estimator's own tracker
     assert callbacks["lr_schedule"]._counter is callbacks["instabilities"]
     assert est.decay_step_ == episodes["end"][0] + 1
+
+
+def test_lr_schedule_says_that_it_overrides_group_rates_and_skorch_schedulers():
+    """Optimizer audit (hU): a first layer asked to train at 0.01 (skorch's
+    optimizer__param_groups) trained at the schedule's 0.1, and a skorch LRScheduler on the
+    same net was undone at every step, without a word; a tracker then also warned of 'more
+    than one rate', although every step used one."""
+    from skorch.callbacks import LRScheduler
+    from torch.optim.lr_scheduler import StepLR
+
+    from sklearn_eos import MLP, FullBatch, FullBatchNet, HalfSquaredError, LRSchedule, SharpnessTracker
+
+    g = torch.Generator().manual_seed(0)
+    data = FullBatch(torch.randn(40, 3, generator=g), torch.randn(40, 2, generator=g))
+
+    def net(callbacks, **kwargs):
+        return FullBatchNet(MLP(3, 2, (4,)), criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1,
+                            max_epochs=4, callbacks=[("lr", LRSchedule(0.1)), *callbacks], **kwargs)
+
+    grouped = net([("sharpness", SharpnessTracker(every=2, k=1))],
+                  optimizer__param_groups=[("0.*", {"lr": 0.01})])
+    overridden = r"one learning rate for every parameter group.*\[0\.01, 0\.1\]"
+    with pytest.warns(UserWarning, match=overridden) as caught:
+        grouped.fit(data, None)
+    assert not any("not plain gradient descent" in str(w.message) for w in caught)
+    assert {group["lr"] for group in grouped.optimizer_.param_groups} == {0.1}
+    with pytest.warns(UserWarning, match=r"rates of skorch's LRScheduler 'step' are overridden"):
+        net([("step", LRScheduler(StepLR, step_size=1))]).fit(data, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net([]).fit(data, None)  # one group, no scheduler: no warning

@@ -421,3 +421,33 @@ def test_skorch_callbacks_read_floats_from_the_history_whatever_sync_every(sync_
     net.fit(FullBatch(X, y), None)
     assert all(type(v) is float for v in seen)
     assert len(net.history) == 3  # 1.0, 0.9999 (1e-4 below as floats), 0.9999 (no change): stop
+
+
+class _FailAtStep4(Callback):
+    def on_epoch_begin(self, net, **kwargs):
+        if len(net.history) == 4:
+            raise RuntimeError("a failure in the middle of the fit")
+
+
+def test_a_fit_that_raises_leaves_no_training_set_or_copies_in_the_callbacks():
+    """Optimizer audit (hU/bug_10): skorch skips on_train_end after an error, and the tracker
+    kept the training set (a pickled net grew by the size of X and y), its history_ that of
+    the fit before, and the guard and UpdateCurvature their copies of the parameters."""
+    import pickle
+
+    from sklearn_eos import DivergenceGuard, UpdateCurvature
+
+    g = torch.Generator().manual_seed(0)
+    data = FullBatch(torch.randn(2000, 20, generator=g), torch.randn(2000, 2, generator=g))
+    tracker, guard, curvature = SharpnessTracker(every=2, k=1), DivergenceGuard(), UpdateCurvature()
+    net = FullBatchNet(MLP(20, 2, (4,)), criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1,
+                       max_epochs=6, callbacks=[("guard", guard), ("sharpness", tracker), ("uc", curvature)])
+    net.fit(data, None)
+    size = len(pickle.dumps(net))
+    net.callbacks.append(("fail", _FailAtStep4()))
+    with pytest.raises(RuntimeError, match="in the middle of the fit"):
+        net.initialize().fit(data, None)
+    assert len(pickle.dumps(net)) < size + 10_000  # X and y alone are 168,000 bytes
+    np.testing.assert_array_equal(tracker.history_["step"], [0, 2])  # this call's measurements
+    assert len(curvature.curvatures_) == 2  # steps 0-2 ran: c_0, c_1
+    assert guard._params is None and tracker._data is None

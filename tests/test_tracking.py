@@ -667,7 +667,10 @@ def test_the_optimizer_warning_sees_a_momentum_set_after_the_tracker_began():
 
     X, y = _linear_data()
     cyclic = LRScheduler(policy=CyclicLR, base_lr=0.05, max_lr=0.2, step_size_up=3, step_every="batch")
-    with pytest.warns(UserWarning, match="not plain gradient descent") as caught:
+    with pytest.warns(UserWarning) as caught:
         EoSRegressor(hidden_layer_sizes=(4,), lr=0.2, max_iter=10, sharpness_every=5, random_state=0,
                      callbacks=[("cyclic", cyclic)]).fit(X, y)
-    assert sum("not plain gradient descent" in str(w.message) for w in caught) == 1  # once per fit
+    messages = [str(w.message) for w in caught]
+    assert sum("not plain gradient descent" in m for m in messages) == 1, messages  # once per fit
+    # and the schedule says that it overrides the scheduler's rates (not its momentum)
+    assert any("rates of skorch's LRScheduler 'user_cyclic' are overridden" in m for m in messages)
