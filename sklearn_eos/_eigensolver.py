@@ -470,8 +470,9 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
 # eigenvector. Cold starts get the guard too: an unguarded random start on the same fit also
 # stopped 4e-3 low at step 800. The tolerance: ``python benchmarks/bench_guard.py`` (48 warm
 # blocks lacking v1, the construction of the randomized test; with the top-residual rule
-# below) misses 0 times at 2e-2 to 4e-2, 1 at 5e-2 and 11 at 8e-2, for a median of 16
-# products against 15; over a bulk concentrated near zero (``--bulk tail``) 0 at 2e-2 to
+# below) misses 0 times at 2e-2 to 4e-2, 1 at 5e-2 and 9 at 8e-2 (11 before "The random
+# vector's pair"), for a median of 16 products against 15; over a bulk concentrated near
+# zero (``--bulk tail``) 0 at 2e-2 to
 # 5e-2 and 7 at 8e-2: 3e-2, with a step of margin. On the tracked digits fit
 # (``benchmarks/bench_tracking.py``, every 100 steps) the guarded solver needs a median of
 # 21-22 products per warm measurement (36 when it expanded by every open residual, commit
