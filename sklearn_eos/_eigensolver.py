@@ -472,8 +472,7 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
 # blocks lacking v1, the construction of the randomized test; with the top-residual rule
 # below) misses 0 times at 2e-2 to 4e-2, 1 at 5e-2 and 9 at 8e-2 (11 before "The random
 # vector's pair"), for a median of 16 products against 15; over a bulk concentrated near
-# zero (``--bulk tail``) 0 at 2e-2 to
-# 5e-2 and 7 at 8e-2: 3e-2, with a step of margin. On the tracked digits fit
+# zero (``--bulk tail``) 0 at 2e-2 to 5e-2 and 7 at 8e-2: 3e-2, with a step of margin. On the tracked digits fit
 # (``benchmarks/bench_tracking.py``, every 100 steps) the guarded solver needs a median of
 # 21-22 products per warm measurement (36 when it expanded by every open residual, commit
 # a7de044); without the guard's tolerance 18-19, but 2 of 45 measurements (three seeds) then
