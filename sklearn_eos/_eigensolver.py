@@ -461,23 +461,24 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
 
 
 # Guard against a basis that has not yet seen the top eigenvector (a tracked digits fit
-# returned lambda_3 for the sharpness, converged=True, error 4.5e-3 at tol 1e-3: the warm-block
-# pairs converged before the Krylov space held the new top direction; the residual bound only
-# proves theta is near *some* eigenvalue). (1) The Ritz pair below the wanted ones (the guard,
-# where a missing eigenvalue shows up) is expanded until its residual is <= _GUARD_TOL * |theta|,
-# and (2) no pair is accepted while its residual interval theta_i + ||r_i|| reaches above the
-# top Ritz value (plus tol): such a loosely converged pair can be a mix holding the missing top
-# eigenvector. Cold starts get the guard too: an unguarded random start on the same fit also
-# stopped 4e-3 low at step 800. The tolerance: ``python benchmarks/bench_guard.py`` (48 warm
-# blocks lacking v1, the construction of the randomized test; with the top-residual rule
-# below) misses 0 times at 2e-2 to 4e-2, 1 at 5e-2 and 9 at 8e-2 (11 before "The random
-# vector's pair"), for a median of 16 products against 15; over a bulk concentrated near
-# zero (``--bulk tail``) 0 at 2e-2 to 5e-2 and 7 at 8e-2: 3e-2, with a step of margin. On the tracked digits fit
-# (``benchmarks/bench_tracking.py``, every 100 steps) the guarded solver needs a median of
-# 21-22 products per warm measurement (36 when it expanded by every open residual, commit
-# a7de044); without the guard's tolerance 18-19, but 2 of 45 measurements (three seeds) then
-# returned lambda_2 (up to 1.5e-2 off; ``python benchmarks/bench_certify.py``). Both are
-# heuristics: no residual bound rules out an eigenvalue the Krylov space has not yet seen.
+# returned lambda_3 for the sharpness, converged=True, error 4.5e-3 at tol 1e-3: the
+# warm-block pairs converged before the Krylov space held the new top direction; the residual
+# bound only proves theta is near *some* eigenvalue). (1) The Ritz pair below the wanted ones
+# (the guard, where a missing eigenvalue shows up) is expanded until its residual is <=
+# _GUARD_TOL * |theta|, and (2) no pair is accepted while its residual interval theta_i +
+# ||r_i|| reaches above the top Ritz value (plus tol): such a loosely converged pair can be a
+# mix holding the missing top eigenvector. Cold starts get the guard too: an unguarded random
+# start on the same fit also stopped 4e-3 low at step 800. The tolerance: ``python
+# benchmarks/bench_guard.py`` (48 warm blocks lacking v1, the construction of the randomized
+# test; with the top-residual rule below) misses 0 times at 2e-2 to 4e-2, 1 at 5e-2 and 9 at
+# 8e-2 (11 before "The random vector's pair"), for a median of 16 products against 15; over a
+# bulk concentrated near zero (``--bulk tail``) 0 at 2e-2 to 5e-2 and 7 at 8e-2: 3e-2, with a
+# step of margin. On the tracked digits fit (``benchmarks/bench_tracking.py``, every 100
+# steps) the guarded solver needs a median of 21-22 products per warm measurement (36 when it
+# expanded by every open residual, commit a7de044); without the guard's tolerance 18-19, but 2
+# of 45 measurements (three seeds) then returned lambda_2 (up to 1.5e-2 off; ``python
+# benchmarks/bench_certify.py``). Both are heuristics: no residual bound rules out an
+# eigenvalue the Krylov space has not yet seen.
 _GUARD_TOL = 3e-2
 
 # The top-residual rule (no constant: it has no parameter). A warm block that holds

@@ -119,12 +119,13 @@ class UpdateCurvature(ParamsCallback):
         pending = getattr(self, "_pending", None)
         if pending is not None:  # one device-to-host read for the whole fit
             self._pending = None
-            numerators, denominators = pending
-            if numerators:
-                n = len(numerators)
-                read = np.array(torch.stack(numerators + denominators).double().tolist()).reshape(2, n)
+            minuends, subtrahends, divisors, scales = pending
+            if minuends:  # c_t = (minuend - subtrahend) / (scale * divisor), in float64
+                n = len(minuends)
+                read = torch.stack(minuends + subtrahends + divisors).double().tolist()
+                minuend, subtrahend, divisor = np.array(read).reshape(3, n)
                 with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                    self._curvatures = read[0] / read[1]
+                    self._curvatures = (minuend - subtrahend) / (np.asarray(scales) * divisor)
         return getattr(self, "_curvatures", np.empty(0))
 
     def on_train_begin(self, net, **kwargs):
@@ -132,7 +133,9 @@ class UpdateCurvature(ParamsCallback):
         self._params = list(net.module_.parameters())
         self._curvatures, self._pending = np.empty(0), None
         self._step = 0
-        self._numerators, self._denominators = [], []  # c_t = numerator / denominator
+        # c_t = (minuend - subtrahend) / (scale * divisor): 0-d tensors and a float, combined
+        # in float64 on the host when read (no device arithmetic per step beyond the dots)
+        self._minuends, self._subtrahends, self._divisors, self._scales = [], [], [], []
         self._thetas = self._update = self._change = None
         if not self._params:
             return
@@ -210,16 +213,16 @@ class UpdateCurvature(ParamsCallback):
         if any(m and not k for m, k in zip(moved, known)):
             # d_{t-1} moved a parameter frozen since: g_t is not known there
             nan = torch.tensor(math.nan, dtype=grad.dtype, device=grad.device)
-            self._numerators.append(nan)
-            self._denominators.append(nan)
-        elif plain:  # d_{t-1} = -lr g_{t-1}
+            terms = (nan, nan, nan, 1.0)
+        elif plain:  # d_{t-1} = -lr g_{t-1}: (|g_{t-1}|^2 - <g_t, g_{t-1}>) / (lr |g_{t-1}|^2)
             square = torch.dot(grad_prev, grad_prev)
-            self._numerators.append(square - torch.dot(grad, grad_prev))
-            self._denominators.append(square * lr)
-        else:
+            terms = (square, torch.dot(grad, grad_prev), square, lr)
+        else:  # <g_t - g_{t-1}, d_{t-1}> / |d_{t-1}|^2
             torch.sub(grad, grad_prev, out=self._change)
-            self._numerators.append(torch.dot(self._change, self._update))
-            self._denominators.append(torch.dot(self._update, self._update))
+            dot = torch.dot(self._change, self._update)
+            terms = (dot, torch.zeros_like(dot), torch.dot(self._update, self._update), 1.0)
+        for values, value in zip((self._minuends, self._subtrahends, self._divisors, self._scales), terms):
+            values.append(value)
 
     def on_train_end(self, net, **kwargs):
         # a read that stopped training at step t (`FullBatchNet`: ``on_step_loss``, e.g. a
@@ -237,7 +240,8 @@ class UpdateCurvature(ParamsCallback):
 
     def _abandon_fit(self, net):
         # no host read here: a later callback may still forbid synchronising with the GPU
-        if getattr(self, "_numerators", None) is not None:
-            self._pending = (self._numerators, self._denominators)
-        self._params = self._detached = self._grads = self._numerators = self._denominators = None
+        if getattr(self, "_minuends", None) is not None:
+            self._pending = (self._minuends, self._subtrahends, self._divisors, self._scales)
+        self._params = self._detached = self._grads = None
+        self._minuends = self._subtrahends = self._divisors = self._scales = None
         self._thetas = self._update = self._change = None
