@@ -309,6 +309,15 @@ class _Subspace:
 # spectrum built like it: 45 of 50 before, none after). Below the radius's own fraction the
 # rounding floor still applies.
 _ZERO_FLOOR = 1e-3
+# ... unless even the largest wanted eigenvalue is no more than this many rounding floors
+# (``resolvable_tol(dtype) * max|theta|``): all the wanted ones are then zeros (a negative
+# semidefinite operator whose top is a null space), and the spectral radius is the scale, as
+# it was for every eigenvalue before. With the largest wanted one as their scale, such zeros
+# were judged against the rounding floor itself and spent the whole budget (300 products on a
+# 300-dimensional float64 operator with 150 zeros above eigenvalues down to -1000; now 163-171,
+# as the zeros' Ritz values hover near 10 floors, against 131-142 before the wanted scale,
+# and in float32 131-142 as before). The sharpness of the -846436 case is 45 float32 floors.
+_ZERO_WANTED = 10
 _ROUNDING_EPS = 4  # machine epsilons: the smallest error bound trusted (see "Rounding")
 
 
@@ -391,16 +400,17 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
         floor = resolvable_tol(op.dtype) * radius
         bounds = np.maximum(_error_bounds(theta, rnorm[:len(index)], index, use_gap=not interior),
                             floor)
-        # relative to the eigenvalue, but never below a small fraction of the largest wanted one:
-        # a (near-)zero eigenvalue of a rank-deficient Hessian has no relative accuracy
-        scale = radius if interior else np.maximum(np.abs(theta[index]),
-                                                   _ZERO_FLOOR * np.max(np.abs(theta[index])))
+        # relative to the eigenvalue, but never below a small fraction of the largest wanted one
+        # (see _ZERO_FLOOR): a (near-)zero eigenvalue of a rank-deficient Hessian has no
+        # relative accuracy
+        largest = np.max(np.abs(theta[index]))
+        zero = _ZERO_FLOOR * (largest if largest > _ZERO_WANTED * floor else radius)
+        scale = radius if interior else np.maximum(np.abs(theta[index]), zero)
         required = (tols if tols.ndim == 0 else tols[:len(index)]) * scale
         if not interior:
             # such an eigenvalue is certified down to the rounding floor at most: tol * 1e-3 *
-            # radius below it (tol < 4.8e-4 in float32) never converged, all budget spent
-            required = np.where(np.abs(theta[index]) < _ZERO_FLOOR * radius,
-                                np.maximum(required, floor), required)
+            # its scale below it (tol < 4.8e-4 in float32) never converged, all budget spent
+            required = np.where(np.abs(theta[index]) < zero, np.maximum(required, floor), required)
         open_ = bounds > required
         # the top Ritz value's accuracy, never below the rounding floor
         top_tol = max((tols if tols.ndim == 0 else tols[0]) * scale[0], floor) if not interior else 0
@@ -604,7 +614,8 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         a smaller tolerance (e.g. 1e-7 in float32) ends unconverged at ``max_products``. An
         eigenvalue below 1e-3 times the largest of the k in magnitude (the zero eigenvalues of a
         rank-deficient Hessian) has no relative accuracy: it is judged against ``tol`` times
-        that, or the rounding floor where that is larger.
+        that, or the rounding floor where that is larger; when even the largest is within ten
+        rounding floors of zero, all k are zeros, judged against ``tol * 1e-3 * max|theta|``.
     rest_tol : float, optional
         A looser accuracy for eigenvalues 2..k (default: ``tol``). At the edge of stability
         lambda_3 often sits within 0.5% of lambda_4, and resolving it to 1e-3 costs two to three times
