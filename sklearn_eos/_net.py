@@ -312,6 +312,12 @@ class FullBatchNet(NeuralNet):
         ``on_train_end`` reaches every callback even after a Ctrl-C in one of them."""
         if method_name == "on_train_end":
             return self._notify_train_end(**cb_kwargs)
+        if method_name == "on_train_begin":
+            try:
+                return super().notify(method_name, **cb_kwargs)
+            except BaseException:  # skorch calls it outside fit_loop: what began is abandoned
+                self._abandon_callbacks()
+                raise
         hooks = getattr(self, "_step_hooks", None)
         if not hooks or method_name not in hooks:
             return super().notify(method_name, **cb_kwargs)
@@ -325,14 +331,27 @@ class FullBatchNet(NeuralNet):
         first such interrupt is raised again once all have run. skorch calls the hooks
         outside its ``try``: the callbacks after the interrupted one never ended (the
         divergence guard did not put its parameters back, the histories were not built),
-        and the whole fit was lost. ``train_ended_`` says whether every hook has run."""
+        and the whole fit was lost. ``train_ended_`` says whether every hook has run. An
+        interrupt in the net's own hook (the last read of the losses) or an error in any
+        hook fails the fit instead: the callbacks not ended yet abandon it."""
         self.train_ended_ = False
+        callbacks = [cb for _, cb in self.callbacks_]
+        try:
+            self.on_train_end(self, **cb_kwargs)  # the net's own: the last losses read
+        except BaseException:
+            # a Ctrl-C during that read (on a GPU, the wait for the queued steps): the steps'
+            # losses were not all seen, so the fit is not ended (an estimator keeps nothing)
+            self._abandon_callbacks(callbacks)
+            raise
         interrupt = None
-        for hook in [self] + [cb for _, cb in self.callbacks_]:
+        for i, cb in enumerate(callbacks):
             try:
-                hook.on_train_end(self, **cb_kwargs)
+                cb.on_train_end(self, **cb_kwargs)
             except KeyboardInterrupt as exc:
                 interrupt = interrupt or exc
+            except Exception:  # an error: the fit fails, the callbacks after this one abandon it
+                self._abandon_callbacks(callbacks[i:])
+                raise
         self.train_ended_ = True
         if interrupt is not None:
             raise interrupt
@@ -396,10 +415,15 @@ class FullBatchNet(NeuralNet):
             # package's callbacks would keep this fit's copies and training set
             self._settle_losses()
             self._forget_training_state()
-            for _, cb in self.callbacks_:
-                if hasattr(cb, "_abandon_fit"):
-                    cb._abandon_fit(self)
+            self._abandon_callbacks()
             raise
+
+    def _abandon_callbacks(self, callbacks=None):
+        """Let the package's callbacks (all, or ``callbacks``) drop what a fit that failed kept
+        (see ``ParamsCallback._abandon_fit``)."""
+        for cb in (callbacks if callbacks is not None else [cb for _, cb in self.callbacks_]):
+            if hasattr(cb, "_abandon_fit"):
+                cb._abandon_fit(self)
 
     def _read_losses(self):
         """Read the pending steps' losses in one device-to-host copy and replay them.
@@ -409,8 +433,10 @@ class FullBatchNet(NeuralNet):
         stopped : bool
             Whether a callback's ``on_step_loss`` stopped training (see the class docstring).
         """
-        pending, self._pending = self._pending, []
+        pending = self._pending
         values = self._write_losses(pending)
+        self._pending = []  # only once written: a Ctrl-C during the read (on a GPU, the wait
+        # for the queued steps) had lost these steps' losses, and the next read read none
         for (t, row, *_), value in zip(pending, values):
             for cb in self._loss_listeners:
                 try:

@@ -10,6 +10,7 @@ must not depend on ``sync_every``. ``tests/test_cuda.py`` checks the same on a G
 """
 
 import collections
+import signal
 import warnings
 
 import numpy as np
@@ -23,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn_eos import (EoSClassifier, EoSRegressor, FullBatch, FullBatchNet, HalfSquaredError, MLP,
                          SharpnessTracker)
 from sklearn_eos import _callbacks
-from sklearn_eos._base import BaseEoS
+from sklearn_eos._base import BaseEoS, FitInterrupted
 from sklearn_eos._net import SYNC_EVERY
 
 STEPS = 256
@@ -451,3 +452,87 @@ def test_a_fit_that_raises_leaves_no_training_set_or_copies_in_the_callbacks():
     np.testing.assert_array_equal(tracker.history_["step"], [0, 2])  # this call's measurements
     assert len(curvature.curvatures_) == 2  # steps 0-2 ran: c_0, c_1
     assert guard._params is None and tracker._data is None
+
+
+class _FailsAtEnd(Callback):
+    def on_train_end(self, net, **kwargs):
+        raise ValueError("a callback's bug")
+
+
+def _kept(net):
+    """The per-fit copies still held by the package's callbacks of ``net``."""
+    callbacks = dict(net.callbacks_)
+    return {name: attr for name, attr in [("tracker", "_data"), ("uc", "_grads"), ("guard", "_last_finite")]
+            if name in callbacks and getattr(callbacks[name], attr, None) is not None}
+
+
+def test_an_error_in_on_train_begin_or_on_train_end_leaves_no_copies_either():
+    """Review of the fix above (hR/bug_03): skorch runs on_train_begin and on_train_end outside
+    fit_loop, so an error there (a callback's bug; LRSchedule refusing decay_on='instabilities'
+    without an InstabilityTracker, after the guard had copied the parameters) left the
+    training set and the copies in the callbacks."""
+    from sklearn_eos import DivergenceGuard, LRSchedule, UpdateCurvature
+
+    data = FullBatch(torch.randn(200, 3), torch.randn(200, 2))
+    net = FullBatchNet(MLP(3, 2, (4,)), criterion=HalfSquaredError, lr=0.1, max_epochs=3,
+                       callbacks=[("fails", _FailsAtEnd()), ("tracker", SharpnessTracker(every=2)),
+                                  ("uc", UpdateCurvature()), ("guard", DivergenceGuard())])
+    with pytest.raises(ValueError, match="a callback's bug"):
+        net.fit(data, None)
+    assert _kept(net) == {} and not net.train_ended_
+    schedule = LRSchedule(0.1, decay_on="instabilities", decay_time=5)
+    net = FullBatchNet(MLP(3, 2, (4,)), criterion=HalfSquaredError, lr=0.1, max_epochs=3,
+                       callbacks=[("guard", DivergenceGuard()), ("uc", UpdateCurvature()),
+                                  ("schedule", schedule)])
+    with pytest.raises(ValueError, match="needs an InstabilityTracker"):
+        net.fit(data, None)
+    assert _kept(net) == {}
+
+
+def test_a_ctrl_c_during_the_last_loss_read_keeps_nothing_of_the_fit(monkeypatch):
+    """Review of the fix above (hR/bug_04): an interrupt in the net's own on_train_end, while
+    it reads the pending losses (on a GPU, the wait for up to sync_every queued steps), was
+    taken for one in a later callback: the estimator kept a model with n_iter_ 0 after 30 steps
+    and tensors in its history, and a divergence among those steps went unseen. The read now
+    keeps the pending steps until written, and such an interrupt fails the fit: the estimator
+    stays as it was, as before the fix."""
+    original_end, original_write = FullBatchNet.on_train_end, FullBatchNet._write_losses
+    in_end = [False]
+
+    def on_train_end(self, net, **kwargs):
+        in_end[0] = True
+        try:
+            return original_end(self, net, **kwargs)
+        finally:
+            in_end[0] = False
+
+    def interrupted_write(self, pending):
+        if in_end[0] and pending:
+            in_end[0] = False
+            signal.raise_signal(signal.SIGINT)  # the user's Ctrl-C while the read waits
+        return original_write(self, pending)
+
+    monkeypatch.setattr(FullBatchNet, "on_train_end", on_train_end)
+    monkeypatch.setattr(FullBatchNet, "_write_losses", interrupted_write)
+    X, y = make_regression(40, 4, random_state=0)
+    est = EoSRegressor(hidden_layer_sizes=(), lr=0.05, max_iter=30, sharpness_every=0, random_state=0)
+    # Python's own handler, as in a terminal (a background process may inherit SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            est.fit(X, y / y.std())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not isinstance(raised.value, FitInterrupted) and not hasattr(est, "n_iter_")  # as it was
+    # on a bare net the losses stay pending, not lost: a later read (here the pickle) has them
+    net = FullBatchNet(MLP(3, 1, ()), criterion=HalfSquaredError, lr=0.01, max_epochs=5, sync_every=100)
+    in_end[0] = False
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            net.fit(FullBatch(torch.randn(20, 3), torch.randn(20, 1)), None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(net._pending) == 5
+    net.__getstate__()
+    assert all(isinstance(row["train_loss"], float) for row in net.history)
