@@ -21,25 +21,6 @@ from ._callbacks import ParamsCallback
 from ._net import _overrides, n_training_steps
 
 
-def secant_curvature(grad_change, update):
-    """``<grad_change, update> / <update, update>`` for flat tensors (NaN for a zero update).
-
-    Parameters
-    ----------
-    grad_change : torch.Tensor of shape (n_params,)
-        ``g_{t+1} - g_t``, the change of the full-batch gradient over the step.
-    update : torch.Tensor of shape (n_params,)
-        ``d_t = theta_{t+1} - theta_t``, the step.
-
-    Returns
-    -------
-    torch.Tensor
-        0-d, on the tensors' device: curvature in units of the loss per squared parameter
-        unit, comparable with Hessian eigenvalues and with 2/lr.
-    """
-    return torch.dot(grad_change, update) / torch.dot(update, update)
-
-
 class _FlatBuffer:
     """One preallocated flat tensor with a view shaped like each of ``tensors`` (their dtype
     and device): a copy into it costs a fraction of a ``torch.cat``, which allocates."""

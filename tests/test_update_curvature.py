@@ -7,7 +7,6 @@ from sklearn.datasets import make_regression
 from skorch.callbacks import Callback
 
 from sklearn_eos import MLP, EoSRegressor, FullBatch, FullBatchNet, HalfSquaredError, UpdateCurvature
-from sklearn_eos._update_curvature import secant_curvature
 
 
 class FlatParameters(Callback):
@@ -37,18 +36,6 @@ def _hessian(X):
 def _rayleigh_quotients(H, thetas):
     D = np.diff(np.stack([t.numpy() for t in thetas]), axis=0)
     return np.einsum("ti,ij,tj->t", D, H, D) / np.einsum("ti,ti->t", D, D)
-
-
-def test_secant_curvature_is_the_rayleigh_quotient_of_a_quadratic():
-    rng = np.random.default_rng(0)
-    M = rng.standard_normal((6, 6))
-    A, b = torch.tensor(M @ M.T + np.eye(6)), torch.tensor(rng.standard_normal(6))
-    theta, d = torch.tensor(rng.standard_normal(6)), torch.tensor(rng.standard_normal(6))
-    grad = lambda t: A @ t - b  # noqa: E731
-    value = secant_curvature(grad(theta + d) - grad(theta), d)
-    assert float(value) == pytest.approx(float(d @ A @ d / (d @ d)), rel=1e-12)
-    zero = torch.zeros(6, dtype=torch.float64)
-    assert torch.isnan(secant_curvature(zero, zero))
 
 
 @pytest.mark.parametrize("lr_factor", [0.5, 0.9])
