@@ -193,8 +193,7 @@ class LRSchedule(ParamsCallback):
         return result
 
     def on_train_end(self, net, **kwargs):
-        # no eigenvectors in the fitted net
-        self._initial_spectrum = self._initial_versions = self._initial_key = None
+        self._abandon_fit(net)  # no eigenvectors in the fitted net
         # a decay in the steps dropped after a divergence never reached the returned model
         if self.decay_step_ is not None and self.decay_step_ > returned_step(net, self._first_row):
             self.decay_step_ = None
