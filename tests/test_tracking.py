@@ -674,3 +674,22 @@ def test_the_optimizer_warning_sees_a_momentum_set_after_the_tracker_began():
     assert sum("not plain gradient descent" in m for m in messages) == 1, messages  # once per fit
     # and the schedule says that it overrides the scheduler's rates (not its momentum)
     assert any("rates of skorch's LRScheduler 'user_cyclic' are overridden" in m for m in messages)
+
+
+def test_episode_rotations_are_not_taken_across_a_change_of_the_trained_parameters():
+    """The instability tracker compared its blocks by shape only, as the sharpness tracker did
+    (optimizer audit, hU/bug_07): blocks of equally sized but different trained layers gave an
+    episode a rotation between unrelated coordinates. Its blocks carry the trained set."""
+    from sklearn_eos import InstabilityTracker
+
+    rng = np.random.default_rng(0)
+    U, V = (torch.as_tensor(np.linalg.qr(rng.standard_normal((12, 2)))[0]) for _ in range(2))
+    tracker = InstabilityTracker()
+    tracker._rotation = {}
+    tracker._before = {0: (0, U, (True, False)), 1: (0, U, (True, False))}
+    tracker._rotate(0, 2, V, (False, True))  # layer a's block, then layer b's: no rotation
+    tracker._rotate(1, 2, V, (True, False))
+    assert 0 not in tracker._rotation
+    cosine, overlap, step = tracker._rotation[1]
+    assert step == 2 and cosine == pytest.approx(abs(float(U[:, 0] @ V[:, 0])), rel=1e-12)
+    np.testing.assert_allclose(overlap, float(torch.linalg.matrix_norm(U.T @ V) ** 2 / 2), rtol=1e-12)
