@@ -185,22 +185,24 @@ class FullBatchNet(NeuralNet):
     history. Each read replaces the pending steps' ``train_loss`` in the history (the 0-d
     tensor until then) with floats, and calls ``on_step_loss(net, step=s, loss=float)`` of
     every callback that has it, step by step in step order and callback order, which is the
-    order in which ``on_batch_end`` would have seen them. A callback stops training from ``on_step_loss``
-    by raising ``KeyboardInterrupt``, as from any skorch hook: later callbacks do not see
-    that step, nobody sees the steps after it, and the history rows (epochs) after it, which
-    ran before the host knew, are dropped. Their parameter updates are not undone, so a
-    callback with ``on_step_loss`` and no ``needs_losses`` gets every step's loss right after
-    the step (it may stop at any of them); one that defines ``needs_losses`` is read when it
-    asks, and either asks for the steps at which it may stop (`LossGoal`), puts back the
-    parameters it kept itself (`DivergenceGuard`), or never stops (`InstabilityTracker`).
-    Steps are numbered ``0, 1, ...`` within one ``fit``/``partial_fit`` call.
+    order in which ``on_batch_end`` would have seen them. A callback stops training from
+    ``on_step_loss`` by raising ``KeyboardInterrupt``, as from any skorch hook: later
+    callbacks do not see that step, nobody sees the steps after it, and the history rows
+    (epochs) after it, which ran before the host knew, are dropped. Their parameter updates
+    are not undone, so a callback with ``on_step_loss`` and no ``needs_losses`` gets every
+    step's loss right after the step (it may stop at any of them); one that defines
+    ``needs_losses`` is read when it asks, and either asks for the steps at which it may
+    stop (`LossGoal`), puts back the parameters it kept itself (`DivergenceGuard`), or never
+    stops (`InstabilityTracker`). Steps are numbered ``0, 1, ...`` within one
+    ``fit``/``partial_fit`` call.
 
     Ending. ``on_train_end`` reaches the net and every callback even when one of them raises
     ``KeyboardInterrupt`` (a Ctrl-C during a final measurement); the interrupt is raised again
-    from ``fit`` once all have run, and ``train_ended_`` is then True. After an error in a
-    step skorch runs no ``on_train_end``; the package's callbacks then drop their copies of
-    the parameters and the training set, and a `SharpnessTracker` keeps the histories of the
-    measurements taken (see ``_abandon_fit``).
+    from ``fit`` once all have run, and ``train_ended_`` is then True. After an error (in a
+    step, in ``on_train_begin`` or in ``on_train_end``), or an interrupt during the net's own
+    last read of the losses, the fit fails: the package's callbacks not ended yet drop their
+    copies of the parameters and the training set, and a `SharpnessTracker` keeps the
+    histories of the measurements taken (see ``_abandon_fit``).
 
     Parameters
     ----------

@@ -449,7 +449,7 @@ class InstabilityTracker(ParamsCallback):
                           "would get no sharpness confirmation and no rotation. List the "
                           "SharpnessTracker first.", UserWarning, stacklevel=2)
         self._measured = []  # (step, eigenvectors, trained key) of the two latest measurements
-        self._before = {}  # episode index -> (step, eigenvectors) before its start
+        self._before = {}  # episode index -> the measurement (as in _measured) before its start
         self._waiting = []  # ended episodes waiting for the next measurement
         self._rotation = {}  # episode index -> (cosine, subspace overlap, step rotated to)
         self._first_row = len(net.history)  # steps count within this fit/partial_fit call

@@ -117,7 +117,7 @@ class UpdateCurvature(ParamsCallback):
         # c_t = (minuend - subtrahend) / (scale * divisor): 0-d tensors and a float, combined
         # in float64 on the host when read (no device arithmetic per step beyond the dots)
         self._minuends, self._subtrahends, self._divisors, self._scales = [], [], [], []
-        self._thetas = self._update = self._change = None
+        self._thetas = self._update = self._change = self._zero = None
         if not self._params:
             return
         self._first_row = len(net.history)  # rows of earlier partial_fit calls are not this call's
@@ -144,6 +144,7 @@ class UpdateCurvature(ParamsCallback):
             self._thetas = (_FlatBuffer(self._detached), _FlatBuffer(self._detached))
             self._update = torch.zeros_like(self._grads[0].flat)  # d_{t-1}
             self._change = torch.zeros_like(self._grads[0].flat)
+            self._zero = self._change.new_zeros(())  # the subtrahend of the general form
         return self._thetas
 
     def on_batch_begin(self, net, training=False, **kwargs):
@@ -201,7 +202,7 @@ class UpdateCurvature(ParamsCallback):
         else:  # <g_t - g_{t-1}, d_{t-1}> / |d_{t-1}|^2
             torch.sub(grad, grad_prev, out=self._change)
             dot = torch.dot(self._change, self._update)
-            terms = (dot, torch.zeros_like(dot), torch.dot(self._update, self._update), 1.0)
+            terms = (dot, self._zero, torch.dot(self._update, self._update), 1.0)
         for values, value in zip((self._minuends, self._subtrahends, self._divisors, self._scales), terms):
             values.append(value)
 
@@ -225,4 +226,4 @@ class UpdateCurvature(ParamsCallback):
             self._pending = (self._minuends, self._subtrahends, self._divisors, self._scales)
         self._params = self._detached = self._grads = None
         self._minuends = self._subtrahends = self._divisors = self._scales = None
-        self._thetas = self._update = self._change = None
+        self._thetas = self._update = self._change = self._zero = None

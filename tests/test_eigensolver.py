@@ -278,8 +278,9 @@ def test_a_warm_block_without_the_top_of_a_rank_deficient_hessian():
     2..4 with a little of 5 and 6, as after a rotation far past the edge of stability): the
     random vector lies almost all in the null space, its pair sank below the guard once the
     block's residuals brought in v5 and v6, and lambda_2 was accepted, converged (46 of 50
-    seeds; 16 of 50 on the fit audit's own operator). Its pair is now expanded once before
-    any acceptance; a random vector with almost no v1 in it still misses (1 of 50)."""
+    seeds at commit 954bd52: ``benchmarks/bench_far_past_edge.py``, part (a)). Its pair is
+    now expanded once before any acceptance; a random vector with almost no v1 in it still
+    misses (1 of 50)."""
     eigenvalues = np.concatenate([[3.04, 2.03, 1.8, 1.5, 1.2, 0.8], np.zeros(1494)])
     A, Q = matrix_with_spectrum(eigenvalues, seed=0)
     block = Q[:, 1:4] + Q[:, 4:6] @ np.random.default_rng(5).standard_normal((2, 3)) * 0.05
@@ -294,8 +295,9 @@ def test_top_eigenvalues_next_to_a_huge_negative_one_are_not_counted_as_zero():
     """Every eigenvalue three times (once per class) and a most negative one of -846436
     against a top of 18.52 (a classifier far past the edge of stability): judged relative to
     the spectral radius, the top eigenvalues counted as zero, the sharpness was accepted
-    4.6% off and eig_3 from the next cluster down (45 of 50 cold solves). Now relative to the
-    largest wanted eigenvalue."""
+    4.6% off and eig_3 from the next cluster down (45 of 50 cold solves at commit 954bd52,
+    ``benchmarks/bench_far_past_edge.py``, part (b)). Now relative to the largest wanted
+    eigenvalue."""
     clusters = np.repeat([18.52, 7.96, 5.1, 3.3, 2.2, 1.1], 3)
     eigenvalues = np.concatenate([clusters, [-846436.0], np.zeros(101)])
     A = matrix_with_spectrum(eigenvalues, seed=1)[0]
