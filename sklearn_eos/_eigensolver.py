@@ -544,8 +544,9 @@ _COLD_EXTRA_VECTORS = 1
 # the block's pairs, the guard (v5) and v6 converge after two expansions, and lambda_2 was
 # returned as the sharpness, converged. So, until the first thick restart, the pair holding
 # most of the random columns is kept open until its residual has been added once, unless its
-# residual already meets the sharpness tolerance (tol * theta_1; the guard's looser test
-# accepted a random vector with |<v1, x>| = 0.002, whose residual is 0.005). On a spectrum
+# residual already meets the sharpness tolerance (tol * theta_1: the guard's looser test,
+# _GUARD_TOL times theta_k, let through a random vector whose residual, lambda_1 <v1, x> v1,
+# was small only because <v1, x> was). On a spectrum
 # built like it (``python benchmarks/bench_far_past_edge.py``, part (a); dimension 1500) 46 of
 # 50 seeds were wrong before, 1 now: a random vector with almost no v1 in it stays a miss.
 # Past a restart the rule lapses (the restart keeps the top 2k + 2 pairs only), which keeps
