@@ -1,8 +1,8 @@
-"""Three spectra of fits driven far past the edge of stability, built as explicit matrices.
+"""Spectra of fits driven far past the edge of stability: three explicit matrices, one real fit.
 
 An audit of real fits (session 15) found two kinds of Hessian that fooled the eigensolver,
 and the fix of one of them (commit 1f62d56) was found to cost a third kind its whole budget.
-Each case below is built like the one met, in a random orthonormal basis:
+Cases (a)-(c) are built like the ones met, in a random orthonormal basis:
 
 (a) Rank 6: eigenvalues 3.04, 2.03, 1.8, 1.5, 1.2, 0.8 and zeros (dimension 1500), warm block
     v2..v4 plus 5% of v5 and v6 (a block that has rotated away from the new top eigenvector),
@@ -18,6 +18,12 @@ Each case below is built like the one met, in a random orthonormal basis:
 (c) A negative semidefinite operator whose top is a null space: 150 zeros above 150
     eigenvalues in [-1000, -1] (dimension 300), cold k=3, tol 1e-3, 5 seeds, float64 and
     float32: products used and converged solves. See ``_ZERO_WANTED``.
+(d) The real fit behind (b)'s float32 rule: ``EoSRegressor(hidden_layer_sizes=(16,),
+    activation='sigmoid', lr=30, dtype='float32', sharpness_every=20, max_iter=205,
+    random_state=0)`` on 200 standardised rows of diabetes diverges at step 10; its last
+    parameters have a sharpness of 1.2e24 next to an eigenvalue of -5.5e28, which float32
+    cannot resolve to 1e-3 of the sharpness: products of the final measurement and of a
+    ``measure_sharpness`` after the fit, and whether they say converged (they must not).
 
 For the rules before these fixes, run the same script against an older package, e.g.
 ``git archive 954bd52 sklearn_eos | tar -x -C /tmp/old`` and ``PYTHONPATH=/tmp/old python
@@ -60,8 +66,11 @@ def main():
         off = [np.any(np.abs(r.eigenvalues - 18.52) > np.array([1e-3, 0.1, 0.1]) * 18.52) for r in results]
         wrong = sum(bool(r.converged and o) for r, o in zip(results, off))
         unconverged = sum(not r.converged for r in results)
+        products = [r.n_products for r in results]
+        worst = max(abs(r.eigenvalues[0] - 18.52) / 18.52 for r in results)
         print(f"(b) triple clusters next to -846436, {str(dtype)[6:]}: {wrong} of 50 converged and wrong, "
-              f"{unconverged} unconverged, median {np.median([r.n_products for r in results]):.0f} products")
+              f"{unconverged} unconverged, products median {np.median(products):.0f} (max "
+              f"{max(products)}), sharpness at most {worst:.1e} off")
 
     rng = np.random.default_rng(150)
     A, _ = matrix(np.concatenate([np.zeros(150), -rng.uniform(1, 1000, 150)]), 0)
@@ -71,6 +80,34 @@ def main():
         products = [r.n_products for r in results]
         print(f"(c) zeros above eigenvalues down to -1000, {str(dtype)[6:]}: products "
               f"{min(products)}-{max(products)}, {sum(r.converged for r in results)} of 5 converged")
+
+    diverged_regressor()
+
+
+def diverged_regressor():
+    """(d) A real fit: float32, lr 30, diverged at step 10."""
+    import warnings
+
+    from sklearn.datasets import load_diabetes
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.preprocessing import StandardScaler
+
+    from sklearn_eos import EoSRegressor
+
+    X, y = load_diabetes(return_X_y=True)
+    X = StandardScaler().fit_transform(X[:200])
+    y = (y[:200] - y[:200].mean()) / y[:200].std()
+    est = EoSRegressor(hidden_layer_sizes=(16,), activation="sigmoid", lr=30.0, dtype="float32",
+                       sharpness_every=20, max_iter=205, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+        again = est.measure_sharpness(X, y)
+    history = est.sharpness_history_
+    print(f"(d) float32 regressor diverged at step {est.n_iter_}: final measurement (step "
+          f"{history['step'][-1]}) sharpness {history['sharpness'][-1]:.4g}, "
+          f"{history['n_hvps'][-1]} products, converged {bool(history['converged'][-1])}; "
+          f"measure_sharpness {again.n_products} products, converged {again.converged}")
 
 
 if __name__ == "__main__":

@@ -921,7 +921,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         'step', 'sharpness' (largest Hessian eigenvalue), 'eig_2'...'eig_k', 'threshold'
         (2 / the learning rate of that step), 'lr', 'above_threshold', 'n_hvps', 'converged'.
         The last row measures the returned model. A measurement that runs out of products
-        before ``sharpness_tol`` (``'converged'`` False) raises a ``ConvergenceWarning``.
+        before ``sharpness_tol``, or whose ``sharpness_tol`` rounding in ``dtype`` hides (an
+        eigenvalue far larger in magnitude elsewhere in the spectrum, as next to a
+        divergence), has ``'converged'`` False and raises a ``ConvergenceWarning``.
         With ``sharpness_every=0``, the measurements of a `SharpnessTracker` passed in
         ``callbacks`` (which then confirms the episodes), else no rows.
     rotation_history_ : dict of 1-D ndarrays

@@ -36,7 +36,12 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
   epsilons of the operator's dtype). The residual bounds see the products only through their
   rounded results, so they keep shrinking past what the dtype resolves: at the digits edge of
   stability, float32 solves asked for 1e-7 and 1e-9 said converged and were 2-3.5e-7 off the
-  float64 spectrum. A tolerance below the floor now ends unconverged at the budget.
+  float64 spectrum. A pair whose tolerance lies below the floor ends the solve, unconverged,
+  once its bound reaches the floor. It used to keep the solve going to the end of its
+  budget: a float32 regressor that diverged (sharpness 1.2e24 next to an eigenvalue of
+  -5.5e28) spent 300 products on its final measurement, now 7 (``python
+  benchmarks/bench_far_past_edge.py``, part (d); part (b) in float32: 17-18 products, all
+  unconverged, against a median of 93 and up to 300, with 24 of 50 unconverged).
 * The most negative eigenvalue continues from the same basis (Krylov spaces approximate both
   ends of the spectrum, though the top solve's thick restarts keep only its top Ritz vectors)
   with the bottom Ritz pair as the target. It sits at the edge of the dense bulk near zero
@@ -307,8 +312,8 @@ class _Subspace:
 # rest_tol 0.1) and the guard against 25, and eig_3 came from the cluster at 7.96. On a
 # spectrum built like it (``python benchmarks/bench_far_past_edge.py``, part (b)) 45 of 50 cold
 # solves said converged and were wrong before, none now. In float32 the sharpness there is 45
-# rounding floors tall, so 1e-3 of it cannot be certified: about half of the solves now end
-# unconverged, none is wrong. Below the radius's own fraction the rounding floor still applies.
+# rounding floors tall, so 1e-3 of it cannot be certified: every solve ends unconverged (see
+# "Rounding"), none is wrong. Below the radius's own fraction the rounding floor still applies.
 _ZERO_FLOOR = 1e-3
 # ... unless even the largest wanted eigenvalue is no more than this many rounding floors
 # (``resolvable_tol(dtype) * max|theta|``): all the wanted ones are then zeros (a negative
@@ -398,8 +403,8 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
         rnorm = _row_norms(Rt).double().cpu().numpy()
         radius = np.max(np.abs(theta))
         floor = resolvable_tol(op.dtype) * radius
-        bounds = np.maximum(_error_bounds(theta, rnorm[:len(index)], index, use_gap=not interior),
-                            floor)
+        raw = _error_bounds(theta, rnorm[:len(index)], index, use_gap=not interior)
+        bounds = np.maximum(raw, floor)
         # relative to the eigenvalue, but never below a small fraction of the largest wanted one
         # (see _ZERO_FLOOR): a (near-)zero eigenvalue of a rank-deficient Hessian has no
         # relative accuracy
@@ -412,6 +417,11 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
             # its scale below it (tol < 4.8e-4 in float32) never converged, all budget spent
             required = np.where(np.abs(theta[index]) < zero, np.maximum(required, floor), required)
         open_ = bounds > required
+        # a pair whose tolerance lies below the rounding floor and whose bound has reached it:
+        # no further product can certify it (see "Rounding"). It no longer keeps the solve
+        # going, and the solve ends unconverged.
+        stuck = open_ & (required < floor) & (raw <= floor)
+        open_ = open_ & ~stuck
         # the top Ritz value's accuracy, never below the rounding floor
         top_tol = max((tols if tols.ndim == 0 else tols[0]) * scale[0], floor) if not interior else 0
         if use_guard:
@@ -436,7 +446,7 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
                 top_theta = theta[0]
                 if space.extend_rows(Rt[:1]) > 0:
                     continue
-            return theta[index], space.vectors(Y[:, index]), True
+            return theta[index], space.vectors(Y[:, index]), not stuck.any()
         if budget <= 0 or space.size >= op.dim:
             return theta[index], space.vectors(Y[:, index]), False
         n_keep = max(2 * n_wanted, guard_index) + 2
@@ -609,7 +619,9 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         ``min(||r||, ||r||^2 / gap) <= tol * |theta|`` (gap estimated from the Ritz values).
         All k must converge, so the cost grows when lambda_k is close to lambda_{k+1}. The
         bound is never taken below the rounding floor ``resolvable_tol(dtype) * max|theta|``:
-        a smaller tolerance (e.g. 1e-7 in float32) ends unconverged at ``max_products``. An
+        a smaller tolerance (e.g. 1e-7 in float32, or 1e-3 of a sharpness that an eigenvalue
+        a hundred thousand times larger in magnitude sets below the floor) ends the solve,
+        unconverged, once the bound reaches the floor. An
         eigenvalue below 1e-3 times the largest of the k in magnitude (the zero eigenvalues of a
         rank-deficient Hessian) has no relative accuracy: it is judged against ``tol`` times
         that, or the rounding floor where that is larger; when even the largest is within ten

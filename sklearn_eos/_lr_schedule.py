@@ -152,8 +152,8 @@ class LRSchedule(ParamsCallback):
                 self.initial_sharpness_ = float(result.eigenvalues[0])
             if result is not None and not result.converged:
                 warnings.warn(
-                    f"LRSchedule: the initial sharpness measurement used its {result.n_products} "
-                    f"Hessian-vector products before reaching tol={self.tol:g}; "
+                    f"LRSchedule: the initial sharpness measurement stopped after {result.n_products} "
+                    f"Hessian-vector products without reaching tol={self.tol:g}; "
                     f"{self.initial_sharpness_:.6g} is a lower bound, so the learning rate "
                     f"lr * 2 / initial_sharpness_ may sit above {self.lr:g} thresholds.",
                     ConvergenceWarning,

@@ -125,8 +125,9 @@ class SharpnessTracker(ParamsCallback):
         eigenvector (``benchmarks/bench_guard.py``: 11 misses of 48 with k=2, none with 3).
     tol : float, default=1e-3
         Relative accuracy of the sharpness (the top eigenvalue). Below four machine epsilons
-        of the net's dtype (4.8e-7 for float32) no measurement can certify it: they end at
-        ``max_products`` with ``'converged'`` False.
+        of the net's dtype (4.8e-7 for float32), relative to the largest eigenvalue in
+        magnitude, no measurement can certify it: it ends, ``'converged'`` False, as soon as
+        its error bound reaches that floor.
     rest_tol : float or None, default=0.1
         Relative accuracy of eigenvalues 2..k (None: ``tol``). Resolving the whole
         near-degenerate top cluster to 1e-3 costs two to two and a half times as many HVPs
@@ -154,8 +155,8 @@ class SharpnessTracker(ParamsCallback):
         beyond the number of trained parameters, which is the Hessian's size),
         'threshold' (2 / the learning rate of that step), 'lr', ['eig_min'],
         'above_threshold', 'n_hvps' (Hessian-vector products used), 'converged' (False for a
-        measurement that used up ``max_products`` first: a ``ConvergenceWarning`` at the end
-        of training names them).
+        measurement that used up ``max_products`` first, or whose ``tol`` the dtype cannot
+        resolve there: a ``ConvergenceWarning`` at the end of training names them).
     rotation_history_ : dict of 1-D arrays
         One row per pair of consecutive measurements: 'step', 'prev_step', 'cosine'
         (absolute cosine between the two top eigenvectors), 'cosine_2'...'cosine_k', 'subspace_overlap'
@@ -375,10 +376,18 @@ class SharpnessTracker(ParamsCallback):
         if short.any():
             steps = ", ".join(str(s) for s in history["step"][short][:5])
             steps += ", ..." if short.sum() > 5 else ""
+            # the others stopped at the rounding floor (see `top_eigenpairs`, ``tol``)
+            n_floor = int((short & (history["n_hvps"] < self.max_products)).sum())
+            if n_floor == 0:
+                why = f"used their budget of Hessian-vector products before reaching tol={self.tol:g}"
+            else:
+                why = (f"did not reach tol={self.tol:g}: {short.sum() - n_floor} used their budget of "
+                       f"Hessian-vector products, {n_floor} stopped where rounding in the net's dtype "
+                       f"hides that accuracy (an eigenvalue far larger in magnitude than the "
+                       f"sharpness, as next to a divergence)")
             warnings.warn(
-                f"SharpnessTracker: {short.sum()} of {len(short)} measurements (steps {steps}) used "
-                f"their budget of Hessian-vector products before reaching tol={self.tol:g}; their "
-                f"'sharpness' is a lower bound on the top eigenvalue ('converged' is False).",
+                f"SharpnessTracker: {short.sum()} of {len(short)} measurements (steps {steps}) {why}; "
+                f"their 'sharpness' is a lower bound on the top eigenvalue ('converged' is False).",
                 ConvergenceWarning,
             )
 

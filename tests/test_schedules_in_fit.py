@@ -104,7 +104,7 @@ def test_threshold_units_warn_when_the_initial_measurement_runs_out(digits, monk
     measure = _lr_schedule.measure_spectrum
     monkeypatch.setattr(_lr_schedule, "measure_spectrum",
                         lambda *a, **k: measure(*a, **{**k, "max_products": 3}))
-    with pytest.warns(ConvergenceWarning, match=r"initial sharpness measurement used its 3 .* lower bound"):
+    with pytest.warns(ConvergenceWarning, match=r"initial sharpness measurement stopped after 3 .* lower"):
         clf = _eos(lr=1.5, lr_units="threshold", max_iter=2, sharpness_every=0).fit(*digits)
     assert clf.initial_sharpness_ < 0.99 * reference.initial_sharpness_
     assert clf.effective_lr_ > reference.effective_lr_

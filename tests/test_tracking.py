@@ -40,6 +40,31 @@ def test_depth1_sharpness_is_closed_form_and_does_not_rotate(lr_factor):
     np.testing.assert_allclose(rot["subspace_overlap"], 1.0, atol=1e-6)
 
 
+def test_a_diverged_float32_fit_ends_its_unresolvable_measurement_at_the_rounding_floor():
+    """A float32 regressor at lr 30 diverges at step 10; at its last parameters the sharpness
+    (1.2e24) sits next to an eigenvalue of -5.5e28, so float32 cannot resolve 1e-3 of it. The
+    final measurement spent its whole budget of 300 products (the fit took seven times as
+    long) and the warning said so; it now stops once its bound reaches the rounding floor,
+    and the warning says why it did not converge."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_diabetes(return_X_y=True)
+    X = StandardScaler().fit_transform(X[:200])
+    y = (y[:200] - y[:200].mean()) / y[:200].std()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg = EoSRegressor(hidden_layer_sizes=(16,), activation="sigmoid", lr=30.0, dtype="float32",
+                           sharpness_every=20, max_iter=205, random_state=0).fit(X, y)
+    assert reg.diverged_
+    sh = reg.sharpness_history_
+    assert sh["sharpness"][-1] > 1e23 and not sh["converged"][-1] and sh["n_hvps"][-1] < 50
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert any("0 used their budget of Hessian-vector products, 1 stopped where rounding" in m
+               for m in messages), messages
+
+
 def test_measurements_out_of_products_warn_and_are_lower_bounds(monkeypatch):
     """A measurement that stops at its budget says so: a ConvergenceWarning, 'converged' False,
     and a Ritz value that can only be below the top eigenvalue (Rayleigh-Ritz)."""
@@ -194,10 +219,14 @@ def test_an_unconverged_initial_measurement_reused_by_the_tracker_is_reported_on
     warning stays (it says what that means for the rate); the tracker's names the others."""
     from sklearn.exceptions import ConvergenceWarning
 
-    from sklearn_eos import _tracking
+    import functools
+
+    from sklearn_eos import _base, _tracking
 
     solve = _tracking.top_eigenpairs
     monkeypatch.setattr(_tracking, "top_eigenpairs", lambda *a, **k: solve(*a, **{**k, "max_products": 3}))
+    # the tracker's own budget too: it tells a spent budget from a stop at the rounding floor
+    monkeypatch.setattr(_base, "SharpnessTracker", functools.partial(SharpnessTracker, max_products=3))
     X, y = _linear_data(d=12)  # 13 parameters: 3 products cannot converge
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -206,7 +235,7 @@ def test_an_unconverged_initial_measurement_reused_by_the_tracker_is_reported_on
     assert not reg.sharpness_history_["converged"].any()
     messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert len(messages) == 2, messages
-    assert messages[0].startswith("LRSchedule: the initial sharpness measurement used its 3")
+    assert messages[0].startswith("LRSchedule: the initial sharpness measurement stopped after 3")
     assert messages[1].startswith("SharpnessTracker: 2 of 3 measurements (steps 5, 10) used their budget")
 
 
