@@ -21,10 +21,13 @@ from . import EoSClassifier
 
 
 def _table(columns, fmt="{:>10.4g}"):
+    """Columns side by side; integer columns (steps) exact, the others with ``fmt``."""
     names = list(columns)
     lines = ["".join(f"{n:>17}" for n in names)]
     for i in range(len(columns[names[0]])):
-        lines.append("".join(f"{fmt.format(columns[n][i]):>17}" for n in names))
+        cells = (f"{columns[n][i]:>10d}" if np.issubdtype(np.asarray(columns[n]).dtype, np.integer)
+                 else fmt.format(columns[n][i]) for n in names)
+        lines.append("".join(f"{cell:>17}" for cell in cells))
     return "\n".join(lines)
 
 
@@ -72,7 +75,10 @@ def _decay_time(text):
 def _plot_paths(parser, path):
     """The two files ``--plot`` writes, checked before the fit: ``path`` (``.png`` added
     when it has no extension) and ``<root>_rotation<ext>``."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        parser.error("--plot needs matplotlib: pip install 'sklearn-eos[plot]' or pip install matplotlib")
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure

@@ -95,6 +95,7 @@ def _shade_episodes(axes, episodes, span_kwargs):
             color, label = "tab:gray", "instability (loss only)"
         kwargs = {"color": color, "alpha": 0.15, "linewidth": 0, "zorder": 0}
         kwargs.update(span_kwargs or {})
+        label = kwargs.pop("label", label)  # the user's label, as the other *_kwargs take it
         patches = []
         for j, ax in enumerate(axes):
             # label once per kind, on the first axes, so that legends list it once
@@ -474,7 +475,8 @@ class RotationDisplay:
             kwargs.update(line_kwargs or {})
             (self.lines_[col],) = ax.plot(x, np.abs(history[col]), **kwargs)
         if "subspace_overlap" in history:
-            k = len(_cosine_columns(history))
+            # the eigenvectors measured: a column beyond the Hessian's size is all NaN
+            k = sum(not np.isnan(np.asarray(history[c], dtype=float)).all() for c in _cosine_columns(history))
             kwargs = {"color": "black", "marker": "s", "markersize": 3, "linewidth": 1.8, "zorder": 3,
                       "label": f"top-{k} subspace overlap" if k else "subspace overlap"}
             kwargs.update(line_kwargs or {})

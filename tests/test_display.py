@@ -418,3 +418,36 @@ def test_a_loss_of_zero_everywhere_is_drawn_on_a_linear_axis_without_warnings():
         display = SharpnessDisplay(loss_curve=np.zeros(5), lr_history=np.full(5, 0.1)).plot()
     assert display.ax_loss_.get_yscale() == "linear"
     assert display.ax_loss_.get_ylabel() == "training loss"
+
+
+@pytest.mark.parametrize("Display", [SharpnessDisplay, RotationDisplay])
+def test_a_label_in_span_kwargs_names_the_episodes(Display):
+    """span_kwargs={'label': ...} raised a TypeError (label passed twice to axvspan), where
+    the other *_kwargs take a label (display audit, hD/bug_01)."""
+    episodes = {"start": np.array([2, 6]), "end": np.array([3, 7])}
+    if Display is SharpnessDisplay:
+        display = SharpnessDisplay(loss_curve=np.array([1.0, 0.9, 1.5, 0.8, 0.7, 0.6, 0.9, 0.5]),
+                                   lr_history=np.full(8, 0.5), instabilities=episodes)
+    else:
+        display = RotationDisplay(rotation_history={
+            "step": np.array([4, 8]), "prev_step": np.array([0, 4]), "cosine": np.array([0.9, 0.8]),
+            "subspace_overlap": np.array([0.95, 0.9])}, instabilities=episodes)
+    display.plot(span_kwargs={"label": "episode", "alpha": 0.3})
+    first, second = display.instability_spans_
+    assert first[0].get_label() == "episode" and second[0].get_label() == "_nolegend_"
+    assert first[0].get_alpha() == 0.3
+
+
+def test_the_overlap_label_counts_the_eigenvectors_measured():
+    """A linear model on one feature has 2 parameters, so n_eigs=3 measures 2 eigenvectors
+    ('cosine_3' all NaN); the overlap was labelled "top-3" (display audit, hD/bug_03)."""
+    from sklearn_eos import EoSRegressor
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(50, 1)
+    y = 2 * X[:, 0] + 0.1 * rng.randn(50)
+    est = EoSRegressor(hidden_layer_sizes=(), lr=0.5, max_iter=20, sharpness_every=5,
+                       random_state=0).fit(X, y)
+    assert np.isnan(est.rotation_history_["cosine_3"]).all()
+    display = RotationDisplay.from_estimator(est)
+    assert display.lines_["subspace_overlap"].get_label() == "top-2 subspace overlap"

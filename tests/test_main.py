@@ -128,3 +128,25 @@ def test_summaries_cover_the_steps_before_a_decay_and_a_missing_rotation_plot_sa
         main(["--max-iter", "5", "--lr", "1e30", "--verbose", "0", "--plot", str(tmp_path / "d")])
     out = capsys.readouterr().out
     assert "no rotation plot: the fit ended before a second measurement" in out
+
+
+def test_plot_without_matplotlib_is_refused_before_the_fit(tmp_path, monkeypatch, capsys):
+    """It ended in a bare ModuleNotFoundError traceback (display audit, hD/bug_02)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(SystemExit) as stop:
+        main(["--max-iter", "1", "--plot", str(tmp_path / "x.png")])
+    captured = capsys.readouterr()
+    assert stop.value.code == 2 and "--plot needs matplotlib" in captured.err and "fit:" not in captured.out
+
+
+def test_tables_print_steps_exactly():
+    """Every column had the .4g format: step 10025 printed as 1.002e+04 (display audit,
+    hD/bug_04)."""
+    import numpy as np
+
+    from sklearn_eos.__main__ import _table
+
+    out = _table({"step": np.array([9975, 10025]), "sharpness": np.array([4.123456, 4.2])})
+    assert "10025" in out and "1.002e+04" not in out and "4.123" in out and "4.123456" not in out
