@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
     (["bench_step_callbacks.py", "--steps", "40", "--block", "5"], "none (control)"),
     (["bench_cold_start.py", "--quick"], "(package default)"),
     (["bench_rotation_noise.py", "--quick"], "median products per warm measurement"),
-    (["bench_far_past_edge.py"], "(c) zeros above eigenvalues"),
+    (["bench_far_past_edge.py"], "(d) float32 regressor diverged"),
 ])
 def test_benchmark_runs(args, expected):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
