@@ -194,6 +194,13 @@ class _Subspace:
     def _orthonormalise(self, Wt):
         """Orthonormalise the rows of ``Wt`` (n, dim) against the basis and each other."""
         norm0 = _row_norms(Wt)
+        # unit rows first: the projections of a row of subnormal numbers (the residuals of a
+        # float32 Hessian whose products are ~1e-39, a saturated network) onto the basis
+        # underflowed, Gram-Schmidt left most of the basis in it, and the "eigenvectors" came
+        # back far from orthonormal (|U^T U - I| up to 287: a fit crashed in the rotation)
+        nonzero = norm0 > 0
+        Wt = Wt / torch.where(nonzero, norm0, torch.ones_like(norm0))[:, None]
+        norm0 = nonzero.to(Wt.dtype)
         Q = self._Qt[:self._m]
         norms = norm0
         if self._m:

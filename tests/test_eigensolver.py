@@ -356,6 +356,21 @@ def test_tiny_float64_operators_are_not_accepted_on_an_underflowing_bound():
         np.testing.assert_allclose(res.eigenvalues / scale, [5.0, 4.99, 4.98], rtol=1e-6)
 
 
+def test_a_float32_operator_of_subnormal_size_gives_orthonormal_eigenvectors():
+    """A float32 Hessian whose products are subnormal (~1e-39: a saturated cross-entropy
+    network at lr 1e3) made Gram-Schmidt fail on the underflowed projections of its residuals:
+    the eigenvectors came back with |U^T U - I| up to 287, the top eigenvalue 200 times too
+    large, and the fit crashed in the rotation metrics (sklearn audit, hS/bug_02)."""
+    rng = np.random.default_rng(0)
+    eigenvalues = np.concatenate([[5.0, 4.9, 4.8], rng.uniform(-1, 4, 197)])
+    A = matrix_with_spectrum(eigenvalues, seed=0)[0]
+    res = top_eigenpairs(MatrixOperator(torch.tensor(A * 1e-40, dtype=torch.float32)), 3, generator=gen())
+    U = res.eigenvectors.double()
+    assert torch.allclose(U.T @ U, torch.eye(3, dtype=torch.float64), atol=1e-5)
+    assert res.converged
+    np.testing.assert_allclose(res.eigenvalues / 1e-40, [5.0, 4.9, 4.8], rtol=1e-3)
+
+
 def test_zero_eigenvalues_converge_at_the_rounding_floor():
     """A rank-2 float32 matrix, k=3: the zero eigenvalue is judged against tol * 1e-3 * the
     spectral radius, which below tol = 4.8e-4 lies under float32's rounding floor; such
