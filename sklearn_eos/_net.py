@@ -56,6 +56,8 @@ class FullBatch(torch.utils.data.Dataset):
             # chunked, zip would drop the rows of X beyond those of y without a word
             raise ValueError(f"X and y must have the same number of rows, got {len(X)} and {len(y)}.")
         self.n_samples = len(X)
+        # a numpy integer (scipy's randint in a search draws them): torch's split refused it
+        chunk_size = None if chunk_size is None else int(chunk_size)
         if chunk_size is None or chunk_size >= self.n_samples:
             self.chunks = [(X, y)]
         else:

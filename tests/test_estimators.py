@@ -64,12 +64,20 @@ def _one_hot(y, classes):
     return (np.asarray(y)[:, None] == np.asarray(classes)[None, :]).astype(np.float64)
 
 
+class _Shared(list):
+    """A list that the copies of its owner share (a fit trains copies of its callbacks)."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 class Recorder(Callback):
-    """Records skorch hooks and the torch thread count seen during fit."""
+    """Records skorch hooks and the torch thread count seen during fit, in lists that the
+    fit's copy of it shares with the instance passed."""
 
     def __init__(self):
-        self.events = []
-        self.threads = []
+        self.events = _Shared()
+        self.threads = _Shared()
 
     def on_train_begin(self, net, **kwargs):
         self.events.append("on_train_begin")
@@ -225,7 +233,7 @@ def _fit_recording_threads(seed):
     recorder = Recorder()
     EoSClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=seed,
                   callbacks=[recorder]).fit(X, y)
-    return recorder.threads, os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+    return list(recorder.threads), os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
 
 
 def test_torch_threads_limited_in_joblib_workers():
@@ -990,6 +998,7 @@ def test_on_grad_computed_still_reaches_callbacks_that_listen():
     recorder = GradNorms()
     clf = EoSClassifier(hidden_layer_sizes=(8,), max_iter=7, sharpness_every=0, callbacks=[recorder],
                         random_state=0).fit(X[:60] / 16, y[:60])
+    recorder = dict(clf.net_.callbacks_)["user_0"]  # the fit's copy
     assert len(recorder.norms) == clf.n_iter_ == 7
     assert all(n > 0 for n in recorder.norms)
 
@@ -1253,7 +1262,8 @@ def test_callbacks_as_skorch_name_callback_pairs():
     X, y = _blobs(n_samples=20)
     recorder = Recorder()
     clf = EoSClassifier(hidden_layer_sizes=(2,), max_iter=2, callbacks=[("rec", recorder)]).fit(X, y)
-    assert dict(clf.net_.callbacks_)["user_rec"] is recorder
+    fitted = dict(clf.net_.callbacks_)["user_rec"]
+    assert isinstance(fitted, Recorder) and fitted is not recorder  # a copy trained
     assert recorder.events == ["on_train_begin"]
 
 
@@ -1735,3 +1745,36 @@ def test_fits_in_threads_leave_the_warnings_filters_alone():
             list(pool.map(lambda seed: EoSClassifier(hidden_layer_sizes=(8,), max_iter=30, sharpness_every=10,
                                                      random_state=seed).fit(X, y), range(4)))
         assert warnings.filters == before
+
+
+def test_fit_trains_copies_of_the_callbacks_passed():
+    """The instances in ``callbacks`` went to the net as they were: fit changed the parameter
+    (its joblib hash), and two estimators sharing a tracker showed the later fit in both
+    (sklearn audit, hS/bug_03)."""
+    from sklearn_eos import SharpnessTracker
+
+    X, y = _blobs(n_samples=60)
+    tracker = SharpnessTracker(10)
+    kw = dict(hidden_layer_sizes=(4,), sharpness_every=0, random_state=0)
+    a = EoSClassifier(callbacks=[tracker], max_iter=30, **kw)
+    before = joblib.hash(a.get_params())
+    a.fit(X, y)
+    assert joblib.hash(a.get_params()) == before
+    fitted = dict(a.net_.callbacks_)["user_0"]
+    assert fitted is not tracker and list(fitted.history_["step"]) == [0, 10, 20, 30]
+    np.testing.assert_array_equal(a.sharpness_history_["step"], fitted.history_["step"])
+    EoSClassifier(callbacks=[tracker], max_iter=15, **kw).fit(X, y)
+    assert list(dict(a.net_.callbacks_)["user_0"].history_["step"]) == [0, 10, 20, 30]
+
+
+def test_chunk_size_takes_numpy_integers():
+    """np.int64 (RandomizedSearchCV with scipy.stats.randint draws them) passed validation and
+    then failed in torch's split (sklearn audit, hS/bug_01)."""
+    X, y = _blobs(n_samples=60)
+    kw = dict(hidden_layer_sizes=(4,), max_iter=10, sharpness_every=5, random_state=0)
+    ref = EoSClassifier(chunk_size=25, **kw).fit(X, y)
+    est = EoSClassifier(chunk_size=np.int64(25), **kw).fit(X, y)
+    np.testing.assert_array_equal(est.loss_curve_, ref.loss_curve_)
+    np.testing.assert_array_equal(est.predict_proba(X), ref.predict_proba(X))
+    last = est.sharpness_history_["sharpness"][-1]
+    assert est.measure_sharpness(X, y).eigenvalues[0] == pytest.approx(last, rel=1e-2)

@@ -158,6 +158,7 @@ def test_tracker_is_a_plain_skorch_callback_and_histories_are_dataframes():
     tracker = SharpnessTracker(every=5, k=2, random_state=0)
     clf = EoSClassifier(hidden_layer_sizes=(16,), lr=0.1, max_iter=12, sharpness_every=0,
                         callbacks=[tracker], random_state=0).fit(X, y)
+    tracker = dict(clf.net_.callbacks_)["user_0"]  # the fit's copy (the one passed is left as it was)
     frame = pd.DataFrame(tracker.history_)
     assert list(frame["step"]) == [0, 5, 10, 12]
     assert {"sharpness", "eig_2", "threshold", "lr", "n_hvps"} <= set(frame.columns)
@@ -548,6 +549,7 @@ def test_an_episode_open_at_the_end_rotates_to_the_final_measurement():
     snapshots = _Snapshots()
     clf = EoSClassifier(hidden_layer_sizes=(16,), lr=0.35, max_iter=250, sharpness_every=5, random_state=0,
                         callbacks=[snapshots]).fit(X[:300] / 16, y[:300])
+    snapshots = dict(clf.net_.callbacks_)["user_0"]  # the fit's copy
     episodes, steps = clf.instabilities_, clf.sharpness_history_["step"]
     assert not episodes["completed"][-1]
     before = steps[steps < episodes["start"][-1]].max()

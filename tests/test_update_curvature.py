@@ -46,6 +46,7 @@ def test_depth1_values_are_rayleigh_quotients_of_the_closed_form_hessian(lr_fact
     recorder = FlatParameters()
     reg = EoSRegressor(hidden_layer_sizes=(), lr=lr_factor * 2 / eigenvalues[-1], max_iter=40,
                        sharpness_every=0, dtype="float64", callbacks=[recorder], random_state=0).fit(X, y)
+    recorder = dict(reg.net_.callbacks_)["user_0"]  # the fit's copy
     c = reg.update_curvature_
     assert c.shape == (reg.n_iter_ - 1,)
     # nn.Linear orders its parameters (weight, bias), as _hessian does
@@ -78,6 +79,7 @@ def test_gradient_clipping_callbacks_leave_the_values_rayleigh_quotients(clip):
     reg = EoSRegressor(hidden_layer_sizes=(), lr=0.5 / np.linalg.eigvalsh(H)[-1], max_iter=30,
                        sharpness_every=0, dtype="float64", callbacks=[clipping, recorder],
                        random_state=0).fit(X, y)
+    recorder = dict(reg.net_.callbacks_)["user_1"]  # the fit's copy
     steps = np.diff(np.stack([t.numpy() for t in recorder.values]), axis=0)
     gradient_norm = np.linalg.norm(steps, axis=1) / reg.lr
     if clip == "norm":  # clipped from the start: the first steps have norm 0.2 * lr exactly
