@@ -687,9 +687,8 @@ class BaseEoS(BaseEstimator):
 
         The forward pass runs in float64 whatever the training dtype, so that which other
         rows share a row's batch changes its prediction only at float64 rounding (matrix
-        products round differently for different batch sizes: a regressor's outputs, row by
-        row against all 300 rows at once, differed by up to 3e-14 relative in float64 and
-        1e-5 in float32). It runs on a float64 copy of
+        products round differently for different batch sizes, in any dtype; float32's
+        rounding is some nine orders of magnitude coarser). It runs on a float64 copy of
         the module, made per call: ``module_`` itself is never touched, so threads can
         predict with one fitted estimator at once (swapping float64 parameters into the
         shared module, as ``functional_call`` does, let two threads restore each other's).
