@@ -626,9 +626,9 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         ``min(||r||, ||r||^2 / gap) <= tol * |theta|`` (gap estimated from the Ritz values).
         All k must converge, so the cost grows when lambda_k is close to lambda_{k+1}. The
         bound is never taken below the rounding floor ``resolvable_tol(dtype) * max|theta|``:
-        a smaller tolerance (e.g. 1e-7 in float32, or 1e-3 of a sharpness that an eigenvalue
-        a hundred thousand times larger in magnitude sets below the floor) ends the solve,
-        unconverged, once the bound reaches the floor. An
+        a tolerance below it (1e-7 in float32; or, in float32, 1e-3 of a sharpness next to an
+        eigenvalue over 2,100 times larger in magnitude) ends the solve, unconverged, once the
+        bound reaches the floor. An
         eigenvalue below 1e-3 times the largest of the k in magnitude (the zero eigenvalues of a
         rank-deficient Hessian) has no relative accuracy: it is judged against ``tol`` times
         that, or the rounding floor where that is larger; when even the largest is within ten
