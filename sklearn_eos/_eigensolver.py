@@ -576,7 +576,9 @@ _COLD_EXTRA_VECTORS = 1
 # the one guard was the second pair, and a near-degenerate top three let the Krylov space
 # settle on v2 and v3 before it held v1: cold k=1 solves on the Hessian of a 27-parameter
 # sigmoid MLP (top eigenvalues 1.764, 1.733, 1.694) returned lambda_2, converged, for 10 of 100
-# seeds (none for k=2 or 3), and ``python benchmarks/bench_guard.py --k 1`` missed once at every
+# seeds (none for k=2 or 3; the operator of ``test_k1_cold_solves_do_not_settle_on_lambda_2_of_a_near_
+# degenerate_top_three`` in ``tests/test_eigensolver.py``, 10 of its 100 seeds failing without the
+# second guard), and ``python benchmarks/bench_guard.py --k 1`` missed once at every
 # guard tolerance up to 5e-2 (an error of 2e-2). With the second guard: no miss in either, the
 # same median products (12 and 18). k >= 2 is unchanged.
 _MIN_GUARD_INDEX = 2
