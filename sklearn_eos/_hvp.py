@@ -47,8 +47,14 @@ __all__ = ["FullBatchHessian"]
 def _flatten(tensors, params):
     """Concatenate ``tensors`` (one per parameter, ``None`` meaning zero) into a flat vector."""
     return torch.cat(
-        [(torch.zeros_like(p) if t is None else t).reshape(-1) for t, p in zip(tensors, params)]
+        [(torch.zeros_like(p) if t is None else _dense(t)).reshape(-1) for t, p in zip(tensors, params)]
     )
+
+
+def _dense(t):
+    """``t`` as a strided tensor: the gradients of ``nn.Embedding(sparse=True)`` are sparse,
+    which neither ``reshape`` nor ``copy_`` into a dense buffer takes."""
+    return t.to_dense() if t.layout != torch.strided else t
 
 
 def _unflatten(v, params):
@@ -75,7 +81,7 @@ class _AutogradCurvature:
         ) if self.index else [None] * len(self.params)
         with torch.no_grad():
             for out, h in zip(out_parts, hv):
-                out.zero_() if h is None else out.copy_(h)
+                out.zero_() if h is None else out.copy_(_dense(h))
 
 
 def _uses_weight_norm(module):
@@ -120,7 +126,9 @@ def _n_examples(X):
 def _weighted_mean_loss(loss_fn, chunks):
     """Why ``loss_fn`` is not a plain mean over each chunk's examples (None when it is, as
     far as can be told): the size weights of several chunks would then be wrong."""
-    if isinstance(loss_fn, nn.modules.loss._Loss) and loss_fn.reduction != "mean":
+    # KLDivLoss's 'batchmean' is a mean over the examples too (its 'mean' is over elements)
+    mean = ("mean", "batchmean") if isinstance(loss_fn, nn.KLDivLoss) else ("mean",)
+    if isinstance(loss_fn, nn.modules.loss._Loss) and loss_fn.reduction not in mean:
         return f"its reduction is {loss_fn.reduction!r}"
     if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
         if loss_fn.weight is not None:
@@ -153,8 +161,10 @@ class FullBatchHessian:
     chunks : list of (X, y)
         Pairs of tensors covering the training set, on the module's device.
     params : list of torch.Tensor, optional
-        Parameters w.r.t. which the Hessian is taken, flattened in this order. Default: the
-        module's parameters with ``requires_grad``.
+        Parameters w.r.t. which the Hessian is taken, flattened in this order; each must
+        have ``requires_grad`` (a ``ValueError`` otherwise). Default: the module's parameters
+        with ``requires_grad``. Sparse gradients (``nn.Embedding(sparse=True)``) are taken
+        as dense vectors.
     train_mode : bool or None, default=True
         Evaluate the module in train (True) or eval (False) mode, set on it and every
         submodule as ``module.train(mode)`` does; None evaluates it in the modes its
@@ -191,8 +201,9 @@ class FullBatchHessian:
     :meth:`close`, to free the graph.
 
     ``loss_fn`` must be a plain mean over the examples when there are several chunks: a torch
-    loss with another ``reduction``, class weights, or ignored targets raises a
-    ``ValueError`` (a functional loss cannot be inspected; with one chunk any loss is exact).
+    loss with another ``reduction`` (``KLDivLoss``'s ``'batchmean'`` counts as a mean), class
+    weights, or ignored targets raises a ``ValueError`` (a functional loss cannot be
+    inspected; with one chunk any loss is exact).
     Chunks without examples are left out.
     """
 
@@ -215,6 +226,14 @@ class FullBatchHessian:
         ]
         if not self.params:
             raise ValueError("no trainable parameters")
+        frozen = [i for i, p in enumerate(self.params) if not p.requires_grad]
+        if frozen:
+            # autograd's first product failed with a bare "One of the differentiated Tensors
+            # does not require grad" (the closed-form MLP path took them)
+            raise ValueError(
+                f"params must require gradients, but params[{frozen[0]}] (shape "
+                f"{tuple(self.params[frozen[0]].shape)}) has requires_grad=False: leave frozen "
+                f"tensors out of params, or set requires_grad_(True) on them for their Hessian.")
         self.train_mode = train_mode
         self.dim = sum(p.numel() for p in self.params)
         self.dtype = self.params[0].dtype

@@ -340,3 +340,76 @@ def test_torch_weight_norm_is_flagged_when_its_double_backward_is_wrong():
         H = FullBatchHessian(hand, mse, [(X, y)])
     dense = H.matmat(torch.eye(H.dim, dtype=torch.float64))
     torch.testing.assert_close(dense, exact_hessian(hand, mse, X, y), rtol=1e-10, atol=1e-12)
+
+
+def test_sparse_embedding_gradients_are_taken_as_dense():
+    """nn.Embedding(sparse=True): products failed with "copy_() between dense and sparse
+    Tensors" and gradient() with "reshape is not implemented for sparse tensors" (curvature
+    audit, hM/bug_01); they now equal those of the same dense embedding and the exact Hessian."""
+    from torch import nn
+
+    from sklearn_eos._losses import CrossEntropy
+
+    class Embedded(nn.Module):
+        def __init__(self, sparse):
+            super().__init__()
+            self.embedding = nn.Embedding(6, 2, sparse=sparse)
+            self.linear = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.linear(torch.tanh(self.embedding(x).flatten(1)))
+
+    generator = torch.Generator().manual_seed(0)
+    X, y = torch.randint(0, 6, (7, 3), generator=generator), torch.randint(0, 3, (7,), generator=generator)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        dense = Embedded(False).double()
+    sparse = Embedded(True).double()
+    sparse.load_state_dict(dense.state_dict())
+    loss = CrossEntropy()
+    H_dense = FullBatchHessian(dense, loss, [(X, y)])
+    H_sparse = FullBatchHessian(sparse, loss, [(X, y)])
+    E = torch.eye(H_dense.dim, dtype=torch.float64)
+    exact = exact_hessian(dense, loss, X, y)
+    torch.testing.assert_close(H_sparse.matmat(E), exact, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(H_sparse.matmat(E), H_dense.matmat(E), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(H_sparse.gradient(), H_dense.gradient())
+
+
+def test_kl_divergence_with_batchmean_may_be_chunked():
+    """'batchmean' is a mean over the examples, as chunk weights need; it was refused with
+    "its reduction is 'batchmean'" (curvature audit, hM/bug_02). 'sum' still is."""
+    from torch import nn
+
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randn(7, 3, generator=generator, dtype=torch.float64)
+    P = torch.softmax(torch.randn(7, 4, generator=generator, dtype=torch.float64), 1)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = nn.Sequential(nn.Linear(3, 4), nn.LogSoftmax(dim=1)).double()
+    chunks = list(zip(X.split(3), P.split(3)))
+    kl = nn.KLDivLoss(reduction="batchmean")
+    E = torch.eye(sum(p.numel() for p in module.parameters()), dtype=torch.float64)
+    whole = FullBatchHessian(module, kl, [(X, P)]).matmat(E)
+    torch.testing.assert_close(FullBatchHessian(module, kl, chunks).matmat(E), whole, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="reduction is 'sum'"):
+        FullBatchHessian(module, nn.KLDivLoss(reduction="sum"), chunks)
+
+
+@pytest.mark.parametrize("autograd_path", [False, True])
+def test_params_that_do_not_require_grad_are_refused_at_construction(autograd_path):
+    """On the autograd path the first product failed with torch's bare "One of the
+    differentiated Tensors does not require grad" (curvature audit, hM/bug_03)."""
+    from torch import nn
+
+    from sklearn_eos._losses import HalfSquaredError
+
+    mlp = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    if autograd_path:  # the same function, outside the closed-form MLP path
+        mlp = nn.Sequential(mlp[0], mlp[1], nn.Dropout(0.0), mlp[2])
+    mlp[0].bias.requires_grad_(False)
+    X, Y = torch.randn(7, 3), torch.randn(7, 2)
+    with pytest.raises(ValueError, match=r"params\[1\] \(shape \(4,\)\) has requires_grad=False"):
+        FullBatchHessian(mlp, HalfSquaredError(), [(X, Y)], params=list(mlp.parameters()))
+    H = FullBatchHessian(mlp, HalfSquaredError(), [(X, Y)])  # the default leaves it out
+    assert H.dim == sum(p.numel() for p in mlp.parameters()) - 4
