@@ -160,15 +160,32 @@ def _caught_divergence(net):
                  if isinstance(cb, DivergenceGuard) and getattr(cb, "diverged_", False)), None)
 
 
+def _best_epoch_loaded(net):
+    """The epoch whose parameters skorch's ``EarlyStopping(load_best=True)`` puts back at the
+    end of training (None when it puts back none: the best epoch was the last)."""
+    for _, cb in net.callbacks_:
+        if (type(cb).__name__ == "EarlyStopping" and getattr(cb, "load_best", False)
+                and getattr(cb, "best_model_weights_", None) is not None and len(net.history)
+                and cb.best_epoch_ != net.history[-1, "epoch"]):
+            return cb.best_epoch_
+    return None
+
+
 def returned_step(net, first_row=0):
     """Number of updates that led to the parameters a fit returns: the steps recorded in
     ``net.history`` from row ``first_row`` on (`n_training_steps`), or, after a
     `DivergenceGuard` caught a divergence, the last step whose loss was finite (its
     parameters are the ones put back), and after a `LossGoal` was reached, the step that
-    reached it (idem)."""
+    reached it (idem); with skorch's ``EarlyStopping(load_best=True)``, the steps up to the
+    best epoch, whose parameters it puts back."""
     guard = _caught_divergence(net)
     if guard is not None:
         return max(guard.n_finite_steps_ - 1, 0)
+    best = _best_epoch_loaded(net)
+    if best is not None:
+        # skorch's EarlyStopping(load_best=True) puts back the parameters after that epoch
+        rows = [row for row in list.__getitem__(net.history, slice(first_row, None)) if row["epoch"] <= best]
+        return n_training_steps(rows)
     steps = n_training_steps(net.history, first_row)
     return steps - 1 if steps and _reached_goal(net) else steps
 
@@ -276,6 +293,7 @@ class ProgressReport(ParamsCallback):
         check_int(owner, "n_lines", self.n_lines, 1)
         check_int(owner, "verbose", int(self.verbose) if isinstance(self.verbose, bool) else self.verbose, 0)
         self.step_ = 0
+        self._first_row = len(net.history)  # a partial_fit continues the rows of the calls before
         self._every = max(1, self.total // (100 if self.verbose == 1 else self.n_lines))
         self._bar = None
         self._loss = float("nan")
@@ -328,7 +346,7 @@ class ProgressReport(ParamsCallback):
         # was counted here): report the steps the history holds
         # and once more when the tracker's final measurement (of the returned model) came
         # after the last report
-        steps, row = len(net.history), -1
+        steps, row = len(net.history) - getattr(self, "_first_row", 0), -1
         if _caught_divergence(net) is not None:
             # the last row is the non-finite step's, which the returned model never took
             steps, row = steps - 1, -2
@@ -341,6 +359,14 @@ class ProgressReport(ParamsCallback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+    def __getstate__(self):
+        # a pickle taken during fit (Checkpoint's f_pickle): the live bar holds the terminal's
+        # stream, which pickle refused; the copy reports in lines until its next fit
+        state = self.__dict__.copy()
+        if state.get("_bar") is not None:
+            state["_bar"] = None
+        return state
 
     def _abandon_fit(self, net):
         if getattr(self, "_bar", None) is not None:  # a bar left open would print over the next one

@@ -13,6 +13,8 @@ losses in one copy (`FullBatchNet`'s ``sync_every``): on a GPU a per-step read w
 host wait for every step to finish.
 """
 
+import math
+
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback
@@ -176,7 +178,9 @@ class FullBatchNet(NeuralNet):
     on which the step computed its gradient, a 0-d tensor on the training device. The
     default callbacks (timer, scoring, printed log) are dropped: they cost more than a small
     network's GD step, and the estimators record what they need themselves. The epoch's
-    ``train_loss`` (skorch's scoring name, read by e.g. ``EarlyStopping``) is the step's loss.
+    ``train_loss`` (skorch's scoring name, read by e.g. ``EarlyStopping``) is the step's loss,
+    and ``train_loss_best`` whether it is the lowest so far (as skorch's ``PassthroughScoring``
+    records it; read by ``Checkpoint(monitor='train_loss_best')``), both once the loss is read.
 
     Deferred loss reads. A step does not read its loss on the host (on a GPU that read would
     wait for the step to finish). The host reads the losses of the pending steps in one copy
@@ -243,6 +247,7 @@ class FullBatchNet(NeuralNet):
             self.history_ = FastHistory()
         else:
             self.history_.clear()
+        self._best_train_loss = math.inf  # for 'train_loss_best' (see `_write_losses`)
         return self
 
     def _set_training(self, training=True):
@@ -402,8 +407,15 @@ class FullBatchNet(NeuralNet):
         if not pending:
             return []
         values = torch.stack([loss for *_, loss in pending]).tolist()
+        best = getattr(self, "_best_train_loss", math.inf)
         for (_, row, record, _), value in zip(pending, values):
-            record["train_loss"] = list.__getitem__(self.history, row)["train_loss"] = value
+            epoch = list.__getitem__(self.history, row)
+            record["train_loss"] = epoch["train_loss"] = value
+            # what skorch's PassthroughScoring, a default callback dropped here, records:
+            # Checkpoint(monitor='train_loss_best') and others read it
+            epoch["train_loss_best"] = value < best
+            best = min(best, value) if value == value else best
+        self._best_train_loss = best
         return values
 
     def save_params(self, *args, **kwargs):

@@ -193,6 +193,12 @@ class SharpnessTracker(ParamsCallback):
             warnings.warn("An LRSchedule is listed after this SharpnessTracker: the tracker would "
                           "record the previous step's rate (and 2/lr) wherever the rate changes. "
                           "List the LRSchedule first.", UserWarning, stacklevel=2)
+        if _callback_after(net, self, _loads_best) is not None:
+            warnings.warn("An EarlyStopping(load_best=True) is listed after this SharpnessTracker: "
+                          "it puts back the parameters of its best epoch after the tracker's final "
+                          "measurement, which then measures the last step's parameters instead of "
+                          "those fit returns. List the SharpnessTracker after it.",
+                          UserWarning, stacklevel=2)
         self._warned_optimizer = False  # checked at each measurement, after the rate is set
         self._data = X
         self._rows, self._rotation_rows = [], []
@@ -367,6 +373,13 @@ class SharpnessTracker(ParamsCallback):
         self._data = self._start = None  # the fitted net must not carry the training set
         self._rows = self._rotation_rows = self._rates = None
 
+    def __getstate__(self):
+        # a pickle taken during fit (Checkpoint's f_pickle) carried the training set; a later
+        # fit of the unpickled net takes its own (``on_train_begin``)
+        state = self.__dict__.copy()
+        state["_data"] = None
+        return state
+
     def _warn_unconverged(self):
         history = self.history_
         # n_hvps == -1: products that overflowed next to a divergence (the guard warns of it)
@@ -390,6 +403,11 @@ class SharpnessTracker(ParamsCallback):
                 f"their 'sharpness' is a lower bound on the top eigenvalue ('converged' is False).",
                 ConvergenceWarning,
             )
+
+
+def _loads_best(callback):
+    """Whether ``callback`` is skorch's ``EarlyStopping`` with ``load_best=True``."""
+    return type(callback).__name__ == "EarlyStopping" and bool(getattr(callback, "load_best", False))
 
 
 def _callback_before(net, callback, wanted):

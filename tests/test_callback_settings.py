@@ -185,3 +185,96 @@ def test_full_batch_net_refuses_mini_batches_and_says_how_to_predict(data):
     with pytest.raises(TypeError, match="Predict on the tensor X itself"):
         net.predict(FullBatch(X, y))
     assert net.predict(X).shape == (40, 1)
+
+
+def test_a_second_partial_fit_reports_its_own_steps(data):
+    """ProgressReport counted every row of the history at the end of a call: a second
+    partial_fit printed an extra line "step 20/10" (bare-net audit, hN/bug_01)."""
+    import io
+
+    from sklearn_eos import ProgressReport
+
+    X, y = data
+    out = io.StringIO()
+    net = _net([("progress", ProgressReport(total=10, verbose=2, n_lines=2, file=out))], max_epochs=10)
+    net.partial_fit(FullBatch(X, y), None)
+    first = out.getvalue().splitlines()
+    out.seek(0)
+    out.truncate()
+    net.partial_fit(FullBatch(X, y), None)
+    second = out.getvalue().splitlines()
+    assert [line.split()[1] for line in first] == [line.split()[1] for line in second] == ["5/10", "10/10"]
+
+
+def test_a_pickle_taken_during_fit_has_no_progress_bar_and_no_training_set(tmp_path):
+    """Checkpoint(f_pickle=...) failed on ProgressReport's live tqdm bar ("cannot pickle
+    '_io.TextIOWrapper' object"), and its file carried the training set, which the tracker
+    keeps until the end of training (bare-net audit, hN/bug_02 and bug_03)."""
+    from skorch.callbacks import Checkpoint
+
+    from sklearn_eos import ProgressReport
+
+    gen = torch.Generator().manual_seed(0)
+    X, y = torch.randn(200, 2000, generator=gen), torch.randn(200, 1, generator=gen)  # X: 1.6 MB
+    net = FullBatchNet(module=torch.nn.Linear, module__in_features=2000, module__out_features=1,
+                       criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.01, max_epochs=4,
+                       callbacks=[("sharpness", SharpnessTracker(every=2, k=1, random_state=0)),
+                                  ("progress", ProgressReport(total=4)),  # verbose=1: a tqdm bar
+                                  ("cp", Checkpoint(monitor=None, f_pickle="net.pkl", f_params=None,
+                                                    f_optimizer=None, f_criterion=None, f_history=None,
+                                                    dirname=str(tmp_path)))])
+    net.fit(FullBatch(X, y), None)
+    assert (tmp_path / "net.pkl").stat().st_size < X.numel() * X.element_size() / 4
+    loaded = pickle.loads((tmp_path / "net.pkl").read_bytes())
+    assert len(loaded.history) == 4
+    assert dict(net.callbacks_)["sharpness"].history_["step"].tolist() == [0, 2, 4]  # the fit itself
+
+
+def test_train_loss_best_is_recorded_as_skorch_records_it(data, tmp_path):
+    """FullBatchNet drops skorch's default PassthroughScoring, so Checkpoint(monitor=
+    'train_loss_best'), which works on a plain skorch net, failed: "Key 'train_loss_best'
+    was not found" (bare-net audit, hN/bug_04)."""
+    from skorch.callbacks import Checkpoint
+
+    X, y = data
+    net = _net([("cp", Checkpoint(monitor="train_loss_best", dirname=str(tmp_path)))], lr=2.5, max_epochs=12)
+    net.fit(FullBatch(X, y), None)
+    losses, best = _losses(net), [row["train_loss_best"] for row in net.history]
+    assert best == [loss < min(losses[:i], default=math.inf) for i, loss in enumerate(losses)]
+    assert any(best) and not all(best)  # lr 2.5 makes the loss go up and down
+    assert (tmp_path / "params.pt").exists()
+
+
+@pytest.mark.parametrize("tracker_first", [False, True])
+def test_early_stopping_that_loads_the_best_epoch_and_the_final_measurement(tracker_first):
+    """With skorch's EarlyStopping(load_best=True) the fit returns the parameters of its best
+    epoch; the tracker's final row measured them but was numbered as the last step, or,
+    listed before it, measured the last step's parameters (bare-net audit, hN/bug_05). Listed
+    after it, the row now has the best epoch's step; listed before, the tracker warns."""
+    from skorch.callbacks import EarlyStopping
+
+    from sklearn_eos import MLP, curvature
+    from sklearn_eos.curvature import FullBatchHessian
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(100, 5, generator=gen)
+    data = FullBatch(X, torch.tanh(X @ torch.randn(5, 2, generator=gen)))
+    stopping = ("es", EarlyStopping(monitor="train_loss", patience=3, threshold=0, load_best=True))
+    tracker = ("sharpness", SharpnessTracker(every=10, k=2, tol=1e-6, random_state=0))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = FullBatchNet(module=MLP, module__n_features_in=5, module__n_outputs=2,
+                           module__hidden_layer_sizes=(8,), criterion=HalfSquaredError,
+                           optimizer=torch.optim.SGD, lr=1.4, max_epochs=150,
+                           callbacks=[tracker, stopping] if tracker_first else [stopping, tracker])
+    if tracker_first:
+        with pytest.warns(UserWarning, match=r"EarlyStopping\(load_best=True\) is listed after"):
+            net.fit(data, None)
+        return
+    net.fit(data, None)
+    best_epoch = dict(net.callbacks_)["es"].best_epoch_
+    assert best_epoch < len(net.history)  # the best parameters were put back
+    history = dict(net.callbacks_)["sharpness"].history_
+    with FullBatchHessian(net.module_, net.criterion_, data.chunks) as H:
+        exact = curvature.top_eigenpairs(H, 2, tol=1e-8).eigenvalues[0]
+    assert history["step"][-1] == best_epoch and history["sharpness"][-1] == pytest.approx(exact, rel=1e-5)
