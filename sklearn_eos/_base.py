@@ -126,11 +126,6 @@ def _is_a(callback, *classes):
 _FAR_BEYOND_THRESHOLD = 10
 
 
-def _fresh(callback):
-    """A deep copy of a callback instance (a class is left to skorch to instantiate)."""
-    return callback if isinstance(callback, type) else copy.deepcopy(callback)
-
-
 class BaseEoS(BaseEstimator):
     """Shared fit/predict machinery; see `EoSClassifier` and `EoSRegressor`."""
 
@@ -284,10 +279,10 @@ class BaseEoS(BaseEstimator):
             tracker = SharpnessTracker(self.sharpness_every, self.n_eigs, self.sharpness_tol,
                                        rest_tol=rest_tol, random_state=seed, start=start)
             callbacks.append(("sharpness", tracker))
-        # skorch's forms: a callback (or class), or a (name, callback) pair; each fit trains
-        # copies, as it does a module instance: the parameter stays as it was (fit changed its
-        # state, and two estimators that shared a callback showed the later fit in both)
-        user = [(f"user_{cb[0]}", _fresh(cb[1])) if isinstance(cb, tuple) else (f"user_{i}", _fresh(cb))
+        # skorch's forms: a callback (or class), or a (name, callback) pair. The instances
+        # themselves, as skorch uses them: a copy per fit left users who read the callback
+        # they passed with an untouched object (this package's own benchmarks among them)
+        user = [(f"user_{cb[0]}", cb[1]) if isinstance(cb, tuple) else (f"user_{i}", cb)
                 for i, cb in enumerate(self.callbacks or [])]
         if any(_is_a(cb, LRSchedule) for _, cb in user):
             warnings.warn(
@@ -864,10 +859,12 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         'cuda:1', ...). A device this torch cannot use is refused when ``fit`` starts.
     callbacks : list of skorch callbacks or None, default=None
         Extra callbacks for the underlying skorch net, as callbacks or ``(name, callback)``
-        pairs. Each fit trains deep copies (as scikit-learn's meta-estimators clone theirs),
-        so the objects passed keep their state: read a fitted callback in
-        ``net_.callbacks_``, where a pair is named ``'user_<name>'`` and a bare callback
-        ``'user_<i>'`` (its position in the list); two that would share a name are refused.
+        pairs. As in skorch, fit trains the objects passed, which hold its state afterwards
+        (``net_.callbacks_`` lists them: a pair named ``'user_<name>'``, a bare callback
+        ``'user_<i>'``, its position in the list; two that would share a name are refused).
+        So one instance serves one estimator at a time: an estimator that shares it with
+        another fitted later shows that fit's state there (`sklearn.base.clone`,
+        ``GridSearchCV`` and ``cross_validate`` give every copy its own callbacks).
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation, the eigensolver's start vectors and any randomness inside
         training (dropout layers, ``F.dropout``, ``nn.RReLU``: whatever a training-mode forward
