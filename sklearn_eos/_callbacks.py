@@ -160,10 +160,14 @@ def _caught_divergence(net):
                  if isinstance(cb, DivergenceGuard) and getattr(cb, "diverged_", False)), None)
 
 
-def _best_epoch_loaded(net):
-    """The epoch whose parameters skorch's ``EarlyStopping(load_best=True)`` puts back at the
-    end of training (None when it puts back none: the best epoch was the last)."""
+def _best_epoch_loaded(net, caller):
+    """The epoch whose parameters skorch's ``EarlyStopping(load_best=True)``, listed before
+    ``caller`` (so its ``on_train_end``, which puts them back, has run when the caller's
+    does), put back at the end of training; None when there is none or it put back none
+    (the best epoch was the last)."""
     for _, cb in net.callbacks_:
+        if cb is caller:
+            return None
         if (type(cb).__name__ == "EarlyStopping" and getattr(cb, "load_best", False)
                 and getattr(cb, "best_model_weights_", None) is not None and len(net.history)
                 and cb.best_epoch_ != net.history[-1, "epoch"]):
@@ -171,21 +175,22 @@ def _best_epoch_loaded(net):
     return None
 
 
-def returned_step(net, first_row=0):
+def returned_step(net, first_row=0, caller=None):
     """Number of updates that led to the parameters a fit returns: the steps recorded in
     ``net.history`` from row ``first_row`` on (`n_training_steps`), or, after a
     `DivergenceGuard` caught a divergence, the last step whose loss was finite (its
     parameters are the ones put back), and after a `LossGoal` was reached, the step that
-    reached it (idem); with skorch's ``EarlyStopping(load_best=True)``, the steps up to the
-    best epoch, whose parameters it puts back."""
+    reached it (idem); for a ``caller`` listed after a skorch ``EarlyStopping(load_best=True)``
+    that put back the parameters of its best epoch, the steps up to that epoch."""
+    best = _best_epoch_loaded(net, caller) if caller is not None else None
+    if best is not None:
+        # skorch's EarlyStopping(load_best=True) put back the parameters after that epoch,
+        # after any DivergenceGuard had put back its own
+        rows = [row for row in list.__getitem__(net.history, slice(first_row, None)) if row["epoch"] <= best]
+        return n_training_steps(rows)
     guard = _caught_divergence(net)
     if guard is not None:
         return max(guard.n_finite_steps_ - 1, 0)
-    best = _best_epoch_loaded(net)
-    if best is not None:
-        # skorch's EarlyStopping(load_best=True) puts back the parameters after that epoch
-        rows = [row for row in list.__getitem__(net.history, slice(first_row, None)) if row["epoch"] <= best]
-        return n_training_steps(rows)
     steps = n_training_steps(net.history, first_row)
     return steps - 1 if steps and _reached_goal(net) else steps
 

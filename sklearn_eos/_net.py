@@ -412,9 +412,11 @@ class FullBatchNet(NeuralNet):
             epoch = list.__getitem__(self.history, row)
             record["train_loss"] = epoch["train_loss"] = value
             # what skorch's PassthroughScoring, a default callback dropped here, records:
-            # Checkpoint(monitor='train_loss_best') and others read it
-            epoch["train_loss_best"] = value < best
-            best = min(best, value) if value == value else best
+            # Checkpoint(monitor='train_loss_best') and others read it. Once per row: a row
+            # settled early (a pickle, save_params) is written again by the next read
+            if "train_loss_best" not in epoch:
+                epoch["train_loss_best"] = value < best
+                best = min(best, value) if value == value else best
         self._best_train_loss = best
         return values
 

@@ -197,7 +197,9 @@ class SharpnessTracker(ParamsCallback):
             warnings.warn("An EarlyStopping(load_best=True) is listed after this SharpnessTracker: "
                           "it puts back the parameters of its best epoch after the tracker's final "
                           "measurement, which then measures the last step's parameters instead of "
-                          "those fit returns. List the SharpnessTracker after it.",
+                          "those fit returns. List the SharpnessTracker after it (with the "
+                          "estimators: sharpness_every=0 and a SharpnessTracker of yours listed "
+                          "after the EarlyStopping in callbacks).",
                           UserWarning, stacklevel=2)
         self._warned_optimizer = False  # checked at each measurement, after the rate is set
         self._data = X
@@ -338,7 +340,7 @@ class SharpnessTracker(ParamsCallback):
         self.step_ += 1
 
     def on_train_end(self, net, **kwargs):
-        final = returned_step(net, self._first_row)
+        final = returned_step(net, self._first_row, caller=self)
         # measurements beyond the returned parameters' step saw other parameters: those of a
         # divergence, or of an epoch stopped before its update
         if self._rows and self._rows[-1]["step"] > final:
@@ -522,7 +524,7 @@ class InstabilityTracker(ParamsCallback):
     def on_train_end(self, net, **kwargs):
         # measurements past the returned step saw parameters that the fit then dropped (a
         # divergence): forget them; an episode rotated to one waits for a kept one instead
-        final = returned_step(net, self._first_row)
+        final = returned_step(net, self._first_row, caller=self)
         self._measured = [m for m in self._measured if m[0] <= final]
         dropped = [index for index, rotation in self._rotation.items() if rotation[2] > final]
         for index in dropped:

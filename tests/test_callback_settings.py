@@ -278,3 +278,85 @@ def test_early_stopping_that_loads_the_best_epoch_and_the_final_measurement(trac
     with FullBatchHessian(net.module_, net.criterion_, data.chunks) as H:
         exact = curvature.top_eigenpairs(H, 2, tol=1e-8).eigenvalues[0]
     assert history["step"][-1] == best_epoch and history["sharpness"][-1] == pytest.approx(exact, rel=1e-5)
+
+
+def test_train_loss_best_survives_a_snapshot_between_reads(data):
+    """save_params (a Checkpoint, say) settles the pending losses early; the next read wrote
+    them again against a best that already held them, and every new best turned False
+    (review, hR/bug_02)."""
+    import io
+
+    class Snapshot(Callback):
+        def on_epoch_begin(self, net, **kwargs):
+            if len(net.history) % 5 == 0:
+                net.save_params(f_params=io.BytesIO())
+
+    X, y = data
+    net = FullBatchNet(module=torch.nn.Linear, module__in_features=3, module__out_features=1,
+                       criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1, max_epochs=20,
+                       sync_every=8, callbacks=[("snap", Snapshot())])
+    net.fit(FullBatch(X, y), None)
+    losses, best = _losses(net), [row["train_loss_best"] for row in net.history]
+    assert best == [loss < min(losses[:i], default=math.inf) for i, loss in enumerate(losses)]
+    assert all(best)  # a decreasing loss: every step is a new best
+
+
+def test_early_stopping_listed_before_the_guard_and_tracker_numbers_the_returned_step():
+    """A DivergenceGuard caught a divergence and EarlyStopping(load_best=True) then put back
+    its best epoch: the tracker's final row measured that epoch's parameters but carried
+    the guard's step (review, hR/bug_06)."""
+    from skorch.callbacks import EarlyStopping
+
+    from sklearn_eos import curvature
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(50, 3, generator=gen, dtype=torch.float64)
+    data = FullBatch(X, X @ torch.randn(3, 1, generator=gen, dtype=torch.float64))
+    stopping = ("es", EarlyStopping(monitor="train_loss", patience=1000, threshold=0, load_best=True))
+    tracker = ("sharpness", SharpnessTracker(every=5, k=1, tol=1e-8, random_state=0))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = FullBatchNet(module=torch.nn.Linear, module__in_features=3, module__out_features=1,
+                           criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=3.0, max_epochs=400,
+                           callbacks=[("guard", DivergenceGuard()), stopping, tracker])
+        net.initialize()
+    net.module_.double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net.partial_fit(data, None)
+    callbacks = dict(net.callbacks_)
+    guard, best = callbacks["guard"], callbacks["es"].best_epoch_
+    assert guard.diverged_ and best < guard.n_finite_steps_ - 1
+    history = callbacks["sharpness"].history_
+    with curvature.FullBatchHessian(net.module_, net.criterion_, data.chunks) as H:
+        exact = curvature.top_eigenpairs(H, 1, tol=1e-10).eigenvalues[0]
+    assert history["step"][-1] == best
+    assert history["sharpness"][-1] == pytest.approx(exact, rel=1e-6)
+
+
+def test_an_estimator_with_early_stopping_that_loads_the_best_epoch_keeps_its_rows_numbered():
+    """The estimator's own tracker precedes the callbacks passed, so its final measurement
+    comes before EarlyStopping(load_best=True) puts back the best epoch: the row must keep
+    the last step's number (it was given the best epoch's, "step 1, sharpness 392" where
+    step 1's is 3.9; review, hR/bug_05), and the tracker warns how to measure the returned
+    model instead."""
+    from skorch.callbacks import EarlyStopping
+
+    from sklearn_eos import EoSRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4))
+    y = np.tanh(X @ rng.standard_normal(4))
+    kw = dict(hidden_layer_sizes=(8,), lr=3.0, lr_units="threshold", sharpness_every=10, n_eigs=2,
+              sharpness_tol=1e-6, dtype="float64", random_state=0)
+    stopping = ("es", EarlyStopping(monitor="train_loss", patience=3, threshold=0, load_best=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = EoSRegressor(max_iter=150, callbacks=[stopping], **kw).fit(X, y)
+    assert any("sharpness_every=0 and a SharpnessTracker of yours" in str(w.message) for w in caught)
+    last = int(est.sharpness_history_["step"][-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = EoSRegressor(max_iter=last, **kw).fit(X, y)
+    assert est.sharpness_history_["sharpness"][-1] == pytest.approx(
+        reference.sharpness_history_["sharpness"][-1], rel=1e-4)
