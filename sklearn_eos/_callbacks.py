@@ -160,6 +160,12 @@ def _caught_divergence(net):
                  if isinstance(cb, DivergenceGuard) and getattr(cb, "diverged_", False)), None)
 
 
+def loads_best(callback):
+    """Whether ``callback`` is skorch's ``EarlyStopping`` with ``load_best=True``, which puts
+    back the parameters of its best epoch at the end of training."""
+    return type(callback).__name__ == "EarlyStopping" and bool(getattr(callback, "load_best", False))
+
+
 def _best_epoch_loaded(net, caller):
     """The epoch whose parameters skorch's ``EarlyStopping(load_best=True)``, listed before
     ``caller`` (so its ``on_train_end``, which puts them back, has run when the caller's
@@ -168,8 +174,7 @@ def _best_epoch_loaded(net, caller):
     for _, cb in net.callbacks_:
         if cb is caller:
             return None
-        if (type(cb).__name__ == "EarlyStopping" and getattr(cb, "load_best", False)
-                and getattr(cb, "best_model_weights_", None) is not None and len(net.history)
+        if (loads_best(cb) and getattr(cb, "best_model_weights_", None) is not None and len(net.history)
                 and cb.best_epoch_ != net.history[-1, "epoch"]):
             return cb.best_epoch_
     return None

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from ._callbacks import ParamsCallback, returned_step
+from ._callbacks import ParamsCallback, loads_best, returned_step
 from ._eigensolver import top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
@@ -193,7 +193,7 @@ class SharpnessTracker(ParamsCallback):
             warnings.warn("An LRSchedule is listed after this SharpnessTracker: the tracker would "
                           "record the previous step's rate (and 2/lr) wherever the rate changes. "
                           "List the LRSchedule first.", UserWarning, stacklevel=2)
-        if _callback_after(net, self, _loads_best) is not None:
+        if _callback_after(net, self, loads_best) is not None:
             warnings.warn("An EarlyStopping(load_best=True) is listed after this SharpnessTracker: "
                           "it puts back the parameters of its best epoch after the tracker's final "
                           "measurement, which then measures the last step's parameters instead of "
@@ -405,11 +405,6 @@ class SharpnessTracker(ParamsCallback):
                 f"their 'sharpness' is a lower bound on the top eigenvalue ('converged' is False).",
                 ConvergenceWarning,
             )
-
-
-def _loads_best(callback):
-    """Whether ``callback`` is skorch's ``EarlyStopping`` with ``load_best=True``."""
-    return type(callback).__name__ == "EarlyStopping" and bool(getattr(callback, "load_best", False))
 
 
 def _callback_before(net, callback, wanted):
