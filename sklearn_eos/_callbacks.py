@@ -26,8 +26,17 @@ class ParamsCallback(Callback):
     skorch, so a user subclass that stores more of them keeps them in ``get_params``.
     """
 
+    # per-fit state left out of pickles: a pickle taken during fit (Checkpoint's f_pickle)
+    # holds None there, and the unpickled net's next fit sets it again in on_train_begin
+    _not_pickled = ()
+
     def _get_param_names(self):
         return [key for key in self.__dict__ if not key.endswith("_") and not key.startswith("_")]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.update((name, None) for name in self._not_pickled if name in state)
+        return state
 
     def _abandon_fit(self, net):
         """Drop what this fit kept (copies of the parameters, the training set) after it
@@ -291,6 +300,10 @@ class ProgressReport(ParamsCallback):
         to ``sys.stdout``.
     """
 
+    # the live bar holds the terminal's stream, which pickle refused (a copy unpickled during
+    # fit reports in lines until its next fit)
+    _not_pickled = ("_bar",)
+
     def __init__(self, total, verbose=1, n_lines=20, file=None):
         self.total = total
         self.verbose = verbose
@@ -369,14 +382,6 @@ class ProgressReport(ParamsCallback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-    def __getstate__(self):
-        # a pickle taken during fit (Checkpoint's f_pickle): the live bar holds the terminal's
-        # stream, which pickle refused; the copy reports in lines until its next fit
-        state = self.__dict__.copy()
-        if state.get("_bar") is not None:
-            state["_bar"] = None
-        return state
 
     def _abandon_fit(self, net):
         if getattr(self, "_bar", None) is not None:  # a bar left open would print over the next one

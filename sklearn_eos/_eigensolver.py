@@ -44,9 +44,8 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
   all unconverged, against a median of 93 and up to 300, with 24 of 50 unconverged). The
   price: past the floor the residuals are rounding noise, and expanding by them explored
   at random, which sometimes reached a better value (part (b): largest error of the
-  unconverged sharpnesses 6.4e-3, 3.9e-3 before; a review found float64 solves at tol 1e-6
-  next to an eigenvalue of -1e10 that now return lambda_2, a few floors off). Such
-  answers are flagged unconverged either way.
+  unconverged sharpnesses 6.4e-3, 3.9e-3 before). Such answers are flagged unconverged
+  either way.
 * The most negative eigenvalue continues from the same basis (Krylov spaces approximate both
   ends of the spectrum, though the top solve's thick restarts keep only its top Ritz vectors)
   with the bottom Ritz pair as the target. It sits at the edge of the dense bulk near zero
@@ -202,7 +201,8 @@ class _Subspace:
         # unit rows first: the projections of a row of subnormal numbers (the residuals of a
         # float32 Hessian whose products are ~1e-39, a saturated network) onto the basis
         # underflowed, Gram-Schmidt left most of the basis in it, and the "eigenvectors" came
-        # back far from orthonormal (|U^T U - I| up to 287: a fit crashed in the rotation)
+        # back far from orthonormal (a fit crashed in the rotation metrics; see the test of a
+        # float32 operator of subnormal size)
         nonzero = norm0 > 0
         Wt = Wt / torch.where(nonzero, norm0, torch.ones_like(norm0))[:, None]
         norm0 = nonzero.to(Wt.dtype)
@@ -580,12 +580,12 @@ _COLD_EXTRA_VECTORS = 1
 # A single guard for k=1: the guard pairs reach at least the third Ritz pair (index 2). With k=1
 # the one guard was the second pair, and a near-degenerate top three let the Krylov space
 # settle on v2 and v3 before it held v1: cold k=1 solves on the Hessian of a 27-parameter
-# sigmoid MLP (top eigenvalues 1.764, 1.733, 1.694) returned lambda_2, converged, for 10 of 100
-# seeds (none for k=2 or 3; the operator of ``test_k1_cold_solves_do_not_settle_on_lambda_2_of_a_near_
-# degenerate_top_three`` in ``tests/test_eigensolver.py``, 10 of its 100 seeds failing without the
-# second guard), and ``python benchmarks/bench_guard.py --k 1`` missed once at every
-# guard tolerance up to 5e-2 (an error of 2e-2). With the second guard: no miss in either, the
-# same median products (12 and 18). k >= 2 is unchanged.
+# sigmoid MLP (top eigenvalues 1.764, 1.733, 1.694) returned lambda_2, converged, for some
+# seeds, none for k=2 or 3 (``test_k1_cold_solves_do_not_settle_on_lambda_2_of_a_near_
+# degenerate_top_three`` in ``tests/test_eigensolver.py`` fails without the second guard), and
+# ``python benchmarks/bench_guard.py --k 1`` missed once at every guard tolerance up to 5e-2
+# (an error of 2e-2). With the second guard: no miss in either, and the same median of 18
+# products on bench_guard. k >= 2 is unchanged.
 _MIN_GUARD_INDEX = 2
 
 # Wide start blocks (no constant): with a start block of w > k columns, the Ritz pairs k+1 to

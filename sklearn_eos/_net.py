@@ -416,7 +416,7 @@ class FullBatchNet(NeuralNet):
             # settled early (a pickle, save_params) is written again by the next read
             if "train_loss_best" not in epoch:
                 epoch["train_loss_best"] = value < best
-                best = min(best, value) if value == value else best
+                best = min(best, value)  # a NaN loss is neither a best nor kept as one
         self._best_train_loss = best
         return values
 

@@ -165,6 +165,8 @@ class SharpnessTracker(ParamsCallback):
         Top eigenvectors of the last measurement.
     """
 
+    _not_pickled = ("_data",)  # the training set, which a pickle taken during fit carried
+
     def __init__(self, every=100, k=3, tol=1e-3, rest_tol=1e-1, compute_min=False, max_products=300,
                  random_state=None, start=None):
         self.every = every
@@ -374,13 +376,6 @@ class SharpnessTracker(ParamsCallback):
         self._warn_unconverged()
         self._data = self._start = None  # the fitted net must not carry the training set
         self._rows = self._rotation_rows = self._rates = None
-
-    def __getstate__(self):
-        # a pickle taken during fit (Checkpoint's f_pickle) carried the training set; a later
-        # fit of the unpickled net takes its own (``on_train_begin``)
-        state = self.__dict__.copy()
-        state["_data"] = None
-        return state
 
     def _warn_unconverged(self):
         history = self.history_

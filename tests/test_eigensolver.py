@@ -358,8 +358,8 @@ def test_tiny_float64_operators_are_not_accepted_on_an_underflowing_bound():
 
 def test_k1_cold_solves_do_not_settle_on_lambda_2_of_a_near_degenerate_top_three():
     """The Hessian of a 27-parameter sigmoid MLP, top eigenvalues 1.764, 1.733, 1.694: cold
-    k=1 solves returned lambda_2 (1.75% low), converged, for 10 of 100 seeds while the only
-    guard was the second Ritz pair (curvature audit, hM/bug_04)."""
+    k=1 solves returned lambda_2 (1.75% low), converged, for some of these seeds while the
+    only guard was the second Ritz pair (curvature audit, hM/bug_04)."""
     from torch import nn
 
     from sklearn_eos._hvp import FullBatchHessian
@@ -381,8 +381,8 @@ def test_k1_cold_solves_do_not_settle_on_lambda_2_of_a_near_degenerate_top_three
 def test_a_float32_operator_of_subnormal_size_gives_orthonormal_eigenvectors():
     """A float32 Hessian whose products are subnormal (~1e-39: a saturated cross-entropy
     network at lr 1e3) made Gram-Schmidt fail on the underflowed projections of its residuals:
-    the eigenvectors came back with |U^T U - I| up to 287, the top eigenvalue 200 times too
-    large, and the fit crashed in the rotation metrics (sklearn audit, hS/bug_02)."""
+    the eigenvectors came back far from orthonormal, the top eigenvalue far too large, and
+    the fit crashed in the rotation metrics (sklearn audit, hS/bug_02)."""
     rng = np.random.default_rng(0)
     eigenvalues = np.concatenate([[5.0, 4.9, 4.8], rng.uniform(-1, 4, 197)])
     A = matrix_with_spectrum(eigenvalues, seed=0)[0]

@@ -43,9 +43,9 @@ def test_depth1_sharpness_is_closed_form_and_does_not_rotate(lr_factor):
 def test_a_diverged_float32_fit_ends_its_unresolvable_measurement_at_the_rounding_floor():
     """A float32 regressor at lr 30 diverges at step 10; at its last parameters the sharpness
     (1.2e24) sits next to an eigenvalue of -5.5e28, so float32 cannot resolve 1e-3 of it. The
-    final measurement spent its whole budget of 300 products, most of the fit's time, and the
-    warning said so; it now stops once its bound reaches the rounding floor, and the warning
-    says why it did not converge."""
+    final measurement spent its whole budget of 300 products (``bench_far_past_edge.py``,
+    part (d), against the package before this fix) and the warning said so; it now stops
+    once its bound reaches the rounding floor, and the warning says why it did not converge."""
     from sklearn.datasets import load_diabetes
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.preprocessing import StandardScaler
