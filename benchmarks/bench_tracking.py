@@ -30,7 +30,10 @@ random_state=0)``, 1,500 full-batch GD steps (``--quick``: 300), one torch threa
 4. scipy protocol (Cohen et al.): ``eigsh(LinearOperator, k=2, which='LA', tol=0)`` on the same
    HVP (``bench_sharpness.eigsh_protocol``) vs the tracker's warm-started measurement (same start
    block, fresh operator each, graph build included in both), interleaved, at up to 4 audited
-   points; ratio of times and of HVPs, accuracy of both against the reference.
+   points; ratio of times and of HVPs, accuracy of both against the reference. The target asks
+   for the speed-up "at equal or better accuracy", and eigsh(tol=0) resolves the sharpness to
+   float32's few 1e-7: the same warm solve at tol ``TIGHT_TOL`` (1e-6) is timed too, and its
+   ratio is the one the target is judged by.
 
 The solver's basis (``_eigensolver._Subspace``) keeps Q and HQ as preallocated contiguous
 (m, dim) rows and orthogonalises a block at once; it was a candidate in this benchmark and is
@@ -78,6 +81,9 @@ HIDDEN = (200, 200)
 TOL = 1e-3
 REST_TOL = min(100 * TOL, 0.1)  # what the estimator passes
 K = 3
+# the tracker's solve at scipy's accuracy: eigsh(tol=0) is at float32's resolution (a few 1e-7),
+# and 1e-6 is the tightest tolerance above this package's float32 floor (4.8e-7) with a margin
+TIGHT_TOL = 1e-6
 REF = dict(tol=1e-6, rest_tol=None, max_products=1500)  # float32 resolves 4.8e-7
 
 # candidate variants: name -> (k, rest_tol, start) with start 'chain' (own previous block),
@@ -257,21 +263,24 @@ class Audit:
         return res
 
     def versus_eigsh(self, net, data, previous, step, lam):
-        names = ("ours", "eigsh")
+        """The tracker's solve, the same solve at eigsh's accuracy (tol ``TIGHT_TOL``) and
+        scipy's protocol, each on a fresh operator, in rotated order per repeat."""
+        names = ("ours", "ours_tight", "eigsh")
         t = {n: [] for n in names}
         hv = {n: [] for n in names}
         err = {n: [] for n in names}
-        err2, ratios = [], []
+        err2, ratios, tight_ratios = [], [], []
         for i in range(self.eigsh_repeats):
             pair = {}
-            for name in names[i % 2:] + names[:i % 2]:
+            for name in names[i % 3:] + names[:i % 3]:
                 with self.operator(net, data) as H:
                     t0 = time.perf_counter()
                     if name == "eigsh":
                         vals, n = eigsh_protocol(H, 100 + i)
                         err2.append(rel(vals[1], lam[1]))
                     else:
-                        r = top_eigenpairs(H, K, start=previous, tol=TOL, rest_tol=REST_TOL,
+                        tol = TOL if name == "ours" else TIGHT_TOL
+                        r = top_eigenpairs(H, K, start=previous, tol=tol, rest_tol=REST_TOL,
                                            generator=torch.Generator().manual_seed(100 + i))
                         vals, n = r.eigenvalues, r.n_products
                     pair[name] = time.perf_counter() - t0
@@ -279,17 +288,23 @@ class Audit:
                 hv[name].append(n)
                 err[name].append(rel(vals[0], lam[0]))
             ratios.append(pair["eigsh"] / pair["ours"])
+            tight_ratios.append(pair["eigsh"] / pair["ours_tight"])
         res = {"step": int(step), "ours_seconds": float(np.median(t["ours"])),
                "ours_hvps": float(np.median(hv["ours"])),
                "ours_err_sharpness": float(max(err["ours"])),
+               "tight_seconds": float(np.median(t["ours_tight"])),
+               "tight_hvps": float(np.median(hv["ours_tight"])),
+               "tight_err_sharpness": float(max(err["ours_tight"])),
                "eigsh_seconds": float(np.median(t["eigsh"])),
                "eigsh_hvps": float(np.median(hv["eigsh"])), "eigsh_err_sharpness": float(max(err["eigsh"])),
                "eigsh_err_eig_2": float(max(err2)), "time_ratio": float(np.median(ratios)),
-               "hvp_ratio": float(np.median(hv["eigsh"]) / np.median(hv["ours"]))}
+               "hvp_ratio": float(np.median(hv["eigsh"]) / np.median(hv["ours"])),
+               "tight_time_ratio": float(np.median(tight_ratios))}
         print(f"  [eigsh at step {step}: {res['eigsh_hvps']:.0f} HVPs {res['eigsh_seconds']:.2f} s "
               f"err {res['eigsh_err_sharpness']:.1e} vs ours {res['ours_hvps']:.0f} HVPs "
-              f"{res['ours_seconds']:.2f} s err {res['ours_err_sharpness']:.1e}: x{res['time_ratio']:.1f}]",
-              flush=True)
+              f"{res['ours_seconds']:.2f} s err {res['ours_err_sharpness']:.1e}: x{res['time_ratio']:.1f}; "
+              f"ours at tol {TIGHT_TOL:g} {res['tight_hvps']:.0f} HVPs err {res['tight_err_sharpness']:.1e}: "
+              f"x{res['tight_time_ratio']:.1f}]", flush=True)
         return res
 
 
@@ -487,25 +502,30 @@ def main():
               f"({h['measurement_per_hvp_in_gradients']:.2f} per HVP, all included)")
         print(f"target: <= 1.7 -> {'MET' if h['hvp_per_gradient'] <= 1.7 else 'MISSED'}")
 
-    print("\n(5) vs scipy eigsh(k=2, which='LA', tol=0) (Cohen et al.), fresh operator each, interleaved")
+    print("\n(5) vs scipy eigsh(k=2, which='LA', tol=0) (Cohen et al.), fresh operator each, interleaved;"
+          f" 'tight': the tracker's solve at tol {TIGHT_TOL:g}, eigsh's accuracy")
     print(f"{'step':>6}{'eigsh HVPs':>11}{'eigsh s':>9}{'eigsh err':>11}{'ours HVPs':>10}{'ours s':>8}"
-          f"{'ours err':>10}{'time x':>8}{'HVP x':>7}")
+          f"{'ours err':>10}{'time x':>8}{'HVP x':>7}{'tight HVPs':>11}{'tight err':>11}{'time x':>8}")
     for r in ey:
         print(f"{r['step']:>6}{r['eigsh_hvps']:>11.0f}{r['eigsh_seconds']:>9.2f}"
               f"{r['eigsh_err_sharpness']:>11.1e}"
               f"{r['ours_hvps']:>10.0f}{r['ours_seconds']:>8.2f}{r['ours_err_sharpness']:>10.1e}"
-              f"{r['time_ratio']:>8.1f}{r['hvp_ratio']:>7.1f}")
+              f"{r['time_ratio']:>8.1f}{r['hvp_ratio']:>7.1f}"
+              f"{r['tight_hvps']:>11.0f}{r['tight_err_sharpness']:>11.1e}{r['tight_time_ratio']:>8.1f}")
     speed = float(np.median([r["time_ratio"] for r in ey])) if ey else float("nan")
-    print(f"median speed-up x{speed:.1f}; target >= 5x at equal or better accuracy (ours <= 1e-3, the "
-          f"tolerance; eigsh ~1e-6) -> {'MET' if speed >= 5 else 'MISSED'}")
+    tight = float(np.median([r["tight_time_ratio"] for r in ey])) if ey else float("nan")
+    print(f"median speed-up x{speed:.1f} at the tracker's tolerance ({TOL:g}), x{tight:.1f} at eigsh's "
+          f"accuracy (tol {TIGHT_TOL:g}); target >= 5x at equal or better accuracy -> "
+          f"{'MET' if tight >= 5 else 'MISSED'}")
 
     result = {"settings": settings, "overhead": {str(e): v for e, v in over.items()},
               "audited": {"summary": acc, "variants": variants, "measurements": rows},
-              "hvp_cost": h, "eigsh": {"points": ey, "median_time_ratio": speed},
+              "hvp_cost": h,
+              "eigsh": {"points": ey, "median_time_ratio": speed, "median_tight_time_ratio": tight},
               "targets": {"hvps_warm_median_le_20": hw["median"] <= 20,
                           "sharpness_err_max_le_1e-3": es["max"] <= 1e-3,
                           "hvp_le_1.7_gradients": bool(h and h["hvp_per_gradient"] <= 1.7),
-                          "eigsh_speedup_ge_5": speed >= 5,
+                          "eigsh_speedup_ge_5": tight >= 5,
                           "overhead_every100_le_40pct": met_overhead}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
