@@ -136,7 +136,11 @@ class SharpnessTracker(ParamsCallback):
         the block's error: up to 0.43 on the digits run at 0.1, within 0.1 at 1e-2, within
         0.02 at 1e-3 (``benchmarks/bench_rotation_noise.py``).
     compute_min : bool, default=False
-        Also the most negative eigenvalue (column ``'eig_min'``).
+        Also the most negative eigenvalue (column ``'eig_min'``), to ``tol`` times the
+        spectral radius, not relative to itself (see `top_eigenpairs`), warm-started from the
+        previous measurement's. ``'converged'`` covers it, but a value above the minimum can
+        pass, most often when the previous minimum vector now lies along another negative
+        eigenvalue (``benchmarks/bench_min_eigenvalue.py``).
     max_products : int, default=300
         HVP budget of one measurement.
     random_state : int or None
