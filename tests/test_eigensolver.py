@@ -494,3 +494,18 @@ def test_most_negative_eigenvalue_inside_a_negative_cluster():
         assert res.converged
         errors.append(abs(res.min_eigenvalue - spectrum.min()) / (1e-3 * 4.0))
     assert max(errors) <= 1, errors
+
+
+def test_the_random_vector_s_pair_as_a_guard():
+    """A 5 x 5 matrix whose eigenvalues all lie within 1%, k=2 from the exact eigenvectors v2,
+    v3: the random vector's pair was the guard (the fourth pair), passed the guard's loose test
+    and lambda_2 came back, converged, in 8 of these 120 solves. It must now also meet the
+    sharpness tolerance, as when it is not a guard."""
+    spectrum = np.array([1.0, 0.99903136, 0.99476945, 0.99120677, 0.99017136])
+    for rotation in range(10):
+        A, _ = matrix_with_spectrum(spectrum, seed=rotation)
+        w, V = np.linalg.eigh(A)
+        for tol in (1e-3, 1e-5):
+            for seed in range(6):
+                res = top_eigenpairs(MatrixOperator(A), 2, start=V[:, [3, 2]], tol=tol, generator=gen(seed))
+                assert not res.converged or abs(res.eigenvalues[0] - 1) <= tol, (rotation, tol, seed, res)
