@@ -500,8 +500,8 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
             # one vector per iteration: the residual of the open pair whose interval
             # theta_i + ||r_i|| reaches highest (see "Expansion" in the module notes)
             # (for the most negative eigenvalue: lowest, theta_i - ||r_i||)
-            reach = -(theta[full] - rnorm) if interior else theta[full] + rnorm
-            j = int(np.flatnonzero(open_)[np.argmax(reach[open_])])
+            extent = -(theta[full] - rnorm) if interior else theta[full] + rnorm
+            j = int(np.flatnonzero(open_)[np.argmax(extent[open_])])
             Wt = Rt[j:j + 1]
             if j == random_pair:
                 random_open = False
@@ -640,8 +640,8 @@ _MIN_GUARD_INDEX = 3
 # the bottom one stay open while their residual interval reaches below the bottom Ritz value
 # minus the tolerance, and the bottom pair's residual is added to the basis before the solve
 # accepts, unless it was since the bottom Ritz value last moved by more than _BOTTOM_SETTLED of
-# the tolerance. A stale
-# ``min_start`` along another negative eigenvalue still passes more often than not.
+# the tolerance. A stale ``min_start`` along another negative eigenvalue still passes more
+# often than not.
 _BOTTOM_NEIGHBOURS = 2
 _BOTTOM_SETTLED = 1e-2
 
