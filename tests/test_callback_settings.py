@@ -259,7 +259,12 @@ def test_early_stopping_that_loads_the_best_epoch_and_the_final_measurement(trac
     gen = torch.Generator().manual_seed(0)
     X = torch.randn(100, 5, generator=gen)
     data = FullBatch(X, torch.tanh(X @ torch.randn(5, 2, generator=gen)))
-    stopping = ("es", EarlyStopping(monitor="train_loss", patience=3, threshold=0, load_best=True))
+    # a relative threshold of 1%: with 0, whether the fit stopped before max_epochs hung on
+    # rounding (it stopped at epoch 30 alone and in one full-suite run, and never in a fresh
+    # clone's full-suite run, presumably through the kernels' rounding of the same products),
+    # and a fit that never stops has nothing to check; here the stop follows the instability
+    # of the first epochs
+    stopping = ("es", EarlyStopping(monitor="train_loss", patience=3, threshold=1e-2, load_best=True))
     tracker = ("sharpness", SharpnessTracker(every=10, k=2, tol=1e-6, random_state=0))
     with torch.random.fork_rng():
         torch.manual_seed(0)
