@@ -481,7 +481,8 @@ def test_matrix_operator_and_resolvable_tol_take_floating_torch_dtypes_only():
 def test_most_negative_eigenvalue_inside_a_negative_cluster():
     """Ten negative eigenvalues within 0.01 below a bulk near zero: judged by its residual
     alone, the bottom Ritz pair converged on one of the cluster above the minimum, farther than
-    tol * radius from it, in 18 of 40 solves of ``bench_min_eigenvalue.py``. The bottom's
+    tol * radius from it, in 18 of 40 solves of ``bench_min_eigenvalue.py`` at commit 067953b
+    (and in some of these 12, where this test fails at that commit). The bottom's
     neighbours and the bottom-residual rule keep the solve going until the minimum is within
     tol * radius."""
     tops = np.array([4.0, 3.6, 3.3, 2.5, 1.8, 1.2, 0.8])
@@ -499,8 +500,9 @@ def test_most_negative_eigenvalue_inside_a_negative_cluster():
 def test_the_random_vector_s_pair_as_a_guard():
     """A 5 x 5 matrix whose eigenvalues all lie within 1%, k=2 from the exact eigenvectors v2,
     v3: the random vector's pair was the guard (the fourth pair), passed the guard's loose test
-    and lambda_2 came back, converged, in 8 of these 120 solves. It must now also meet the
-    sharpness tolerance, as when it is not a guard."""
+    and lambda_2 came back, converged, in some of these 120 solves (this test fails at commits
+    8056d8b and 067953b). It must now also meet the sharpness tolerance, as when it is not a
+    guard."""
     spectrum = np.array([1.0, 0.99903136, 0.99476945, 0.99120677, 0.99017136])
     for rotation in range(10):
         A, _ = matrix_with_spectrum(spectrum, seed=rotation)
