@@ -20,7 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import (check_array, check_consistent_length, check_is_fitted, column_or_1d,
                                       validate_data)
 
-from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
+from ._callbacks import DivergenceGuard, LossGoal, ProgressReport, loads_best
 from ._eigensolver import resolvable_tol, top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._lr_schedule import LRSchedule
@@ -293,14 +293,19 @@ class BaseEoS(BaseEstimator):
                 "Set the schedule with the estimator's parameters instead.",
                 UserWarning, stacklevel=5,
             )
-        if not self.sharpness_every and any(_is_a(cb, SharpnessTracker) for _, cb in user):
+        trackers = [i for i, (_, cb) in enumerate(user) if _is_a(cb, SharpnessTracker)]
+        if not self.sharpness_every and trackers:
             # with tracking off, a SharpnessTracker of the user's takes the tracker's place,
             # before the instability tracker, which confirms and rotates episodes with it;
             # a schedule of the user's comes along, in the user's order (it sets the rate
-            # that the tracker records)
-            forward = [(name, cb) for name, cb in user if _is_a(cb, SharpnessTracker, LRSchedule)]
-            user = [(name, cb) for name, cb in user if not _is_a(cb, SharpnessTracker, LRSchedule)]
-            callbacks += forward
+            # that the tracker records), and so does an EarlyStopping(load_best=True) listed
+            # before the tracker: its best epoch must be back before the final measurement
+            # (left behind, it made the user guide's recipe measure the last step's
+            # parameters and warn to do what the user had done)
+            moved = [_is_a(cb, SharpnessTracker, LRSchedule) or (i < trackers[-1] and loads_best(cb))
+                     for i, (_, cb) in enumerate(user)]
+            callbacks += [pair for pair, move in zip(user, moved) if move]
+            user = [pair for pair, move in zip(user, moved) if not move]
         callbacks += [
             ("instabilities", InstabilityTracker(self.instability_rtol)),
             ("update_curvature", UpdateCurvature()),

@@ -365,3 +365,33 @@ def test_an_estimator_with_early_stopping_that_loads_the_best_epoch_keeps_its_ro
         reference = EoSRegressor(max_iter=last, **kw).fit(X, y)
     assert est.sharpness_history_["sharpness"][-1] == pytest.approx(
         reference.sharpness_history_["sharpness"][-1], rel=1e-4)
+
+
+def test_the_user_guide_s_early_stopping_recipe_measures_the_returned_model():
+    """The user guide's recipe for EarlyStopping(load_best=True) on an estimator:
+    ``sharpness_every=0`` and a SharpnessTracker of one's own listed after the EarlyStopping.
+    The estimator moved the tracker ahead of every callback passed, the EarlyStopping among
+    them, so the final row measured the last step's parameters and the tracker warned to do
+    what had been done (audit of session 19, hB/find_01). The stopping now moves along."""
+    from skorch.callbacks import EarlyStopping
+
+    from sklearn_eos import EoSRegressor, curvature
+    from sklearn_eos.curvature import FullBatchHessian
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4))
+    y = np.tanh(X @ rng.standard_normal(4))
+    stopping = ("es", EarlyStopping(monitor="train_loss", patience=3, threshold=1e-2, load_best=True))
+    tracker = ("sharpness", SharpnessTracker(every=10, k=2, tol=1e-8, random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no warning to list the tracker after it
+        est = EoSRegressor(hidden_layer_sizes=(8,), lr=3.0, lr_units="threshold", max_iter=150,
+                           sharpness_every=0, dtype="float64", random_state=0,
+                           callbacks=[stopping, tracker]).fit(X, y)
+    best_epoch = dict(est.net_.callbacks_)["user_es"].best_epoch_
+    assert best_epoch < est.n_iter_  # the best parameters were put back
+    with FullBatchHessian(est.module_, HalfSquaredError(), [(torch.as_tensor(X), torch.as_tensor(y)[:, None])]) as H:
+        exact = curvature.top_eigenpairs(H, 2, tol=1e-10).eigenvalues[0]
+    history = est.sharpness_history_
+    assert history["step"][-1] == best_epoch
+    assert history["sharpness"][-1] == pytest.approx(exact, rel=1e-6)
