@@ -13,7 +13,7 @@ import torch
 from skorch.callbacks import Callback
 
 from ._checks import check_int, is_real
-from ._net import check_full_batch_net, n_training_steps
+from ._net import check_full_batch_net, check_one_batch_per_epoch, n_training_steps
 
 
 class ParamsCallback(Callback):
@@ -281,7 +281,8 @@ class ProgressReport(ParamsCallback):
     measured at, and 2/lr at that step (``sharpness 4.21 @ step 50  2/lr 4``): measurements
     are sparse, so the value can be many steps old. On a
     `FullBatchNet` the loss comes from the net's history, which the net reads on the host at
-    each report step (``needs_losses``): one read per report, none in between.
+    each report step (``needs_losses``): one read per report, none in between. A net that runs
+    minibatches (several training batches per epoch) is refused with a TypeError.
 
     Parameters
     ----------
@@ -345,6 +346,10 @@ class ProgressReport(ParamsCallback):
     def needs_losses(self, net, step, **kwargs):
         # a report shows read losses, and none past a step where the guard or the goal stops
         return self.verbose >= 1 and self._reports_at(step + 1)
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if training:
+            check_one_batch_per_epoch(self, net)
 
     def on_batch_end(self, net, training=False, **kwargs):
         if not training or self.verbose < 1:

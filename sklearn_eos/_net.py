@@ -170,6 +170,25 @@ def check_full_batch_net(callback, net):
             f"estimators EoSClassifier / EoSRegressor.")
 
 
+def check_one_batch_per_epoch(callback, net):
+    """A TypeError once an epoch of ``net`` runs its second training batch (call it in
+    ``on_batch_begin``): the callbacks that read every training batch as a full-batch GD step
+    work on a net whose epoch is one step (a `FullBatchNet`, or a skorch net with
+    ``batch_size=-1`` and ``train_split=None``). With minibatches `UpdateCurvature` recorded
+    secants between the gradients of different batches (negative ones among them) and
+    `ProgressReport` counted batches as steps, silently."""
+    if isinstance(net, FullBatchNet) or not len(net.history):
+        return
+    # skorch opens the batch's row before the callbacks' on_batch_begin, and an epoch's
+    # training batches come before its validation ones
+    if len(net.history[-1].get("batches", ())) > 1:
+        raise TypeError(
+            f"{type(callback).__name__} reads every training batch as one full-batch GD step, but "
+            f"{type(net).__name__} ran a second training batch in one epoch (minibatches). Use a "
+            f"sklearn_eos.FullBatchNet with X = FullBatch(X, y), or batch_size=-1 and "
+            f"train_split=None.")
+
+
 class FullBatchNet(NeuralNet):
     """A skorch ``NeuralNet`` whose every epoch is one exact full-batch GD step.
 

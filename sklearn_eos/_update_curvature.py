@@ -18,7 +18,7 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback, GradientNormClipping
 
 from ._callbacks import ParamsCallback
-from ._net import _overrides, n_training_steps
+from ._net import _overrides, check_one_batch_per_epoch, n_training_steps
 
 
 class _FlatBuffer:
@@ -66,7 +66,8 @@ def _is_plain_gd(optimizer):
 class UpdateCurvature(ParamsCallback):
     """Record ``<g_{t+1} - g_t, d_t> / |d_t|^2``, the curvature along every GD update.
 
-    Works with any skorch net whose epochs are full-batch GD steps (`FullBatchNet`), on the
+    Works with any skorch net whose epochs are full-batch GD steps (`FullBatchNet`, or a plain
+    net with ``batch_size=-1`` and ``train_split=None``; minibatches raise a TypeError), on the
     parameters' device and without a host read during training (0-d tensors, read once, on
     the first access of ``curvatures_``). ``g_t`` is the loss gradient as backpropagation
     left it, copied in ``on_grad_computed``: list this callback before any callback that
@@ -148,7 +149,10 @@ class UpdateCurvature(ParamsCallback):
         return self._thetas
 
     def on_batch_begin(self, net, training=False, **kwargs):
-        if not training or not self._params:
+        if not training:
+            return
+        check_one_batch_per_epoch(self, net)
+        if not self._params:
             return
         t = self._step
         # read before the step: a scheduler listed earlier sets the next step's rate (or a

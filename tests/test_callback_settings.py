@@ -13,7 +13,7 @@ from skorch import NeuralNetRegressor
 from skorch.callbacks import Callback
 
 from sklearn_eos import (DivergenceGuard, FullBatch, FullBatchNet, HalfSquaredError, InstabilityTracker,
-                         LossGoal, LRSchedule, SharpnessTracker)
+                         LossGoal, LRSchedule, ProgressReport, SharpnessTracker, UpdateCurvature)
 from sklearn_eos._instabilities import find_instabilities
 from sklearn_eos._schedule import DecayPolicy
 
@@ -43,6 +43,34 @@ def test_loss_reading_callbacks_refuse_a_plain_skorch_net(data, callback):
     with pytest.raises(TypeError, match=f"{type(callback).__name__} works on a sklearn_eos.FullBatchNet"):
         net.fit(X.numpy(), y.numpy())
     assert len(net.history) == 0
+
+
+@pytest.mark.parametrize("callback", [UpdateCurvature(), ProgressReport(5, verbose=2)])
+def test_step_reading_callbacks_refuse_minibatches(data, callback, capsys):
+    """Each training batch is a full-batch GD step to these: on a plain skorch net with
+    minibatches UpdateCurvature recorded one secant per batch, between the gradients of
+    different batches (negative values among them), and ProgressReport printed 'step 20/5'
+    for 5 epochs of 4 batches, silently (audit of session 19, hB/find_02, find_03). With one
+    batch per epoch (batch_size=-1) the same plain net is a full-batch GD and is served."""
+    X, y = data
+
+    def plain(batch_size):
+        return NeuralNetRegressor(torch.nn.Linear, module__in_features=3, module__out_features=1,
+                                  criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1,
+                                  max_epochs=5, batch_size=batch_size, train_split=None,
+                                  callbacks=[("c", callback)], verbose=0)
+
+    minibatches = plain(len(X) // 4)
+    with pytest.raises(TypeError, match=f"{type(callback).__name__} reads every training batch as one"):
+        minibatches.fit(X.numpy(), y.numpy())
+    batches = minibatches.history[:, "batches"]
+    assert [len([b for b in epoch if "train_loss" in b]) for epoch in batches] == [1]  # stopped at once
+    capsys.readouterr()
+    full = plain(-1).fit(X.numpy(), y.numpy())
+    if isinstance(callback, UpdateCurvature):
+        assert len(dict(full.callbacks_)["c"].curvatures_) == 4
+    else:
+        assert "step      5/5" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("settings, match", [
