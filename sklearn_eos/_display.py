@@ -1,8 +1,8 @@
 """Visualisations of an edge-of-stability fit, following scikit-learn's Display convention.
 
 A Display holds the data (``Display(...)``); ``plot`` draws it and stores the matplotlib
-artists as attributes; ``from_estimator`` reads a fitted estimator (or a Pipeline ending in
-one) and plots. matplotlib is an optional dependency, imported only when plotting.
+artists as attributes; ``from_estimator`` reads a fitted estimator (or a Pipeline,
+TransformedTargetRegressor or refitted search holding one) and plots. matplotlib is an optional dependency, imported only when plotting.
 """
 
 import numpy as np
@@ -357,7 +357,8 @@ class SharpnessDisplay:
 
         Parameters
         ----------
-        estimator : fitted EoSClassifier, EoSRegressor or Pipeline ending in one
+        estimator : fitted EoSClassifier, EoSRegressor, or a Pipeline, TransformedTargetRegressor or
+            refitted search holding one
             Reads ``loss_curve_``, ``lr_history_``, ``sharpness_history_`` and, when
             present, ``instabilities_`` and ``update_curvature_``.
         ax : see `plot`
@@ -520,7 +521,8 @@ class RotationDisplay:
 
         Parameters
         ----------
-        estimator : fitted EoSClassifier, EoSRegressor or Pipeline ending in one
+        estimator : fitted EoSClassifier, EoSRegressor, or a Pipeline, TransformedTargetRegressor or
+            refitted search holding one
             Reads ``rotation_history_`` and, when present, ``instabilities_``.
         ax : matplotlib Axes, default=None
         name : str or None, default=None

@@ -1,10 +1,12 @@
 """The fitted histories of an edge-of-stability estimator as pandas DataFrames.
 
 Also the shared helpers that `sklearn_eos._display` uses to read a fitted estimator
-(or the last step of a `~sklearn.pipeline.Pipeline`).
+(or the one inside a `~sklearn.pipeline.Pipeline`, a fitted
+`~sklearn.compose.TransformedTargetRegressor` or a refitted search).
 """
 
 import numpy as np
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.exceptions import NotFittedError
 
@@ -24,29 +26,52 @@ _FITTED_ATTRIBUTES = ("loss_curve_", "lr_history_")
 
 
 def _fitted_eos(estimator):
-    """The estimator that holds the histories: ``estimator`` or a Pipeline's last step.
+    """The estimator that holds the histories: ``estimator`` itself, or the one inside a
+    Pipeline (its last step), a fitted ``TransformedTargetRegressor`` (``regressor_``, the way
+    the user guide scales a regression target) or a fitted search (``best_estimator_``),
+    nested in any order.
 
     Raises ``NotFittedError`` when it is not fitted (has no ``loss_curve_``/``lr_history_``),
     ``TypeError`` when it is not an edge-of-stability estimator at all.
     """
-    if isinstance(estimator, Pipeline):
-        final = estimator.steps[-1][1] if estimator.steps else None
-        if final is None or isinstance(final, str):
-            raise TypeError(f"The last step of the pipeline is {final!r}, not an edge-of-stability "
-                            f"estimator.")
-        estimator = final
+    while True:
+        if isinstance(estimator, Pipeline):
+            final = estimator.steps[-1][1] if estimator.steps else None
+            if final is None or isinstance(final, str):
+                raise TypeError(f"The last step of the pipeline is {final!r}, not an edge-of-stability "
+                                f"estimator.")
+            estimator = final
+        elif isinstance(estimator, TransformedTargetRegressor) and hasattr(estimator, "regressor_"):
+            estimator = estimator.regressor_
+        elif hasattr(estimator, "best_estimator_"):  # GridSearchCV, RandomizedSearchCV, ... refitted
+            estimator = estimator.best_estimator_
+        else:
+            break
     if not all(hasattr(estimator, name) for name in _FITTED_ATTRIBUTES):
-        if not hasattr(estimator, "sharpness_every"):  # not an EoSClassifier / EoSRegressor
+        if not _holds_eos(estimator):
             raise TypeError(
-                f"Expected a fitted EoSClassifier or EoSRegressor (or a Pipeline ending in one), "
-                f"got {type(estimator).__name__}. For a bare FullBatchNet, pass the histories of "
-                f"its callbacks to the display's constructor (loss_curve=..., sharpness_history=...)."
+                f"Expected a fitted EoSClassifier or EoSRegressor (or a Pipeline, a "
+                f"TransformedTargetRegressor or a refitted search holding one), got "
+                f"{type(estimator).__name__}. For a bare FullBatchNet, pass the histories of its "
+                f"callbacks to the display's constructor (loss_curve=..., sharpness_history=...)."
             )
         raise NotFittedError(
             f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with "
             f"appropriate arguments before plotting or reading its histories."
         )
     return estimator
+
+
+def _holds_eos(estimator):
+    """Whether ``estimator`` is, or an unfitted Pipeline / TransformedTargetRegressor holds, an
+    edge-of-stability estimator."""
+    while True:
+        if isinstance(estimator, Pipeline) and estimator.steps:
+            estimator = estimator.steps[-1][1]
+        elif isinstance(estimator, TransformedTargetRegressor):
+            estimator = estimator.regressor
+        else:
+            return hasattr(estimator, "sharpness_every")
 
 
 def _n_eigs(estimator):
@@ -124,7 +149,8 @@ def histories_to_frames(estimator):
 
     Parameters
     ----------
-    estimator : fitted EoSClassifier, EoSRegressor or Pipeline ending in one
+    estimator : fitted EoSClassifier, EoSRegressor, or a Pipeline, TransformedTargetRegressor or
+        refitted search holding one
         Any fitted object with ``loss_curve_`` and ``lr_history_`` works; the other
         histories are optional.
 

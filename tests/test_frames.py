@@ -60,6 +60,38 @@ def test_frames_accept_a_pipeline(pipe):
         pd.testing.assert_frame_equal(from_pipe[key], from_est[key])
 
 
+def test_frames_and_displays_accept_the_wrappers_that_hold_a_fitted_estimator():
+    """A TransformedTargetRegressor (the user guide's way to scale a regression target) and a
+    refitted search, nested in a Pipeline or not, were refused with a TypeError (audit of
+    session 19, hB/find_04): the histories are those of the estimator inside."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.preprocessing import StandardScaler
+
+    from sklearn_eos import RotationDisplay, SharpnessDisplay
+
+    X = np.random.RandomState(0).randn(40, 3)
+    y = 10 * X[:, 0] + 5
+    est = EoSRegressor(hidden_layer_sizes=(4,), lr=0.1, max_iter=12, sharpness_every=5, random_state=0)
+    wrapped = TransformedTargetRegressor(make_pipeline(MinMaxScaler(), est), transformer=StandardScaler())
+    search = GridSearchCV(wrapped, {"regressor__eosregressor__lr": [0.05, 0.1]}, cv=2).fit(X, y)
+    inner = search.best_estimator_.regressor_[-1]
+    assert isinstance(inner, EoSRegressor) and inner is not est  # a clone, fitted
+    for holder in (search, search.best_estimator_, search.best_estimator_.regressor_):
+        frames = histories_to_frames(holder)
+        pd.testing.assert_frame_equal(frames["sharpness"], pd.DataFrame(inner.sharpness_history_))
+        np.testing.assert_array_equal(frames["steps"]["loss"], inner.loss_curve_)
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    display = SharpnessDisplay.from_estimator(search)
+    np.testing.assert_array_equal(display.loss_curve, inner.loss_curve_)
+    assert RotationDisplay.from_estimator(search.best_estimator_).rotation_history is not None
+    plt.close("all")
+    with pytest.raises(NotFittedError):  # unfitted: not "not an edge-of-stability estimator"
+        histories_to_frames(TransformedTargetRegressor(make_pipeline(MinMaxScaler(), EoSRegressor())))
+
+
 def test_untracked_fit_gives_empty_frames_with_columns():
     X = np.random.RandomState(0).randn(20, 3)
     est = EoSRegressor(hidden_layer_sizes=(4,), max_iter=3, sharpness_every=0, n_eigs=2).fit(X, X[:, 0])
