@@ -927,7 +927,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     effective_lr_ : float
         The absolute learning rate before any decay (``lr`` itself in absolute units).
     decay_step_ : int or None
-        First step run at the decayed rate; None when no decay happened.
+        First step run at the decayed rate; None when no decay reached the returned model
+        (none happened, or a divergence or ``loss_goal`` stopped the fit at that step, whose
+        update the returned model lacks, though ``lr_history_[-1]`` shows its rate).
     sharpness_history_ : dict of 1-D ndarrays
         One row per measurement (``pandas.DataFrame(sharpness_history_)`` makes a table):
         'step', 'sharpness' (largest Hessian eigenvalue), 'eig_2'...'eig_k', 'threshold'

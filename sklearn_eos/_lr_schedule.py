@@ -76,8 +76,9 @@ class LRSchedule(ParamsCallback):
         The absolute learning rate before the decay (NaN when the initial sharpness is inf:
         no rate is stable there, and the first step diverges).
     decay_step_ : int or None
-        First step with the decayed rate (None when that step was dropped after a
-        divergence: the returned parameters never saw the decayed rate).
+        First step with the decayed rate (None when the returned parameters never took an
+        update at it: that step was dropped after a divergence, or a divergence or a loss
+        goal stopped the fit at it, returning its parameters before its update).
     """
 
     initial_sharpness = None  # instances pickled before this parameter existed
@@ -194,8 +195,10 @@ class LRSchedule(ParamsCallback):
 
     def on_train_end(self, net, **kwargs):
         self._abandon_fit(net)  # no eigenvectors in the fitted net
-        # a decay in the steps dropped after a divergence never reached the returned model
-        if self.decay_step_ is not None and self.decay_step_ > returned_step(net, self._first_row):
+        # a decay at a step whose update the returned model lacks never reached it: a step
+        # dropped after a divergence, or the step where a divergence or a loss goal stopped
+        # the fit (its model is that step's, before its update)
+        if self.decay_step_ is not None and self.decay_step_ >= returned_step(net, self._first_row):
             self.decay_step_ = None
 
     def _abandon_fit(self, net):

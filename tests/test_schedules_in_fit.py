@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
 
-from sklearn_eos import EoSClassifier
+from sklearn_eos import EoSClassifier, EoSRegressor
 
 
 @pytest.fixture(scope="module")
@@ -285,3 +285,23 @@ def test_lr_schedule_says_that_it_overrides_group_rates_and_skorch_schedulers():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         net([]).fit(data, None)  # one group, no scheduler: no warning
+
+
+@pytest.mark.parametrize("goal_at", [0, 1])
+def test_a_decay_at_the_step_where_the_loss_goal_stops_the_fit_is_not_the_returned_model_s(goal_at):
+    """A fit stopped by its loss goal returns the model of that step, before its update: a
+    decay due at that step never reached it, so decay_step_ is None, as for a decay dropped
+    after a divergence (it said 12; audit of session 19, hC/find_02). A decay one step
+    earlier did reach it."""
+    from sklearn.datasets import make_regression
+
+    X, y = make_regression(n_samples=60, n_features=4, noise=0.1, random_state=0)
+    y = (y - y.mean()) / y.std()
+    kw = dict(hidden_layer_sizes=(8,), lr=0.1, max_iter=40, sharpness_every=0, random_state=0)
+    losses = EoSRegressor(**kw).fit(X, y).loss_curve_
+    assert np.all(np.diff(losses[:14]) < 0)  # the goal is first reached at step 12
+    decay = 12 - goal_at
+    est = EoSRegressor(decay_time=decay, decay_factor=0.999, decay_when_stable=False,
+                       loss_goal=float(losses[11] + losses[12]) / 2, **kw).fit(X, y)
+    assert est.n_iter_ == 13 and est.lr_history_[decay] == pytest.approx(0.0999)
+    assert est.decay_step_ == (None if goal_at == 0 else decay)
