@@ -15,7 +15,8 @@ from skorch.callbacks import Callback
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import (Interval, InvalidParameterError, StrOptions,
+                                            validate_parameter_constraints)
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import (check_array, check_consistent_length, check_is_fitted, column_or_1d,
                                       validate_data)
@@ -694,6 +695,10 @@ class BaseEoS(BaseEstimator):
         shared module, as ``functional_call`` does, let two threads restore each other's).
         """
         check_is_fitted(self)
+        # the one setting read here, checked as fit checks it: it may have been set since the
+        # fit (a chunk_size of -1 failed in torch's split, 0 passed for None)
+        validate_parameter_constraints({"chunk_size": self._parameter_constraints["chunk_size"]},
+                                       {"chunk_size": self.chunk_size}, caller_name=type(self).__name__)
         X = _validate_float_data(self, X, reset=False)
         device = self.net_.device  # the CPU for a CUDA fit loaded where CUDA is missing
         module = copy.deepcopy(self.module_).to(torch.float64).eval()

@@ -1772,3 +1772,18 @@ def test_chunk_size_takes_numpy_integers():
     np.testing.assert_array_equal(est.predict_proba(X), ref.predict_proba(X))
     last = est.sharpness_history_["sharpness"][-1]
     assert est.measure_sharpness(X, y).eigenvalues[0] == pytest.approx(last, rel=1e-2)
+
+
+@pytest.mark.parametrize("chunk_size", [-1, 0, 2.5, "8"])
+def test_predict_checks_a_chunk_size_set_after_the_fit(chunk_size):
+    """predict reads chunk_size, which may have been set since the fit: -1 failed in torch's
+    split with a RuntimeError and 0 passed as None (audit of session 19, hA/find_01); now
+    the InvalidParameterError that fit gives, and a valid new value still predicts the same."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = _blobs(n_samples=60)
+    est = EoSClassifier(hidden_layer_sizes=(4,), max_iter=5, sharpness_every=0, random_state=0).fit(X, y)
+    proba = est.predict_proba(X)
+    with pytest.raises(InvalidParameterError, match="chunk_size"):
+        est.set_params(chunk_size=chunk_size).predict(X)
+    np.testing.assert_allclose(est.set_params(chunk_size=7).predict_proba(X), proba, rtol=1e-12)
