@@ -211,6 +211,22 @@ class BaseEoS(BaseEstimator):
         self.verbose = verbose
         self.warm_start = warm_start
 
+    def set_params(self, **params):
+        """Set the estimator's parameters (scikit-learn's `set_params`).
+
+        The module's own arguments have no ``module__`` parameters, as skorch has: pass a
+        module instance (``module=Net(width=3)``), and search over instances
+        (``{'module': [Net(width=3), Net(width=6)]}``).
+        """
+        nested = sorted(key for key in params if key.startswith("module__"))
+        if nested:  # scikit-learn called set_params on the module class: an AttributeError
+            raise ValueError(
+                f"{type(self).__name__} has no parameter {nested[0]!r}: the module's own arguments "
+                f"are not set through the estimator (skorch's 'module__' parameters). Pass a module "
+                f"instance instead, module=Net(width=3), and search over instances: "
+                f"{{'module': [Net(width=3), Net(width=6)]}}.")
+        return super().set_params(**params)
+
     # -- hooks the subclasses fill in -------------------------------------------------
     def _prepare_targets(self, y):
         """Validate ``y``; return (training targets, number of outputs, fitted attributes).

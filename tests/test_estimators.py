@@ -1787,3 +1787,28 @@ def test_predict_checks_a_chunk_size_set_after_the_fit(chunk_size):
     with pytest.raises(InvalidParameterError, match="chunk_size"):
         est.set_params(chunk_size=chunk_size).predict(X)
     np.testing.assert_allclose(est.set_params(chunk_size=7).predict_proba(X), proba, rtol=1e-12)
+
+
+def test_skorch_style_module_parameters_get_a_message_that_says_what_to_do():
+    """set_params(module__width=...) (what a skorch user tries first in a search over an
+    architecture) failed with "type object 'Net' has no attribute 'set_params'" (audit of
+    session 19, hA/find_04); a search over module instances is the way, and works."""
+    from sklearn.model_selection import GridSearchCV
+
+    class Net(torch.nn.Module):
+        def __init__(self, n_features_in=2, n_outputs=2, width=5):
+            super().__init__()
+            self.hidden, self.out = torch.nn.Linear(n_features_in, width), torch.nn.Linear(width, n_outputs)
+
+        def forward(self, x):
+            return self.out(torch.tanh(self.hidden(x)))
+
+    X, y = _blobs(n_samples=40)
+    est = EoSClassifier(module=Net, max_iter=3, sharpness_every=0, random_state=0)
+    with pytest.raises(ValueError, match="no parameter 'module__width'.*Pass a module instance"):
+        est.set_params(module__width=10)
+    with pytest.raises(ValueError, match="no parameter 'module__width'"):
+        GridSearchCV(est, {"module__width": [3, 6]}, cv=2).fit(X, y)
+    widths = [Net(X.shape[1], 3, width=w) for w in (3, 6)]
+    search = GridSearchCV(est, {"module": widths}, cv=2, error_score="raise").fit(X, y)
+    assert search.best_estimator_.module_.hidden.out_features in (3, 6)
