@@ -267,7 +267,10 @@ class BaseEoS(BaseEstimator):
             # row blocks: a whole-tensor isfinite would allocate as much again as the data
             if tensor.is_floating_point() and not all(
                     torch.isfinite(block).all() for block in tensor.split(int(self.chunk_size or 8192))):
-                raise ValueError(f"{name} contains values too large for {str(dtype).replace('torch.', '')}.")
+                # NaN and inf reach here only past scikit-learn's check (assume_finite=True)
+                cause = ("NaN or infinite values" if not np.isfinite(X if name == "X" else targets).all()
+                         else f"values too large for {str(dtype).replace('torch.', '')}")
+                raise ValueError(f"{name} contains {cause}.")
         return X_t, y_t
 
     def _rest_tol(self):

@@ -1812,3 +1812,21 @@ def test_skorch_style_module_parameters_get_a_message_that_says_what_to_do():
     widths = [Net(X.shape[1], 3, width=w) for w in (3, 6)]
     search = GridSearchCV(est, {"module": widths}, cv=2, error_score="raise").fit(X, y)
     assert search.best_estimator_.module_.hidden.out_features in (3, 6)
+
+
+def test_nan_under_assume_finite_is_called_nan():
+    """With scikit-learn's assume_finite=True a NaN passes its check and reaches the cast
+    check, which called it "values too large for float32" (audit of session 19, hA/find_02)."""
+    import sklearn
+
+    X, y = _regression()
+    X_nan, y_nan = X.copy(), y.copy()
+    X_nan[0, 0], y_nan[1] = np.nan, np.inf
+    est = EoSRegressor(hidden_layer_sizes=(4,), max_iter=3, sharpness_every=0, random_state=0)
+    with sklearn.config_context(assume_finite=True):
+        with pytest.raises(ValueError, match="X contains NaN or infinite values"):
+            est.fit(X_nan, y)
+        with pytest.raises(ValueError, match="y contains NaN or infinite values"):
+            est.fit(X, y_nan)
+        with pytest.raises(ValueError, match="X contains values too large for float32"):
+            est.fit(np.full_like(X, 1e300), y)
