@@ -489,11 +489,17 @@ class BaseEoS(BaseEstimator):
         self._check_callbacks()
         # scikit-learn's Interval(Integral) and Interval(Real) admit bools: sharpness_every=True
         # would measure at every step (False, like 0, disables tracking), n_eigs=True would
-        # reach the solver, decay_factor=True and instability_rtol=True would read as 1.0
+        # reach the solver, decay_factor=True and instability_rtol=True would read as 1.0; the
+        # others were refused later, with a plain ValueError from inside the net's set-up
         for name, kind, allowed in (("sharpness_every", "an int (it counts steps)", (False,)),
                                     ("n_eigs", "an int (it counts eigenvalues)", ()),
                                     ("decay_factor", "a number (a factor in (0, 1])", ()),
-                                    ("instability_rtol", "a number (a relative tolerance)", ())):
+                                    ("instability_rtol", "a number (a relative tolerance)", ()),
+                                    ("lr", "a number (a learning rate)", ()),
+                                    ("max_iter", "an int (it counts steps)", ()),
+                                    ("decay_time", "None, an int (a step) or a float in (0, 1)", ()),
+                                    ("loss_goal", "None or a number (a training loss)", ()),
+                                    ("chunk_size", "None or an int (rows per pass)", ())):
             value = getattr(self, name)
             if isinstance(value, bool) and value not in allowed:
                 raise InvalidParameterError(

@@ -1292,15 +1292,23 @@ def test_callbacks_that_would_share_a_name_are_a_clear_error(callbacks, match):
     ({"n_eigs": True}, "'n_eigs' parameter.*not a bool.*Got True"),
     ({"decay_factor": True}, "'decay_factor' parameter.*a number.*not a bool.*Got True"),
     ({"instability_rtol": True}, "'instability_rtol' parameter.*a number.*not a bool.*Got True"),
+    ({"lr": True}, "'lr' parameter.*not a bool.*Got True"),
+    ({"max_iter": True}, "'max_iter' parameter.*not a bool.*Got True"),
+    ({"decay_time": True}, "'decay_time' parameter.*not a bool.*Got True"),
+    ({"loss_goal": True}, "'loss_goal' parameter.*not a bool.*Got True"),
+    ({"chunk_size": True}, "'chunk_size' parameter.*not a bool.*Got True"),
 ])
 def test_bool_counts_are_refused(params, match):
     """scikit-learn's Interval(Integral) and Interval(Real) admit bools: sharpness_every=True
     measured at every step, n_eigs=True failed inside the eigensolver ("k must be an int"),
-    and decay_factor=True and instability_rtol=True read as 1.0 (an audit), while lr=True
-    and max_iter=True were refused."""
+    decay_factor=True and instability_rtol=True read as 1.0 and so did loss_goal=True (an
+    audit), while lr, max_iter, decay_time and chunk_size refused them later with a plain
+    ValueError from inside the net's set-up (audit of session 19, hA/find_03)."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
     X, y = _blobs(n_samples=20)
-    est = EoSClassifier(max_iter=2, **params)
-    with pytest.raises(ValueError, match=match):
+    est = EoSClassifier(max_iter=2, **params) if "max_iter" not in params else EoSClassifier(**params)
+    with pytest.raises(InvalidParameterError, match=match):
         est.fit(X, y)
     assert not hasattr(est, "net_")
 
