@@ -118,9 +118,25 @@ def _torch_weight_norm_hessian_is_wrong():
     return not torch.allclose(fused, written, rtol=1e-8, atol=1e-10)
 
 
-def _n_examples(X):
-    """Number of examples in a chunk's inputs (size of the first dimension)."""
-    return X.shape[0] if hasattr(X, "shape") else len(X)
+def _tensors(data):
+    """The tensors in ``data``: a tensor, or a tuple, list or dict of them (nested)."""
+    if torch.is_tensor(data):
+        return [data]
+    if isinstance(data, dict):
+        data = list(data.values())
+    if isinstance(data, (tuple, list)):
+        return [t for item in data for t in _tensors(item)]
+    return []
+
+
+def _n_examples(X, y):
+    """Number of examples in a chunk: the size of the first axis of its inputs (a tensor, or
+    a tuple, list or dict of tensors) and targets, which must agree; None when they do not
+    (examples along another axis, such as a recurrent net's ``batch_first=False`` inputs,
+    cannot be counted). It used to be ``len(X)``: a tuple of two inputs weighted every chunk
+    by 2, and a (T, N, F) sequence chunked along N by T, silently."""
+    sizes = {t.shape[0] for t in _tensors((X, y)) if t.ndim > 0}
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def _weighted_mean_loss(loss_fn, chunks):
@@ -159,7 +175,10 @@ class FullBatchHessian:
     loss_fn : callable
         ``loss_fn(output, y) -> scalar tensor``, the mean loss over the chunk's examples.
     chunks : list of (X, y)
-        Pairs of tensors covering the training set, on the module's device.
+        Pairs covering the training set, on the module's device: ``X`` a tensor (or a tuple,
+        list or dict of tensors, passed to the module as one argument), ``y`` a tensor. With
+        several chunks, each is weighted by its number of examples, which must lie along the
+        first axis of every tensor of the pair (a ``ValueError`` otherwise).
     params : list of torch.Tensor, optional
         Parameters w.r.t. which the Hessian is taken, flattened in this order; each must
         have ``requires_grad`` (a ``ValueError`` otherwise). Default: the module's parameters
@@ -210,8 +229,19 @@ class FullBatchHessian:
     def __init__(self, module, loss_fn, chunks, *, params=None, train_mode=True):
         self.module = module
         self.loss_fn = loss_fn
+        chunks = list(chunks)
+        sizes = [_n_examples(X, y) for X, y in chunks]
+        if len(chunks) > 1 and None in sizes:
+            c = sizes.index(None)
+            shapes = [tuple(t.shape) for t in _tensors(chunks[c])]
+            raise ValueError(
+                f"the examples of several chunks must lie along the first axis of every input and "
+                f"target tensor, so that each chunk is weighted by its number of examples, but "
+                f"chunk {c} has tensors of shapes {shapes}. Pass the data as one chunk, or put "
+                f"the examples first (batch_first=True for a recurrent layer).")
         # an empty chunk adds nothing to the mean over all examples (and has no mean of its own)
-        self.chunks = [(X, y) for X, y in chunks if _n_examples(X) > 0]
+        self.chunks = [chunk for chunk, n in zip(chunks, sizes) if n != 0]
+        sizes = [n for n in sizes if n != 0]
         if not self.chunks:
             raise ValueError("chunks must contain at least one (X, y) pair with examples")
         if len(self.chunks) > 1:
@@ -239,9 +269,7 @@ class FullBatchHessian:
         self.dtype = self.params[0].dtype
         self.device = self.params[0].device
         self.n_products = 0
-        sizes = [_n_examples(X) for X, _ in self.chunks]
-        total = sum(sizes)
-        self._weights = [s / total for s in sizes]
+        self._weights = [1.0] if len(sizes) == 1 else [n / sum(sizes) for n in sizes]
         self._cuda_devices = [self.device] if self.device.type == "cuda" else []
         self._rng_state = torch.get_rng_state()
         self._cuda_rng_state = (
@@ -299,7 +327,7 @@ class FullBatchHessian:
     def _versions(self):
         """Version counters of the parameters and of the data (in-place updates), and the
         modules' train/eval flags (which a graph built with ``train_mode=None`` follows)."""
-        data = tuple(t._version for chunk in self.chunks for t in chunk if torch.is_tensor(t))
+        data = tuple(t._version for chunk in self.chunks for t in _tensors(chunk))
         modes = tuple(m.training for m in self.module.modules()) if self.train_mode is None else ()
         return parameter_versions(self.params), data, modes
 

@@ -9,6 +9,7 @@ from _exact import exact_hessian
 
 from sklearn_eos._eigensolver import top_eigenpairs
 from sklearn_eos._hvp import FullBatchHessian
+from sklearn_eos._losses import HalfSquaredError
 
 
 def mse(output, target):
@@ -413,3 +414,56 @@ def test_params_that_do_not_require_grad_are_refused_at_construction(autograd_pa
         FullBatchHessian(mlp, HalfSquaredError(), [(X, Y)], params=list(mlp.parameters()))
     H = FullBatchHessian(mlp, HalfSquaredError(), [(X, Y)])  # the default leaves it out
     assert H.dim == sum(p.numel() for p in mlp.parameters()) - 4
+
+
+class _TwoInputs(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.out = torch.nn.Linear(2, 3), torch.nn.Linear(2, 3), torch.nn.Linear(3, 1)
+
+    def forward(self, inputs):
+        return self.out(torch.tanh(self.a(inputs["x1"]) + self.b(inputs["x2"])))
+
+
+def test_chunks_of_a_module_with_several_inputs_are_weighted_by_their_examples():
+    """A chunk's weight was len(X): for a dict (or tuple) of two inputs, 2 for every chunk,
+    so chunks of 7 and 3 examples counted equally (26% off the dense Hessian; audit of session
+    19, hD/find_02). In-place changes to an input inside the dict were not seen either."""
+    torch.manual_seed(0)
+    module, loss = _TwoInputs().double(), HalfSquaredError()
+    X1, X2, y = (torch.randn(10, 2, dtype=torch.float64) for _ in range(3))
+    y = y[:, :1]
+    chunks = [({"x1": a, "x2": b}, t) for a, b, t in zip(X1.split([7, 3]), X2.split([7, 3]), y.split([7, 3]))]
+    dense = exact_hessian(module, loss, {"x1": X1, "x2": X2}, y)
+    with FullBatchHessian(module, loss, chunks) as H:
+        torch.testing.assert_close(H.matmat(torch.eye(H.dim, dtype=torch.float64)), dense)
+    with FullBatchHessian(module, loss, chunks[:1]) as H:  # one chunk: the cache sees the inputs
+        before = H.matmat(torch.eye(H.dim, dtype=torch.float64))
+        chunks[0][0]["x1"].mul_(2.0)
+        after = H.matmat(torch.eye(H.dim, dtype=torch.float64))
+        torch.testing.assert_close(after, exact_hessian(module, loss, chunks[0][0], chunks[0][1]))
+        assert not torch.allclose(before, after)
+
+
+def test_chunks_whose_examples_are_not_first_are_refused():
+    """A recurrent net's batch_first=False input (T, N, F) chunked along N was weighted by T,
+    the same for every chunk (22% off; hD/find_02): the examples' axis cannot be told, so
+    several such chunks are refused; one chunk needs no weight and is exact."""
+    torch.manual_seed(1)
+
+    class Recurrent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.out = torch.nn.RNN(2, 3), torch.nn.Linear(3, 1)
+
+        def forward(self, x):
+            return self.out(self.rnn(x)[0][-1])
+
+    module, loss = Recurrent().double(), HalfSquaredError()
+    X, y = torch.randn(4, 10, 2, dtype=torch.float64), torch.randn(10, 1, dtype=torch.float64)
+    chunks = list(zip(X.split([7, 3], dim=1), y.split([7, 3])))
+    with pytest.raises(ValueError, match=r"first axis of every input and target.*\(4, 7, 2\), \(7, 1\)"):
+        FullBatchHessian(module, loss, chunks)
+    with FullBatchHessian(module, loss, [(X, y)]) as H:
+        torch.testing.assert_close(H.matmat(torch.eye(H.dim, dtype=torch.float64)),
+                                   exact_hessian(module, loss, X, y))
