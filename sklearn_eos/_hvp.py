@@ -308,8 +308,10 @@ class FullBatchHessian:
                 torch.cuda.set_rng_state(self._cuda_rng_state, self.device)
             if self.train_mode is not None:
                 self.module.train(self.train_mode)
-            # the restored buffers are those a cached graph was built with
-            with torch.enable_grad():
+            # the restored buffers are those a cached graph was built with; autograd also
+            # inside a caller's torch.inference_mode(), where it failed with a bare "element 0
+            # of tensors does not require grad" (enable_grad alone does not lift it)
+            with torch.inference_mode(False), torch.enable_grad():
                 yield
 
     def _chunk_losses(self):
@@ -431,8 +433,8 @@ class FullBatchHessian:
 
     def gradient(self):
         """Full-batch gradient at the current parameters, a flat (dim,) tensor."""
-        total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         with self._pass():
+            total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)  # not an inference tensor
             for loss in self._chunk_losses():
                 grads = torch.autograd.grad(loss, self.params, allow_unused=True)
                 total += _flatten(grads, self.params)

@@ -467,3 +467,25 @@ def test_chunks_whose_examples_are_not_first_are_refused():
     with FullBatchHessian(module, loss, [(X, y)]) as H:
         torch.testing.assert_close(H.matmat(torch.eye(H.dim, dtype=torch.float64)),
                                    exact_hessian(module, loss, X, y))
+
+
+@pytest.mark.parametrize("norm", [False, True])  # True: a LayerNorm, the autograd path
+def test_the_operator_works_inside_inference_mode(norm):
+    """Under a caller's torch.inference_mode() (an evaluation function, say) the autograd
+    path's products and every path's gradient() failed with "element 0 of tensors does not
+    require grad" (audit of session 19, hD/find_03): the operator's passes lift it."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(3, 4)] + ([torch.nn.LayerNorm(4)] if norm else [torch.nn.Tanh()])
+    module = torch.nn.Sequential(*layers, torch.nn.Linear(4, 2)).double()
+    loss = HalfSquaredError()
+    X, y = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 2, dtype=torch.float64)
+    dense = exact_hessian(module, loss, X, y)
+    with FullBatchHessian(module, loss, [(X, y)]) as H:
+        assert H.method == ("autograd" if norm else "r-operator")
+        gradient = H.gradient()
+        with torch.inference_mode():
+            products = H.matmat(torch.eye(H.dim, dtype=torch.float64))
+            top = top_eigenpairs(H, 1, tol=1e-10).eigenvalues[0]
+            torch.testing.assert_close(H.gradient(), gradient)
+    torch.testing.assert_close(products, dense)
+    assert top == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-8)
