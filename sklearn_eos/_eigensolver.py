@@ -719,7 +719,9 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         rarely one above the minimum, at 1-6 more products. A ``min_start`` close to the
         eigenvector of another eigenvalue still often passes as the minimum (22 of 40 solves
         of ``python benchmarks/bench_min_eigenvalue.py``), as the basis may hold nothing below
-        it (the top solve's restarts keep only its top Ritz vectors).
+        it (the top solve's restarts keep only its top Ritz vectors); so does a ``start``
+        block made of exact eigenvectors of the most negative eigenvalues (one above them came
+        back, converged, on a 38-parameter MLP). Pass a previous minimum as ``min_start``.
     min_start : torch.Tensor or np.ndarray of shape (dim,) or (dim, m), optional
         Warm start for the most negative eigenvector (e.g. the previous one); see above.
     generator : torch.Generator, optional
