@@ -673,10 +673,13 @@ class BaseEoS(BaseEstimator):
             elif np.isfinite(start) and start > 0:
                 hint += (f"; the sharpness at the start of this fit was {start:.4g}, so rates above "
                          f"{2 / start:.4g} start unstable")
+                if self.lr_units == "threshold" and np.isfinite(self.initial_sharpness_):
+                    # the same bound in the units of lr (1 for a fit from the initialisation)
+                    hint += f" (lr above {self.initial_sharpness_ / start:.3g} in threshold units)"
             warnings.warn(
                 f"{type(self).__name__}: training diverged at step {n_steps} ({rate}): the "
-                f"training loss became non-finite. Training stopped and {kept}. {hint}; "
-                f"standardised inputs usually allow larger rates.",
+                f"training loss became non-finite. Training stopped and {kept}. {hint}. Inputs "
+                f"that are not standardised usually allow larger rates once they are.",
                 ConvergenceWarning,
             )
         elif (not refit and self.lr_units == "absolute" and np.isfinite(self.initial_sharpness_)

@@ -481,7 +481,7 @@ def test_divergence_warning_names_the_applied_rate_in_threshold_units():
     # "set lr_units='threshold'", which it is already (audit of the user guide)
     assert "Lower lr" in message and "set lr_units" not in message
     assert (f"sharpness at the start of this fit was {est.initial_sharpness_:.4g}, so rates above "
-            f"{2 / est.initial_sharpness_:.4g} start unstable") in message
+            f"{2 / est.initial_sharpness_:.4g} start unstable (lr above 1 in threshold units)") in message
 
 
 def test_divergence_warning_of_a_warm_refit_quotes_the_refits_own_start():
