@@ -121,7 +121,7 @@ for decay_time in (DECAY_TIMES[0], DECAY_TIMES[-1]):
 # for every decay time (all runs are at the edge of stability, sharpness near 2/0.5 = 4).
 # After the decay the network sharpens again towards the new threshold 40, and by how much
 # depends on when the decay came: from 6.9 (decay at step 50) and 7.2 (150) down to 5.8
-# (300) and 4.9 (600) after the same 400 steps. So the claim holds here as a trend (a
+# (300) and 5.0 (600) after the same 400 steps. So the claim holds here as a trend (a
 # later decay ends flatter), though not monotonically (50 vs 150). Beware one confound that
 # this design does not remove: a later decay has also trained longer, so its loss at the
 # decay, and at the end, is lower (0.11 vs 0.02 final), and sharpening slows as the loss

@@ -71,11 +71,11 @@ for name, params in configs.items():
 # previous and the current measurement (``prev_ratio``, ``ratio``). Depth 1: every cosine
 # and the subspace overlap equal 1 to solver precision (the Hessian is constant). Depth 3
 # (numbers from the full run, 600 steps; the documentation's quick mode stops at 200): the
-# sharpness does not settle at 2/lr but swings between about 0.7 and 1.5 x 2/lr, with 11
+# sharpness does not settle at 2/lr but swings between about 0.7 and 1.6 x 2/lr, with 11
 # loss instabilities; the top eigenvector turns most strongly across the measurements
 # where the sharpness is pushed back down (7 of the 11 absolute cosines below 0.45, down to
-# 0.02) and mostly much less while it climbs again (0.66-0.98 at 10 of 13; three
-# exceptions, 0.12-0.43). These figures are those of the run of 2026-11-30 and move from
+# 0.02) and mostly much less while it climbs again (0.59-0.99 at 10 of 13; three
+# exceptions, 0.12-0.32). These figures are those of the run of 2026-11-30 and move from
 # run to run of the package and from machine to machine: the rate is set from the initial
 # sharpness, measured to 1e-3, and at the edge of stability a change in its fourth digit,
 # or in the rounding of one matrix product, changes the trajectory (an earlier machine's

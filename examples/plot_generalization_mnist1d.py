@@ -140,9 +140,9 @@ for ax in (ax1, ax2):
 # What this shows, and what it does not. On the full run (1,000 training examples, loss
 # goal 0.3, three seeds; not the quick run shown in the documentation) every rate up to
 # 2.5 x the threshold reached the goal, larger rates in fewer steps (about 560 steps at
-# 0.5 x, 280 at 2.5 x), and 4 x diverged within 15 steps. At equal training loss the test
+# 0.5 x, 270 at 2.5 x), and 4 x diverged within 15 steps. At equal training loss the test
 # accuracy differed by no more than the seed-to-seed spread: 0.40 below the threshold,
-# 0.41 at it, 0.39-0.40 beyond it (0.40 +- 0.02 pooled; run of 2026-11-30). (These figures
+# 0.41 at it, 0.39-0.41 beyond it (0.40 +- 0.02 pooled; run of 2026-11-30). (These figures
 # move by about a hundredth from one version of the package, or one machine, to the next:
 # the rate is set from the initial sharpness, measured to 1e-3, and a change in its fourth
 # digit, or in the rounding of a matrix product, changes the trajectory at the edge of
