@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
     (["bench_rotation_noise.py", "--quick"], "median products per warm measurement"),
     (["bench_far_past_edge.py"], "(d) float32 regressor diverged"),
     (["bench_min_eigenvalue.py", "--quick"], "4-8-3 sigmoid, tracker-like chain"),
+    (["bench_sparse_tracking.py", "--quick"], "block + random: misses"),
 ])
 def test_benchmark_runs(args, expected):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -740,3 +740,22 @@ def test_a_saturated_float32_classifier_with_subnormal_curvature_fits():
     assert not clf.diverged_ and np.isfinite(clf.predict_proba(X)).all()
     assert np.all(np.abs(clf.rotation_history_["cosine"]) <= 1 + 1e-6)
     assert np.all(clf.rotation_history_["subspace_overlap"] <= 1 + 1e-6)
+
+
+def test_a_warm_block_from_far_back_does_not_pass_off_lambda_2():
+    """The main job's fit measured every 500 steps: the step-0 eigenvectors have almost
+    nothing of the top of the spectrum at step 500 (squared overlaps 0.004-0.014 with the top
+    five), and the warm solve returned lambda_2 as the sharpness (4.353 for 4.373), converged,
+    whatever the random vector (audit of session 19, hF/find_01). Measurements more than 100
+    steps apart now also start from the gradient."""
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X, _, y, _ = train_test_split(X, y, test_size=0.3, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    clf = EoSClassifier(hidden_layer_sizes=(200, 200), lr=0.5, max_iter=500, sharpness_every=500,
+                        random_state=0).fit(X, y)
+    history = clf.sharpness_history_
+    assert list(history["step"]) == [0, 500] and history["converged"].all()
+    reference = clf.set_params(sharpness_tol=1e-6).measure_sharpness(X, y)  # a cold, tight solve
+    assert history["sharpness"][-1] == pytest.approx(reference.eigenvalues[0], rel=1e-3)
