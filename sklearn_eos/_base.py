@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_co
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import (Interval, InvalidParameterError, StrOptions,
-                                            validate_parameter_constraints)
+                                             validate_parameter_constraints)
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import (check_array, check_consistent_length, check_is_fitted, column_or_1d,
                                       validate_data)

@@ -2,7 +2,8 @@
 
 A Display holds the data (``Display(...)``); ``plot`` draws it and stores the matplotlib
 artists as attributes; ``from_estimator`` reads a fitted estimator (or a Pipeline,
-TransformedTargetRegressor or refitted search holding one) and plots. matplotlib is an optional dependency, imported only when plotting.
+TransformedTargetRegressor or refitted search holding one) and plots. matplotlib is an
+optional dependency, imported only when plotting.
 """
 
 import numpy as np

@@ -418,7 +418,8 @@ def test_the_user_guide_s_early_stopping_recipe_measures_the_returned_model():
                            callbacks=[stopping, tracker]).fit(X, y)
     best_epoch = dict(est.net_.callbacks_)["user_es"].best_epoch_
     assert best_epoch < est.n_iter_  # the best parameters were put back
-    with FullBatchHessian(est.module_, HalfSquaredError(), [(torch.as_tensor(X), torch.as_tensor(y)[:, None])]) as H:
+    data = [(torch.as_tensor(X), torch.as_tensor(y)[:, None])]
+    with FullBatchHessian(est.module_, HalfSquaredError(), data) as H:
         exact = curvature.top_eigenpairs(H, 2, tol=1e-10).eigenvalues[0]
     history = est.sharpness_history_
     assert history["step"][-1] == best_epoch
