@@ -20,7 +20,8 @@ episode in order of start:
 
 ``'start'`` (int64, step)
     First step whose loss exceeds ``(1 + rtol) * m_ref``, where ``m_ref`` is the
-    running minimum of the loss over the steps before it.
+    running minimum of the loss over the steps before it (and ``m_ref`` by more
+    than ``resolution`` times the first loss, when one is given).
 ``'end'`` (int64, step)
     First later step whose loss is back at or below ``(1 + rtol) * m_ref``. An
     episode still open when the losses stop is closed at the last step seen.
@@ -105,6 +106,15 @@ class LossInstabilityDetector:
         0.1 ignores the few-percent step-to-step wiggles of the
         edge-of-stability regime and counts its bumps and spikes (see
         ``DEFAULT_RTOL``).
+    resolution : float, default=0.0
+        A rise must also exceed ``resolution`` times the first finite loss (a
+        ratio, >= 0). Once a loss has converged to its rounding level, the
+        relative rule alone counts every rounding wiggle: a two-parameter model
+        at a stable rate gave 123 episodes in float64 after its one catapult,
+        rises of 2.5e-31 of the first loss, and an interpolating MLP in float32
+        78 of 80, rises below 1.6e-14 of it. `InstabilityTracker` passes the
+        machine epsilon of the net's dtype (rises at the edge of stability are
+        2.7e-3 to 3e-2 of the first loss on the digits run).
 
     Examples
     --------
@@ -115,12 +125,16 @@ class LossInstabilityDetector:
     (Episode(start=2, end=4, peak_loss_ratio=2.0, completed=True),)
     """
 
-    def __init__(self, rtol=DEFAULT_RTOL):
+    def __init__(self, rtol=DEFAULT_RTOL, resolution=0.0):
         # a bool read as 1.0 and None failed in float(): an audit
         if not (is_real(rtol) and math.isfinite(rtol) and rtol >= 0):
             raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}.")
+        if not (is_real(resolution) and math.isfinite(resolution) and resolution >= 0):
+            raise ValueError(f"resolution must be a finite number >= 0, got {resolution!r}.")
         rtol = float(rtol)
         self.rtol = rtol
+        self.resolution = float(resolution)
+        self._floor = None  # resolution * the first finite loss
         self._factor = 1.0 + rtol
         self._running_min = math.inf
         self._last_step = None
@@ -166,8 +180,10 @@ class LossInstabilityDetector:
                              f"relative to the running minimum of a loss >= 0 (a negative loss, e.g. a "
                              f"Gaussian negative log-likelihood, needs a constant added first).")
         self._last_finite_step = step
+        if self._floor is None:
+            self._floor = self.resolution * loss
         if self._open_start is None:
-            if loss > self._factor * self._running_min:
+            if loss > self._factor * self._running_min and loss - self._running_min > self._floor:
                 self._open_start = step
                 self._open_ref = self._running_min
                 self._open_peak = loss
@@ -249,7 +265,7 @@ def _episodes_to_dict(episodes):
     }
 
 
-def find_instabilities(losses, rtol=DEFAULT_RTOL):
+def find_instabilities(losses, rtol=DEFAULT_RTOL, resolution=0.0):
     """Loss-based instability episodes of a loss curve (offline).
 
     Runs :class:`LossInstabilityDetector` over the curve, so the result is the
@@ -262,6 +278,9 @@ def find_instabilities(losses, rtol=DEFAULT_RTOL):
         values are treated as divergence and skipped.
     rtol : float, default=DEFAULT_RTOL
         Relative tolerance (ratio) above the running minimum.
+    resolution : float, default=0.0
+        Rises of at most this times the first finite loss are ignored (see
+        :class:`LossInstabilityDetector`).
 
     Returns
     -------
@@ -273,7 +292,7 @@ def find_instabilities(losses, rtol=DEFAULT_RTOL):
     losses = np.asarray(losses, dtype=np.float64)
     if losses.ndim != 1:
         raise ValueError(f"losses must be 1-D, got shape {losses.shape}.")
-    detector = LossInstabilityDetector(rtol=rtol)
+    detector = LossInstabilityDetector(rtol=rtol, resolution=resolution)
     for step, loss in enumerate(losses.tolist()):
         detector.update(step, loss)
     return detector.to_dict()

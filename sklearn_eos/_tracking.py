@@ -476,7 +476,9 @@ class InstabilityTracker(ParamsCallback):
     Parameters
     ----------
     rtol : float, default=0.1
-        Relative rise above the running minimum that starts an episode.
+        Relative rise above the running minimum that starts an episode. A rise must also
+        exceed the machine epsilon of the net's dtype times the first loss of the fit: below
+        that, a converged loss wiggles by rounding, which is no instability.
 
     Attributes
     ----------
@@ -493,7 +495,9 @@ class InstabilityTracker(ParamsCallback):
 
     def on_train_begin(self, net, **kwargs):
         check_full_batch_net(self, net)
-        self.detector_ = LossInstabilityDetector(self.rtol)
+        # rises below the machine epsilon of the first loss are rounding, not instabilities
+        dtype = next((p.dtype for p in net.module_.parameters() if p.is_floating_point()), torch.float32)
+        self.detector_ = LossInstabilityDetector(self.rtol, resolution=torch.finfo(dtype).eps)
         self._tracker = _tracker_before(net, self)
         if self._tracker is None and _callback_after(net, self, lambda cb: isinstance(cb, SharpnessTracker)):
             warnings.warn("A SharpnessTracker is listed after this InstabilityTracker: the episodes "

@@ -179,6 +179,27 @@ def test_detector_input_validation():
         find_instabilities(np.ones((3, 3)))
 
 
+@pytest.mark.parametrize("resolution", [-1e-7, np.nan, np.inf, True, "1e-7"])
+def test_resolution_is_validated(resolution):
+    with pytest.raises(ValueError, match="resolution"):
+        LossInstabilityDetector(resolution=resolution)
+
+
+def test_rises_below_the_resolution_of_the_first_loss_are_not_episodes():
+    """A converged loss wiggles by rounding: relative rises of 50% at 1e-20 of the first loss
+    counted as episodes (audit of session 19, hF/find_02). A floor of resolution * the first
+    loss drops them and keeps a rise above it, however small its loss."""
+    losses = [1.0, 0.5, 0.8, 0.4, 1e-20, 1.5e-20, 1e-21, 1.5e-21, 5e-22, 2e-16, 1e-22]
+    plain = find_instabilities(losses)
+    np.testing.assert_array_equal(plain["start"], [2, 5, 7, 9])
+    floored = find_instabilities(losses, resolution=1e-16)
+    np.testing.assert_array_equal(floored["start"], [2, 9])  # 2e-16 - 5e-22 > 1e-16 * 1.0
+    np.testing.assert_array_equal(floored["end"], [3, 10])
+    # the floor is relative to the first finite loss
+    scaled = find_instabilities([np.nan] + [1e6 * loss for loss in losses], resolution=1e-16)
+    np.testing.assert_array_equal(scaled["start"], [3, 10])
+
+
 def test_above_threshold():
     np.testing.assert_array_equal(
         above_threshold([3.9, 4.0, 4.1, np.nan], 4.0), [False, False, True, False]

@@ -87,3 +87,23 @@ def test_settles_only_below_lr_one_over_y():
         assert unsettled.diverged_ or unsettled.loss_curve_[-50:].max() > 1e-3
         last = unsettled.sharpness_history_
         assert unsettled.diverged_ or last["sharpness"][-100:].max() > 2 / lr
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_loss_converged_to_rounding_has_no_instabilities(dtype):
+    """At a stable rate the model settles after one catapult, and its loss falls to the
+    rounding level of the dtype (4e-31 in float64), where it wiggles by over 10% from step to
+    step: each wiggle counted as an instability (123 in float64, 168 in float32, none
+    confirmed by sharpness), and a decay after the second one fired on rounding (audit of
+    session 19, hF/find_02)."""
+    X, y = np.ones((2, 1)), np.full(2, 2.0)
+    kw = dict(lr=0.45, max_iter=400, n_eigs=2, dtype=dtype, random_state=0)
+    with pytest.warns(UserWarning, match="keep"):  # the given initial values are kept
+        est = EoSRegressor(ScalarProduct(2.2, 0.3), sharpness_every=20, **kw).fit(X, y)
+    assert est.loss_curve_.min() < (1e-12 if dtype == "float32" else 1e-29)
+    assert est.n_instabilities_ == 1 and est.instabilities_["start"][0] <= 2
+    assert est.instabilities_["confirmed_by_sharpness"].all()
+    with pytest.warns(UserWarning, match="keep"):
+        decayed = EoSRegressor(ScalarProduct(2.2, 0.3), sharpness_every=0, decay_on="instabilities",
+                               decay_time=2, **kw).fit(X, y)
+    assert decayed.decay_step_ is None
