@@ -21,7 +21,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import (check_array, check_consistent_length, check_is_fitted, column_or_1d,
                                       validate_data)
 
-from ._callbacks import DivergenceGuard, LossGoal, ProgressReport, loads_best
+from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
 from ._eigensolver import resolvable_tol, top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._lr_schedule import LRSchedule
@@ -277,7 +277,7 @@ class BaseEoS(BaseEstimator):
         """Relative accuracy of eigenvalues 2..k in every measurement (see ``sharpness_tol``)."""
         return min(100 * self.sharpness_tol, 0.1)
 
-    def _build_callbacks(self, seed, start=None, initial_sharpness=None):
+    def _build_callbacks(self, seed, start=None, initial_sharpness=None, reference_loss=None):
         # ``start``: the previous fit's top eigenvectors on a warm_start refit, which begins at
         # the parameters of that fit's final measurement
         # order matters: the schedule sets the step's rate before the tracker reads its
@@ -316,18 +316,19 @@ class BaseEoS(BaseEstimator):
         trackers = [i for i, (_, cb) in enumerate(user) if _is_a(cb, SharpnessTracker)]
         if not self.sharpness_every and trackers:
             # with tracking off, a SharpnessTracker of the user's takes the tracker's place,
-            # before the instability tracker, which confirms and rotates episodes with it;
-            # a schedule of the user's comes along, in the user's order (it sets the rate
-            # that the tracker records), and so does an EarlyStopping(load_best=True) listed
-            # before the tracker: its best epoch must be back before the final measurement
-            # (left behind, it made the user guide's recipe measure the last step's
-            # parameters and warn to do what the user had done)
-            moved = [_is_a(cb, SharpnessTracker, LRSchedule) or (i < trackers[-1] and loads_best(cb))
-                     for i, (_, cb) in enumerate(user)]
+            # before the instability tracker, which confirms and rotates episodes with it,
+            # and so does every callback listed before it, in the user's order: an
+            # EarlyStopping(load_best=True) among them must put its best epoch back before
+            # the final measurement (left behind, the user guide's recipe measured the last
+            # step's parameters and warned to do what the user had done), and it reads what
+            # the callbacks before it record (moved alone, it ran before an EpochScoring of
+            # the score it watches: a KeyError). A schedule of the user's comes along from
+            # anywhere (it sets the rate that the tracker records).
+            moved = [i <= trackers[-1] or _is_a(cb, LRSchedule) for i, (_, cb) in enumerate(user)]
             callbacks += [pair for pair, move in zip(user, moved) if move]
             user = [pair for pair, move in zip(user, moved) if not move]
         callbacks += [
-            ("instabilities", InstabilityTracker(self.instability_rtol)),
+            ("instabilities", InstabilityTracker(self.instability_rtol, reference_loss=reference_loss)),
             ("update_curvature", UpdateCurvature()),
             ("divergence_guard", DivergenceGuard()),
             ("loss_goal", LossGoal(self.loss_goal)),
@@ -480,6 +481,29 @@ class BaseEoS(BaseEstimator):
                 f"converge. Use a larger sharpness_tol or dtype='float64'."
             )
 
+    # scikit-learn's Interval(Integral) and Interval(Real) admit bools: sharpness_every=True
+    # would measure at every step (False, like 0, disables tracking), n_eigs=True would reach
+    # the solver, decay_factor=True, instability_rtol=True and loss_goal=True would read as
+    # 1.0; the others were refused later, with a plain ValueError from inside the net's set-up
+    _BOOL_REFUSED = (("sharpness_every", "an int (it counts steps)", (False,)),
+                     ("n_eigs", "an int (it counts eigenvalues)", ()),
+                     ("decay_factor", "a number (a factor in (0, 1])", ()),
+                     ("instability_rtol", "a number (a relative tolerance)", ()),
+                     ("lr", "a number (a learning rate)", ()),
+                     ("max_iter", "an int (it counts steps)", ()),
+                     ("decay_time", "None, an int (a step) or a float in (0, 1)", ()),
+                     ("loss_goal", "None or a number (a training loss)", ()),
+                     ("chunk_size", "None or an int (rows per pass)", ()))
+
+    def _check_no_bools(self, names=None):
+        """An InvalidParameterError for a bool where a number belongs (``names``: only those)."""
+        for name, kind, allowed in self._BOOL_REFUSED:
+            value = getattr(self, name)
+            if (names is None or name in names) and isinstance(value, bool) and value not in allowed:
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be {kind}, not a bool. "
+                    f"Got {value!r} instead.")
+
     def _fit(self, X, y):
         self._check_module()
         hidden = self._check_hidden_layer_sizes()
@@ -487,24 +511,7 @@ class BaseEoS(BaseEstimator):
         self._check_sharpness_tol(torch_dtype)
         device = self._check_device()
         self._check_callbacks()
-        # scikit-learn's Interval(Integral) and Interval(Real) admit bools: sharpness_every=True
-        # would measure at every step (False, like 0, disables tracking), n_eigs=True would
-        # reach the solver, decay_factor=True and instability_rtol=True would read as 1.0; the
-        # others were refused later, with a plain ValueError from inside the net's set-up
-        for name, kind, allowed in (("sharpness_every", "an int (it counts steps)", (False,)),
-                                    ("n_eigs", "an int (it counts eigenvalues)", ()),
-                                    ("decay_factor", "a number (a factor in (0, 1])", ()),
-                                    ("instability_rtol", "a number (a relative tolerance)", ()),
-                                    ("lr", "a number (a learning rate)", ()),
-                                    ("max_iter", "an int (it counts steps)", ()),
-                                    ("decay_time", "None, an int (a step) or a float in (0, 1)", ()),
-                                    ("loss_goal", "None or a number (a training loss)", ()),
-                                    ("chunk_size", "None or an int (rows per pass)", ())):
-            value = getattr(self, name)
-            if isinstance(value, bool) and value not in allowed:
-                raise InvalidParameterError(
-                    f"The {name!r} parameter of {type(self).__name__} must be {kind}, not a bool. "
-                    f"Got {value!r} instead.")
+        self._check_no_bools()
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r}, but this torch has no CUDA device available.")
         if device.type not in ("cpu", "cuda"):
@@ -546,8 +553,12 @@ class BaseEoS(BaseEstimator):
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))  # initialisation, eigensolver starts
         train_seed = int(rng.randint(np.iinfo(np.int32).max))  # randomness inside training (dropout)
-        start = initial_sharpness = None
+        start = initial_sharpness = reference_loss = None
         if reuse:
+            # the instability floor stays relative to the first loss of the original fit: a
+            # refit of a converged model starts at its rounding level, and a floor relative
+            # to that counted every rounding wiggle again (199 episodes, review of session 19)
+            reference_loss = getattr(self, "_reference_loss", None)
             # lr_units='threshold' counts from the sharpness at the initialisation this refit
             # shares with the fit it continues, so it continues at the same rate
             if np.isfinite(getattr(self, "initial_sharpness_", np.nan)):
@@ -585,7 +596,7 @@ class BaseEoS(BaseEstimator):
             net = FullBatchNet(
                 module=module, criterion=make_criterion(self.loss), optimizer=torch.optim.SGD,
                 lr=self.lr, max_epochs=self.max_iter, device=self.device,
-                callbacks=self._build_callbacks(seed, start, initial_sharpness), verbose=0,
+                callbacks=self._build_callbacks(seed, start, initial_sharpness, reference_loss), verbose=0,
                 sync_every=self._sync_every,
             )
             net.initialize()
@@ -642,6 +653,9 @@ class BaseEoS(BaseEstimator):
                                   else _as_arrays([], rotation_columns(self.n_eigs)))
         # the schedule's: measured, or passed on by a warm refit, which shares the first fit's
         # initialisation; a refit's own step 0 is where the previous fit ended, not that
+        reference = callbacks["instabilities"].reference_loss
+        self._reference_loss = (reference if reference is not None
+                                else float(self.loss_curve_[0]) if len(self.loss_curve_) else None)
         self.initial_sharpness_ = schedule.initial_sharpness_
         first = self.sharpness_history_["step"][:1]
         if np.isnan(self.initial_sharpness_) and not refit and len(first) and first[0] == 0:
@@ -727,6 +741,7 @@ class BaseEoS(BaseEstimator):
         # fit (a chunk_size of -1 failed in torch's split, 0 passed for None)
         validate_parameter_constraints({"chunk_size": self._parameter_constraints["chunk_size"]},
                                        {"chunk_size": self.chunk_size}, caller_name=type(self).__name__)
+        self._check_no_bools(("chunk_size",))
         X = _validate_float_data(self, X, reset=False)
         device = self.net_.device  # the CPU for a CUDA fit loaded where CUDA is missing
         module = copy.deepcopy(self.module_).to(torch.float64).eval()
@@ -794,6 +809,7 @@ class BaseEoS(BaseEstimator):
         check_is_fitted(self)
         # the settings it reads may have been set since the fit: checked as fit checks them
         self._validate_params()
+        self._check_no_bools()
         # the fitted model's dtype and device (``dtype`` may have been set since the fit)
         dtype, device = next(self.module_.parameters()).dtype, torch.device(self.net_.device)
         self._check_sharpness_tol(dtype)
@@ -961,9 +977,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     effective_lr_ : float
         The absolute learning rate before any decay (``lr`` itself in absolute units).
     decay_step_ : int or None
-        First step run at the decayed rate; None when no decay reached the returned model
-        (none happened, or a divergence or ``loss_goal`` stopped the fit at that step, whose
-        update the returned model lacks, though ``lr_history_[-1]`` shows its rate).
+        First step run at the decayed rate; None when no decay happened, or when a
+        divergence or ``loss_goal`` stopped the fit at that step (the returned model lacks
+        its update, though ``lr_history_[-1]`` shows its rate).
     sharpness_history_ : dict of 1-D ndarrays
         One row per measurement (``pandas.DataFrame(sharpness_history_)`` makes a table):
         'step', 'sharpness' (largest Hessian eigenvalue), 'eig_2'...'eig_k', 'threshold'

@@ -282,7 +282,8 @@ class ProgressReport(ParamsCallback):
     are sparse, so the value can be many steps old. On a
     `FullBatchNet` the loss comes from the net's history, which the net reads on the host at
     each report step (``needs_losses``): one read per report, none in between. A net that runs
-    minibatches (several training batches per epoch) is refused with a TypeError.
+    minibatches (several training batches per epoch) is refused with a TypeError (unless
+    ``verbose=0``, which shows nothing).
 
     Parameters
     ----------
@@ -348,7 +349,7 @@ class ProgressReport(ParamsCallback):
         return self.verbose >= 1 and self._reports_at(step + 1)
 
     def on_batch_begin(self, net, training=False, **kwargs):
-        if training:
+        if training and self.verbose >= 1:
             check_one_batch_per_epoch(self, net)
 
     def on_batch_end(self, net, training=False, **kwargs):

@@ -647,8 +647,9 @@ _BOTTOM_SETTLED = 1e-2
 # (likewise v2..v3 for k=1), after 4-7 products; now 0-3 of 20, as for width-k blocks
 # (``python benchmarks/bench_exact_blocks.py``, here and at commit 4056cb0). A guard by
 # position below the block was not enough: the random vector's pair climbs above the
-# block's lower pairs after one expansion. The package's own warm starts are exactly k wide
-# (the tracker's and a warm refit's eigenvectors), so this changes none of their solves.
+# block's lower pairs after one expansion. The package's own warm starts are k wide (the
+# tracker's and a warm refit's eigenvectors), except a tracker measurement more than 100 steps
+# after the previous one, whose block also holds the gradient (``_tracking._GRADIENT_AFTER``).
 
 
 def _as_block(start, operator):

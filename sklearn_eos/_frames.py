@@ -48,6 +48,9 @@ def _fitted_eos(estimator):
         else:
             break
     if not all(hasattr(estimator, name) for name in _FITTED_ATTRIBUTES):
+        if hasattr(estimator, "cv_results_"):  # a search fitted with refit=False
+            raise TypeError(f"This {type(estimator).__name__} was fitted with refit=False and holds no "
+                            f"fitted estimator: refit one, or pass refit=True.")
         if not _holds_eos(estimator):
             raise TypeError(
                 f"Expected a fitted EoSClassifier or EoSRegressor (or a Pipeline, a "
@@ -63,13 +66,15 @@ def _fitted_eos(estimator):
 
 
 def _holds_eos(estimator):
-    """Whether ``estimator`` is, or an unfitted Pipeline / TransformedTargetRegressor holds, an
-    edge-of-stability estimator."""
+    """Whether ``estimator`` is, or an unfitted Pipeline, TransformedTargetRegressor or search
+    holds, an edge-of-stability estimator."""
     while True:
         if isinstance(estimator, Pipeline) and estimator.steps:
             estimator = estimator.steps[-1][1]
         elif isinstance(estimator, TransformedTargetRegressor):
             estimator = estimator.regressor
+        elif hasattr(estimator, "param_grid") or hasattr(estimator, "param_distributions"):
+            estimator = getattr(estimator, "estimator", None)  # GridSearchCV, RandomizedSearchCV, ...
         else:
             return hasattr(estimator, "sharpness_every")
 

@@ -130,13 +130,20 @@ def _tensors(data):
 
 
 def _n_examples(X, y):
-    """Number of examples in a chunk: the size of the first axis of its inputs (a tensor, or
-    a tuple, list or dict of tensors) and targets, which must agree; None when they do not
-    (examples along another axis, such as a recurrent net's ``batch_first=False`` inputs,
-    cannot be counted). It used to be ``len(X)``: a tuple of two inputs weighted every chunk
-    by 2, and a (T, N, F) sequence chunked along N by T, silently."""
-    sizes = {t.shape[0] for t in _tensors((X, y)) if t.ndim > 0}
-    return sizes.pop() if len(sizes) == 1 else None
+    """Number of examples in a chunk, None when it cannot be told. Candidates: the first axis
+    of ``X`` (a tensor), or, for a tuple, list or dict of inputs, the first axis its tensors
+    share or its length (a list of examples, such as sequences of different lengths); with a
+    target tensor, the candidate that equals its first axis. It used to be ``len(X)``: a tuple
+    of two inputs weighted every chunk by 2, and a (T, N, F) sequence chunked along N (a
+    recurrent net's ``batch_first=False``) by T, silently."""
+    if torch.is_tensor(X):
+        candidates = [X.shape[0]] if X.ndim > 0 else []
+    else:
+        shared = {t.shape[0] for t in _tensors(X) if t.ndim > 0}
+        candidates = ([shared.pop()] if len(shared) == 1 else []) + ([len(X)] if hasattr(X, "__len__") else [])
+    if torch.is_tensor(y) and y.ndim > 0:
+        return y.shape[0] if y.shape[0] in candidates else None
+    return candidates[0] if candidates else None
 
 
 def _weighted_mean_loss(loss_fn, chunks):
@@ -177,8 +184,9 @@ class FullBatchHessian:
     chunks : list of (X, y)
         Pairs covering the training set, on the module's device: ``X`` a tensor (or a tuple,
         list or dict of tensors, passed to the module as one argument), ``y`` a tensor. With
-        several chunks, each is weighted by its number of examples, which must lie along the
-        first axis of every tensor of the pair (a ``ValueError`` otherwise).
+        several chunks, each is weighted by its number of examples: the first axis of ``y``,
+        which must match the first axis of ``X``, the one its tensors share, or its length (a
+        ``ValueError`` otherwise).
     params : list of torch.Tensor, optional
         Parameters w.r.t. which the Hessian is taken, flattened in this order; each must
         have ``requires_grad`` (a ``ValueError`` otherwise). Default: the module's parameters
@@ -219,6 +227,9 @@ class FullBatchHessian:
     ``approximate``), build a new operator too. Use the operator as a context manager, or call
     :meth:`close`, to free the graph.
 
+    Tensors created under ``torch.inference_mode()`` cannot take part in autograd: a chunk
+    holding one is refused (a ``ValueError``); the operator itself may be used inside that mode.
+
     ``loss_fn`` must be a plain mean over the examples when there are several chunks: a torch
     loss with another ``reduction`` (``KLDivLoss``'s ``'batchmean'`` counts as a mean), class
     weights, or ignored targets raises a ``ValueError`` (a functional loss cannot be
@@ -230,6 +241,11 @@ class FullBatchHessian:
         self.module = module
         self.loss_fn = loss_fn
         chunks = list(chunks)
+        if any(t.is_inference() for chunk in chunks for t in _tensors(chunk)):
+            # autograd cannot save them, and they have no version counter to watch
+            raise ValueError("the chunks hold tensors created under torch.inference_mode(), which "
+                             "autograd cannot use: create the data outside it (or .clone() them "
+                             "outside it).")
         sizes = [_n_examples(X, y) for X, y in chunks]
         if len(chunks) > 1 and None in sizes:
             c = sizes.index(None)

@@ -48,7 +48,8 @@ from ._checks import is_real
 #: reference run (70% digits split with random_state 0, standardised;
 #: ``EoSClassifier(hidden_layer_sizes=(200, 200), lr=0.5, max_iter=2000,
 #: sharpness_every=0, random_state=0)``, one torch thread; then
-#: ``find_instabilities(loss_curve_, rtol)``): step-to-step relative changes of
+#: ``find_instabilities(loss_curve_, rtol, resolution=np.finfo(np.float32).eps)``):
+#: step-to-step relative changes of
 #: the loss are 0.66 % (median) and 6.6 % (99th percentile), while the rises
 #: above the running minimum come as bumps lasting 5-28 steps (10th-90th
 #: percentile) that peak at 1.19 (median) and up to 1.58 times the minimum.
@@ -107,7 +108,7 @@ class LossInstabilityDetector:
         edge-of-stability regime and counts its bumps and spikes (see
         ``DEFAULT_RTOL``).
     resolution : float, default=0.0
-        A rise must also exceed ``resolution`` times the first finite loss (a
+        A rise must also exceed ``resolution`` times the reference loss (a
         ratio, >= 0). Once a loss has converged to its rounding level, the
         relative rule alone counts every rounding wiggle: a two-parameter model
         at a stable rate gave 123 episodes in float64 after its one catapult,
@@ -115,6 +116,10 @@ class LossInstabilityDetector:
         78 of 80, rises below 1.6e-14 of it. `InstabilityTracker` passes the
         machine epsilon of the net's dtype (rises at the edge of stability are
         2.7e-3 to 3e-2 of the first loss on the digits run).
+    reference_loss : float or None, default=None
+        The loss that ``resolution`` is relative to (finite, >= 0); None: the
+        first finite loss. A training continued from a converged model starts
+        at its rounding level: pass the first loss of the original training.
 
     Examples
     --------
@@ -125,16 +130,19 @@ class LossInstabilityDetector:
     (Episode(start=2, end=4, peak_loss_ratio=2.0, completed=True),)
     """
 
-    def __init__(self, rtol=DEFAULT_RTOL, resolution=0.0):
+    def __init__(self, rtol=DEFAULT_RTOL, resolution=0.0, reference_loss=None):
         # a bool read as 1.0 and None failed in float(): an audit
-        if not (is_real(rtol) and math.isfinite(rtol) and rtol >= 0):
-            raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}.")
-        if not (is_real(resolution) and math.isfinite(resolution) and resolution >= 0):
-            raise ValueError(f"resolution must be a finite number >= 0, got {resolution!r}.")
+        for name, value in (("rtol", rtol), ("resolution", resolution), ("reference_loss", reference_loss)):
+            if name == "reference_loss" and value is None:
+                continue
+            if not (is_real(value) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
         rtol = float(rtol)
         self.rtol = rtol
         self.resolution = float(resolution)
-        self._floor = None  # resolution * the first finite loss
+        self.reference_loss = None if reference_loss is None else float(reference_loss)
+        # resolution * the reference loss (the first finite loss when none is given)
+        self._floor = None if reference_loss is None else self.resolution * self.reference_loss
         self._factor = 1.0 + rtol
         self._running_min = math.inf
         self._last_step = None
@@ -265,7 +273,7 @@ def _episodes_to_dict(episodes):
     }
 
 
-def find_instabilities(losses, rtol=DEFAULT_RTOL, resolution=0.0):
+def find_instabilities(losses, rtol=DEFAULT_RTOL, resolution=0.0, reference_loss=None):
     """Loss-based instability episodes of a loss curve (offline).
 
     Runs :class:`LossInstabilityDetector` over the curve, so the result is the
@@ -279,8 +287,11 @@ def find_instabilities(losses, rtol=DEFAULT_RTOL, resolution=0.0):
     rtol : float, default=DEFAULT_RTOL
         Relative tolerance (ratio) above the running minimum.
     resolution : float, default=0.0
-        Rises of at most this times the first finite loss are ignored (see
-        :class:`LossInstabilityDetector`).
+        Rises of at most this times the reference loss are ignored (see
+        :class:`LossInstabilityDetector`); the estimators' episodes are those of
+        ``resolution=np.finfo(dtype).eps``.
+    reference_loss : float or None, default=None
+        That reference (None: the first finite loss).
 
     Returns
     -------
@@ -292,7 +303,7 @@ def find_instabilities(losses, rtol=DEFAULT_RTOL, resolution=0.0):
     losses = np.asarray(losses, dtype=np.float64)
     if losses.ndim != 1:
         raise ValueError(f"losses must be 1-D, got shape {losses.shape}.")
-    detector = LossInstabilityDetector(rtol=rtol, resolution=resolution)
+    detector = LossInstabilityDetector(rtol=rtol, resolution=resolution, reference_loss=reference_loss)
     for step, loss in enumerate(losses.tolist()):
         detector.update(step, loss)
     return detector.to_dict()

@@ -292,6 +292,8 @@ def lr_schedule_from_losses(
     decay_time=None,
     decay_when_stable=True,
     rtol=DEFAULT_RTOL,
+    resolution=0.0,
+    reference_loss=None,
 ):
     """Per-step learning rates the policy would apply along a loss curve.
 
@@ -313,6 +315,9 @@ def lr_schedule_from_losses(
     decay_when_stable : bool, default=True
     rtol : float, default=DEFAULT_RTOL
         Relative tolerance of the instability detector (ratio).
+    resolution, reference_loss : float, float or None
+        The detector's floor on rises (see :class:`LossInstabilityDetector`); the
+        estimators use ``resolution=np.finfo(dtype).eps``.
 
     Returns
     -------
@@ -323,7 +328,7 @@ def lr_schedule_from_losses(
     if losses.ndim != 1 or losses.size == 0:
         raise ValueError(f"losses must be a non-empty 1-D array, got shape {losses.shape}.")
     check_lr(lr)  # -1 or NaN gave negative or NaN rates, a string a TypeError in the loop
-    detector = LossInstabilityDetector(rtol=rtol)
+    detector = LossInstabilityDetector(rtol=rtol, resolution=resolution, reference_loss=reference_loss)
     policy = DecayPolicy(
         decay_on,
         resolve_decay_time(decay_time, losses.size, decay_on),

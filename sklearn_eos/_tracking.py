@@ -477,8 +477,12 @@ class InstabilityTracker(ParamsCallback):
     ----------
     rtol : float, default=0.1
         Relative rise above the running minimum that starts an episode. A rise must also
-        exceed the machine epsilon of the net's dtype times the first loss of the fit: below
-        that, a converged loss wiggles by rounding, which is no instability.
+        exceed the machine epsilon of the net's dtype times ``reference_loss``: below that, a
+        converged loss wiggles by rounding, which is no instability.
+    reference_loss : float or None, default=None
+        The loss of that floor; None: the first loss of the fit. A fit that continues a
+        converged one starts at its rounding level: pass the first loss of the original
+        training (the estimators do on a ``warm_start`` refit).
 
     Attributes
     ----------
@@ -490,14 +494,16 @@ class InstabilityTracker(ParamsCallback):
         on both sides).
     """
 
-    def __init__(self, rtol=DEFAULT_RTOL):
+    def __init__(self, rtol=DEFAULT_RTOL, reference_loss=None):
         self.rtol = rtol
+        self.reference_loss = reference_loss
 
     def on_train_begin(self, net, **kwargs):
         check_full_batch_net(self, net)
-        # rises below the machine epsilon of the first loss are rounding, not instabilities
+        # rises below the machine epsilon of the reference loss are rounding, not instabilities
         dtype = next((p.dtype for p in net.module_.parameters() if p.is_floating_point()), torch.float32)
-        self.detector_ = LossInstabilityDetector(self.rtol, resolution=torch.finfo(dtype).eps)
+        self.detector_ = LossInstabilityDetector(self.rtol, resolution=torch.finfo(dtype).eps,
+                                                 reference_loss=self.reference_loss)
         self._tracker = _tracker_before(net, self)
         if self._tracker is None and _callback_after(net, self, lambda cb: isinstance(cb, SharpnessTracker)):
             warnings.warn("A SharpnessTracker is listed after this InstabilityTracker: the episodes "

@@ -424,3 +424,47 @@ def test_the_user_guide_s_early_stopping_recipe_measures_the_returned_model():
     history = est.sharpness_history_
     assert history["step"][-1] == best_epoch
     assert history["sharpness"][-1] == pytest.approx(exact, rel=1e-6)
+
+
+def test_the_callbacks_listed_before_a_user_s_tracker_keep_their_order():
+    """Moving only the EarlyStopping put it before a callback of the user's that records the
+    score it watches: "Key 'my_score' was not found in history" (review of session 19,
+    hR/bug_01). Everything listed up to the tracker now moves, in the user's order."""
+    from skorch.callbacks import EarlyStopping
+
+    from sklearn_eos import EoSRegressor
+
+    class RecordScore(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            net.history.record("my_score", -float(net.history[-1, "train_loss"]))
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(40, 3)
+    y = X @ np.array([1.0, -2.0, 0.5])
+    est = EoSRegressor(hidden_layer_sizes=(8,), lr=0.05, max_iter=20, sharpness_every=0, random_state=0,
+                       callbacks=[("score", RecordScore()),
+                                  ("es", EarlyStopping(monitor="my_score", lower_is_better=False,
+                                                       load_best=True, patience=100)),
+                                  ("other", Callback()), ("sharpness", SharpnessTracker(every=10))])
+    est.fit(X, y)
+    names = [name for name, _ in est.net_.callbacks_]
+    assert names.index("user_score") < names.index("user_es") < names.index("user_other") \
+        < names.index("user_sharpness") < names.index("instabilities")
+    assert list(est.sharpness_history_["step"]) == [0, 10, 20]
+
+
+@pytest.mark.parametrize("verbose", [0, 2])
+def test_a_silent_progress_report_leaves_a_minibatch_net_alone(data, verbose):
+    """ProgressReport(verbose=0) shows nothing, and refused a minibatch net all the same
+    (review of session 19, hR/bug_05)."""
+    X, y = data
+    net = NeuralNetRegressor(torch.nn.Linear, module__in_features=3, module__out_features=1,
+                             criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1, max_epochs=3,
+                             batch_size=10, train_split=None, verbose=0,
+                             callbacks=[("p", ProgressReport(3, verbose=verbose))])
+    if verbose:
+        with pytest.raises(TypeError, match="reads every training batch"):
+            net.fit(X.numpy(), y.numpy())
+    else:
+        net.fit(X.numpy(), y.numpy())
+        assert len(net.history) == 3

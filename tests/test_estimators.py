@@ -1782,7 +1782,7 @@ def test_chunk_size_takes_numpy_integers():
     assert est.measure_sharpness(X, y).eigenvalues[0] == pytest.approx(last, rel=1e-2)
 
 
-@pytest.mark.parametrize("chunk_size", [-1, 0, 2.5, "8"])
+@pytest.mark.parametrize("chunk_size", [-1, 0, 2.5, "8", True])
 def test_predict_checks_a_chunk_size_set_after_the_fit(chunk_size):
     """predict reads chunk_size, which may have been set since the fit: -1 failed in torch's
     split with a RuntimeError and 0 passed as None (audit of session 19, hA/find_01); now
@@ -1794,6 +1794,8 @@ def test_predict_checks_a_chunk_size_set_after_the_fit(chunk_size):
     proba = est.predict_proba(X)
     with pytest.raises(InvalidParameterError, match="chunk_size"):
         est.set_params(chunk_size=chunk_size).predict(X)
+    with pytest.raises(InvalidParameterError, match="chunk_size"):  # as measure_sharpness does
+        est.measure_sharpness(X, y)
     np.testing.assert_allclose(est.set_params(chunk_size=7).predict_proba(X), proba, rtol=1e-12)
 
 

@@ -90,6 +90,11 @@ def test_frames_and_displays_accept_the_wrappers_that_hold_a_fitted_estimator():
     plt.close("all")
     with pytest.raises(NotFittedError):  # unfitted: not "not an edge-of-stability estimator"
         histories_to_frames(TransformedTargetRegressor(make_pipeline(MinMaxScaler(), EoSRegressor())))
+    with pytest.raises(NotFittedError):  # an unfitted search too (review of session 19, hR/bug_07)
+        histories_to_frames(make_pipeline(GridSearchCV(EoSRegressor(), {"lr": [0.1]})))
+    unrefitted = GridSearchCV(est, {"lr": [0.05, 0.1]}, cv=2, refit=False).fit(X, y)
+    with pytest.raises(TypeError, match="refit=False"):
+        histories_to_frames(unrefitted)
 
 
 def test_untracked_fit_gives_empty_frames_with_columns():

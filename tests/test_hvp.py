@@ -489,3 +489,36 @@ def test_the_operator_works_inside_inference_mode(norm):
             torch.testing.assert_close(H.gradient(), gradient)
     torch.testing.assert_close(products, dense)
     assert top == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-8)
+
+
+def test_chunks_of_a_list_of_examples_are_weighted_by_its_length():
+    """A list of variable-length sequences holds one example per entry: len(X) is the count
+    (right before the change to tensor sizes, refused by it; review of session 19, hR/bug_02)."""
+    torch.manual_seed(0)
+
+    class SequenceMean(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.out = torch.nn.Linear(3, 4), torch.nn.Linear(4, 1)
+
+        def forward(self, sequences):
+            return self.out(torch.tanh(torch.stack([self.inner(s).mean(0) for s in sequences])))
+
+    module, loss = SequenceMean().double(), HalfSquaredError()
+    sequences = [torch.randn(int(n), 3, dtype=torch.float64) for n in torch.randint(2, 6, (12,))]
+    y = torch.randn(12, 1, dtype=torch.float64)
+    eye = torch.eye(sum(p.numel() for p in module.parameters()), dtype=torch.float64)
+    with FullBatchHessian(module, loss, [(sequences, y)]) as H:
+        whole = H.matmat(eye)
+    with FullBatchHessian(module, loss, [(sequences[:4], y[:4]), (sequences[4:], y[4:])]) as H:
+        torch.testing.assert_close(H.matmat(eye), whole)
+
+
+def test_data_created_in_inference_mode_is_refused_clearly():
+    """Such tensors cannot take part in autograd (and have no version counter): it failed with
+    "Inference tensors do not track version counter" (review of session 19, hR/bug_08)."""
+    module = torch.nn.Linear(3, 1)
+    with torch.inference_mode():
+        X, y = torch.randn(5, 3), torch.randn(5, 1)
+    with pytest.raises(ValueError, match="created under torch.inference_mode"):
+        FullBatchHessian(module, HalfSquaredError(), [(X, y)])

@@ -107,3 +107,26 @@ def test_a_loss_converged_to_rounding_has_no_instabilities(dtype):
         decayed = EoSRegressor(ScalarProduct(2.2, 0.3), sharpness_every=0, decay_on="instabilities",
                                decay_time=2, **kw).fit(X, y)
     assert decayed.decay_step_ is None
+
+
+def test_a_warm_refit_of_a_converged_model_has_no_rounding_instabilities():
+    """The floor was relative to each fit's first loss: a refit that starts converged had a
+    floor at its rounding level, and 199 wiggles counted again (review of session 19,
+    hR/bug_04). It stays relative to the first fit's first loss. The offline replay
+    (lr_schedule_from_losses) gives the estimator's rates with the same floor."""
+    from sklearn_eos._schedule import lr_schedule_from_losses
+
+    X, y = np.ones((2, 1)), np.full(2, 2.0)
+    with pytest.warns(UserWarning, match="keep"):
+        est = EoSRegressor(ScalarProduct(2.2, 0.3), lr=0.45, max_iter=400, n_eigs=2, dtype="float64",
+                           random_state=0, sharpness_every=20, decay_on="instabilities", decay_time=3,
+                           decay_factor=0.5).fit(X, y)
+    first = est.loss_curve_[0]
+    rates = lr_schedule_from_losses(est.loss_curve_, 0.45, 0.5, decay_on="instabilities", decay_time=3,
+                                    resolution=np.finfo(np.float64).eps)
+    np.testing.assert_array_equal(rates, est.lr_history_)
+    est.set_params(warm_start=True).fit(X, y)
+    assert est.loss_curve_.max() < 1e-29 and est.n_instabilities_ == 0 and est.decay_step_ is None
+    rates = lr_schedule_from_losses(est.loss_curve_, 0.45, 0.5, decay_on="instabilities", decay_time=3,
+                                    resolution=np.finfo(np.float64).eps, reference_loss=first)
+    np.testing.assert_array_equal(rates, est.lr_history_)
