@@ -140,7 +140,8 @@ def _n_examples(X, y):
         candidates = [X.shape[0]] if X.ndim > 0 else []
     else:
         shared = {t.shape[0] for t in _tensors(X) if t.ndim > 0}
-        candidates = ([shared.pop()] if len(shared) == 1 else []) + ([len(X)] if hasattr(X, "__len__") else [])
+        candidates = [shared.pop()] if len(shared) == 1 else []
+        candidates += [len(X)] if hasattr(X, "__len__") else []
     if torch.is_tensor(y) and y.ndim > 0:
         return y.shape[0] if y.shape[0] in candidates else None
     return candidates[0] if candidates else None
