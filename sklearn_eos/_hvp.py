@@ -252,10 +252,11 @@ class FullBatchHessian:
             c = sizes.index(None)
             shapes = [tuple(t.shape) for t in _tensors(chunks[c])]
             raise ValueError(
-                f"the examples of several chunks must lie along the first axis of every input and "
-                f"target tensor, so that each chunk is weighted by its number of examples, but "
-                f"chunk {c} has tensors of shapes {shapes}. Pass the data as one chunk, or put "
-                f"the examples first (batch_first=True for a recurrent layer).")
+                f"several chunks are weighted by their numbers of examples, which must lie along "
+                f"the first axis of every input and target tensor (or be the length of a list of "
+                f"inputs, one per example), but chunk {c} has tensors of shapes {shapes}. Pass the "
+                f"data as one chunk, or put the examples first (batch_first=True for a recurrent "
+                f"layer).")
         # an empty chunk adds nothing to the mean over all examples (and has no mean of its own)
         self.chunks = [chunk for chunk, n in zip(chunks, sizes) if n != 0]
         sizes = [n for n in sizes if n != 0]
