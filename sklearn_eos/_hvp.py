@@ -242,7 +242,7 @@ class FullBatchHessian:
         self.module = module
         self.loss_fn = loss_fn
         chunks = list(chunks)
-        if any(t.is_inference() for chunk in chunks for t in _tensors(chunk)):
+        if any(t.is_inference() for t in _tensors(chunks)):
             # autograd cannot save them, and they have no version counter to watch
             raise ValueError("the chunks hold tensors created under torch.inference_mode(), which "
                              "autograd cannot use: create the data outside it (or .clone() them "
@@ -260,6 +260,7 @@ class FullBatchHessian:
         # an empty chunk adds nothing to the mean over all examples (and has no mean of its own)
         self.chunks = [chunk for chunk, n in zip(chunks, sizes) if n != 0]
         sizes = [n for n in sizes if n != 0]
+        self._data = _tensors(self.chunks)  # whose version counters the cache watches
         if not self.chunks:
             raise ValueError("chunks must contain at least one (X, y) pair with examples")
         if len(self.chunks) > 1:
@@ -347,7 +348,7 @@ class FullBatchHessian:
     def _versions(self):
         """Version counters of the parameters and of the data (in-place updates), and the
         modules' train/eval flags (which a graph built with ``train_mode=None`` follows)."""
-        data = tuple(t._version for chunk in self.chunks for t in _tensors(chunk))
+        data = tuple(t._version for t in self._data)
         modes = tuple(m.training for m in self.module.modules()) if self.train_mode is None else ()
         return parameter_versions(self.params), data, modes
 

@@ -29,11 +29,11 @@ from ._update_curvature import _is_plain_gd
 # gradient at the measured point. Eigenvectors from far back can have lost the top of the
 # spectrum, and then neither the certificate nor the guard can tell: in the main job's fit
 # (digits, MLP 200-200 tanh, lr 0.5, random_state=0) measured every 500 steps, the step-0
-# block had squared overlaps of 0.004-0.014 with the top five eigenvectors at step 500, and
-# the solve returned lambda_2 (4.353 for 4.373) as the sharpness, converged, for every random
-# vector tried. The gradient, which weights each eigendirection by its eigenvalue (H (theta -
-# theta*) near a minimum; at the edge of stability GD oscillates along the top ones), held 14%
-# of its square along v1 there. Over 54 warm solves of such fits measured every 250 or 500
+# block held 0.004 of v1's square at step 500, and the solve returned lambda_2 (4.353 for
+# 4.373) as the sharpness, converged, with the tracker's random vector and with each of ten
+# others. The gradient, which weights each eigendirection by its eigenvalue (H (theta -
+# theta*) near a minimum; at the edge of stability GD oscillates along the top ones), held
+# 13.5% of its square along v1 there. Over 54 warm solves of such fits measured every 250 or 500
 # steps (six seeds; ``python benchmarks/bench_sparse_tracking.py``), the gradient took the
 # misses from 1 to 0, for a median of 29 products instead of 26 and one gradient's pass; at
 # the default spacing of 100 steps (45 replayed warm solves of ``bench_certify.py``, no miss)

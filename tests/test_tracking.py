@@ -743,11 +743,11 @@ def test_a_saturated_float32_classifier_with_subnormal_curvature_fits():
 
 
 def test_a_warm_block_from_far_back_does_not_pass_off_lambda_2():
-    """The main job's fit measured every 500 steps: the step-0 eigenvectors have almost
-    nothing of the top of the spectrum at step 500 (squared overlaps 0.004-0.014 with the top
-    five), and the warm solve returned lambda_2 as the sharpness (4.353 for 4.373), converged,
-    whatever the random vector (audit of session 19, hF/find_01). Measurements more than 100
-    steps apart now also start from the gradient."""
+    """The main job's fit measured every 500 steps: the step-0 eigenvectors hold almost
+    nothing of v1 at step 500 (0.004 of its square), and the warm solve returned lambda_2 as
+    the sharpness (4.353 for 4.373), converged, with any of eleven random vectors (audit of
+    session 19, hF/find_01; ``benchmarks/bench_sparse_tracking.py`` prints both). Measurements
+    more than 100 steps apart now also start from the gradient."""
     from sklearn.model_selection import train_test_split
 
     X, y = load_digits(return_X_y=True)
