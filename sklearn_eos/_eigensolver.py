@@ -648,8 +648,23 @@ _BOTTOM_SETTLED = 1e-2
 # (``python benchmarks/bench_exact_blocks.py``, here and at commit 4056cb0). A guard by
 # position below the block was not enough: the random vector's pair climbs above the
 # block's lower pairs after one expansion. The package's own warm starts are k wide (the
-# tracker's and a warm refit's eigenvectors), except a tracker measurement more than 100 steps
-# after the previous one, whose block also holds the gradient (``_tracking._GRADIENT_AFTER``).
+# tracker's and a warm refit's eigenvectors).
+
+# The probe (no constant). Inside a top cluster a few percent wide, a warm block that holds
+# only part of v1 (squared overlap 0.07-0.65 in the misses below) can converge on lambda_2 or
+# lambda_3, and the random vector, whose v1 share is about 1/dim, rarely helps. ``python
+# benchmarks/bench_probe.py`` replays the 129 warm measurements of seven fits: MNIST-1D (MLP
+# 128-128 relu, MSE, three seeds) and the main job's digits fit (MLP 200-200 tanh, two seeds)
+# every 100 steps, and two digits fits every 250 and 500 steps. With the random vector, 5 of
+# the 120 at every 100 were 1.3e-3 to 1.1e-2 low, converged; with the full-batch gradient as
+# one more block column and the random vector kept (what the tracker did for measurements
+# more than 100 steps apart on 2026-11-30), 3, for 2 more products (median; the guards go one
+# pair deeper); with the gradient in the random vector's place, 2 (8.6e-3 and 2.1e-3, where
+# the gradient held 0.8% and 4% of v1), for the products of the random vector (median 16,
+# mean 17.5 against 17.8). At 250-500 steps apart none missed, with a median of 22 products
+# against 27 and 24. The probe inherits the random vector's pair rule. Nothing guarantees
+# that the gradient holds v1 (it held none at the first measurements of the MNIST-1D fits,
+# where the block did); the random vector's share of v1 guaranteed little more.
 
 
 def _as_block(start, operator):
@@ -663,6 +678,24 @@ def _as_block(start, operator):
     return S.reshape(operator.dim, -1)
 
 
+def _as_probe(probe, start, operator):
+    """A probe as a (dim,) tensor in the operator's dtype and device; None for a zero one."""
+    if probe is None:
+        return None
+    if start is None:
+        raise ValueError("probe takes the place of the random vector added to a warm start: pass "
+                         "start too (a cold start is k + 1 random vectors)")
+    if isinstance(probe, np.ndarray):
+        probe = np.ascontiguousarray(probe)
+    p = torch.as_tensor(probe).to(dtype=operator.dtype, device=operator.device)
+    if p.shape != (operator.dim,):
+        raise ValueError(f"probe must have shape ({operator.dim},), the operator's dimension; got "
+                         f"{tuple(p.shape)}.")
+    if not bool(torch.isfinite(p).all()):
+        raise ValueError("probe contains NaN or infinite values.")
+    return p if bool(p.any()) else None
+
+
 def _is_count(value):
     return is_int(value) and value >= 1
 
@@ -672,7 +705,7 @@ def _is_tolerance(value):
 
 
 def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_products=300,
-                   compute_min=False, min_start=None, generator=None):
+                   compute_min=False, min_start=None, generator=None, probe=None):
     """Largest algebraic eigenpairs of a symmetric operator by Krylov / Rayleigh-Ritz from a block.
 
     Parameters
@@ -727,6 +760,12 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         Warm start for the most negative eigenvector (e.g. the previous one); see above.
     generator : torch.Generator, optional
         Source of the random start vectors (CPU generator), for reproducibility.
+    probe : torch.Tensor or np.ndarray of shape (dim,), optional
+        With ``start`` only: a vector that takes the place of the random vector added to the
+        block, with its privileges (its Ritz pair is expanded before the solve accepts). The
+        tracker passes the full-batch gradient, which at the edge of stability leans towards
+        the top eigenvectors that GD oscillates along (see "The probe"). A zero probe, or one
+        in the span of the block, leaves the random vector in place.
 
     Returns
     -------
@@ -745,6 +784,7 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
     if operator.dim < 1:
         raise ValueError("the operator has dimension 0: it has no eigenvalues")
+    probe = _as_probe(probe, start, operator)
     k = min(int(k), operator.dim)
     space = _Subspace(operator)
     rand = lambda m: torch.randn(operator.dim, m, generator=generator,  # noqa: E731
@@ -755,7 +795,12 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
     else:
         S = _as_block(start, operator)
         n_random = max(_N_RANDOM_WITH_START, k + 1 - S.shape[1])  # block of at least k + 1
-        space.extend(torch.cat([S, rand(n_random)], dim=1))
+        if probe is None:
+            space.extend(torch.cat([S, rand(n_random)], dim=1))
+        else:  # the probe in the first random vector's place ("The probe")
+            W = torch.cat([S, probe[:, None], rand(n_random - 1)], dim=1)
+            if space.extend(W) < W.shape[1]:
+                space.extend(rand(1))  # a column in the span of the others: the random vector after all
     # a start block wider than k: guards down to the first pair below it ("Wide start blocks");
     # and guards down to the fourth pair at least ("Guards down to the fourth pair")
     guard_index = max(k if start is None else max(k, space.size - n_random), _MIN_GUARD_INDEX)

@@ -511,3 +511,46 @@ def test_the_random_vector_s_pair_as_a_guard():
             for seed in range(6):
                 res = top_eigenpairs(MatrixOperator(A), 2, start=V[:, [3, 2]], tol=tol, generator=gen(seed))
                 assert not res.converged or abs(res.eigenvalues[0] - 1) <= tol, (rotation, tol, seed, res)
+
+
+def test_a_gradient_probe_finds_the_top_that_block_and_random_vector_lack():
+    """The rank-6 Hessian above, whose warm block lacks v1 and whose random vectors lie almost
+    all in the null space: the gradient of the quadratic ``0.5 (x - x*)^T A (x - x*)`` at a
+    random point, ``A (x - x*)``, weights each eigendirection by its eigenvalue, and as the
+    probe (in the random vector's place, "The probe") it leads to v1 whatever the generator,
+    which it no longer consumes."""
+    eigenvalues = np.concatenate([[3.04, 2.03, 1.8, 1.5, 1.2, 0.8], np.zeros(1494)])
+    A, Q = matrix_with_spectrum(eigenvalues, seed=0)
+    block = Q[:, 1:4] + Q[:, 4:6] @ np.random.default_rng(5).standard_normal((2, 3)) * 0.05
+    gradient = A @ np.random.default_rng(6).standard_normal(1500)
+    results = [top_eigenpairs(MatrixOperator(A), 3, start=block, probe=gradient, tol=1e-3, rest_tol=0.1,
+                              generator=gen(seed)) for seed in range(3)]
+    for res in results:
+        assert abs(res.eigenvalues[0] - 3.04) <= 1e-3 * 3.04 and res.converged
+        np.testing.assert_array_equal(res.eigenvalues, results[0].eigenvalues)  # no random vector drawn
+    # the probe's pair is expanded like the random vector's: a probe with no v1 at all, next
+    # to a block without v1, cannot find it (nothing can), and says converged on lambda_2
+    no_v1 = gradient - Q[:, 0] * (Q[:, 0] @ gradient)
+    res = top_eigenpairs(MatrixOperator(A), 3, start=Q[:, 1:4], probe=no_v1, tol=1e-3, generator=gen(0))
+    assert res.eigenvalues[0] == pytest.approx(2.03, rel=1e-3)
+
+
+def test_a_zero_probe_or_one_in_the_span_of_the_block_leaves_the_random_vector():
+    A, Q = matrix_with_spectrum(cluster_spectrum(300, 0, "uniform"), seed=2)
+    block = Q[:, 1:4] + 0.1 * Q[:, 4:7]
+    plain = top_eigenpairs(MatrixOperator(A), 3, start=block, tol=1e-3, generator=gen(3))
+    for probe in (np.zeros(A.shape[0]), block @ np.array([0.3, -1.0, 2.0])):
+        res = top_eigenpairs(MatrixOperator(A), 3, start=block, probe=probe, tol=1e-3, generator=gen(3))
+        assert res.n_products == plain.n_products
+        np.testing.assert_allclose(res.eigenvalues, plain.eigenvalues, rtol=1e-10)
+
+
+@pytest.mark.parametrize("probe, start, message", [
+    (np.ones(50), None, "pass start too"),
+    (np.ones(49), np.eye(50)[:, :3], r"probe must have shape \(50,\)"),
+    (np.ones((50, 1)), np.eye(50)[:, :3], r"probe must have shape \(50,\)"),
+    (np.r_[np.nan, np.ones(49)], np.eye(50)[:, :3], "NaN or infinite"),
+])
+def test_probe_is_checked(probe, start, message):
+    with pytest.raises(ValueError, match=message):
+        top_eigenpairs(MatrixOperator(np.diag(np.arange(50.0))), 3, start=start, probe=probe)
