@@ -25,40 +25,24 @@ from ._rotation import eigenvector_cosines, subspace_overlap
 from ._update_curvature import _is_plain_gd
 
 
-# Steps since the previous measurement beyond which a warm block also gets the full-batch
-# gradient at the measured point. Eigenvectors from far back can have lost the top of the
-# spectrum, and then neither the certificate nor the guard can tell: in the main job's fit
-# (digits, MLP 200-200 tanh, lr 0.5, random_state=0) measured every 500 steps, the step-0
-# block held 0.004 of v1's square at step 500, and the solve returned lambda_2 (4.353 for
-# 4.373) as the sharpness, converged, with the tracker's random vector and with each of ten
-# others. The gradient, which weights each eigendirection by its eigenvalue (H (theta -
-# theta*) near a minimum; at the edge of stability GD oscillates along the top ones), held
-# 13.5% of its square along v1 there. Over 54 warm solves of such fits measured every 250 or 500
-# steps (six seeds; ``python benchmarks/bench_sparse_tracking.py``), the gradient took the
-# misses from 1 to 0, for a median of 29 products instead of 26 and one gradient's pass; at
-# the default spacing of 100 steps (45 replayed warm solves of ``bench_certify.py``, no miss)
-# the block is left as it is.
-_GRADIENT_AFTER = 100
-
-
 def measure_spectrum(net, data, k, *, with_gradient=False, **solver_options):
     """Top-k eigenpairs of the Hessian of ``net``'s full training loss on ``data`` (a `FullBatch`).
 
     ``solver_options`` go to `top_eigenpairs` (``start``, ``tol``, ``rest_tol``, ...).
-    ``with_gradient``: a warm ``start`` also gets the full-batch gradient as a column (see
-    ``_GRADIENT_AFTER``), when it is finite and not zero.
+    ``with_gradient``: a warm ``start`` gets the full-batch gradient at the measured point as
+    its probe, in the place of the random vector (see "The probe" in
+    ``sklearn_eos._eigensolver``), when the gradient is finite.
     """
     with FullBatchHessian(net.module_, net.criterion_, data.chunks) as hessian:
         # nothing changes the network during this one solve: skip the per-product check that
         # the parameters and buffers still hold the values the cached curvature was built at
         # (a comparison of every one of them, for every product)
         hessian._watch_state = False
-        start = solver_options.pop("start", None)
-        if with_gradient and start is not None:
+        if with_gradient and solver_options.get("start") is not None:
             gradient = hessian.gradient()
-            if bool(torch.isfinite(gradient).all()) and bool(gradient.any()):
-                start = torch.cat([torch.as_tensor(start).to(gradient), gradient[:, None]], dim=1)
-        return top_eigenpairs(hessian, k, start=start, **solver_options)
+            if bool(torch.isfinite(gradient).all()):
+                solver_options["probe"] = gradient
+        return top_eigenpairs(hessian, k, **solver_options)
 
 
 def _threshold(lr):
@@ -140,11 +124,12 @@ class SharpnessTracker(ParamsCallback):
     Parameters
     ----------
     every : int, default=100
-        Steps between measurements. A measurement more than 100 steps after the previous one
-        also starts from the full-batch gradient (one gradient's pass and a few products
-        more): eigenvectors from that far back can have lost the top of the spectrum, and a
-        warm start from them alone once returned lambda_2 as the sharpness
-        (``benchmarks/bench_sparse_tracking.py``).
+        Steps between measurements. Each measurement after the first starts from the
+        previous eigenvectors and the full-batch gradient at the measured point, in the place
+        of a random vector (one gradient's pass): eigenvectors that have lost the top of the
+        spectrum, inside a top cluster a few percent wide or from far back, returned lambda_2
+        as the sharpness, converged, more often with a random vector
+        (``benchmarks/bench_probe.py``, ``benchmarks/bench_sparse_tracking.py``).
     k : int, default=3
         Number of top eigenpairs. Use ``k >= 2``: near the edge of stability the top
         eigenvalues are nearly degenerate, and only a block warm start stays cheap. With
@@ -311,11 +296,10 @@ class SharpnessTracker(ParamsCallback):
         else:
             try:
                 start = self.eigenvectors_ if self._rows else self._start
-                stale = bool(self._rows) and step - self._rows[-1]["step"] > _GRADIENT_AFTER
                 result = measure_spectrum(
                     net, self._data, self._k, start=start, tol=self.tol, rest_tol=self.rest_tol,
                     max_products=self.max_products, compute_min=self.compute_min,
-                    min_start=self._min_vector, generator=self._generator, with_gradient=stale,
+                    min_start=self._min_vector, generator=self._generator, with_gradient=True,
                 )
             except np.linalg.LinAlgError:  # NonFiniteProductError, or eigh on the overflowed values
                 result = None  # the products overflowed: parameters near a divergence

@@ -747,7 +747,7 @@ def test_a_warm_block_from_far_back_does_not_pass_off_lambda_2():
     nothing of v1 at step 500 (0.004 of its square), and the warm solve returned lambda_2 as
     the sharpness (4.353 for 4.373), converged, with any of eleven random vectors (audit of
     session 19, hF/find_01; ``benchmarks/bench_sparse_tracking.py`` prints both). Measurements
-    more than 100 steps apart now also start from the gradient."""
+    now start from the block and the gradient (the probe), which holds 13.5% of v1 there."""
     from sklearn.model_selection import train_test_split
 
     X, y = load_digits(return_X_y=True)
@@ -759,3 +759,31 @@ def test_a_warm_block_from_far_back_does_not_pass_off_lambda_2():
     assert list(history["step"]) == [0, 500] and history["converged"].all()
     reference = clf.set_params(sharpness_tol=1e-6).measure_sharpness(X, y)  # a cold, tight solve
     assert history["sharpness"][-1] == pytest.approx(reference.eigenvalues[0], rel=1e-3)
+
+
+def test_warm_measurements_probe_with_the_full_batch_gradient(monkeypatch):
+    """Every warm measurement (each after the first, the final one included) passes the
+    full-batch gradient of the training loss at the measured parameters as the solver's
+    probe, in the random vector's place ("The probe" in ``_eigensolver``); the first, cold,
+    none. The gradient is recomputed here with plain autograd on the operator's data."""
+    from sklearn_eos import _tracking
+
+    seen = []
+    solve = _tracking.top_eigenpairs
+
+    def spy(hessian, k, **options):
+        (X, y), = hessian.chunks
+        loss = hessian.loss_fn(hessian.module(X), y)
+        params = [p for p in hessian.module.parameters() if p.requires_grad]
+        expected = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
+        seen.append((options.get("start") is not None, options.get("probe"), expected))
+        return solve(hessian, k, **options)
+
+    monkeypatch.setattr(_tracking, "top_eigenpairs", spy)
+    X, y = make_regression(n_samples=40, n_features=5, random_state=0)
+    EoSRegressor(hidden_layer_sizes=(8,), lr=0.05, max_iter=25, sharpness_every=10, random_state=0).fit(
+        StandardScaler().fit_transform(X), y / y.std())
+    assert [warm for warm, _, _ in seen] == [False, True, True, True]  # steps 0, 10, 20, 25
+    assert seen[0][1] is None
+    for _, probe, expected in seen[1:]:
+        torch.testing.assert_close(probe, expected, rtol=1e-5, atol=1e-7)
