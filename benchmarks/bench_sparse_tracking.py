@@ -1,4 +1,4 @@
-"""Sparse tracking: warm starts from eigenvectors measured far back, with and without the gradient.
+"""Sparse tracking: warm starts from eigenvectors measured far back, with the gradient or a random vector.
 
 Setup: the main job's fit (``python -m sklearn_eos``: sklearn digits, 70/30 split, standardised,
 ``EoSClassifier(hidden_layer_sizes=(200, 200), lr=0.5)``, MSE, 1,500 steps; ``--quick``: 2 seeds,
@@ -6,11 +6,12 @@ Setup: the main job's fit (``python -m sklearn_eos``: sklearn digits, 70/30 spli
 measurement (every row after the first, the final one included) is replayed on a copy of its
 parameters and warm block:
 
-* *tracker*: the row the fit recorded. Measurements more than ``_GRADIENT_AFTER`` (100) steps
-  apart, as all of these are, get the full-batch gradient at the measured point as an extra
-  start column (see ``sklearn_eos._tracking``);
-* *block + random*: the same solve without it (the warm block and the one random vector that
-  ``top_eigenpairs`` adds), as every warm measurement was before;
+* *tracker*: the row the fit recorded. Every warm solve takes the full-batch gradient at the
+  measured point in the place of the random vector (the probe; see "The probe" in
+  ``sklearn_eos/_eigensolver.py``; on 2026-11-30 it was an extra block column, and only for
+  measurements more than 100 steps apart);
+* *block + random*: the same solve with the random vector instead (the warm block and the one
+  random vector that ``top_eigenpairs`` adds), as every warm measurement was before;
 * *reference*: a cold solve, k=5, tol 1e-6 (float32 resolves 4.8e-7).
 
 A miss is a sharpness more than 1e-3 off the reference. Prints, per spacing, the warm solves,
