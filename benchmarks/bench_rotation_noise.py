@@ -46,9 +46,10 @@ REST_TOLS = (0.1, 1e-2, 1e-3)  # 0.1: the default
 
 
 def solve(net, data, rest_tol, start=None, seed=0, tol=TOL):
-    """Top-3 eigenpairs at the net's parameters on ``data`` (a `FullBatch`)."""
+    """Top-3 eigenpairs at the net's parameters on ``data`` (a `FullBatch`); a warm ``start``
+    takes the gradient as its probe, as the tracker's do."""
     return measure_spectrum(net, data, K, start=start, tol=tol, rest_tol=rest_tol, max_products=1500,
-                            generator=torch.Generator().manual_seed(seed))
+                            generator=torch.Generator().manual_seed(seed), with_gradient=True)
 
 
 class Recorder(SharpnessTracker):
