@@ -892,8 +892,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         reached it (its loss is ``loss_curve_[-1]``; `LossGoal`).
     sharpness_every : int, default=100
         Measure the top of the Hessian spectrum of the training loss every that many steps
-        (and always at the end of training); 0 (or False) disables tracking. Each measurement
-        after the first starts from the previous eigenvectors and the gradient (see `SharpnessTracker`).
+        (and always at the end of training); 0 (or False) disables tracking. A warm-started
+        measurement (every one after the first; the first too on a ``warm_start`` refit)
+        starts from the previous eigenvectors and the gradient (see `SharpnessTracker`).
     n_eigs : int, default=3
         Number of top eigenvalues measured (k). Keep ``k >= 2`` for cheap warm starts at the
         edge of stability and for subspace rotation; ``k >= 3`` also keeps a stale warm start

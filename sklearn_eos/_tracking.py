@@ -124,9 +124,9 @@ class SharpnessTracker(ParamsCallback):
     Parameters
     ----------
     every : int, default=100
-        Steps between measurements. Each measurement after the first starts from the
-        previous eigenvectors and the full-batch gradient at the measured point, in the place
-        of a random vector (one gradient's pass): eigenvectors that have lost the top of the
+        Steps between measurements. Each warm-started measurement (every one after the first,
+        and the first with ``start``) starts from the previous eigenvectors and the full-batch
+        gradient at the measured point, in the place of a random vector (one gradient's pass): eigenvectors that have lost the top of the
         spectrum, inside a top cluster a few percent wide or from far back, returned lambda_2
         as the sharpness, converged, more often with a random vector
         (``benchmarks/bench_probe.py``, ``benchmarks/bench_sparse_tracking.py``).
