@@ -1,0 +1,145 @@
+"""The tracker's own misses, end to end: every warm measurement of fourteen fits against a tight reference.
+
+``bench_probe.py`` replays each warm measurement with several start vectors on the blocks of one
+chain; this script asks what a user gets: each fit runs with the package's tracker, and every
+recorded sharpness after the first is compared with a cold solve at the same parameters (k=5,
+tol 1e-6). A miss is a sharpness more than 1e-3 off (``'converged'`` True or not). The fits, one
+torch thread:
+
+* the digits example (``examples/plot_edge_of_stability_digits.py``, stratified 70/30 split,
+  MLP 200-200 tanh, MSE) at lr 0.25 (700 steps) and 0.5 (1,500 steps), every 50 steps;
+* the main job's digits fit (70/30 split, lr 0.5, 1,500 steps, every 100) for seeds 0-2, and
+  with relu at lr 0.2 (2,000 steps);
+* MNIST-1D (500 examples, MLP 128-128 relu, MSE, lr 0.2, 3,000 steps, every 100) for seeds 0-4
+  (0-2 are ``bench_probe.py``'s), and with tanh and cross-entropy at lr 0.5 (2,000 steps,
+  every 50);
+* breast cancer (MLP 64-64 tanh, MSE, lr 1, 2,000 steps, every 50; it stops early at the
+  loss-rounding floor) and diabetes (``EoSRegressor``, MLP 64-64 tanh, lr 0.5, 2,000 steps,
+  every 50).
+
+To compare with an older package: ``git archive 49a199b sklearn_eos | tar -x -C /tmp/old`` and
+``PYTHONPATH=/tmp/old python -P benchmarks/bench_tracker_misses.py`` (49a199b: a random vector
+next to every warm block measured at most 100 steps after the previous one).
+Run: ``python benchmarks/bench_tracker_misses.py`` (about 11 min). Prints a table, writes nothing.
+"""
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import copy  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+torch.set_num_threads(1)
+
+import sklearn_eos  # noqa: E402
+from sklearn_eos import EoSClassifier, EoSRegressor, _tracking  # noqa: E402
+from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
+from sklearn_eos._hvp import FullBatchHessian  # noqa: E402
+
+TOL = 1e-3
+
+
+def digits(stratify=False):
+    X, y = load_digits(return_X_y=True)
+    X, _, y, _ = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y if stratify else None)
+    return StandardScaler().fit_transform(X), y
+
+
+def mnist1d():
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = 1000
+    data = make_dataset(args)
+    return StandardScaler().fit_transform(data["x"][:500]), data["y"][:500]
+
+
+def breast_cancer():
+    X, y = load_breast_cancer(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def diabetes():
+    X, y = load_diabetes(return_X_y=True)
+    return StandardScaler().fit_transform(X), (y - y.mean()) / y.std()
+
+
+def mlp(hidden, **params):
+    return EoSClassifier(hidden_layer_sizes=hidden, **params)
+
+
+FITS = [
+    ("digits example lr 0.25", lambda: digits(True),
+     lambda: mlp((200, 200), lr=0.25, max_iter=700, sharpness_every=50, random_state=0)),
+    ("digits example lr 0.5", lambda: digits(True),
+     lambda: mlp((200, 200), lr=0.5, max_iter=1500, sharpness_every=50, random_state=0)),
+    ("digits seed 0 (main job)", digits, lambda: mlp((200, 200), lr=0.5, max_iter=1500, random_state=0)),
+    ("digits seed 1", digits, lambda: mlp((200, 200), lr=0.5, max_iter=1500, random_state=1)),
+    ("digits seed 2", digits, lambda: mlp((200, 200), lr=0.5, max_iter=1500, random_state=2)),
+    ("digits relu", digits,
+     lambda: mlp((200, 200), activation="relu", lr=0.2, max_iter=2000, random_state=0)),
+    *[(f"MNIST-1D seed {seed}", mnist1d,
+       lambda seed=seed: mlp((128, 128), activation="relu", lr=0.2, max_iter=3000, random_state=seed))
+      for seed in range(5)],
+    ("MNIST-1D tanh CE", mnist1d,
+     lambda: mlp((128, 128), loss="cross_entropy", lr=0.5, max_iter=2000, sharpness_every=50,
+                 random_state=0)),
+    ("breast cancer", breast_cancer,
+     lambda: mlp((64, 64), lr=1.0, max_iter=2000, sharpness_every=50, random_state=0)),
+    ("diabetes", diabetes,
+     lambda: EoSRegressor(hidden_layer_sizes=(64, 64), lr=0.5, max_iter=2000, sharpness_every=50,
+                          random_state=0)),
+]
+
+
+def tracked_errors(estimator, X, y):
+    """Fit; return the relative error of every warm recorded sharpness against a tight
+    reference at the same parameters, and the products of those measurements."""
+    states, measure = [], _tracking.measure_spectrum
+
+    def spy(net, data, k, **options):
+        states.append(copy.deepcopy(net.module_.state_dict()))
+        return measure(net, data, k, **options)
+
+    _tracking.measure_spectrum = spy
+    try:
+        estimator.fit(X, y)
+    finally:
+        _tracking.measure_spectrum = measure
+    targets = estimator._encode_targets(y) if hasattr(estimator, "_encode_targets") else y
+    Xt, yt = estimator._training_tensors(X, targets, torch.float32, "cpu")
+    module, history = copy.deepcopy(estimator.module_), estimator.sharpness_history_
+    errors = []
+    for state, recorded in zip(states[1:], history["sharpness"][1:]):
+        module.load_state_dict(state)
+        with FullBatchHessian(module, estimator.net_.criterion_, [(Xt, yt)]) as H:
+            reference = top_eigenpairs(H, 5, tol=1e-6, generator=torch.Generator().manual_seed(0))
+        errors.append(recorded / reference.eigenvalues[0] - 1)
+    return np.array(errors), history["step"][1:], np.asarray(history["n_hvps"][1:])
+
+
+def main():
+    warnings.simplefilter("ignore")  # unconverged rows are not the question here
+    print(f"package: {sklearn_eos.__file__}")
+    print(f"{'fit':<24} {'warm':>5} {'misses':>7} {'max error':>10} {'products':>9}  misses (step: error)")
+    total = misses = 0
+    for name, data, make in FITS:
+        errors, steps, products = tracked_errors(make(), *data())
+        bad = np.flatnonzero(np.abs(errors) > TOL)
+        total, misses = total + len(errors), misses + len(bad)
+        where = ", ".join(f"{int(steps[j])}: {errors[j]:+.1e}" for j in bad)
+        print(f"{name:<24} {len(errors):>5} {len(bad):>7} {np.abs(errors).max():>10.1e} "
+              f"{np.median(products):>5.0f} ({products.mean():.1f})  {where}", flush=True)
+    print(f"{'all':<24} {total:>5} {misses:>7}")
+
+
+if __name__ == "__main__":
+    main()
