@@ -104,8 +104,9 @@ for lr, model in fits.items():
 # cosine is accurate, and it is the one read here and printed below. At lr 0.25 the contrast
 # is visible in one run (full run): while the network is still sharpening (first 150 steps)
 # the top eigenvector keeps its direction (absolute cosine 0.86-0.98); once the sharpness
-# sits at 2/lr (from step 300 on) it turns, its cosine mostly below 0.35 (0.004-0.44 in the
-# run of 2026-11-30; 0.02-0.69 in an earlier one) between measurements 50 steps apart.
+# sits at 2/lr (from step 300 on) it turns, its cosine mostly below 0.35 (0.03-0.69 in a run
+# of 2026-11-30 with two torch threads, 0.004-0.44 in another; 0.02-0.69 in an earlier one)
+# between measurements 50 steps apart.
 fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), layout="constrained")
 for ax, (lr, model) in zip(axes, fits.items()):
     RotationDisplay.from_estimator(model, ax=ax, name=f"lr = {lr}")
