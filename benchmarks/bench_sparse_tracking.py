@@ -28,7 +28,9 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import sys  # noqa: E402
 import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -38,31 +40,15 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 torch.set_num_threads(1)
 
-from sklearn_eos import EoSClassifier, _tracking  # noqa: E402
+from sklearn_eos import EoSClassifier  # noqa: E402
 from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
 from sklearn_eos._hvp import FullBatchHessian  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_probe import captured_fit  # noqa: E402
+
 TOL, REST_TOL, K = 1e-3, 0.1, 3
 N_OTHER_VECTORS = 10  # random vectors tried in place of the tracker's, for each miss
-
-
-def captured_fit(X, y, every, seed, max_iter):
-    """Fit with the estimator's tracker; return the classifier and, for each measurement,
-    a copy of the parameters and the warm block it started from."""
-    points, measure = [], _tracking.measure_spectrum
-
-    def spy(net, data, k, **options):
-        start = options.get("start")
-        points.append((copy.deepcopy(net.module_.state_dict()), None if start is None else start.clone()))
-        return measure(net, data, k, **options)
-
-    _tracking.measure_spectrum = spy
-    try:
-        clf = EoSClassifier(hidden_layer_sizes=(200, 200), lr=0.5, max_iter=max_iter, sharpness_every=every,
-                            random_state=seed).fit(X, y)
-    finally:
-        _tracking.measure_spectrum = measure
-    return clf, points
 
 
 def replay(clf, X, y, points, seed):
@@ -112,7 +98,8 @@ def main(argv=None):
     for every in spacings:
         rows = []
         for seed in seeds:
-            clf, points = captured_fit(X, y, every, seed, max_iter)
+            clf, points = captured_fit(EoSClassifier(hidden_layer_sizes=(200, 200), lr=0.5, max_iter=max_iter,
+                                                     sharpness_every=every, random_state=seed), X, y)
             rows += replay(clf, X, y, points, seed)
         cells = []
         for name in ("tracker", "plain"):

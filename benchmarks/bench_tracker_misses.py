@@ -29,7 +29,9 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import copy  # noqa: E402
+import sys  # noqa: E402
 import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -40,9 +42,12 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 torch.set_num_threads(1)
 
 import sklearn_eos  # noqa: E402
-from sklearn_eos import EoSClassifier, EoSRegressor, _tracking  # noqa: E402
+from sklearn_eos import EoSClassifier, EoSRegressor  # noqa: E402
 from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
 from sklearn_eos._hvp import FullBatchHessian  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_probe import captured_fit, mnist1d_data  # noqa: E402
 
 TOL = 1e-3
 
@@ -51,15 +56,6 @@ def digits(stratify=False):
     X, y = load_digits(return_X_y=True)
     X, _, y, _ = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y if stratify else None)
     return StandardScaler().fit_transform(X), y
-
-
-def mnist1d():
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
-    args.num_samples = 1000
-    data = make_dataset(args)
-    return StandardScaler().fit_transform(data["x"][:500]), data["y"][:500]
 
 
 def breast_cancer():
@@ -86,10 +82,10 @@ FITS = [
     ("digits seed 2", digits, lambda: mlp((200, 200), lr=0.5, max_iter=1500, random_state=2)),
     ("digits relu", digits,
      lambda: mlp((200, 200), activation="relu", lr=0.2, max_iter=2000, random_state=0)),
-    *[(f"MNIST-1D seed {seed}", mnist1d,
+    *[(f"MNIST-1D seed {seed}", mnist1d_data,
        lambda seed=seed: mlp((128, 128), activation="relu", lr=0.2, max_iter=3000, random_state=seed))
       for seed in range(5)],
-    ("MNIST-1D tanh CE", mnist1d,
+    ("MNIST-1D tanh CE", mnist1d_data,
      lambda: mlp((128, 128), loss="cross_entropy", lr=0.5, max_iter=2000, sharpness_every=50,
                  random_state=0)),
     ("breast cancer", breast_cancer,
@@ -102,23 +98,13 @@ FITS = [
 
 def tracked_errors(estimator, X, y):
     """Fit; return the relative error of every warm recorded sharpness against a tight
-    reference at the same parameters, and the products of those measurements."""
-    states, measure = [], _tracking.measure_spectrum
-
-    def spy(net, data, k, **options):
-        states.append(copy.deepcopy(net.module_.state_dict()))
-        return measure(net, data, k, **options)
-
-    _tracking.measure_spectrum = spy
-    try:
-        estimator.fit(X, y)
-    finally:
-        _tracking.measure_spectrum = measure
+    reference at the same parameters, its step, and the products of those measurements."""
+    estimator, points = captured_fit(estimator, X, y)
     targets = estimator._encode_targets(y) if hasattr(estimator, "_encode_targets") else y
     Xt, yt = estimator._training_tensors(X, targets, torch.float32, "cpu")
     module, history = copy.deepcopy(estimator.module_), estimator.sharpness_history_
     errors = []
-    for state, recorded in zip(states[1:], history["sharpness"][1:]):
+    for (state, _), recorded in zip(points[1:], history["sharpness"][1:]):
         module.load_state_dict(state)
         with FullBatchHessian(module, estimator.net_.criterion_, [(Xt, yt)]) as H:
             reference = top_eigenpairs(H, 5, tol=1e-6, generator=torch.Generator().manual_seed(0))
