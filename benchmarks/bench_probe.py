@@ -89,32 +89,46 @@ def captured_fit(estimator, X, y):
     return estimator, points
 
 
-def replay(clf, X, y, points):
-    """One row per warm measurement: each variant's error and products, the fit's own row, and
-    the squared share of the reference's top eigenvector in the block and in the gradient."""
-    Xt, yt = clf._training_tensors(X, clf._encode_targets(y), torch.float32, "cpu")
-    module = copy.deepcopy(clf.module_)
-    history = clf.sharpness_history_
-    rows = []
+def warm_points(estimator, X, y, points):
+    """Yield, for each warm measurement of a `captured_fit` (one with a start block), its row
+    in the histories, the block, the Hessian of the training loss at its parameters (open for
+    the step of the iteration only) and a cold reference solve there (k=5, tol 1e-6)."""
+    targets = estimator._encode_targets(y) if hasattr(estimator, "_encode_targets") else y
+    Xt, yt = estimator._training_tensors(X, targets, torch.float32, "cpu")
+    module = copy.deepcopy(estimator.module_)
     for i, (state, start) in enumerate(points):
         if start is None:
             continue
         module.load_state_dict(state)
-        with FullBatchHessian(module, clf.net_.criterion_, [(Xt, yt)]) as H:
-            reference = top_eigenpairs(H, 5, tol=1e-6, generator=torch.Generator().manual_seed(0))
-            lam1, v1, gradient = reference.eigenvalues[0], reference.eigenvectors[:, 0], H.gradient()
-            row = dict(step=int(history["step"][i]), tracker=(history["sharpness"][i] / lam1 - 1,
-                                                              int(history["n_hvps"][i])),
-                       block_v1=float(((v1 @ start) ** 2).sum()),
-                       gradient_v1=float((v1 @ gradient) ** 2 / (gradient @ gradient)))
-            for name in VARIANTS:
-                options = dict(tol=TOL, rest_tol=REST_TOL, generator=torch.Generator().manual_seed(i))
-                if name == "gradient column":
-                    result = top_eigenpairs(H, K, start=torch.cat([start, gradient[:, None]], 1), **options)
-                else:
-                    result = top_eigenpairs(H, K, start=start, probe=gradient if name == "probe" else None,
-                                            **options)
-                row[name] = (result.eigenvalues[0] / lam1 - 1, result.n_products)
+        with FullBatchHessian(module, estimator.net_.criterion_, [(Xt, yt)]) as H:
+            yield i, start, H, top_eigenpairs(H, 5, tol=1e-6, generator=torch.Generator().manual_seed(0))
+
+
+def top_shares(reference, start, gradient):
+    """Squared share of the reference's top eigenvector in the block (summed over its columns)
+    and in the gradient."""
+    v1 = reference.eigenvectors[:, 0]
+    return float(((v1 @ start) ** 2).sum()), float((v1 @ gradient) ** 2 / (gradient @ gradient))
+
+
+def replay(clf, X, y, points):
+    """One row per warm measurement: each variant's error and products, the fit's own row, and
+    the squared share of the reference's top eigenvector in the block and in the gradient."""
+    history = clf.sharpness_history_
+    rows = []
+    for i, start, H, reference in warm_points(clf, X, y, points):
+        lam1, gradient = reference.eigenvalues[0], H.gradient()
+        row = dict(step=int(history["step"][i]), tracker=(history["sharpness"][i] / lam1 - 1,
+                                                          int(history["n_hvps"][i])))
+        row["block_v1"], row["gradient_v1"] = top_shares(reference, start, gradient)
+        for name in VARIANTS:
+            options = dict(tol=TOL, rest_tol=REST_TOL, generator=torch.Generator().manual_seed(i))
+            if name == "gradient column":
+                result = top_eigenpairs(H, K, start=torch.cat([start, gradient[:, None]], 1), **options)
+            else:
+                result = top_eigenpairs(H, K, start=start, probe=gradient if name == "probe" else None,
+                                        **options)
+            row[name] = (result.eigenvalues[0] / lam1 - 1, result.n_products)
         rows.append(row)
     return rows
 

@@ -49,7 +49,7 @@ def solve(net, data, rest_tol, start=None, seed=0, tol=TOL):
     """Top-3 eigenpairs at the net's parameters on ``data`` (a `FullBatch`); a warm ``start``
     takes the gradient as its probe, as the tracker's do."""
     return measure_spectrum(net, data, K, start=start, tol=tol, rest_tol=rest_tol, max_products=1500,
-                            generator=torch.Generator().manual_seed(seed), with_gradient=True)
+                            generator=torch.Generator().manual_seed(seed))
 
 
 class Recorder(SharpnessTracker):

@@ -27,7 +27,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import copy  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -42,10 +41,9 @@ torch.set_num_threads(1)
 
 from sklearn_eos import EoSClassifier  # noqa: E402
 from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
-from sklearn_eos._hvp import FullBatchHessian  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_probe import captured_fit  # noqa: E402
+from bench_probe import captured_fit, top_shares, warm_points  # noqa: E402
 
 TOL, REST_TOL, K = 1e-3, 0.1, 3
 N_OTHER_VECTORS = 10  # random vectors tried in place of the tracker's, for each miss
@@ -54,30 +52,22 @@ N_OTHER_VECTORS = 10  # random vectors tried in place of the tracker's, for each
 def replay(clf, X, y, points, seed):
     """One row per warm measurement: the tracker's sharpness and products, the block + random
     solve's, the reference, and the top eigenvector's share in the block and the gradient."""
-    Xt, yt = clf._training_tensors(X, clf._encode_targets(y), torch.float32, "cpu")
-    module = copy.deepcopy(clf.module_)
     history = clf.sharpness_history_
     rows = []
-    for i, (state, start) in enumerate(points):
-        if start is None:
-            continue
-        module.load_state_dict(state)
-        with FullBatchHessian(module, clf.net_.criterion_, [(Xt, yt)]) as H:
-            reference = top_eigenpairs(H, 5, tol=1e-6, generator=torch.Generator().manual_seed(0))
-            plain = top_eigenpairs(H, K, start=start, tol=TOL, rest_tol=REST_TOL,
-                                   generator=torch.Generator().manual_seed(seed))
-            v1, gradient = reference.eigenvectors[:, 0], H.gradient()
-            lam1 = reference.eigenvalues[0]
-            # a miss: is it that random vector's, or the block's? the same solve with others
-            others = (sum(abs(top_eigenpairs(H, K, start=start, tol=TOL, rest_tol=REST_TOL,
-                                             generator=torch.Generator().manual_seed(s)).eigenvalues[0]
-                              / lam1 - 1) > TOL for s in range(100, 100 + N_OTHER_VECTORS))
-                      if abs(plain.eigenvalues[0] / lam1 - 1) > TOL else None)
+    for i, start, H, reference in warm_points(clf, X, y, points):
+        lam1 = reference.eigenvalues[0]
+        plain = top_eigenpairs(H, K, start=start, tol=TOL, rest_tol=REST_TOL,
+                               generator=torch.Generator().manual_seed(seed))
+        # a miss: is it that random vector's, or the block's? the same solve with others
+        others = (sum(abs(top_eigenpairs(H, K, start=start, tol=TOL, rest_tol=REST_TOL,
+                                         generator=torch.Generator().manual_seed(s)).eigenvalues[0]
+                          / lam1 - 1) > TOL for s in range(100, 100 + N_OTHER_VECTORS))
+                  if abs(plain.eigenvalues[0] / lam1 - 1) > TOL else None)
+        block_v1, gradient_v1 = top_shares(reference, start, H.gradient())
         rows.append(dict(step=int(history["step"][i]), seed=seed,
                          tracker=(history["sharpness"][i] / lam1 - 1, int(history["n_hvps"][i])),
                          plain=(plain.eigenvalues[0] / lam1 - 1, plain.n_products),
-                         block_v1=float(((v1 @ start) ** 2).sum()),
-                         gradient_v1=float((v1 @ gradient) ** 2 / (gradient @ gradient)), others=others))
+                         block_v1=block_v1, gradient_v1=gradient_v1, others=others))
     return rows
 
 

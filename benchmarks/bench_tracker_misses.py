@@ -28,7 +28,6 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import copy  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -43,11 +42,9 @@ torch.set_num_threads(1)
 
 import sklearn_eos  # noqa: E402
 from sklearn_eos import EoSClassifier, EoSRegressor  # noqa: E402
-from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
-from sklearn_eos._hvp import FullBatchHessian  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_probe import captured_fit, mnist1d_data  # noqa: E402
+from bench_probe import captured_fit, mnist1d_data, warm_points  # noqa: E402
 
 TOL = 1e-3
 
@@ -100,16 +97,11 @@ def tracked_errors(estimator, X, y):
     """Fit; return the relative error of every warm recorded sharpness against a tight
     reference at the same parameters, its step, and the products of those measurements."""
     estimator, points = captured_fit(estimator, X, y)
-    targets = estimator._encode_targets(y) if hasattr(estimator, "_encode_targets") else y
-    Xt, yt = estimator._training_tensors(X, targets, torch.float32, "cpu")
-    module, history = copy.deepcopy(estimator.module_), estimator.sharpness_history_
-    errors = []
-    for (state, _), recorded in zip(points[1:], history["sharpness"][1:]):
-        module.load_state_dict(state)
-        with FullBatchHessian(module, estimator.net_.criterion_, [(Xt, yt)]) as H:
-            reference = top_eigenpairs(H, 5, tol=1e-6, generator=torch.Generator().manual_seed(0))
-        errors.append(recorded / reference.eigenvalues[0] - 1)
-    return np.array(errors), history["step"][1:], np.asarray(history["n_hvps"][1:])
+    history = estimator.sharpness_history_
+    warm = [(i, history["sharpness"][i] / reference.eigenvalues[0] - 1)
+            for i, _, _, reference in warm_points(estimator, X, y, points)]
+    rows = [i for i, _ in warm]
+    return np.array([e for _, e in warm]), history["step"][rows], np.asarray(history["n_hvps"])[rows]
 
 
 def main():

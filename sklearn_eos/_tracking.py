@@ -25,20 +25,19 @@ from ._rotation import eigenvector_cosines, subspace_overlap
 from ._update_curvature import _is_plain_gd
 
 
-def measure_spectrum(net, data, k, *, with_gradient=False, **solver_options):
+def measure_spectrum(net, data, k, **solver_options):
     """Top-k eigenpairs of the Hessian of ``net``'s full training loss on ``data`` (a `FullBatch`).
 
-    ``solver_options`` go to `top_eigenpairs` (``start``, ``tol``, ``rest_tol``, ...).
-    ``with_gradient``: a warm ``start`` gets the full-batch gradient at the measured point as
-    its probe, in the place of the random vector (see "The probe" in
-    ``sklearn_eos._eigensolver``), when the gradient is finite.
+    ``solver_options`` go to `top_eigenpairs` (``start``, ``tol``, ``rest_tol``, ...). A warm
+    ``start`` gets the full-batch gradient at the measured point as its probe, in the place of
+    the random vector (see "The probe" in ``sklearn_eos._eigensolver``), when it is finite.
     """
     with FullBatchHessian(net.module_, net.criterion_, data.chunks) as hessian:
         # nothing changes the network during this one solve: skip the per-product check that
         # the parameters and buffers still hold the values the cached curvature was built at
         # (a comparison of every one of them, for every product)
         hessian._watch_state = False
-        if with_gradient and solver_options.get("start") is not None:
+        if solver_options.get("start") is not None:
             gradient = hessian.gradient()
             if bool(torch.isfinite(gradient).all()):
                 solver_options["probe"] = gradient
@@ -300,7 +299,7 @@ class SharpnessTracker(ParamsCallback):
                 result = measure_spectrum(
                     net, self._data, self._k, start=start, tol=self.tol, rest_tol=self.rest_tol,
                     max_products=self.max_products, compute_min=self.compute_min,
-                    min_start=self._min_vector, generator=self._generator, with_gradient=True,
+                    min_start=self._min_vector, generator=self._generator,
                 )
             except np.linalg.LinAlgError:  # NonFiniteProductError, or eigh on the overflowed values
                 result = None  # the products overflowed: parameters near a divergence

@@ -765,8 +765,14 @@ def test_warm_measurements_probe_with_the_full_batch_gradient(monkeypatch):
     """Every warm measurement (each after the first, the final one included) passes the
     full-batch gradient of the training loss at the measured parameters as the solver's
     probe, in the random vector's place ("The probe" in ``_eigensolver``); the first, cold,
-    none. The gradient is recomputed here with plain autograd on the operator's data."""
+    none. So does LRSchedule's initial measurement from a ``start`` block, which the tracker
+    reuses as its step-0 row in threshold units. The gradient is recomputed here with plain
+    autograd on the operator's data."""
+    from skorch import NeuralNet
+
     from sklearn_eos import _tracking
+    from sklearn_eos._lr_schedule import LRSchedule
+    from sklearn_eos._net import FullBatch
 
     seen = []
     solve = _tracking.top_eigenpairs
@@ -785,5 +791,15 @@ def test_warm_measurements_probe_with_the_full_batch_gradient(monkeypatch):
         StandardScaler().fit_transform(X), y / y.std())
     assert [warm for warm, _, _ in seen] == [False, True, True, True]  # steps 0, 10, 20, 25
     assert seen[0][1] is None
+
+    X, y = _linear_data()
+    net = NeuralNet(torch.nn.Linear(X.shape[1], 1), torch.nn.MSELoss, optimizer=torch.optim.SGD, lr=0.01)
+    net.initialize()
+    net.callbacks_ = []
+    data = FullBatch(torch.as_tensor(X, dtype=torch.float32),
+                     torch.as_tensor(y, dtype=torch.float32)[:, None])
+    block = torch.linalg.qr(torch.randn(X.shape[1] + 1, 2, generator=torch.Generator().manual_seed(0)))[0]
+    LRSchedule(0.5, lr_units="threshold", n_eigs=2, start=block, random_state=0).on_train_begin(net, X=data)
+    assert seen[-1][0]
     for _, probe, expected in seen[1:]:
         torch.testing.assert_close(probe, expected, rtol=1e-5, atol=1e-7)
