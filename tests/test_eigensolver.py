@@ -554,3 +554,70 @@ def test_a_zero_probe_or_one_in_the_span_of_the_block_leaves_the_random_vector()
 def test_probe_is_checked(probe, start, message):
     with pytest.raises(ValueError, match=message):
         top_eigenpairs(MatrixOperator(np.diag(np.arange(50.0))), 3, start=start, probe=probe)
+
+
+def repeated_top(multiplicity, seed, dim=200):
+    """lambda_1 = 1 ``multiplicity`` times above a bulk uniform in [0, 0.9]."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([np.ones(multiplicity), rng.uniform(0, 0.9, dim - multiplicity)])
+
+
+@pytest.mark.parametrize("multiplicity, k", [(3, 3), (4, 3), (4, 4), (5, 3)])
+@pytest.mark.parametrize("warm", [True, False])
+def test_every_copy_of_a_repeated_top_eigenvalue_is_found(multiplicity, k, warm):
+    # from k random columns, the solver used to return k - 1 copies and the top of the bulk,
+    # converged and 10% off, for 6-15 of 20 seeds (2 of 20 cold for m=k=4): "Repeated eigenvalues"
+    for seed in range(20):
+        spectrum = repeated_top(multiplicity, seed)
+        A, _ = matrix_with_spectrum(spectrum, seed=seed)
+        start = np.random.default_rng(seed + 1000).standard_normal((len(spectrum), k)) if warm else None
+        res = top_eigenpairs(MatrixOperator(A), k, start=start, tol=1e-3, generator=gen(seed))
+        assert res.converged
+        np.testing.assert_allclose(res.eigenvalues, 1.0, rtol=1e-3)
+
+
+def test_the_look_beside_the_returned_eigenvectors_runs_only_for_a_repeated_value_above_a_lower_one(
+        monkeypatch):
+    from sklearn_eos import _eigensolver
+
+    calls = []
+    beside = _eigensolver._eigenvalue_beside
+    monkeypatch.setattr(_eigensolver, "_eigenvalue_beside", lambda *a: calls.append(a) or beside(*a))
+    A, _ = matrix_with_spectrum(edge_of_stability_spectrum())
+    top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, generator=gen())
+    assert not calls  # distinct eigenvalues
+    A, _ = matrix_with_spectrum(np.concatenate([[5.0, 5.0, 5.0], np.linspace(-1, 4, 97)]), seed=2)
+    top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, generator=gen())
+    assert not calls  # repeated, but nothing returned below it
+    A, _ = matrix_with_spectrum(np.concatenate([[5.0, 5.0, 4.0], np.linspace(-1, 3, 97)]), seed=2)
+    res = top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, generator=gen())
+    assert len(calls) == 1 and res.converged  # one look, nothing found: the result stands
+    np.testing.assert_allclose(res.eigenvalues, [5.0, 5.0, 4.0], rtol=1e-3)
+
+
+@pytest.mark.parametrize("theta, tols, expected", [
+    ([1.0, 1.0, 0.9], [1e-3] * 3, True),
+    ([1.0, 0.9995, 0.9], [1e-3] * 3, True),
+    ([1.0, 0.998, 0.9], [1e-3] * 3, False),  # not within tol of each other
+    ([1.0, 1.0, 1.0], [1e-3] * 3, False),  # nothing below the repeated value
+    ([1.0, 1.0, 0.9995], [1e-3] * 3, False),  # the lower one within its tolerance
+    ([1.0, 1.0, 0.95], [1e-3, 0.1, 0.1], False),  # within rest_tol
+    ([1.0, 1.0, 0.85], [1e-3, 0.1, 0.1], True),
+    ([2.0, 1.0, 1.0, 0.5], [1e-3] * 4, True),
+    ([1.0, 1.0], [1e-3] * 2, False),
+])
+def test_repeated_above_lower(theta, tols, expected):
+    from sklearn_eos._eigensolver import _repeated_above_lower
+
+    assert _repeated_above_lower(np.array(theta), np.array(tols)) is expected
+
+
+def test_the_complement_operator_has_the_spectrum_beside_the_given_eigenvectors():
+    from sklearn_eos._eigensolver import _Complement
+
+    spectrum = np.linspace(-1.0, 3.0, 30)
+    A, Q = matrix_with_spectrum(spectrum, seed=4)
+    U = torch.tensor(Q[:, [29, 10]])  # eigenvectors of 3.0 and of spectrum[10]
+    C = _Complement(MatrixOperator(A), U).matmat(torch.eye(30, dtype=torch.float64)).numpy()
+    expected = np.sort(np.concatenate([np.delete(spectrum, [29, 10]), [0.0, 0.0]]))
+    np.testing.assert_allclose(np.linalg.eigvalsh(0.5 * (C + C.T)), expected, atol=1e-12)
