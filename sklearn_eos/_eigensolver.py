@@ -32,6 +32,10 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
   solver's own cost. Restarting at 12 columns instead of 80 left the products unchanged on the
   tracked digits fit (22 per warm measurement, ``python benchmarks/bench_certify.py``) and on
   the adversarial blocks of ``benchmarks/bench_guard.py`` (no miss).
+* Repeated eigenvalues: each copy needs a start vector of its own, and restarts can drop
+  those not found yet; when the result holds a repeated value above a lower one, a cold solve
+  of the operator restricted to the complement of the result looks for a lost copy (see
+  "Repeated eigenvalues").
 * Rounding: no bound is taken below ``resolvable_tol(dtype) * max|theta|`` (four machine
   epsilons of the operator's dtype). The residual bounds see the products only through their
   rounded results, so they keep shrinking past what the dtype resolves: at the digits edge of
