@@ -618,6 +618,22 @@ def test_the_complement_operator_has_the_spectrum_beside_the_given_eigenvectors(
     spectrum = np.linspace(-1.0, 3.0, 30)
     A, Q = matrix_with_spectrum(spectrum, seed=4)
     U = torch.tensor(Q[:, [29, 10]])  # eigenvectors of 3.0 and of spectrum[10]
-    C = _Complement(MatrixOperator(A), U).matmat(torch.eye(30, dtype=torch.float64)).numpy()
-    expected = np.sort(np.concatenate([np.delete(spectrum, [29, 10]), [0.0, 0.0]]))
+    C = _Complement(MatrixOperator(A), U, -5.0).matmat(torch.eye(30, dtype=torch.float64)).numpy()
+    expected = np.sort(np.concatenate([np.delete(spectrum, [29, 10]), [-5.0, -5.0]]))
     np.testing.assert_allclose(np.linalg.eigvalsh(0.5 * (C + C.T)), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("below", ["null space", "negatives", "all negative"])
+def test_the_look_beside_a_repeated_value_over_zeros_or_negatives_converges(below, dtype):
+    # the compression to the complement of the returned eigenvectors had them at 0: above a
+    # negative spectrum that 0 was "found" and the solve ended unconverged; over a null space
+    # the look's own scale was ~0 and it spent the whole budget, unconverged
+    rest = {"null space": np.zeros(48), "negatives": -np.linspace(0.1, 1.0, 48),
+            "all negative": -np.linspace(1.5, 3.0, 48)}[below]
+    top = -1.0 if below == "all negative" else 1.0
+    spectrum = np.concatenate([[top, top], rest])
+    A, _ = matrix_with_spectrum(spectrum, seed=0)
+    res = top_eigenpairs(MatrixOperator(A, dtype=dtype), 3, tol=1e-3, generator=gen())
+    assert res.converged and res.n_products < 100
+    np.testing.assert_allclose(res.eigenvalues, np.sort(spectrum)[::-1][:3], rtol=1e-3, atol=1e-6)
