@@ -737,8 +737,8 @@ def _eigenvalue_beside(operator, U, lowest, gap, radius, tol, budget, generator)
         return None, 0, True
     if budget < 1:
         return None, 0, False
-    result = top_eigenpairs(_Complement(operator, U, lowest - max(gap, radius)), 1, tol=tol, max_products=budget,
-                            generator=generator)
+    result = top_eigenpairs(_Complement(operator, U, lowest - max(gap, radius)), 1, tol=tol,
+                            max_products=budget, generator=generator)
     found = result.eigenvalues[0] > lowest + gap
     return result.eigenvectors[:, 0] if found else None, result.n_products, result.converged
 
