@@ -888,6 +888,9 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
                                      guard_index=guard_index, random_columns=random_columns)
         if not (converged and _repeated_above_lower(theta, tols)):
             break
+        if looks == k:  # k copies added and still a lower value under a repeated one
+            converged = False
+            break
         # a repeated eigenvalue may have copies that the basis lost ("Repeated eigenvalues"):
         # look for an eigenvalue above the lowest returned one by more than its tolerance (a
         # zero's: 1e-3 of the largest, see _ZERO_FLOOR) and the rounding floor

@@ -637,3 +637,20 @@ def test_the_look_beside_a_repeated_value_over_zeros_or_negatives_converges(belo
     res = top_eigenpairs(MatrixOperator(A, dtype=dtype), 3, tol=1e-3, generator=gen())
     assert res.converged and res.n_products < 100
     np.testing.assert_allclose(res.eigenvalues, np.sort(spectrum)[::-1][:3], rtol=1e-3, atol=1e-6)
+
+
+def test_the_looks_beside_end_after_k_and_the_solve_then_says_unconverged(monkeypatch):
+    from sklearn_eos import _eigensolver
+
+    looks = []
+
+    def always_finds(operator, U, *args):  # a look that always "finds" a new direction
+        looks.append(1)
+        x = torch.randn(operator.dim, dtype=operator.dtype, generator=gen(len(looks)))
+        return x / x.norm(), 1, True
+
+    monkeypatch.setattr(_eigensolver, "_repeated_above_lower", lambda theta, tols: True)
+    monkeypatch.setattr(_eigensolver, "_eigenvalue_beside", always_finds)
+    A, _ = matrix_with_spectrum(edge_of_stability_spectrum())
+    res = top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, generator=gen())
+    assert len(looks) == 3 and not res.converged
