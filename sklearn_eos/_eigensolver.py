@@ -819,7 +819,10 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         Budget of operator-vector products for the top pairs; ``compute_min`` may spend as much
         again. The start (the block and its random vectors, or the ``k + 1`` random vectors of a
         cold start) is multiplied whole even where it alone exceeds the budget, and so is a
-        ``min_start``.
+        ``min_start``. When the k eigenvalues found hold a repeated value above a lower one,
+        a cold solve beside them looks for a lost copy of it, from the same budget (see
+        "Repeated eigenvalues" in ``sklearn_eos/_eigensolver.py``); a look that runs out of it
+        leaves the result unconverged.
     compute_min : bool, default=False
         Also compute the most negative eigenpair, continuing from the same Krylov basis, to
         ``tol`` relative to the spectral radius (``||r|| <= tol * max|theta|``: the bottom of a
