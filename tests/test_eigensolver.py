@@ -596,20 +596,21 @@ def test_the_look_beside_the_returned_eigenvectors_runs_only_for_a_repeated_valu
 
 
 @pytest.mark.parametrize("theta, tols, expected", [
-    ([1.0, 1.0, 0.9], [1e-3] * 3, True),
-    ([1.0, 0.9995, 0.9], [1e-3] * 3, True),
-    ([1.0, 0.998, 0.9], [1e-3] * 3, False),  # not within tol of each other
-    ([1.0, 1.0, 1.0], [1e-3] * 3, False),  # nothing below the repeated value
-    ([1.0, 1.0, 0.9995], [1e-3] * 3, False),  # the lower one within its tolerance
-    ([1.0, 1.0, 0.95], [1e-3, 0.1, 0.1], False),  # within rest_tol
-    ([1.0, 1.0, 0.85], [1e-3, 0.1, 0.1], True),
-    ([2.0, 1.0, 1.0, 0.5], [1e-3] * 4, True),
-    ([1.0, 1.0], [1e-3] * 2, False),
+    ([1.0, 1.0, 0.9], [1e-3] * 3, 1.0),
+    ([1.0, 0.9995, 0.9], [1e-3] * 3, 0.9995),
+    ([1.0, 0.998, 0.9], [1e-3] * 3, None),  # not within tol of each other
+    ([1.0, 1.0, 1.0], [1e-3] * 3, None),  # nothing below the repeated value
+    ([1.0, 1.0, 0.9995], [1e-3] * 3, None),  # the lower one within its tolerance
+    ([1.0, 1.0, 0.95], [1e-3, 0.1, 0.1], None),  # within rest_tol
+    ([1.0, 1.0, 0.85], [1e-3, 0.1, 0.1], 1.0),
+    ([2.0, 1.0, 1.0, 0.5], [1e-3] * 4, 1.0),
+    ([2.0, 2.0, 1.0, 1.0, 0.5], [1e-3] * 5, 1.0),  # the lowest repeated value
+    ([1.0, 1.0], [1e-3] * 2, None),
 ])
 def test_repeated_above_lower(theta, tols, expected):
     from sklearn_eos._eigensolver import _repeated_above_lower
 
-    assert _repeated_above_lower(np.array(theta), np.array(tols)) is expected
+    assert _repeated_above_lower(np.array(theta), np.array(tols)) == expected
 
 
 def test_the_complement_operator_has_the_spectrum_beside_the_given_eigenvectors():
@@ -654,3 +655,33 @@ def test_the_looks_beside_end_after_k_and_the_solve_then_says_unconverged(monkey
     A, _ = matrix_with_spectrum(edge_of_stability_spectrum())
     res = top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, generator=gen())
     assert len(looks) == 3 and not res.converged
+
+
+def test_the_look_beside_resolves_only_what_tells_a_copy_from_a_tiny_eigenvalue_below():
+    # a look at the eigenvalues' own tolerance certified lambda_4 = 1e-4 to 1e-3 of itself,
+    # under float32's rounding floor, and the exact result came back unconverged
+    spectrum = np.concatenate([[1.0, 1.0, 0.3, 1e-4, 5e-5], np.zeros(95)])
+    A, _ = matrix_with_spectrum(spectrum, seed=0)
+    res = top_eigenpairs(MatrixOperator(A, dtype=torch.float32), 3, tol=1e-3, generator=gen())
+    assert res.converged and res.n_products < 40
+    np.testing.assert_allclose(res.eigenvalues, [1.0, 1.0, 0.3], rtol=1e-3)
+
+
+@pytest.mark.parametrize("max_products", [40, 52])
+def test_the_look_beside_keeps_within_the_budget(max_products):
+    # what a look found was multiplied after the look had spent the rest of the budget
+    rng = np.random.default_rng(105)
+    spectrum = np.concatenate([[1.0] * 3, rng.uniform(0, 0.9, 197)])
+    A, _ = matrix_with_spectrum(spectrum, seed=5)
+    start = np.random.default_rng(1005).standard_normal((200, 3))
+    res = top_eigenpairs(MatrixOperator(A), 3, start=start, max_products=max_products, generator=gen(5))
+    assert res.n_products <= max_products
+
+
+def test_the_look_beside_a_float32_spectrum_next_to_overflow_stays_finite():
+    # the returned eigenvectors' span went a radius below the lowest: -3.5e38, -inf in float32
+    rng = np.random.default_rng(5)
+    spectrum = np.concatenate([[-1, -1, -1.75], rng.uniform(-1.8, -1.76, 27)]) * 1e38
+    A, _ = matrix_with_spectrum(spectrum, seed=0)
+    res = top_eigenpairs(MatrixOperator(A, dtype=torch.float32), 3, generator=gen())
+    np.testing.assert_allclose(res.eigenvalues, np.sort(spectrum)[::-1][:3], rtol=1e-3)
