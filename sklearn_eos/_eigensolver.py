@@ -728,9 +728,10 @@ def _eigenvalue_beside(operator, U, repeated, lowest, gap, radius, budget, gener
     `_Complement` within ``budget`` products, whose top counts as found above ``lowest + gap``.
 
     The solve only has to tell a copy from what lies below ``lowest``, so its tolerance is
-    half the distance between the two, relative (between the eigenvalue's own 1e-3 and 0.1):
-    at the tolerance of the eigenvalues themselves it resolved the top of a dense bulk or of a
-    null space for nothing, up to 130 products on spectra where the solve had needed 11.
+    half the distance between the two, relative (between 1e-3 and 0.1): at the tolerance of
+    the eigenvalues themselves it resolved the top of what lies below for nothing, and a
+    small one (1e-4 under a lowest of 0.3) below float32's rounding floor, which left an
+    exact result unconverged.
     ``U``'s span goes ``radius`` (the spectral radius seen so far) below ``lowest``, which keeps
     the compressed operator's radius that of the operator, its rounding and its zeros'
     tolerance on that scale (with ``U`` just below ``lowest = 0``, a null space's solve spent
