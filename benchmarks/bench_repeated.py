@@ -7,10 +7,10 @@ yet, and return the top of what lies below in their place, converged ("Repeated 
 lambda_1 = 1 repeated ``m`` times above a bulk uniform in [0, 0.9], 20 seeds per row, k
 eigenvalues to tol 1e-3 (rest_tol None), warm (started from k random columns) and cold.
 A row counts the solves that said converged with an eigenvalue more than 1e-3 off, the largest
-error, and the median products. The control rows solve spectra without repeated eigenvalues (the
-near-degenerate top cluster of ``tests/test_eigensolver.py`` over its uniform and tail bulks,
-warm from its blocks that lack most of v1, dimension 300-2000, tol 1e-3 and rest_tol 0.1 as
-the tracker asks, and rest_tol None):
+error, and the median products. The control rows solve spectra without repeated eigenvalues
+(``bench_guard.py``'s 48 warm blocks that lack most of v1, over its edge-of-stability cluster
+and uniform or tail bulk, dimension 300-2000; tol 1e-3 and rest_tol 0.1 as the tracker asks,
+and rest_tol None):
 there the look beside never runs, so their products must equal the older package's.
 
 Run: ``python benchmarks/bench_repeated.py`` (under a minute). Against an older package:
@@ -18,10 +18,16 @@ Run: ``python benchmarks/bench_repeated.py`` (under a minute). Against an older 
 benchmarks/bench_repeated.py``.
 """
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from sklearn_eos.curvature import MatrixOperator, top_eigenpairs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_guard import CLUSTER, N_BLOCKS, adversarial_problem  # noqa: E402
 
 CASES = ((2, 2), (3, 2), (3, 3), (4, 3), (5, 3), (4, 4))
 
@@ -48,30 +54,12 @@ def repeated_row(m, k, warm, n_seeds=20, dim=200):
     return wrong, max(errors), np.median(products)
 
 
-CLUSTER = np.array([4.41, 4.32, 4.31, 4.25])  # the edge-of-stability cluster of the tests
-
-
-def cluster_spectrum(dim, seed, bulk):
-    """``tests/test_eigensolver.py``'s: CLUSTER above a bulk 'uniform' in [-0.4, 3.8], or
-    'tail' (exponential with mean 0.05, 40 outliers in [0.5, 4])."""
-    rng = np.random.default_rng(seed)
-    if bulk == "uniform":
-        return np.concatenate([CLUSTER, rng.uniform(-0.4, 3.8, dim - 5), [-2.0]])
-    below = rng.exponential(0.05, dim - 5)
-    below[:40] = rng.uniform(0.5, 4.0, 40)
-    return np.concatenate([CLUSTER, below, [-0.3]])
-
-
-def control_row(bulk, rest_tol, n_seeds=24):
-    """The tests' warm blocks: v2..v4 rotated, with 0-3% of v1 and some noise."""
+def control_row(bulk, rest_tol):
+    """``bench_guard.py``'s 48 warm blocks lacking (most of) v1 over its edge-of-stability
+    cluster: the sharpnesses more than 1e-3 off and converged, and the products."""
     products, wrong = [], 0
-    for seed in range(n_seeds):
-        rng = np.random.default_rng(100 + seed)
-        dim = int(rng.choice([300, 800, 2000]))
-        A, Q = rotated(cluster_spectrum(dim, seed, bulk), seed)
-        R, _ = np.linalg.qr(rng.standard_normal((3, 3)))
-        block = Q[:, 1:4] @ R + [0.0, 1e-3, 1e-2, 3e-2][seed % 4] * Q[:, :1] @ rng.standard_normal((1, 3))
-        block = block + [0.0, 1e-3, 1e-2][seed % 3] * rng.standard_normal(block.shape) / np.sqrt(dim)
+    for seed in range(N_BLOCKS):
+        A, block = adversarial_problem(seed, bulk)
         res = top_eigenpairs(MatrixOperator(A), 3, start=block, tol=1e-3, rest_tol=rest_tol,
                              generator=torch.Generator().manual_seed(seed))
         products.append(res.n_products)
@@ -116,7 +104,7 @@ def main():
             wrong, err, median = repeated_row(m, k, warm)
             cells.append(f"{wrong:>11d} {err:8.1e} {median:>6.1f}")
         print(f"{m:>3} {k:>3} | " + " | ".join(cells))
-    print("\ncontrol, no repeated eigenvalue (24 seeds each, warm blocks lacking v1): sharpness "
+    print(f"\ncontrol, no repeated eigenvalue ({N_BLOCKS} warm blocks lacking v1 each): sharpness "
           "off by > 1e-3 and converged, products (sum, and per seed)")
     for bulk in ("uniform", "tail"):
         for rest_tol in (0.1, None):
