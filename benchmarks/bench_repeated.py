@@ -93,6 +93,26 @@ def interchangeable_units_spectrum(width, seed=0, n=64, d=5):
     return np.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat).numpy())[::-1]
 
 
+def depth1_binary_products():
+    """Products per measurement of the tracker on a depth-1 binary classifier (breast cancer,
+    standardised; ``EoSClassifier(hidden_layer_sizes=(), lr=0.1, max_iter=2000)``, MSE on two
+    one-hot outputs, every 100 steps): its Hessian is the identity on the two outputs times one
+    matrix, so every eigenvalue comes twice, and the k=3 result ``[a, a, b]`` meets the test."""
+    import warnings
+
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.preprocessing import StandardScaler
+
+    from sklearn_eos import EoSClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = EoSClassifier(hidden_layer_sizes=(), lr=0.1, max_iter=2000, sharpness_every=100,
+                            random_state=0).fit(StandardScaler().fit_transform(X), y)
+    return clf.sharpness_history_
+
+
 def main():
     print("repeated lambda_1 (20 seeds each): solves converged but off by > 1e-3, largest error, "
           "median products")
@@ -111,6 +131,12 @@ def main():
             wrong, products = control_row(bulk, rest_tol)
             print(f"{bulk:>8} rest_tol {str(rest_tol):>4}: wrong {wrong}, products {sum(products)} "
                   f"{products}")
+    history = depth1_binary_products()
+    top3 = np.array([history[c][-1] for c in ("sharpness", "eig_2", "eig_3")])
+    print("\ndepth-1 binary classifier (breast cancer), tracker every 100 steps: products per "
+          f"measurement {history['n_hvps'].tolist()}; last row top-3 "
+          f"{np.array2string(top3, precision=5)}; "
+          f"median {np.median(history['n_hvps']):g}")
     print("\ntop Hessian eigenvalues of tanh MLPs with interchangeable hidden units (5-w-1, MSE):")
     for width in (4, 6):
         print(f"  w={width}:", np.array2string(interchangeable_units_spectrum(width)[:10], precision=6))

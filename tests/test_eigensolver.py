@@ -582,7 +582,8 @@ def test_the_look_beside_the_returned_eigenvectors_runs_only_for_a_repeated_valu
 
     calls = []
     beside = _eigensolver._eigenvalue_beside
-    monkeypatch.setattr(_eigensolver, "_eigenvalue_beside", lambda *a: calls.append(a) or beside(*a))
+    monkeypatch.setattr(_eigensolver, "_eigenvalue_beside",
+                        lambda *a, **kw: calls.append(a) or beside(*a, **kw))
     A, _ = matrix_with_spectrum(edge_of_stability_spectrum())
     top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, generator=gen())
     assert not calls  # distinct eigenvalues
@@ -645,7 +646,7 @@ def test_the_looks_beside_end_after_k_and_the_solve_then_says_unconverged(monkey
 
     looks = []
 
-    def always_finds(operator, U, *args):  # a look that always "finds" a new direction
+    def always_finds(operator, U, *args, **kwargs):  # a look that always "finds" a new direction
         looks.append(1)
         x = torch.randn(operator.dim, dtype=operator.dtype, generator=gen(len(looks)))
         return x / x.norm(), 1, True
