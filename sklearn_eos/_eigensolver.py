@@ -753,6 +753,8 @@ def _eigenvalue_beside(operator, U, repeated, lowest, gap, radius, budget, gener
         return None, 0, True
     if budget < 1:
         return None, 0, False
+    if start is not None and start.shape[1] + 1 > budget:  # its start is multiplied whole
+        start = start[:, :budget - 1] if budget > 1 else None
     tol = min(max(0.5 * (repeated - lowest) / max(abs(repeated), abs(lowest)), 1e-3), 0.1)
     limit = torch.finfo(operator.dtype).max / 8
     shift = max(lowest - max(gap, radius), min(lowest - gap, -limit))

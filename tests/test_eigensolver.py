@@ -668,6 +668,17 @@ def test_the_look_beside_resolves_only_what_tells_a_copy_from_a_tiny_eigenvalue_
     np.testing.assert_allclose(res.eigenvalues, [1.0, 1.0, 0.3], rtol=1e-3)
 
 
+def test_the_look_beside_keeps_within_a_small_budget():
+    # the look's own start (two Ritz vectors and a random one) was multiplied whole even when
+    # fewer products than that were left: 3 over the budget at most
+    spectrum = np.concatenate([[1.0, 1.0, 0.5], np.linspace(0.3, 0.0, 47)])
+    A, Q = matrix_with_spectrum(spectrum, seed=0)
+    for max_products in range(4, 40):
+        res = top_eigenpairs(MatrixOperator(A), 3, start=Q[:, :3], tol=1e-3, max_products=max_products,
+                             generator=gen())
+        assert res.n_products <= max_products, (max_products, res.n_products)
+
+
 @pytest.mark.parametrize("max_products", [40, 52])
 def test_the_look_beside_keeps_within_the_budget(max_products):
     # what a look found was multiplied after the look had spent the rest of the budget
