@@ -734,12 +734,12 @@ def _eigenvalue_beside(operator, U, repeated, lowest, gap, radius, budget, gener
     The solve only has to tell a copy from what lies below ``lowest``, so its tolerance is
     half the distance between the two, relative (between 1e-3 and 0.1), and it starts from
     ``start``, the Ritz vectors next below ``U`` (the best the basis holds beside it): from
-    random vectors alone it cost ``bench_repeated.py``'s rows 0-11.5 more products
-    (median), and its guards stay (without them it found none of the lost copies). At the
-    tolerance of
-    the eigenvalues themselves the look resolved the top of what lies below for nothing, and a
-    small one (1e-4 under a lowest of 0.3) below float32's rounding floor, which left an
-    exact result unconverged.
+    random vectors alone (commit ed90a33: ``git archive ed90a33 sklearn_eos`` and run
+    ``bench_repeated.py`` against it) its rows took 0-11.5 more products (median). Its guards
+    stay, as in any solve that must not settle on what its start already holds. At the
+    tolerance of the eigenvalues themselves the look resolved the top of what lies below for
+    nothing, and a small one (1e-4 under a lowest of 0.3) below float32's rounding floor,
+    which left an exact result unconverged.
     ``U``'s span goes ``radius`` (the spectral radius seen so far) below ``lowest``, which keeps
     the compressed operator's radius that of the operator, its rounding and its zeros'
     tolerance on that scale (with ``U`` just below ``lowest = 0``, a null space's solve spent
