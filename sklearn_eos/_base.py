@@ -2,8 +2,6 @@
 
 import copy
 import os
-import signal
-import threading
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -24,6 +22,7 @@ from sklearn.utils.validation import (check_array, check_consistent_length, chec
 from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
 from ._eigensolver import resolvable_tol, top_eigenpairs
 from ._hvp import FullBatchHessian
+from ._interrupts import noted_interrupts
 from ._lr_schedule import LRSchedule
 from ._rng import cuda_generators_of, draws_random_numbers, kept_mode_and_buffers, seeded
 from ._schedule import resolve_decay_time
@@ -53,35 +52,6 @@ def torch_threads(n_threads):
 
 class FitInterrupted(KeyboardInterrupt):
     """A Ctrl-C during ``fit``, raised once the model of the steps run is collected."""
-
-
-@contextmanager
-def noted_interrupts():
-    """Note a Ctrl-C (SIGINT) that arrives in the block; yields a dict whose 'interrupted' says.
-
-    skorch's ``partial_fit`` swallows ``KeyboardInterrupt``, because that is also how a callback
-    ends training, so a Ctrl-C stopped only the current fit: a grid search went on to the next.
-    The fit keeps skorch's behaviour (training stops, the model is collected) and then raises
-    ``KeyboardInterrupt`` when a real SIGINT was noted. Only in the main thread (signal handlers
-    live there) and when SIGINT has Python's default handler (one of the application's own
-    decides for itself); that handler is chained and put back.
-    """
-    state = {"interrupted": False}
-    previous = signal.getsignal(signal.SIGINT)
-    main = threading.current_thread() is threading.main_thread()
-    if not main or previous is not signal.default_int_handler:
-        yield state
-        return
-
-    def note(signum, frame):
-        state["interrupted"] = True
-        previous(signum, frame)
-
-    signal.signal(signal.SIGINT, note)
-    try:
-        yield state
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _tensors_to_cpu(obj):

@@ -24,6 +24,7 @@ from skorch.utils import TeeGenerator
 
 from ._checks import is_int
 from ._hvp import _weighted_mean_loss
+from ._interrupts import deferred_interrupts
 
 #: Default steps between two host reads of the training losses (`FullBatchNet.sync_every`).
 SYNC_EVERY = 32
@@ -227,7 +228,10 @@ class FullBatchNet(NeuralNet):
     step, in ``on_train_begin`` or in ``on_train_end``), or an interrupt during the net's own
     last read of the losses, the fit fails: the package's callbacks not ended yet drop their
     copies of the parameters and the training set, and a `SharpnessTracker` keeps the
-    histories of the measurements taken (see ``_abandon_fit``).
+    histories of the measurements taken (see ``_abandon_fit``). A Ctrl-C while a read's
+    losses are replayed to the callbacks is held back until the replay has run whole (a
+    ``KeyboardInterrupt`` out of ``on_step_loss`` would be taken for that callback's stop),
+    and then ends training as one during a step does.
 
     Parameters
     ----------
@@ -326,10 +330,18 @@ class FullBatchNet(NeuralNet):
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
         # the net is notified before its callbacks: they all end on read losses
+        interrupt = None
         if getattr(self, "_pending", None) is not None:
-            self._read_losses()
+            try:
+                self._read_losses()
+            except KeyboardInterrupt as exc:
+                if self._pending:
+                    raise  # during the read itself: the losses are not all seen (_notify_train_end)
+                interrupt = exc  # held back over the replay, which ran whole: the fit has ended
         self._forget_training_state()
         super().on_train_end(net, X=X, y=y, **kwargs)
+        if interrupt is not None:
+            raise interrupt
 
     def _forget_training_state(self):
         self._pending = self._loss_listeners = self._loss_askers = self._step_hooks = None
@@ -360,18 +372,24 @@ class FullBatchNet(NeuralNet):
         outside its ``try``: the callbacks after the interrupted one never ended (the
         divergence guard did not put its parameters back, the histories were not built),
         and the whole fit was lost. ``train_ended_`` says whether every hook has run. An
-        interrupt in the net's own hook (the last read of the losses) or an error in any
-        hook fails the fit instead: the callbacks not ended yet abandon it."""
+        interrupt during the net's own last read of the losses (before their replay) or an
+        error in any hook fails the fit instead: the callbacks not ended yet abandon it."""
         self.train_ended_ = False
         callbacks = [cb for _, cb in self.callbacks_]
+        interrupt = None
         try:
             self.on_train_end(self, **cb_kwargs)  # the net's own: the last losses read
+        except KeyboardInterrupt as exc:
+            if getattr(self, "_pending", None) is not None:
+                # a Ctrl-C during that read (on a GPU, the wait for the queued steps): the
+                # steps' losses were not all seen, so the fit is not ended (an estimator keeps
+                # nothing)
+                self._abandon_callbacks(callbacks)
+                raise
+            interrupt = exc  # one held back over the replay, after it: the callbacks end
         except BaseException:
-            # a Ctrl-C during that read (on a GPU, the wait for the queued steps): the steps'
-            # losses were not all seen, so the fit is not ended (an estimator keeps nothing)
             self._abandon_callbacks(callbacks)
             raise
-        interrupt = None
         for i, cb in enumerate(callbacks):
             try:
                 cb.on_train_end(self, **cb_kwargs)
@@ -474,15 +492,20 @@ class FullBatchNet(NeuralNet):
         values = self._write_losses(pending)
         self._pending = []  # only once written: a Ctrl-C during the read (on a GPU, the wait
         # for the queued steps) had lost these steps' losses, and the next read read none
-        for (t, row, *_), value in zip(pending, values):
-            for cb in self._loss_listeners:
-                try:
-                    cb.on_step_loss(self, step=t, loss=value)
-                except KeyboardInterrupt:
-                    # the history as if training had stopped in step t's on_batch_end
-                    list.__delitem__(self.history, slice(row + 1, None))
-                    list.__getitem__(self.history, row).pop("train_batch_count", None)
-                    return True
+        # a Ctrl-C inside the replay would come out of a callback's on_step_loss as that
+        # callback's stop at step t, with the history cut there and the parameters of the later
+        # steps kept: it is held back until every callback has seen every step, and then ends
+        # training as one during a step does
+        with deferred_interrupts():
+            for (t, row, *_), value in zip(pending, values):
+                for cb in self._loss_listeners:
+                    try:
+                        cb.on_step_loss(self, step=t, loss=value)
+                    except KeyboardInterrupt:
+                        # the history as if training had stopped in step t's on_batch_end
+                        list.__delitem__(self.history, slice(row + 1, None))
+                        list.__getitem__(self.history, row).pop("train_batch_count", None)
+                        return True
         return False
 
     def train_step(self, batch, **fit_params):

@@ -536,3 +536,57 @@ def test_a_ctrl_c_during_the_last_loss_read_keeps_nothing_of_the_fit(monkeypatch
     assert len(net._pending) == 5
     net.__getstate__()
     assert all(isinstance(row["train_loss"], float) for row in net.history)
+
+
+class _CtrlCInReplay(Callback):
+    """Listens to every step's loss, never stops training, and sends this process a real
+    SIGINT (a Ctrl-C) while it is given step ``at``'s loss, inside a batched read's replay."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def needs_losses(self, net, step, **kwargs):
+        return False  # read in batches, every sync_every steps and at the end
+
+    def on_step_loss(self, net, step, loss, **kwargs):
+        if step == self.at:
+            signal.raise_signal(signal.SIGINT)
+
+
+# steps 0-7 are read after step 7, steps 24-29 at the end of the fit
+@pytest.mark.parametrize("at, n_steps", [(2, 8), (26, 30)])
+def test_a_ctrl_c_during_a_batched_replay_ends_the_fit_after_the_steps_read(at, n_steps):
+    """A Ctrl-C that landed in a callback's on_step_loss during a batched replay came out of
+    that callback as its stop at that step: the history (and n_iter_, loss_curve_) was cut
+    there while the parameters kept the updates of the later steps read in the same batch, so
+    the model was not that of the steps reported; at the last read the fit was lost. The
+    interrupt is now held back until the replay has run whole: the fit ends at the read, with
+    every step it ran, as a Ctrl-C during a step ends it."""
+    X, y = make_regression(40, 4, random_state=0)
+    y = y / y.std()
+    est = EoSRegressor(hidden_layer_sizes=(5,), lr=0.05, max_iter=30, sharpness_every=0, random_state=0,
+                       callbacks=[("ctrl_c", _CtrlCInReplay(at=at))])
+    est._sync_every = 8
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(FitInterrupted, match=f"after {n_steps} steps"):
+            est.fit(X, y)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    reference = EoSRegressor(hidden_layer_sizes=(5,), lr=0.05, max_iter=n_steps, sharpness_every=0,
+                             random_state=0).fit(X, y)
+    assert est.n_iter_ == n_steps and len(est.loss_curve_) == n_steps
+    np.testing.assert_array_equal(est.loss_curve_, reference.loss_curve_)
+    np.testing.assert_array_equal(est.predict(X), reference.predict(X))  # the model of those steps
+    # a bare net: every step's row is kept and read, every hook has run
+    net = FullBatchNet(MLP(3, 1, ()), criterion=HalfSquaredError, lr=0.01, max_epochs=5, sync_every=100,
+                       callbacks=[("ctrl_c", _CtrlCInReplay(at=1))])
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            net.fit(FullBatch(torch.randn(20, 3), torch.randn(20, 1)), None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert net.train_ended_ and len(net.history) == 5
+    assert all(isinstance(row["train_loss"], float) for row in net.history)
