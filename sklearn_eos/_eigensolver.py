@@ -153,12 +153,21 @@ class MatrixOperator:
         self.n_products = 0
 
     def matmat(self, V):
-        """``A @ V`` for a (dim, m) block; counts ``m`` products."""
+        """``A @ V`` for a (dim, m) block, cast to the operator's dtype and device as
+        `FullBatchHessian` casts it; counts ``m`` products once they are done."""
+        V = torch.as_tensor(V).to(dtype=self.dtype, device=self.device)
+        if V.ndim != 2 or V.shape[0] != self.dim:
+            raise ValueError(f"expected a ({self.dim}, m) block, got shape {tuple(V.shape)}")
+        out = self.A @ V
         self.n_products += V.shape[1]
-        return self.A @ V
+        return out
 
     def matvec(self, v):
         """``A @ v`` for a (dim,) vector."""
+        v = torch.as_tensor(v)
+        if v.ndim != 1:  # as FullBatchHessian.matvec: a (1, dim) row is not a vector
+            raise ValueError(f"expected a vector of shape ({self.dim},), got shape {tuple(v.shape)}; "
+                             f"use matmat for a block of vectors")
         return self.matmat(v.reshape(-1, 1))[:, 0]
 
 
@@ -768,7 +777,9 @@ def _as_block(start, operator):
     """A warm start as a (dim, m) tensor in the operator's dtype and device."""
     if isinstance(start, np.ndarray):
         start = np.ascontiguousarray(start)
-    S = torch.as_tensor(start).to(dtype=operator.dtype, device=operator.device)
+    # detached: a block computed with autograd (a gradient taken with create_graph=True)
+    # failed deep in the solver ("Can't call numpy() on Tensor that requires grad")
+    S = torch.as_tensor(start).detach().to(dtype=operator.dtype, device=operator.device)
     if S.ndim not in (1, 2) or S.shape[0] != operator.dim:
         raise ValueError(f"a start block must have shape ({operator.dim},) or ({operator.dim}, m), the "
                          f"operator's dimension first; got {tuple(S.shape)}.")
@@ -784,7 +795,7 @@ def _as_probe(probe, start, operator):
                          "start too (a cold start is k + 1 random vectors)")
     if isinstance(probe, np.ndarray):
         probe = np.ascontiguousarray(probe)
-    p = torch.as_tensor(probe).to(dtype=operator.dtype, device=operator.device)
+    p = torch.as_tensor(probe).detach().to(dtype=operator.dtype, device=operator.device)
     if p.shape != (operator.dim,):
         raise ValueError(f"probe must have shape ({operator.dim},), the operator's dimension; got "
                          f"{tuple(p.shape)}.")

@@ -697,3 +697,38 @@ def test_the_look_beside_a_float32_spectrum_next_to_overflow_stays_finite():
     A, _ = matrix_with_spectrum(spectrum, seed=0)
     res = top_eigenpairs(MatrixOperator(A, dtype=torch.float32), 3, generator=gen())
     np.testing.assert_allclose(res.eigenvalues, np.sort(spectrum)[::-1][:3], rtol=1e-3)
+
+
+def test_a_start_block_or_probe_that_requires_grad_is_taken_as_its_values():
+    """A block or probe computed with autograd (a gradient taken with create_graph=True)
+    failed deep in the solver with "Can't call numpy() on Tensor that requires grad"
+    (curvature audit of session 22, hA)."""
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    A = (Q * np.linspace(0, 1, 30)) @ Q.T
+    op = MatrixOperator(A)
+    start = torch.randn(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    probe = torch.randn(30, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    plain = top_eigenpairs(op, k=2, start=start, probe=probe, generator=torch.Generator().manual_seed(3))
+    tracked = top_eigenpairs(op, k=2, start=start.clone().requires_grad_(True),
+                             probe=probe.clone().requires_grad_(True),
+                             generator=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(tracked.eigenvalues, plain.eigenvalues)
+    np.testing.assert_allclose(tracked.eigenvalues, [1, 28 / 29], rtol=1e-3)
+    assert not tracked.eigenvectors.requires_grad
+
+
+def test_matrix_operator_takes_and_refuses_what_full_batch_hessian_does():
+    """MatrixOperator took a (1, dim) row as a vector, failed with bare torch errors on another
+    dtype or a wrong length, and counted the products of the calls that failed."""
+    op = MatrixOperator(np.diag([3.0, 2.0, 1.0]))
+    np.testing.assert_array_equal(op.matvec(torch.ones(3, dtype=torch.float32)).numpy(), [3, 2, 1])
+    np.testing.assert_array_equal(op.matmat(np.ones((3, 2))).numpy(), [[3, 3], [2, 2], [1, 1]])
+    assert op.n_products == 3
+    with pytest.raises(ValueError, match=r"expected a vector of shape \(3,\), got shape \(1, 3\)"):
+        op.matvec(torch.ones(1, 3))
+    with pytest.raises(ValueError, match=r"expected a \(3, m\) block, got shape \(4, 1\)"):
+        op.matvec(torch.ones(4))
+    with pytest.raises(ValueError, match=r"expected a \(3, m\) block"):
+        op.matmat(torch.ones(2, 3))
+    assert op.n_products == 3  # the failed calls multiplied nothing
