@@ -62,6 +62,16 @@ def _unflatten(v, params):
     return [chunk.view_as(p) for chunk, p in zip(torch.split(v, [p.numel() for p in params]), params)]
 
 
+def _reached(grads):
+    """``grads`` (from ``torch.autograd.grad(..., allow_unused=True)``), refused when the loss
+    reaches none of the parameters: ``params`` that the module does not read (those of a copy
+    of it, say) made a Hessian of zeros, reported converged."""
+    if all(g is None for g in grads):
+        raise ValueError("the loss does not depend on any of params: pass tensors that the module's "
+                         "forward reads (its own parameters, not those of a copy of it)")
+    return grads
+
+
 class _AutogradCurvature:
     """A chunk's gradient, built with ``create_graph=True``, as the factor reused by every
     product: ``product`` writes ``d<g, v>/dtheta`` (double backward), the interface of
@@ -190,9 +200,11 @@ class FullBatchHessian:
         ``ValueError`` otherwise).
     params : list of torch.Tensor, optional
         Parameters w.r.t. which the Hessian is taken, flattened in this order; each must
-        have ``requires_grad`` (a ``ValueError`` otherwise). Default: the module's parameters
-        with ``requires_grad``. Sparse gradients (``nn.Embedding(sparse=True)``) are taken
-        as dense vectors.
+        have ``requires_grad`` (a ``ValueError`` otherwise), and the loss must depend on one
+        of them at least (a ``ValueError`` at the first product or gradient: the parameters
+        of a copy of the module, say); one it does not read has a zero block. Default: the
+        module's parameters with ``requires_grad``. Sparse gradients
+        (``nn.Embedding(sparse=True)``) are taken as dense vectors.
     train_mode : bool or None, default=True
         Evaluate the module in train (True) or eval (False) mode, set on it and every
         submodule as ``module.train(mode)`` does; None evaluates it in the modes its
@@ -342,7 +354,7 @@ class FullBatchHessian:
 
     def _gradient_graph(self, loss):
         """Gradient of ``loss`` with ``create_graph=True``, as an `_AutogradCurvature`."""
-        grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+        grads = _reached(torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True))
         return _AutogradCurvature(grads, self.params)
 
     def _versions(self):
@@ -455,7 +467,7 @@ class FullBatchHessian:
         with self._pass():
             total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)  # not an inference tensor
             for loss in self._chunk_losses():
-                grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+                grads = _reached(torch.autograd.grad(loss, self.params, allow_unused=True))
                 total += _flatten(grads, self.params)
         return total
 

@@ -416,6 +416,25 @@ def test_params_that_do_not_require_grad_are_refused_at_construction(autograd_pa
     assert H.dim == sum(p.numel() for p in mlp.parameters()) - 4
 
 
+def test_params_that_the_loss_does_not_reach_are_refused():
+    """The parameters of a copy of the module (an easy slip) made a Hessian of zeros that the
+    solver reported converged, and a zero gradient (curvature audit of session 22, hA)."""
+    import copy
+
+    module, (X, Y) = tiny_mlp(), data()
+    H = FullBatchHessian(module, mse, [(X, Y)], params=list(copy.deepcopy(module).parameters()))
+    with pytest.raises(ValueError, match="does not depend on any of params"):
+        top_eigenpairs(H, k=2)
+    with pytest.raises(ValueError, match="does not depend on any of params"):
+        H.gradient()
+    # some unused ones are a zero block, as the exact Hessian of the loss in them has
+    params = [*module.parameters()][:2] + [*copy.deepcopy(module).parameters()][2:]
+    H = FullBatchHessian(module, mse, [(X, Y)], params=params)
+    n_used = sum(p.numel() for p in params[:2])
+    out = H.matmat(torch.eye(H.dim, dtype=torch.float64))
+    assert torch.count_nonzero(out[n_used:]) == 0 and torch.count_nonzero(out[:n_used, :n_used]) > 0
+
+
 class _TwoInputs(torch.nn.Module):
     def __init__(self):
         super().__init__()
