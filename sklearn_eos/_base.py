@@ -638,9 +638,11 @@ class BaseEoS(BaseEstimator):
         self._fitted_loss = self.loss  # what a warm_start refit continues (see _fit)
         if self.diverged_:
             # the absolute rate of the step that led to the non-finite loss
-            rate = f"rate {self.lr_history_[-1]:.4g}" if len(self.lr_history_) else f"lr={self.lr}"
-            if self.lr_units == "threshold":
-                rate += f", lr={self.lr} in threshold units"
+            units = " in threshold units" if self.lr_units == "threshold" else ""
+            if len(self.lr_history_):
+                rate = f"rate {self.lr_history_[-1]:.4g}" + (f", lr={self.lr}{units}" if units else "")
+            else:  # no finite step: lr alone ("lr=0.1, lr=0.1 in threshold units" before)
+                rate = f"lr={self.lr}{units}"
             kept = (f"the parameters of step {n_steps - 1}, the last with a finite loss, were kept"
                     if n_steps else "no step had a finite loss: the initial parameters were kept "
                     "(check the scale of the data)")

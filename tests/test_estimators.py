@@ -507,8 +507,10 @@ def test_threshold_units_on_data_whose_hessian_overflows_end_as_a_divergence():
     X, y = load_iris(return_X_y=True)
     X = X * 1e20  # finite in float32; the loss and the Hessian are not
     est = EoSClassifier(hidden_layer_sizes=(), lr=0.5, lr_units="threshold", max_iter=10, random_state=0)
-    with pytest.warns(ConvergenceWarning, match="overflow float32.*check the scale of the data"):
+    with pytest.warns(ConvergenceWarning, match="overflow float32.*check the scale of the data") as record:
         est.fit(X, y)
+    # no finite step, so no rate of one: lr once ("lr=0.5, lr=0.5 in threshold units" before)
+    assert "diverged at step 0 (lr=0.5 in threshold units)" in str(record[0].message)
     assert est.diverged_ and est.n_iter_ == 0
     assert est.initial_sharpness_ == np.inf and np.isnan(est.effective_lr_)
     assert np.isfinite(est.predict_proba(X)).all()
