@@ -820,7 +820,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         ``n_features_in`` and ``n_outputs`` (the number of classes) as keyword arguments when
         its signature accepts them. An instance is deep-copied and re-initialised from
         ``random_state`` (every submodule's ``reset_parameters``; a warning names parameters
-        that none re-draws, which keep the instance's values). Sharpness tracking is
+        that none re-draws, which keep the instance's values); frozen parameters
+        (``requires_grad=False``, a pretrained layer) keep the instance's values and stay
+        frozen. Sharpness tracking is
         cheapest for an ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations
         (as the default MLP), whose Hessian-vector products have a closed form; any other
         module gets autograd's double backward, about a quarter slower per product. Its

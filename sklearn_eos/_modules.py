@@ -4,6 +4,7 @@ import copy
 import inspect
 import warnings
 
+import torch
 from torch import nn
 
 from ._rng import seeded
@@ -98,7 +99,8 @@ def build_module(module, *, n_features_in, n_outputs, hidden_layer_sizes, activa
         deep-copied (the estimator's parameter is never trained in place) and re-initialised
         through every submodule's ``reset_parameters`` (see `_reset_parameters`), so that
         ``random_state`` decides the initial weights; a `UserWarning` names the trained
-        parameters that no such method re-draws.
+        parameters that no such method re-draws. Frozen parameters (``requires_grad=False``)
+        keep the instance's values: they are not trained, so they are part of the model.
     seed : int
         Seed of the initialisation; the global torch RNG state is left untouched.
     """
@@ -107,7 +109,13 @@ def build_module(module, *, n_features_in, n_outputs, hidden_layer_sizes, activa
             return MLP(n_features_in, n_outputs, tuple(hidden_layer_sizes), activation)
         if isinstance(module, nn.Module):
             net = copy.deepcopy(module)
+            # frozen parameters are not trained: they are part of the model passed in (a
+            # pretrained layer), so they keep its values; they were re-drawn with their layer
+            frozen = [(p, p.detach().clone()) for p in net.parameters() if not p.requires_grad]
             kept = _reset_parameters(net)
+            with torch.no_grad():
+                for p, value in frozen:
+                    p.copy_(value)
             if kept:
                 names = ", ".join(kept[:5]) + (", ..." if len(kept) > 5 else "")
                 warnings.warn(

@@ -1197,6 +1197,31 @@ def test_parameters_no_reset_redraws_are_named_in_a_warning():
         EoSClassifier(module=frozen, max_iter=2, sharpness_every=0, random_state=0).fit(X, y)
 
 
+def test_frozen_parameters_of_a_module_instance_keep_its_values():
+    """A pretrained layer frozen under a trained head was re-drawn with its layer's
+    reset_parameters, silently, and stayed frozen at random values (audit hA of session 22);
+    a frozen parameter that no reset_parameters covers kept its values already."""
+    X, y = _blobs()
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    with torch.no_grad():
+        module[0].weight.copy_(torch.linspace(-1, 1, 32).reshape(8, 4))  # "pretrained"
+    module[0].requires_grad_(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fits = [EoSClassifier(module=module, max_iter=5, sharpness_every=0, random_state=seed).fit(X, y)
+                for seed in (0, 1)]
+    for est in fits:
+        for name in ("weight", "bias"):
+            torch.testing.assert_close(getattr(est.module_[0], name), getattr(module[0], name),
+                                       rtol=0, atol=0)
+        assert not est.module_[0].weight.requires_grad
+    # the trained head is re-drawn from random_state, and trained
+    assert not torch.equal(fits[0].module_[2].weight, fits[1].module_[2].weight)
+    assert not torch.equal(fits[0].module_[2].weight, module[2].weight)
+    assert module[0].weight.grad is None and module[2].weight.grad is None  # the instance untouched
+
+
 def test_the_randomness_probe_leaves_no_trace():
     """`draws_random_numbers` runs one training-mode forward for a module without dropout
     layers: the answer follows the generator, and the module's buffers (BatchNorm running
