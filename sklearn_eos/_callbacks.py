@@ -13,7 +13,7 @@ import torch
 from skorch.callbacks import Callback
 
 from ._checks import check_int, is_real
-from ._net import check_full_batch_net, check_one_batch_per_epoch, n_training_steps
+from ._net import check_full_batch_net, check_one_batch_per_epoch, check_one_batch_per_fit, n_training_steps
 
 
 class ParamsCallback(Callback):
@@ -317,6 +317,8 @@ class ProgressReport(ParamsCallback):
         check_int(owner, "total", self.total, 1)
         check_int(owner, "n_lines", self.n_lines, 1)
         check_int(owner, "verbose", int(self.verbose) if isinstance(self.verbose, bool) else self.verbose, 0)
+        if self.verbose >= 1:  # before a minibatch step is shown as a GD step
+            check_one_batch_per_fit(self, net, kwargs.get("X"))
         self.step_ = 0
         self._first_row = len(net.history)  # a partial_fit continues the rows of the calls before
         self._every = max(1, self.total // (100 if self.verbose == 1 else self.n_lines))

@@ -12,7 +12,7 @@ from ._callbacks import ParamsCallback, returned_step
 from ._checks import check_fraction, check_int, check_seed, is_real
 from ._schedule import DecayPolicy, check_lr, effective_lr
 from ._hvp import parameter_versions
-from ._net import FullBatch
+from ._net import FullBatch, check_one_batch_per_epoch, check_one_batch_per_fit
 from ._tracking import InstabilityTracker, check_start, measure_spectrum, random_generator, trained_key
 
 
@@ -25,7 +25,10 @@ class LRSchedule(ParamsCallback):
     `InstabilityTracker` (without one, training counts as stable for ``decay_when_stable``,
     and ``decay_on='instabilities'`` with a ``decay_time`` is a ``ValueError``); the rate of
     step ``t`` is decided from the losses of steps ``< t``. List this callback before any
-    `SharpnessTracker`, whose threshold 2/lr uses the rate it sets.
+    `SharpnessTracker`, whose threshold 2/lr uses the rate it sets. Each epoch is a step: a
+    net that runs minibatches (several training batches per epoch) is refused with a
+    TypeError, before the first step when its ``batch_size`` is below the number of examples
+    and ``train_split`` is None, else at the second batch.
 
     While the rate of the next step depends on that episode state
     (`DecayPolicy.depends_on_episodes`: with ``decay_on='instabilities'`` until the decay,
@@ -104,6 +107,7 @@ class LRSchedule(ParamsCallback):
 
     def on_train_begin(self, net, X=None, **kwargs):
         check_lr(self.lr)  # before the initial measurement that 'threshold' units take
+        check_one_batch_per_fit(self, net, X)  # it counts epochs as GD steps
         owner = type(self).__name__
         check_fraction(owner, "tol", self.tol)
         check_int(owner, "n_eigs", self.n_eigs, 1)
@@ -207,6 +211,10 @@ class LRSchedule(ParamsCallback):
     def needs_losses(self, net, step, **kwargs):
         # the rate of step + 1 depends on the episodes only while a decay is pending on them
         return self._counter is not None and self._policy.depends_on_episodes(step + 1)
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if training:  # minibatches that on_train_begin could not foresee
+            check_one_batch_per_epoch(self, net)
 
     def on_epoch_begin(self, net, **kwargs):
         detector = self._counter.detector_ if self._counter is not None else None

@@ -190,6 +190,29 @@ def check_one_batch_per_epoch(callback, net):
             f"train_split=None.")
 
 
+def check_one_batch_per_fit(callback, net, X):
+    """A TypeError in ``on_train_begin`` when ``net``, not a `FullBatchNet`, will run several
+    training batches per epoch on ``X`` (its ``batch_size`` below the number of examples, with
+    no ``train_split``, which makes the training set smaller than ``X``): before the first
+    step, where `check_one_batch_per_epoch` refuses only at the second batch, after one
+    minibatch step has run and been reported."""
+    if isinstance(net, FullBatchNet) or X is None or net.train_split is not None:
+        return
+    batch_size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
+    if batch_size in (-1, None):
+        return
+    try:
+        n = get_len(X)
+    except (TypeError, ValueError):  # a dataset without a length: the per-batch check stays
+        return
+    if batch_size < n:
+        raise TypeError(
+            f"{type(callback).__name__} reads every training batch as one full-batch GD step, but "
+            f"{type(net).__name__} would run minibatches (batch_size={batch_size} for {n} examples). "
+            f"Use a sklearn_eos.FullBatchNet with X = FullBatch(X, y), or batch_size=-1 and "
+            f"train_split=None.")
+
+
 class FullBatchNet(NeuralNet):
     """A skorch ``NeuralNet`` whose every epoch is one exact full-batch GD step.
 

@@ -18,7 +18,7 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback, GradientNormClipping
 
 from ._callbacks import ParamsCallback
-from ._net import _overrides, check_one_batch_per_epoch, n_training_steps
+from ._net import _overrides, check_one_batch_per_epoch, check_one_batch_per_fit, n_training_steps
 
 
 class _FlatBuffer:
@@ -110,7 +110,8 @@ class UpdateCurvature(ParamsCallback):
                     self._curvatures = (minuend - subtrahend) / (np.asarray(scales) * divisor)
         return getattr(self, "_curvatures", np.empty(0))
 
-    def on_train_begin(self, net, **kwargs):
+    def on_train_begin(self, net, X=None, **kwargs):
+        check_one_batch_per_fit(self, net, X)
         # every parameter, trained or not: a Freezer / Unfreezer changes the set during the fit
         self._params = list(net.module_.parameters())
         self._curvatures, self._pending = np.empty(0), None

@@ -45,30 +45,44 @@ def test_loss_reading_callbacks_refuse_a_plain_skorch_net(data, callback):
     assert len(net.history) == 0
 
 
-@pytest.mark.parametrize("callback", [UpdateCurvature(), ProgressReport(5, verbose=2)])
+@pytest.mark.parametrize("callback", [UpdateCurvature(), ProgressReport(5, verbose=2),
+                                      LRSchedule(0.1, decay_time=3)])
 def test_step_reading_callbacks_refuse_minibatches(data, callback, capsys):
     """Each training batch is a full-batch GD step to these: on a plain skorch net with
     minibatches UpdateCurvature recorded one secant per batch, between the gradients of
     different batches (negative values among them), and ProgressReport printed 'step 20/5'
-    for 5 epochs of 4 batches, silently (audit of session 19, hB/find_02, find_03). With one
-    batch per epoch (batch_size=-1) the same plain net is a full-batch GD and is served."""
+    for 5 epochs of 4 batches, silently (audit of session 19, hB/find_02, find_03);
+    LRSchedule decayed after 3 epochs, at step 12, and said step 3 (audit of session 22,
+    hC). They are refused before the first step (after one, which ProgressReport had
+    printed, until session 22), or at the second batch when a validation split leaves the
+    training set's size unknown. With one batch per epoch (batch_size=-1) the same plain net
+    is a full-batch GD and is served."""
+    from skorch.dataset import ValidSplit
+
     X, y = data
 
-    def plain(batch_size):
+    def plain(batch_size, train_split=None):
         return NeuralNetRegressor(torch.nn.Linear, module__in_features=3, module__out_features=1,
                                   criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1,
-                                  max_epochs=5, batch_size=batch_size, train_split=None,
+                                  max_epochs=5, batch_size=batch_size, train_split=train_split,
                                   callbacks=[("c", callback)], verbose=0)
 
     minibatches = plain(len(X) // 4)
     with pytest.raises(TypeError, match=f"{type(callback).__name__} reads every training batch as one"):
         minibatches.fit(X.numpy(), y.numpy())
-    batches = minibatches.history[:, "batches"]
+    assert len(minibatches.history) == 0 and capsys.readouterr().out == ""  # no step ran
+    split = plain(len(X) // 4, train_split=ValidSplit(4))
+    with pytest.raises(TypeError, match="ran a second training batch in one epoch"):
+        split.fit(X.numpy(), y.numpy())
+    batches = split.history[:, "batches"]
     assert [len([b for b in epoch if "train_loss" in b]) for epoch in batches] == [1]  # stopped at once
     capsys.readouterr()
     full = plain(-1).fit(X.numpy(), y.numpy())
     if isinstance(callback, UpdateCurvature):
         assert len(dict(full.callbacks_)["c"].curvatures_) == 4
+    elif isinstance(callback, LRSchedule):
+        assert full.history[:, "lr"] == pytest.approx([0.1, 0.1, 0.1, 0.01, 0.01])
+        assert callback.decay_step_ == 3
     else:
         assert "step      5/5" in capsys.readouterr().out
 
