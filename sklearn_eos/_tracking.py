@@ -486,8 +486,11 @@ class InstabilityTracker(ParamsCallback):
         check_full_batch_net(self, net)
         # rises below the machine epsilon of the reference loss are rounding, not instabilities
         dtype = next((p.dtype for p in net.module_.parameters() if p.is_floating_point()), torch.float32)
-        self.detector_ = LossInstabilityDetector(self.rtol, resolution=torch.finfo(dtype).eps,
-                                                 reference_loss=self.reference_loss)
+        try:
+            self.detector_ = LossInstabilityDetector(self.rtol, resolution=torch.finfo(dtype).eps,
+                                                     reference_loss=self.reference_loss)
+        except ValueError as exc:  # the detector's message named no callback
+            raise ValueError(f"{type(self).__name__}'s {exc}") from None
         self._tracker = _tracker_before(net, self)
         if self._tracker is None and _callback_after(net, self, lambda cb: isinstance(cb, SharpnessTracker)):
             warnings.warn("A SharpnessTracker is listed after this InstabilityTracker: the episodes "

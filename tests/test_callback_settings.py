@@ -109,8 +109,8 @@ def test_sharpness_tracker_settings_are_checked_before_the_first_step(data, sett
 
 
 @pytest.mark.parametrize("callback, match", [
-    (InstabilityTracker(rtol=True), "rtol must be a finite number >= 0"),
-    (InstabilityTracker(rtol=None), "rtol must be a finite number >= 0"),
+    (InstabilityTracker(rtol=True), "InstabilityTracker.s rtol must be a finite number >= 0"),
+    (InstabilityTracker(rtol=None), "InstabilityTracker.s rtol must be a finite number >= 0"),
     (LossGoal(True), "loss_goal must be a number or None"),
     (LossGoal(math.nan), "loss_goal must be a number or None"),
     (LossGoal("3"), "loss_goal must be a number or None"),
