@@ -19,8 +19,9 @@ import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback
 from skorch.history import History
-from skorch.dataset import get_len
-from skorch.utils import TeeGenerator
+from skorch.dataset import get_len, unpack_data
+from skorch.utils import TeeGenerator, to_tensor
+from torch.utils.data import default_collate
 
 from ._checks import is_int
 from ._hvp import _weighted_mean_loss
@@ -211,6 +212,35 @@ def check_one_batch_per_fit(callback, net, X):
             f"{type(net).__name__} would run minibatches (batch_size={batch_size} for {n} examples). "
             f"Use a sklearn_eos.FullBatchNet with X = FullBatch(X, y), or batch_size=-1 and "
             f"train_split=None.")
+
+
+def full_batch_of(net, X, y=None):
+    """The training set of a skorch net that is not a `FullBatchNet`, fitted on ``X, y`` with
+    one batch per epoch and no validation split, as a `FullBatch`: its dataset
+    (``net.get_dataset``) in one batch, collated by its training iterator's ``collate_fn`` and
+    moved to its device as its training step moves every batch."""
+    dataset = net.get_dataset(X, y)
+    collate = net.get_params_for("iterator_train").get("collate_fn", default_collate)
+    Xi, yi = unpack_data(collate([dataset[i] for i in range(len(dataset))]))
+    Xi, yi = to_tensor(Xi, device=net.device), to_tensor(yi, device=net.device)
+    if not (torch.is_tensor(Xi) and torch.is_tensor(yi)):
+        raise TypeError(f"{type(net).__name__}'s training batches are not a pair of tensors (X "
+                        f"{type(Xi).__name__}, y {type(yi).__name__}): the Hessian of its loss takes "
+                        f"tensors. Use a sklearn_eos.FullBatchNet with X = FullBatch(X, y).")
+    return FullBatch(Xi, yi)
+
+
+class NetLoss:
+    """The training loss of a skorch net as ``loss_fn(output, y)``: ``net.get_loss`` with
+    ``training=True``, which is what its training step minimises (for skorch's
+    ``NeuralNetClassifier`` with ``NLLLoss``, the criterion of the log of the module's
+    probabilities), where ``net.criterion_`` alone may not be."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def __call__(self, output, y):
+        return self.net.get_loss(output, y, training=True)
 
 
 class FullBatchNet(NeuralNet):

@@ -20,7 +20,8 @@ from ._eigensolver import top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
 from ._checks import check_fraction, check_int, check_seed
-from ._net import FullBatch, check_full_batch_net
+from ._net import (FullBatch, FullBatchNet, NetLoss, check_full_batch_net, check_one_batch_per_epoch,
+                   check_one_batch_per_fit, full_batch_of)
 from ._rotation import eigenvector_cosines, subspace_overlap
 from ._update_curvature import _is_plain_gd
 
@@ -32,7 +33,9 @@ def measure_spectrum(net, data, k, **solver_options):
     ``start`` gets the full-batch gradient at the measured point as its probe, in the place of
     the random vector (see "The probe" in ``sklearn_eos._eigensolver``), when it is finite.
     """
-    with FullBatchHessian(net.module_, net.criterion_, data.chunks) as hessian:
+    # a FullBatchNet minimises its criterion; another skorch net what its get_loss makes of it
+    loss_fn = net.criterion_ if isinstance(net, FullBatchNet) else NetLoss(net)
+    with FullBatchHessian(net.module_, loss_fn, data.chunks) as hessian:
         # nothing changes the network during this one solve: skip the per-product check that
         # the parameters and buffers still hold the values the cached curvature was built at
         # (a comparison of every one of them, for every product)
@@ -114,9 +117,14 @@ def _as_arrays(rows, columns):
 class SharpnessTracker(ParamsCallback):
     """Record the top Hessian eigenvalues of the full training loss during training.
 
-    Works on a `FullBatchNet` fitted on a `FullBatch` (one GD step per epoch). The Hessian is
-    that of the loss the net minimises (``net.criterion_`` over every training example, in
-    train mode, as the gradient step sees it). A measurement is taken before step ``t``'s
+    Works on a `FullBatchNet` fitted on a `FullBatch` (one GD step per epoch), and on any
+    other skorch net whose epoch is one full-batch GD step (``batch_size=-1``,
+    ``train_split=None``; minibatches and a validation split are refused with a TypeError),
+    whose training data it collates once into a `FullBatch`, as its iterator would. The Hessian
+    is that of the loss the net minimises over every training example, in train mode, as
+    the gradient step sees it: ``net.criterion_`` on a `FullBatchNet`, ``net.get_loss``
+    on another net (for skorch's ``NeuralNetClassifier`` with ``NLLLoss``, the NLL of the
+    log of the module's probabilities). A measurement is taken before step ``t``'s
     update whenever ``t % every == 0``, and once more at the end of training, on the
     parameters that fit returns.
 
@@ -194,9 +202,17 @@ class SharpnessTracker(ParamsCallback):
         self.random_state = random_state
         self.start = start
 
-    def on_train_begin(self, net, X=None, **kwargs):
-        check_full_batch_net(self, net)
-        if not isinstance(X, FullBatch):
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        if not isinstance(net, FullBatchNet):
+            # a plain skorch net whose epoch is one full-batch GD step: its training data as
+            # one FullBatch, built here once (see `full_batch_of`)
+            if net.train_split is not None:
+                raise TypeError(f"SharpnessTracker on {type(net).__name__} measures the Hessian of the "
+                                f"loss over the data passed to fit: set train_split=None (and "
+                                f"batch_size=-1), or use a sklearn_eos.FullBatchNet.")
+            check_one_batch_per_fit(self, net, X)
+            X = X if isinstance(X, FullBatch) else full_batch_of(net, X, y)
+        elif not isinstance(X, FullBatch):
             raise TypeError("SharpnessTracker needs a net fitted on a FullBatch (full-batch GD).")
         # before any step: a bad tol was refused by the solver at the first measurement, after
         # every step of a fit with every=0
@@ -349,6 +365,10 @@ class SharpnessTracker(ParamsCallback):
         # measurement at step + 1, so that the callbacks acting on them (the divergence
         # guard, the instability tracker) have seen every step the measurement follows
         return bool(self.every) and (step + 1) % self.every == 0
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if training:  # minibatches that on_train_begin could not foresee (a plain skorch net)
+            check_one_batch_per_epoch(self, net)
 
     def on_epoch_begin(self, net, **kwargs):
         # runs after LRSchedule's on_epoch_begin (callback order), so the lr is this step's

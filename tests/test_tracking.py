@@ -803,3 +803,80 @@ def test_warm_measurements_probe_with_the_full_batch_gradient(monkeypatch):
     assert seen[-1][0]
     for _, probe, expected in seen[1:]:
         torch.testing.assert_close(probe, expected, rtol=1e-5, atol=1e-7)
+
+
+class _Probabilities(torch.nn.Module):
+    """A classifier that returns probabilities, as skorch's NeuralNetClassifier expects with
+    its default NLLLoss (whose get_loss takes their log)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = torch.nn.Linear(4, 5), torch.nn.Linear(5, 3)
+
+    def forward(self, x):
+        return torch.softmax(self.out(torch.tanh(self.hidden(x))), dim=-1)
+
+
+def test_the_tracker_records_on_a_plain_skorch_net_with_one_batch_per_epoch():
+    """The tracking issue: 'the tracker is a public skorch callback, so any skorch net can
+    record the same histories'. It refused every net but a FullBatchNet (audit hC of session
+    22). On a plain skorch net whose epoch is one full-batch GD step it now measures the
+    Hessian of the loss that the net's training step minimises (its get_loss, here the NLL of
+    the log of the module's probabilities, not the criterion alone) over the data passed to
+    fit, against the exact Hessian (float64): a depth-1 regressor's every row is the closed
+    form, and the classifier's last row measures the returned parameters."""
+    from skorch import NeuralNetClassifier, NeuralNetRegressor
+    from sklearn.datasets import load_iris
+
+    from sklearn_eos import HalfSquaredError
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3))
+    y = X @ np.array([[1.0], [-2.0], [0.5]])
+    torch.manual_seed(0)
+    reg = NeuralNetRegressor(torch.nn.Linear, module__in_features=3, module__out_features=1,
+                             criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1, max_epochs=10,
+                             batch_size=-1, train_split=None, verbose=0,
+                             callbacks=[("t", SharpnessTracker(every=4, k=2, tol=1e-8))]).initialize()
+    reg.module_.double()
+    reg.partial_fit(X, y)  # partial_fit keeps the float64 module
+    history = dict(reg.callbacks_)["t"].history_
+    A = np.hstack([X, np.ones((60, 1))])
+    np.testing.assert_array_equal(history["step"], [0, 4, 8, 10])
+    np.testing.assert_allclose(history["sharpness"], np.linalg.eigvalsh(A.T @ A / 60)[-1], rtol=1e-6)
+    np.testing.assert_allclose(history["threshold"], 20.0)
+    assert dict(reg.callbacks_)["t"].rotation_history_["cosine"] == pytest.approx(1.0)
+
+    Xi, yi = load_iris(return_X_y=True)
+    Xi = (Xi - Xi.mean(0)) / Xi.std(0)
+    clf = NeuralNetClassifier(_Probabilities, optimizer=torch.optim.SGD, lr=0.1, max_epochs=6, batch_size=-1,
+                              train_split=None, verbose=0,
+                              callbacks=[("t", SharpnessTracker(every=3, k=2, tol=1e-8,
+                                                                rest_tol=None))]).initialize()
+    clf.module_.double()
+    clf.partial_fit(Xi, yi)
+    history = dict(clf.callbacks_)["t"].history_
+    np.testing.assert_array_equal(history["step"], [0, 3, 6])
+    trained_loss = lambda out, t: clf.get_loss(out, t, training=True)  # noqa: E731
+    exact = torch.linalg.eigvalsh(exact_hessian(clf.module_, trained_loss, torch.as_tensor(Xi),
+                                                torch.as_tensor(yi)))
+    np.testing.assert_allclose([history["sharpness"][-1], history["eig_2"][-1]], exact.flip(0)[:2], rtol=1e-6)
+    criterion_alone = torch.linalg.eigvalsh(exact_hessian(clf.module_, clf.criterion_, torch.as_tensor(Xi),
+                                                          torch.as_tensor(yi)))
+    assert abs(criterion_alone[-1] - exact[-1]) > 1e-2 * exact[-1]  # the loss that matters does
+
+    # a net it cannot serve: minibatches, or a validation split that leaves the data unknown
+    for settings, match in [({"batch_size": 20}, "would run minibatches"),
+                            ({"train_split": skorch_valid_split(5)}, "set train_split=None")]:
+        net = NeuralNetClassifier(_Probabilities, optimizer=torch.optim.SGD, lr=0.1, max_epochs=2, verbose=0,
+                                  **{"batch_size": -1, "train_split": None, **settings},
+                                  callbacks=[("t", SharpnessTracker(every=1))])
+        with pytest.raises(TypeError, match=match):
+            net.fit(Xi.astype(np.float32), yi)
+        assert len(net.history) == 0
+
+
+def skorch_valid_split(cv):
+    from skorch.dataset import ValidSplit
+
+    return ValidSplit(cv)
