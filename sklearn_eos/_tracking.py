@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
+from skorch import NeuralNet
 
 from ._callbacks import ParamsCallback, loads_best, returned_step
 from ._eigensolver import top_eigenpairs
@@ -34,7 +35,8 @@ def measure_spectrum(net, data, k, **solver_options):
     the random vector (see "The probe" in ``sklearn_eos._eigensolver``), when it is finite.
     """
     # a FullBatchNet minimises its criterion; another skorch net what its get_loss makes of it
-    loss_fn = net.criterion_ if isinstance(net, FullBatchNet) else NetLoss(net)
+    plain = isinstance(net, NeuralNet) and not isinstance(net, FullBatchNet)
+    loss_fn = NetLoss(net) if plain else net.criterion_
     with FullBatchHessian(net.module_, loss_fn, data.chunks) as hessian:
         # nothing changes the network during this one solve: skip the per-product check that
         # the parameters and buffers still hold the values the cached curvature was built at
