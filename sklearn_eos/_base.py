@@ -73,9 +73,11 @@ def _validate_float_data(estimator, X, *args, **kwargs):
 
 
 def _thread_limit():
-    """Threads a fit may use: the ``OMP_NUM_THREADS`` that joblib and Dask workers set."""
-    value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() else None
+    """Threads a fit may use: the ``OMP_NUM_THREADS`` that joblib's loky and Dask workers set
+    (OpenMP's nested form ``'2,1'`` gives its first level; spaces are ignored; anything else,
+    or 0, sets no limit)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def _same(a, b):
@@ -492,6 +494,9 @@ class BaseEoS(BaseEstimator):
             except (RuntimeError, AssertionError) as exc:
                 raise ValueError(f"device={self.device!r}, but this torch cannot place data there: "
                                  f"{exc}") from exc
+        # the CPU by its plain name: tensors saved from 'cpu:0' could not be loaded again
+        # (torch), so a fitted estimator did not come back from a joblib or Dask worker
+        fit_device = "cpu" if device.type == "cpu" else self.device
         reuse = self.warm_start and hasattr(self, "module_")
         architecture = self._architecture_params(hidden)
         if reuse:
@@ -513,7 +518,7 @@ class BaseEoS(BaseEstimator):
             else:
                 what = f"{self._n_outputs} target columns, as in the previous fit; y has {n_outputs}"
             raise ValueError(f"warm_start=True needs targets that fit the previous model: {what}.")
-        X_train, y_train = self._training_tensors(X, targets, torch_dtype, self.device)
+        X_train, y_train = self._training_tensors(X, targets, torch_dtype, fit_device)
         for name, value in target_attrs.items():
             setattr(self, name, value)
         self._n_outputs = n_outputs
@@ -565,7 +570,7 @@ class BaseEoS(BaseEstimator):
             data = FullBatch(X_train, y_train, self.chunk_size)
             net = FullBatchNet(
                 module=module, criterion=make_criterion(self.loss), optimizer=torch.optim.SGD,
-                lr=self.lr, max_epochs=self.max_iter, device=self.device,
+                lr=self.lr, max_epochs=self.max_iter, device=fit_device,
                 callbacks=self._build_callbacks(seed, start, initial_sharpness, reference_loss), verbose=0,
                 sync_every=self._sync_every,
             )

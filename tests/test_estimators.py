@@ -237,6 +237,17 @@ def test_torch_threads_limited_in_joblib_workers():
         assert after == 4  # the worker's own setting is restored after fit
 
 
+@pytest.mark.parametrize("value, limit", [("1", 1), (" 2 ", 2), ("1,1", 1), ("3,2,1", 3), ("", None),
+                                          ("0", None), ("x", None), ("-1", None)])
+def test_the_thread_limit_reads_openmp_forms(value, limit, monkeypatch):
+    """OpenMP's nested form ('1,1') and padded values were ignored: the fit ran on every
+    thread (audit hD of session 22)."""
+    from sklearn_eos._base import _thread_limit
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert _thread_limit() == limit
+
+
 # ---------------------------------------------------------------------------------------
 # 4. persistence
 # ---------------------------------------------------------------------------------------
@@ -1436,6 +1447,19 @@ def test_the_train_mode_probe_leaves_batch_norm_statistics_alone():
 def test_cuda_device_without_cuda_is_a_clear_error():
     X, y = _blobs(n_samples=20)
     _assert_fails_before_training(EoSClassifier(device="cuda", max_iter=2), X, y, "no CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu:0", torch.device("cpu", 0)])
+def test_an_indexed_cpu_device_fits_and_pickles_as_the_cpu(device):
+    """torch cannot load tensors saved from 'cpu:0': a fit on it could not be unpickled, so
+    it did not come back from a joblib or Dask worker (audit hD of session 22)."""
+    X, y = _blobs(n_samples=40)
+    est = EoSClassifier(hidden_layer_sizes=(8,), max_iter=5, sharpness_every=2, random_state=0, device=device)
+    est.fit(X, y)
+    assert est.get_params()["device"] is device  # the parameter as given
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(est)).predict_proba(X), est.predict_proba(X))
+    reference = clone(est).set_params(device="cpu").fit(X, y)
+    np.testing.assert_array_equal(est.predict_proba(X), reference.predict_proba(X))
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a torch without MPS")
