@@ -43,7 +43,7 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
   float64 spectrum. A pair whose tolerance lies below the floor ends the solve, unconverged,
   once its bound reaches the floor. It used to keep the solve going to the end of its
   budget: a float32 regressor that diverged (sharpness 1.2e24 next to an eigenvalue of
-  -5.5e28) spent 300 products on its final measurement, now 7 (``python
+  -5.5e28) spent 300 products on its final measurement, now 6 (``python
   benchmarks/bench_far_past_edge.py``, part (d); part (b) in float32: at most 18 products,
   all unconverged, against a median of 93 and up to 300, with 24 of 50 unconverged). The
   price: past the floor the residuals are rounding noise, and expanding by them explored
