@@ -200,13 +200,13 @@ def check_one_batch_per_fit(callback, net, X):
     if isinstance(net, FullBatchNet) or X is None or net.train_split is not None:
         return
     batch_size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
-    if batch_size in (-1, None):
+    if batch_size == -1:
         return
     try:
         n = get_len(X)
     except (TypeError, ValueError):  # a dataset without a length: the per-batch check stays
         return
-    if batch_size < n:
+    if (1 if batch_size is None else batch_size) < n:  # None: torch's loader batches nothing
         raise TypeError(
             f"{type(callback).__name__} reads every training batch as one full-batch GD step, but "
             f"{type(net).__name__} would run minibatches (batch_size={batch_size} for {n} examples). "
@@ -214,33 +214,39 @@ def check_one_batch_per_fit(callback, net, X):
             f"train_split=None.")
 
 
-def full_batch_of(net, X, y=None):
-    """The training set of a skorch net that is not a `FullBatchNet`, fitted on ``X, y`` with
-    one batch per epoch and no validation split, as a `FullBatch`: its dataset
-    (``net.get_dataset``) in one batch, collated by its training iterator's ``collate_fn`` and
-    moved to its device as its training step moves every batch."""
+def training_batch_of(net, X, y=None):
+    """The training data of a skorch net that is not a `FullBatchNet`, fitted on ``X, y`` with
+    one batch per epoch and no validation split, as the pair ``(X, y)`` of its one batch: its
+    dataset (``net.get_dataset``) collated by its training iterator's ``collate_fn`` and moved
+    to its device as its training step moves every batch (``X`` may be a dict of tensors)."""
     dataset = net.get_dataset(X, y)
     collate = net.get_params_for("iterator_train").get("collate_fn", default_collate)
     Xi, yi = unpack_data(collate([dataset[i] for i in range(len(dataset))]))
-    Xi, yi = to_tensor(Xi, device=net.device), to_tensor(yi, device=net.device)
-    if not (torch.is_tensor(Xi) and torch.is_tensor(yi)):
-        raise TypeError(f"{type(net).__name__}'s training batches are not a pair of tensors (X "
-                        f"{type(Xi).__name__}, y {type(yi).__name__}): the Hessian of its loss takes "
-                        f"tensors. Use a sklearn_eos.FullBatchNet with X = FullBatch(X, y).")
-    return FullBatch(Xi, yi)
+    return to_tensor(Xi, device=net.device), None if yi is None else to_tensor(yi, device=net.device)
 
 
-class NetLoss:
-    """The training loss of a skorch net as ``loss_fn(output, y)``: ``net.get_loss`` with
-    ``training=True``, which is what its training step minimises (for skorch's
-    ``NeuralNetClassifier`` with ``NLLLoss``, the criterion of the log of the module's
-    probabilities), where ``net.criterion_`` alone may not be."""
+class TrainingLoss(torch.nn.Module):
+    """The training loss of a skorch net as a module of its parameters: ``forward((X, y))``
+    is ``net.get_loss(net.infer(X), y, X=X, training=True)``, what its training step minimises
+    (for skorch's ``NeuralNetClassifier`` with ``NLLLoss``, the NLL of the log of the module's
+    probabilities; its ``NeuralNetBinaryClassifier`` squeezes the output in ``infer``), where
+    ``net.criterion_(net.module_(X), y)`` may not be. Its parameters and buffers are
+    ``net.module_``'s, in their order. Arguments passed to ``fit`` for the module's forward
+    (skorch's ``fit_params``) are not known here."""
 
     def __init__(self, net):
-        self.net = net
+        super().__init__()
+        self.module = net.module_
+        self.net = net  # not a torch Module: a plain attribute
 
-    def __call__(self, output, y):
-        return self.net.get_loss(output, y, training=True)
+    def forward(self, batch):
+        X, y = batch
+        return self.net.get_loss(self.net.infer(X), y, X=X, training=True)
+
+
+def loss_itself(output, y):
+    """The loss function of a module that returns its loss (`TrainingLoss`)."""
+    return output
 
 
 class FullBatchNet(NeuralNet):

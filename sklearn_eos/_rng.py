@@ -60,7 +60,7 @@ def draws_random_numbers(module, X):
     """
     if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in module.modules()):
         return True
-    devices = cuda_generators_of(X.device)
+    devices = cuda_generators_of(_device_of(X))
     with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices), kept_mode_and_buffers(module):
         before = _generator_states(devices)
         try:
@@ -71,6 +71,19 @@ def draws_random_numbers(module, X):
             return True
         after = _generator_states(devices)
     return any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def _device_of(X):
+    """The device of ``X``, a tensor or a tuple, list or dict of them (nested): its first
+    tensor's (the CPU when it holds none)."""
+    if torch.is_tensor(X):
+        return X.device
+    items = X.values() if isinstance(X, dict) else X if isinstance(X, (tuple, list)) else ()
+    for item in items:
+        device = _device_of(item)
+        if device.type != "cpu":
+            return device
+    return torch.device("cpu")
 
 
 @contextmanager

@@ -14,30 +14,37 @@ from dataclasses import replace
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from skorch import NeuralNet
 
 from ._callbacks import ParamsCallback, loads_best, returned_step
 from ._eigensolver import top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
 from ._checks import check_fraction, check_int, check_seed
-from ._net import (FullBatch, FullBatchNet, NetLoss, check_full_batch_net, check_one_batch_per_epoch,
-                   check_one_batch_per_fit, full_batch_of)
+from ._net import (FullBatch, FullBatchNet, TrainingLoss, check_full_batch_net, check_one_batch_per_epoch,
+                   check_one_batch_per_fit, loss_itself, training_batch_of)
+from ._rng import draws_random_numbers
 from ._rotation import eigenvector_cosines, subspace_overlap
 from ._update_curvature import _is_plain_gd
 
 
+def _training_hessian(net, data):
+    """The Hessian of ``net``'s full training loss on ``data``: a `FullBatch` (a `FullBatchNet`
+    minimises its criterion on it), or the ``(X, y)`` batch of another skorch net
+    (`training_batch_of`: the loss is what its training step computes, `TrainingLoss`)."""
+    if isinstance(data, FullBatch):
+        return FullBatchHessian(net.module_, net.criterion_, data.chunks)
+    return FullBatchHessian(TrainingLoss(net), loss_itself, [(data, data[1])])
+
+
 def measure_spectrum(net, data, k, **solver_options):
-    """Top-k eigenpairs of the Hessian of ``net``'s full training loss on ``data`` (a `FullBatch`).
+    """Top-k eigenpairs of the Hessian of ``net``'s full training loss on ``data`` (a `FullBatch`,
+    or a plain skorch net's one training batch, see `_training_hessian`).
 
     ``solver_options`` go to `top_eigenpairs` (``start``, ``tol``, ``rest_tol``, ...). A warm
     ``start`` gets the full-batch gradient at the measured point as its probe, in the place of
     the random vector (see "The probe" in ``sklearn_eos._eigensolver``), when it is finite.
     """
-    # a FullBatchNet minimises its criterion; another skorch net what its get_loss makes of it
-    plain = isinstance(net, NeuralNet) and not isinstance(net, FullBatchNet)
-    loss_fn = NetLoss(net) if plain else net.criterion_
-    with FullBatchHessian(net.module_, loss_fn, data.chunks) as hessian:
+    with _training_hessian(net, data) as hessian:
         # nothing changes the network during this one solve: skip the per-product check that
         # the parameters and buffers still hold the values the cached curvature was built at
         # (a comparison of every one of them, for every product)
@@ -122,13 +129,18 @@ class SharpnessTracker(ParamsCallback):
     Works on a `FullBatchNet` fitted on a `FullBatch` (one GD step per epoch), and on any
     other skorch net whose epoch is one full-batch GD step (``batch_size=-1``,
     ``train_split=None``; minibatches and a validation split are refused with a TypeError),
-    whose training data it collates once into a `FullBatch`, as its iterator would. The Hessian
+    whose training data it collates once into one batch, as its iterator would. The Hessian
     is that of the loss the net minimises over every training example, in train mode, as
-    the gradient step sees it: ``net.criterion_`` on a `FullBatchNet`, ``net.get_loss``
-    on another net (for skorch's ``NeuralNetClassifier`` with ``NLLLoss``, the NLL of the
-    log of the module's probabilities). A measurement is taken before step ``t``'s
-    update whenever ``t % every == 0``, and once more at the end of training, on the
-    parameters that fit returns.
+    the gradient step sees it: ``net.criterion_`` on a `FullBatchNet`;
+    ``net.get_loss(net.infer(X), y, X=X, training=True)`` on another net (for skorch's
+    ``NeuralNetClassifier`` with ``NLLLoss``, the NLL of the log of the module's
+    probabilities). There the first step's loss is checked against the tracker's own at the
+    same parameters (modules without randomness): a step that sees more than that (arguments
+    passed to ``fit`` for the module's forward, an ``iterator_train`` sampler) is a
+    ValueError, not a history of another loss. A plain net calls no hook after an error, so
+    its tracker's histories are emptied when a fit begins (a failed fit leaves them empty).
+    A measurement is taken before step ``t``'s update whenever ``t % every == 0``, and once
+    more at the end of training, on the parameters that fit returns.
 
     Parameters
     ----------
@@ -205,15 +217,21 @@ class SharpnessTracker(ParamsCallback):
         self.start = start
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self._first_loss = None  # see on_batch_end
         if not isinstance(net, FullBatchNet):
-            # a plain skorch net whose epoch is one full-batch GD step: its training data as
-            # one FullBatch, built here once (see `full_batch_of`)
+            # a plain skorch net whose epoch is one full-batch GD step: its training batch,
+            # built here once (see `training_batch_of`)
             if net.train_split is not None:
                 raise TypeError(f"SharpnessTracker on {type(net).__name__} measures the Hessian of the "
                                 f"loss over the data passed to fit: set train_split=None (and "
                                 f"batch_size=-1), or use a sklearn_eos.FullBatchNet.")
             check_one_batch_per_fit(self, net, X)
-            X = X if isinstance(X, FullBatch) else full_batch_of(net, X, y)
+            # emptied first: skorch calls no hook after an error, and a failed fit left the
+            # previous fit's histories in place
+            self.history_ = _as_arrays([], sharpness_columns(self.k, self.compute_min))
+            self.rotation_history_ = _as_arrays([], rotation_columns(self.k))
+            X = training_batch_of(net, X, y)
+            self._first_loss = self._loss_to_compare(net, X)
         elif not isinstance(X, FullBatch):
             raise TypeError("SharpnessTracker needs a net fitted on a FullBatch (full-batch GD).")
         # before any step: a bad tol was refused by the solver at the first measurement, after
@@ -371,6 +389,35 @@ class SharpnessTracker(ParamsCallback):
     def on_batch_begin(self, net, training=False, **kwargs):
         if training:  # minibatches that on_train_begin could not foresee (a plain skorch net)
             check_one_batch_per_epoch(self, net)
+
+    @staticmethod
+    def _loss_to_compare(net, batch):
+        """The training loss at the initial parameters as the tracker computes it (a plain
+        skorch net's), for `on_batch_end` to compare with the first step's; None for a module
+        that draws random numbers (dropout), whose step may draw another mask."""
+        if draws_random_numbers(TrainingLoss(net), batch):
+            return None
+        with _training_hessian(net, batch) as hessian:
+            return hessian.loss()
+
+    def on_batch_end(self, net, training=False, loss=None, **kwargs):
+        # on a plain skorch net: the loss of the first step against the tracker's own at the
+        # same parameters. They differ when the step sees what the tracker cannot (arguments
+        # passed to fit for the module's forward, an iterator_train sampler, ...), and every
+        # measurement would then be of another loss, silently
+        first, self._first_loss = getattr(self, "_first_loss", None), None
+        if not training or first is None or loss is None:
+            return
+        step = float(loss.detach() if torch.is_tensor(loss) else loss)
+        scale = max(abs(step), abs(first), torch.finfo(torch.float32).tiny)
+        if math.isfinite(step) and math.isfinite(first) and abs(step - first) > 1e-4 * scale:
+            raise ValueError(
+                f"SharpnessTracker: the loss of {type(net).__name__}'s first training step, {step:.7g}, is "
+                f"not the loss the tracker measures at the same parameters, {first:.7g} "
+                f"(net.get_loss(net.infer(X), y, X=X) over all the data passed to fit): the step sees "
+                f"something the tracker does not (arguments passed to fit for the module's forward, "
+                f"an iterator_train sampler, ...), and its measurements would be of another loss. "
+                f"Use a sklearn_eos.FullBatchNet.")
 
     def on_epoch_begin(self, net, **kwargs):
         # runs after LRSchedule's on_epoch_begin (callback order), so the lr is this step's

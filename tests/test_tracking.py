@@ -880,3 +880,94 @@ def skorch_valid_split(cv):
     from skorch.dataset import ValidSplit
 
     return ValidSplit(cv)
+
+
+class _Tempered(torch.nn.Module):
+    """Logits divided by a temperature that fit may pass to forward (skorch's fit_params)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x, temperature=1.0):
+        return self.linear(x) / temperature
+
+
+class _TwoInputs(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(2, 3), torch.nn.Linear(2, 3)
+
+    def forward(self, a, b):
+        return self.a(a) + self.b(b)
+
+
+def test_the_tracker_on_a_plain_skorch_net_measures_what_its_training_step_computes():
+    """Review of the plain-net tracker (audit hF of session 22): it called module_(X) and the
+    criterion, so skorch's NeuralNetBinaryClassifier (whose infer squeezes the output)
+    failed, a get_loss reading X failed or was measured without it, dict inputs were
+    refused, and arguments passed to fit for the module's forward were silently left out (a
+    sharpness of another loss). It now measures net.get_loss(net.infer(X), y, X=X), checks
+    at the first step that this is the step's own loss (else a ValueError), and empties its
+    histories when a fit begins (a plain net calls no hook after an error)."""
+    from skorch import NeuralNetBinaryClassifier, NeuralNetClassifier, NeuralNetRegressor
+    from sklearn.datasets import load_iris
+
+    Xi, yi = load_iris(return_X_y=True)
+    Xi = ((Xi - Xi.mean(0)) / Xi.std(0))
+    common = dict(optimizer=torch.optim.SGD, lr=0.1, max_epochs=3, batch_size=-1, train_split=None, verbose=0)
+
+    def tracked(net_class, module, tol=1e-8, **kwargs):  # 1e-8 for the float64 modules
+        return net_class(module, **{**common, **kwargs},
+                         callbacks=[("t", SharpnessTracker(every=1, k=2, tol=tol, rest_tol=None))])
+
+    def exact_top(net, loss_fn, X, y):
+        return torch.linalg.eigvalsh(exact_hessian(net.module_, loss_fn, X, y)).flip(0)[:2].numpy()
+
+    # infer squeezes the (n, 1) output
+    torch.manual_seed(0)
+    binary = tracked(NeuralNetBinaryClassifier, torch.nn.Linear(4, 1)).initialize()
+    binary.module_.double()
+    yb = (yi == 0).astype(np.float64)
+    binary.partial_fit(Xi, yb)
+    last = dict(binary.callbacks_)["t"].history_
+    X, y = torch.as_tensor(Xi), torch.as_tensor(yb)
+    np.testing.assert_allclose([last["sharpness"][-1], last["eig_2"][-1]],
+                               exact_top(binary, lambda out, t: binary.get_loss(out[:, 0], t), X, y),
+                               rtol=1e-6)
+
+    # a get_loss that weights the rows by X
+    class Weighted(NeuralNetRegressor):
+        def get_loss(self, y_pred, y_true, X=None, training=False):
+            weights = 1 + torch.as_tensor(X)[:, :1].abs()
+            return (weights * (y_pred - y_true) ** 2).mean()
+
+    torch.manual_seed(0)
+    weighted = tracked(Weighted, torch.nn.Linear(4, 1), criterion=torch.nn.MSELoss).initialize()
+    weighted.module_.double()
+    yr = Xi @ np.array([[1.0], [-1.0], [0.5], [2.0]])
+    weighted.partial_fit(Xi, yr)
+    last = dict(weighted.callbacks_)["t"].history_
+    weights = 1 + X[:, :1].abs()
+    np.testing.assert_allclose(
+        [last["sharpness"][-1], last["eig_2"][-1]],
+        exact_top(weighted, lambda out, t: (weights * (out - t) ** 2).mean(), X, torch.as_tensor(yr)),
+        rtol=1e-6)
+
+    # dict inputs, passed to the module as keyword arguments
+    torch.manual_seed(0)
+    two = tracked(NeuralNetClassifier, _TwoInputs, tol=1e-3, criterion=torch.nn.CrossEntropyLoss)
+    two.fit({"a": Xi[:, :2].astype(np.float32), "b": Xi[:, 2:].astype(np.float32)}, yi)
+    assert np.isfinite(dict(two.callbacks_)["t"].history_["sharpness"]).all()
+
+    # a forward argument passed to fit: refused at the first step; the histories are empty
+    tempered = tracked(NeuralNetClassifier, _Tempered, tol=1e-3, criterion=torch.nn.CrossEntropyLoss)
+    tempered.fit(Xi.astype(np.float32), yi)  # without it: tracked
+    assert len(dict(tempered.callbacks_)["t"].history_["step"]) == 4
+    with pytest.raises(ValueError, match="the step sees something the tracker does not"):
+        tempered.fit(Xi.astype(np.float32), yi, temperature=4.0)
+    assert len(dict(tempered.callbacks_)["t"].history_["step"]) == 0  # not the previous fit's
+    # batch_size=None: torch's loader then batches nothing (one example per step)
+    with pytest.raises(TypeError, match=r"would run minibatches \(batch_size=None"):
+        tracked(NeuralNetClassifier, _Tempered, tol=1e-3, criterion=torch.nn.CrossEntropyLoss,
+                batch_size=None).fit(Xi.astype(np.float32), yi)
