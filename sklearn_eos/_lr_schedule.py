@@ -28,7 +28,7 @@ class LRSchedule(ParamsCallback):
     `SharpnessTracker`, whose threshold 2/lr uses the rate it sets. Each epoch is a step: a
     net that runs minibatches (several training batches per epoch) is refused with a
     TypeError, before the first step when its ``batch_size`` is below the number of examples
-    and ``train_split`` is None, else at the second batch.
+    (or None, one example per batch) and ``train_split`` is None, else at the second batch.
 
     While the rate of the next step depends on that episode state
     (`DecayPolicy.depends_on_episodes`: with ``decay_on='instabilities'`` until the decay,
