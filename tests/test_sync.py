@@ -12,6 +12,7 @@ must not depend on ``sync_every``. ``tests/test_cuda.py`` checks the same on a G
 import collections
 import signal
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -26,6 +27,18 @@ from sklearn_eos import (EoSClassifier, EoSRegressor, FullBatch, FullBatchNet, H
 from sklearn_eos import _callbacks
 from sklearn_eos._base import BaseEoS, FitInterrupted
 from sklearn_eos._net import SYNC_EVERY
+
+
+@contextmanager
+def _python_sigint():
+    """Python's own SIGINT handler in the block, as in a terminal (a process started in the
+    background may inherit SIGINT ignored, and a Ctrl-C would then never reach it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
 
 STEPS = 256
 READS = ("item", "tolist", "__float__", "__int__", "__index__", "__bool__", "numpy", "cpu", "__array__")
@@ -516,23 +529,16 @@ def test_a_ctrl_c_during_the_last_loss_read_keeps_nothing_of_the_fit(monkeypatch
     monkeypatch.setattr(FullBatchNet, "_write_losses", interrupted_write)
     X, y = make_regression(40, 4, random_state=0)
     est = EoSRegressor(hidden_layer_sizes=(), lr=0.05, max_iter=30, sharpness_every=0, random_state=0)
-    # Python's own handler, as in a terminal (a background process may inherit SIGINT ignored)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with _python_sigint():
         with pytest.raises(KeyboardInterrupt) as raised:
             est.fit(X, y / y.std())
-    finally:
-        signal.signal(signal.SIGINT, previous)
     assert not isinstance(raised.value, FitInterrupted) and not hasattr(est, "n_iter_")  # as it was
     # on a bare net the losses stay pending, not lost: a later read (here the pickle) has them
     net = FullBatchNet(MLP(3, 1, ()), criterion=HalfSquaredError, lr=0.01, max_epochs=5, sync_every=100)
     in_end[0] = False
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with _python_sigint():
         with pytest.raises(KeyboardInterrupt):
             net.fit(FullBatch(torch.randn(20, 3), torch.randn(20, 1)), None)
-    finally:
-        signal.signal(signal.SIGINT, previous)
     assert len(net._pending) == 5
     net.__getstate__()
     assert all(isinstance(row["train_loss"], float) for row in net.history)
@@ -567,13 +573,10 @@ def test_a_ctrl_c_during_a_batched_replay_ends_the_fit_after_the_steps_read(at, 
     est = EoSRegressor(hidden_layer_sizes=(5,), lr=0.05, max_iter=30, sharpness_every=0, random_state=0,
                        callbacks=[("ctrl_c", _CtrlCInReplay(at=at))])
     est._sync_every = 8
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-    try:
+    with _python_sigint():
         with pytest.raises(FitInterrupted, match=f"after {n_steps} steps"):
             est.fit(X, y)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, previous)
     reference = EoSRegressor(hidden_layer_sizes=(5,), lr=0.05, max_iter=n_steps, sharpness_every=0,
                              random_state=0).fit(X, y)
     assert est.n_iter_ == n_steps and len(est.loss_curve_) == n_steps
@@ -582,11 +585,8 @@ def test_a_ctrl_c_during_a_batched_replay_ends_the_fit_after_the_steps_read(at, 
     # a bare net: every step's row is kept and read, every hook has run
     net = FullBatchNet(MLP(3, 1, ()), criterion=HalfSquaredError, lr=0.01, max_epochs=5, sync_every=100,
                        callbacks=[("ctrl_c", _CtrlCInReplay(at=1))])
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with _python_sigint():
         with pytest.raises(KeyboardInterrupt):
             net.fit(FullBatch(torch.randn(20, 3), torch.randn(20, 1)), None)
-    finally:
-        signal.signal(signal.SIGINT, previous)
     assert net.train_ended_ and len(net.history) == 5
     assert all(isinstance(row["train_loss"], float) for row in net.history)
