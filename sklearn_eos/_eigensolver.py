@@ -33,9 +33,9 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
   tracked digits fit (22 per warm measurement, ``python benchmarks/bench_certify.py``) and on
   the adversarial blocks of ``benchmarks/bench_guard.py`` (no miss).
 * Repeated eigenvalues: each copy needs a start vector of its own, which the expansion may
-  not pursue and restarts can drop; when the result holds a repeated value above a lower one, a solve of
-  the operator restricted to the complement of the result looks for a lost copy (see
-  "Repeated eigenvalues").
+  not pursue and restarts can drop; when the result holds a repeated value above a lower
+  one, a solve of the operator restricted to the complement of the result looks for a lost
+  copy (see "Repeated eigenvalues").
 * Rounding: no bound is taken below ``resolvable_tol(dtype) * max|theta|`` (four machine
   epsilons of the operator's dtype). The residual bounds see the products only through their
   rounded results, so they keep shrinking past what the dtype resolves: at the digits edge of
@@ -688,9 +688,9 @@ _BOTTOM_SETTLED = 1e-2
 # come from a start vector, the expansion does not pursue one whose share of the basis is
 # small, and the thick restarts, which keep the top 2k + 2 Ritz vectors, can drop it. A
 # symmetric 200 x 200 matrix with lambda_1 = 1 three times above a bulk uniform in [0, 0.9],
-# k=3, tol 1e-3 and rest_tol None,
-# started from three random columns: two copies and the top of the bulk came back, converged,
-# for 10 of 20 seeds (10% off); with lambda_1 four times, k=4, 15 of 20, and 2 of 20 cold. So
+# k=3, tol 1e-3 and rest_tol None, started from three random columns: two copies and the top
+# of the bulk came back, converged, for 10 of 20 seeds (10% off); with lambda_1 four times,
+# k=4, 15 of 20, and 2 of 20 cold. So
 # when the returned eigenvalues hold a repeated value (two within the tolerance of each other)
 # above one lower by more than its tolerance, the solve looks for an eigenvalue above that
 # lower one beside the returned eigenvectors: a k=1 solve of the operator compressed to

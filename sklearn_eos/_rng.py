@@ -74,8 +74,8 @@ def draws_random_numbers(module, X):
 
 
 def _device_of(X):
-    """The device of ``X``, a tensor or a tuple, list or dict of them (nested): its first
-    tensor's (the CPU when it holds none)."""
+    """The device of ``X``, a tensor or a tuple, list or dict of them (nested): the first
+    device other than the CPU among its tensors, else the CPU."""
     if torch.is_tensor(X):
         return X.device
     items = X.values() if isinstance(X, dict) else X if isinstance(X, (tuple, list)) else ()

@@ -20,8 +20,8 @@ from ._eigensolver import top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
 from ._checks import check_fraction, check_int, check_seed
-from ._net import (FullBatch, FullBatchNet, TrainingLoss, check_full_batch_net, check_one_batch_per_epoch,
-                   check_one_batch_per_fit, loss_itself, training_batch_of)
+from ._net import (FullBatch, FullBatchNet, TrainingLoss, check_full_batch_net, check_one_batch_per_fit,
+                   loss_itself, training_batch_of)
 from ._rng import draws_random_numbers
 from ._rotation import eigenvector_cosines, subspace_overlap
 from ._update_curvature import _is_plain_gd
@@ -217,7 +217,7 @@ class SharpnessTracker(ParamsCallback):
         self.start = start
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self._first_loss = None  # see on_batch_end
+        self._first_loss = None  # see _check_first_loss
         if not isinstance(net, FullBatchNet):
             # a plain skorch net whose epoch is one full-batch GD step: its training batch,
             # built here once (see `training_batch_of`)
@@ -386,29 +386,27 @@ class SharpnessTracker(ParamsCallback):
         # guard, the instability tracker) have seen every step the measurement follows
         return bool(self.every) and (step + 1) % self.every == 0
 
-    def on_batch_begin(self, net, training=False, **kwargs):
-        if training:  # minibatches that on_train_begin could not foresee (a plain skorch net)
-            check_one_batch_per_epoch(self, net)
-
     @staticmethod
     def _loss_to_compare(net, batch):
         """The training loss at the initial parameters as the tracker computes it (a plain
-        skorch net's), for `on_batch_end` to compare with the first step's; None for a module
-        that draws random numbers (dropout), whose step may draw another mask."""
+        skorch net's), for `_check_first_loss` to compare with the first step's; None for a
+        module that draws random numbers (dropout), whose step may draw another mask."""
         if draws_random_numbers(TrainingLoss(net), batch):
             return None
         with _training_hessian(net, batch) as hessian:
             return hessian.loss()
 
-    def on_batch_end(self, net, training=False, loss=None, **kwargs):
-        # on a plain skorch net: the loss of the first step against the tracker's own at the
-        # same parameters. They differ when the step sees what the tracker cannot (arguments
-        # passed to fit for the module's forward, an iterator_train sampler, ...), and every
-        # measurement would then be of another loss, silently
-        first, self._first_loss = getattr(self, "_first_loss", None), None
-        if not training or first is None or loss is None:
+    def _check_first_loss(self, net):
+        """On a plain skorch net, once its first step has run: that step's loss against the
+        tracker's own at the same parameters. They differ when the step sees what the tracker
+        cannot (arguments passed to fit for the module's forward, an iterator_train sampler,
+        ...), and every measurement would then be of another loss, silently."""
+        first, self._first_loss = self._first_loss, None
+        row = list.__getitem__(net.history, self._first_row) if len(net.history) > self._first_row else {}
+        step = next((b["train_loss"] for b in row.get("batches", ()) if "train_loss" in b), None)
+        if step is None:
             return
-        step = float(loss.detach() if torch.is_tensor(loss) else loss)
+        step = float(step)
         scale = max(abs(step), abs(first), torch.finfo(torch.float32).tiny)
         if math.isfinite(step) and math.isfinite(first) and abs(step - first) > 1e-4 * scale:
             raise ValueError(
@@ -420,6 +418,8 @@ class SharpnessTracker(ParamsCallback):
                 f"Use a sklearn_eos.FullBatchNet.")
 
     def on_epoch_begin(self, net, **kwargs):
+        if self._first_loss is not None and self.step_ == 1:  # a plain net's first step has run
+            self._check_first_loss(net)
         # runs after LRSchedule's on_epoch_begin (callback order), so the lr is this step's
         self._rates.append(self._lr(net))
         if self.every and self.step_ % self.every == 0:
@@ -427,6 +427,8 @@ class SharpnessTracker(ParamsCallback):
         self.step_ += 1
 
     def on_train_end(self, net, **kwargs):
+        if self._first_loss is not None:  # a plain net's fit of one step
+            self._check_first_loss(net)
         final = returned_step(net, self._first_row, caller=self)
         # measurements beyond the returned parameters' step saw other parameters: those of a
         # divergence, or of an epoch stopped before its update

@@ -967,6 +967,8 @@ def test_the_tracker_on_a_plain_skorch_net_measures_what_its_training_step_compu
     with pytest.raises(ValueError, match="the step sees something the tracker does not"):
         tempered.fit(Xi.astype(np.float32), yi, temperature=4.0)
     assert len(dict(tempered.callbacks_)["t"].history_["step"]) == 0  # not the previous fit's
+    with pytest.raises(ValueError, match="the step sees something the tracker does not"):
+        tempered.set_params(max_epochs=1).fit(Xi.astype(np.float32), yi, temperature=4.0)  # at the end
     # batch_size=None: torch's loader then batches nothing (one example per step)
     with pytest.raises(TypeError, match=r"would run minibatches \(batch_size=None"):
         tracked(NeuralNetClassifier, _Tempered, tol=1e-3, criterion=torch.nn.CrossEntropyLoss,
