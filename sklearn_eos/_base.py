@@ -16,8 +16,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import (Interval, InvalidParameterError, StrOptions,
                                              validate_parameter_constraints)
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import (check_array, check_consistent_length, check_is_fitted, column_or_1d,
-                                      validate_data)
+from sklearn.utils.validation import (_check_sample_weight, check_array, check_consistent_length,
+                                      check_is_fitted, column_or_1d, validate_data)
 
 from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
 from ._eigensolver import resolvable_tol, top_eigenpairs
@@ -70,6 +70,23 @@ def _validate_float_data(estimator, X, *args, **kwargs):
         raise ValueError("dtype='numeric' is not compatible with arrays of bytes/strings. Convert your "
                          "data to numeric values explicitly instead.")
     return validate_data(estimator, X, *args, dtype=[np.float64, np.float32], **kwargs)
+
+
+def _sample_weight_or_none(sample_weight, X):
+    """scikit-learn's checks of ``sample_weight`` (finite, non-negative, not all zero, one per
+    row of ``X``), scaled to a mean of 1 in float64 (the training dtype takes them without
+    overflow); None for None or equal weights, whose weighted mean is the plain one."""
+    if sample_weight is None:
+        return None
+    # the sign and zero checks by hand: their keywords differ across scikit-learn >= 1.6
+    weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+    if (weights < 0).any():
+        raise ValueError("Negative values in data passed to sample_weight: weights must be >= 0.")
+    if not (weights > 0).any():
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    if np.all(weights == weights[0]):
+        return None
+    return weights * (len(weights) / weights.sum())
 
 
 def _thread_limit():
@@ -200,8 +217,9 @@ class BaseEoS(BaseEstimator):
         return super().set_params(**params)
 
     # -- hooks the subclasses fill in -------------------------------------------------
-    def _prepare_targets(self, y):
-        """Validate ``y``; return (training targets, number of outputs, fitted attributes).
+    def _prepare_targets(self, y, weights=None):
+        """Validate ``y`` (with its sample ``weights``, or None); return (training targets,
+        number of outputs, fitted attributes).
 
         The fitted attributes (e.g. ``classes_``) are set by `fit` once every check passed.
         """
@@ -311,7 +329,7 @@ class BaseEoS(BaseEstimator):
         return callbacks
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the network by full-batch gradient descent on ``(X, y)``.
 
         A fit that raises (bad data, a failing module or callback) leaves the estimator as
@@ -325,8 +343,13 @@ class BaseEoS(BaseEstimator):
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             `EoSClassifier`: class labels, shape (n_samples,) (binary or multiclass; for
             multilabel targets wrap it in ``sklearn.multioutput.MultiOutputClassifier``).
-            `EoSRegressor`: one or several target columns. Sample weights are not
-            supported: every example counts once in the full-batch loss.
+            `EoSRegressor`: one or several target columns.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the examples, not all zero. The full-batch loss becomes
+            their weighted mean, ``sum_i w_i loss_i / sum_i w_i``: an integer weight counts an
+            example that many times, a zero weight leaves it out (its classes still count),
+            and the sharpness, the threshold units and every diagnostic are of that loss.
+            None, or equal weights, is the plain mean.
 
         Returns
         -------
@@ -336,7 +359,7 @@ class BaseEoS(BaseEstimator):
         # (validation sets attributes such as n_features_in_ before the later checks run)
         before = dict(vars(self))
         try:
-            return self._fit(X, y)
+            return self._fit(X, y, sample_weight)
         except FitInterrupted:
             raise  # a Ctrl-C: the model of the steps run is kept (see noted_interrupts)
         except BaseException:
@@ -476,7 +499,7 @@ class BaseEoS(BaseEstimator):
                     f"The {name!r} parameter of {type(self).__name__} must be {kind}, not a bool. "
                     f"Got {value!r} instead.")
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, sample_weight=None):
         self._check_module()
         hidden = self._check_hidden_layer_sizes()
         torch_dtype = _DTYPES[self.dtype]
@@ -508,7 +531,8 @@ class BaseEoS(BaseEstimator):
             if reuse:
                 raise ValueError(f"warm_start=True needs data that fit the previous model: {exc}") from exc
             raise
-        targets, n_outputs, target_attrs = self._prepare_targets(y)
+        weights = _sample_weight_or_none(sample_weight, X)
+        targets, n_outputs, target_attrs = self._prepare_targets(y, weights)
         if reuse and (n_outputs != self._n_outputs or any(
                 not np.array_equal(value, getattr(self, name)) for name, value in target_attrs.items()
                 if name.endswith("_"))):
@@ -519,6 +543,7 @@ class BaseEoS(BaseEstimator):
                 what = f"{self._n_outputs} target columns, as in the previous fit; y has {n_outputs}"
             raise ValueError(f"warm_start=True needs targets that fit the previous model: {what}.")
         X_train, y_train = self._training_tensors(X, targets, torch_dtype, fit_device)
+        w_train = None if weights is None else self._to_tensor(weights, torch_dtype, fit_device)
         for name, value in target_attrs.items():
             setattr(self, name, value)
         self._n_outputs = n_outputs
@@ -567,7 +592,7 @@ class BaseEoS(BaseEstimator):
             raise ValueError("The module has no parameters that require gradients: nothing to train.")
 
         with torch_threads(_thread_limit()):
-            data = FullBatch(X_train, y_train, self.chunk_size)
+            data = FullBatch(X_train, y_train, self.chunk_size, sample_weight=w_train)
             net = FullBatchNet(
                 module=module, criterion=make_criterion(self.loss), optimizer=torch.optim.SGD,
                 lr=self.lr, max_epochs=self.max_iter, device=fit_device,
@@ -747,7 +772,7 @@ class BaseEoS(BaseEstimator):
         """
         return self._outputs_to_predictions(self._forward(X))
 
-    def measure_sharpness(self, X, y):
+    def measure_sharpness(self, X, y, sample_weight=None):
         """Top Hessian eigenpairs of the training loss on ``(X, y)`` at the fitted parameters.
 
         The sharpness of the fitted model on any data, a held-out set say, measured as the
@@ -765,6 +790,8 @@ class BaseEoS(BaseEstimator):
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Targets as `fit` takes them; a classifier's labels must be among ``classes_``.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the rows, as `fit` takes them (the loss is their weighted mean).
 
         Returns
         -------
@@ -792,6 +819,7 @@ class BaseEoS(BaseEstimator):
         self._check_sharpness_tol(dtype)
         X = _validate_float_data(self, X, reset=False)
         check_consistent_length(X, y)
+        weights = _sample_weight_or_none(sample_weight, X)
         targets = self._encode_targets(y)
         # a copy: the operator switches the module to train mode for its passes, and the
         # estimator may be predicting in another thread
@@ -804,7 +832,8 @@ class BaseEoS(BaseEstimator):
                                           else rng).randint(np.iinfo(np.int32).max))
         with torch_threads(_thread_limit()):
             Xt, yt = self._training_tensors(X, targets, dtype, device)
-            data = FullBatch(Xt, yt, self.chunk_size)
+            wt = None if weights is None else self._to_tensor(weights, dtype, device)
+            data = FullBatch(Xt, yt, self.chunk_size, sample_weight=wt)
             # the operator fixes the random state of its passes (a dropout mask) when built:
             # from random_state, the caller's generators untouched
             with seeded(seed, cuda_generators_of(device)):
@@ -992,7 +1021,7 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     _multi_output_y = False
     _parameter_constraints = {**BaseEoS._parameter_constraints, "loss": [StrOptions(_valid_losses)]}
 
-    def _prepare_targets(self, y):
+    def _prepare_targets(self, y, weights=None):
         check_classification_targets(y)
         kind = type_of_target(y)
         if kind not in ("binary", "multiclass"):
@@ -1003,6 +1032,11 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
                 f"{type(self).__name__} needs samples of at least 2 classes in the data, but the "
                 f"data contain only one class: {classes[0].item()!r}."
             )
+        if weights is not None and len(np.unique(encoded[weights > 0])) < 2:
+            # the loss would see one class: the others' outputs only pushed down
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes with a positive "
+                f"sample_weight, but only class {classes[encoded[weights > 0][0]].item()!r} has one.")
         n_classes = len(classes)
         targets = self._class_targets(encoded, n_classes)
         return targets, n_classes, {"classes_": classes}
@@ -1091,7 +1125,7 @@ class EoSRegressor(RegressorMixin, BaseEoS):
             callbacks=callbacks, random_state=random_state, verbose=verbose, warm_start=warm_start,
         )
 
-    def _prepare_targets(self, y):
+    def _prepare_targets(self, y, weights=None):
         # check_array as in _encode_targets: validate_data(multi_output=True) lets a sparse y through
         y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
         return y, (1 if y.ndim == 1 else y.shape[1]), {"_y_ndim": y.ndim}

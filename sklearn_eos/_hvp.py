@@ -194,10 +194,11 @@ class FullBatchHessian:
         ``loss_fn(output, y) -> scalar tensor``, the mean loss over the chunk's examples.
     chunks : list of (X, y)
         Pairs covering the training set, on the module's device: ``X`` a tensor (or a tuple,
-        list or dict of tensors, passed to the module as one argument), ``y`` a tensor. With
-        several chunks, each is weighted by its number of examples: the first axis of ``y``,
-        which must match the first axis of ``X``, the one its tensors share, or its length (a
-        ``ValueError`` otherwise).
+        list or dict of tensors, passed to the module as one argument), ``y`` a tensor (for
+        the package's losses, or the pair ``(target, sample_weight)`` that a weighted
+        `~sklearn_eos.FullBatch` holds). With several chunks, each is weighted by its number
+        of examples: the first axis of ``y``, which must match the first axis of ``X``, the
+        one its tensors share, or its length (a ``ValueError`` otherwise).
     params : list of torch.Tensor, optional
         Parameters w.r.t. which the Hessian is taken, flattened in this order; each must
         have ``requires_grad`` (a ``ValueError`` otherwise), and the loss must depend on one

@@ -7,19 +7,40 @@ Classification with MSE uses one-hot targets, built once per fit by the estimato
 
 Every loss here returns the **mean over the examples it is given**, so the full-batch loss
 of a chunked data set is the chunk losses weighted by chunk size.
+
+Sample weights: a loss's ``target`` may be a pair ``(target, weight)``, ``weight`` of shape
+(n,), and the loss is then the mean of ``weight_i * loss_i``. `~sklearn_eos.FullBatch` scales
+the weights to a mean of 1 over the whole training set, so that the full-batch loss is
+``sum_i w_i loss_i / sum_i w_i``: an integer weight counts an example that many times.
 """
 
+import torch
 from torch import nn
+
+
+def split_target(target):
+    """``(target, weight)`` from a loss's target: a tensor (weight None) or such a pair."""
+    if isinstance(target, (tuple, list)):
+        if len(target) != 2 or not all(torch.is_tensor(t) for t in target):
+            raise TypeError(f"a target must be a tensor or a pair (target, sample_weight) of "
+                            f"tensors, got a {type(target).__name__} of {len(target)} items.")
+        return target[0], target[1]
+    return target, None
 
 
 class HalfSquaredError(nn.Module):
     """``0.5 * sum over outputs of (input - target)**2``, mean over examples.
 
-    A 1-D input is one output per example; ``target`` is reshaped to ``input``'s shape.
+    A 1-D input is one output per example; ``target`` is reshaped to ``input``'s shape, or is
+    a pair ``(target, weight)`` for the weighted mean (see the module notes).
     """
 
     def forward(self, input, target):
+        target, weight = split_target(target)
         diff = input - target.reshape(input.shape)
+        if weight is not None:
+            per_example = diff.square() if diff.ndim == 1 else diff.square().sum(dim=1)
+            return 0.5 * (weight * per_example).sum() / diff.shape[0]
         if diff.ndim == 1:
             return 0.5 * diff.square().mean()
         return 0.5 * diff.square().sum() / diff.shape[0]
@@ -31,13 +52,18 @@ class CrossEntropy(nn.Module):
     Equal to ``torch.nn.functional.cross_entropy`` (value exactly, gradient to rounding) and
     built from plain differentiable operations, so Hessian-vector products go through it; on
     the CPU it is about 40% faster than ``log_softmax`` on few classes
-    (``benchmarks/bench_gd_step.py``).
+    (``benchmarks/bench_gd_step.py``). ``target`` may be a pair ``(target, weight)`` for the
+    weighted mean (see the module notes).
     """
 
     def forward(self, input, target):
+        target, weight = split_target(target)
         shifted = input - input.detach().amax(dim=1, keepdim=True)  # the shift cancels exactly
         log_norm = shifted.exp().sum(dim=1).log()
-        return (log_norm - shifted.gather(1, target[:, None]).squeeze(1)).mean()
+        per_example = log_norm - shifted.gather(1, target[:, None]).squeeze(1)
+        if weight is not None:
+            return (weight * per_example).sum() / per_example.shape[0]
+        return per_example.mean()
 
 
 def make_criterion(loss):

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._losses import CrossEntropy, HalfSquaredError
+from ._losses import CrossEntropy, HalfSquaredError, split_target
 
 __all__ = ["MLPCurvature", "applies_to_data", "mlp_structure"]
 
@@ -154,7 +154,12 @@ def mlp_structure(module, loss_fn, params):
 
 
 def applies_to_data(X, y, loss_kind, dtype):
-    """Whether a chunk ``(X, y)`` has the shapes the R-operator handles."""
+    """Whether a chunk ``(X, y)`` has the shapes the R-operator handles (``y`` a target
+    tensor, or a pair ``(target, weight)`` with one weight per row in ``dtype``)."""
+    if isinstance(y, (tuple, list)):
+        if len(y) != 2 or not torch.is_tensor(y[1]) or y[1].dtype != dtype or y[1].shape != X.shape[:1]:
+            return False
+        y = y[0]
     if not (torch.is_tensor(X) and torch.is_tensor(y)) or X.ndim != 2 or X.dtype != dtype:
         return False
     if loss_kind == "cross_entropy":
@@ -176,8 +181,10 @@ class MLPCurvature:
     ----------
     layers, loss_kind
         From `mlp_structure`.
-    X, y : torch.Tensor
-        The chunk's inputs (n, n_features) and targets.
+    X : torch.Tensor
+        The chunk's inputs (n, n_features).
+    y : torch.Tensor or (torch.Tensor, torch.Tensor)
+        Its targets, or the pair ``(targets, sample weights)`` (see `sklearn_eos._losses`).
     weight : float
         The chunk's share ``n_c / n`` of the full-batch loss (which is the chunk's mean loss
         times ``weight``).
@@ -187,7 +194,11 @@ class MLPCurvature:
     def __init__(self, layers, loss_kind, X, y, weight):
         self.layers = layers
         self.loss_kind = loss_kind
-        self.scale = weight / X.shape[0]  # d(full loss) / d(one example's loss)
+        y, sample_weight = split_target(y)
+        # d(full loss) / d(one example's loss): a number, or a column of one per example
+        self.scale = weight / X.shape[0]
+        if sample_weight is not None:
+            self.scale = (sample_weight * self.scale)[:, None]
         self._work = None  # the product's buffers (`_workspace`)
         self.a = [X]  # a_0 .. a_{L-1}: inputs of each linear layer
         self.d1, d2s = [], []

@@ -26,6 +26,7 @@ from torch.utils.data import default_collate
 from ._checks import is_int
 from ._hvp import _weighted_mean_loss
 from ._interrupts import deferred_interrupts
+from ._losses import CrossEntropy, HalfSquaredError
 
 #: Default steps between two host reads of the training losses (`FullBatchNet.sync_every`).
 SYNC_EVERY = 32
@@ -40,14 +41,22 @@ class FullBatch(torch.utils.data.Dataset):
         Inputs and targets, already on the training device and dtype.
     chunk_size : int or None
         Rows per forward pass; None is one chunk.
+    sample_weight : torch.Tensor of shape (n_samples,), optional
+        Non-negative weights of the examples, not all zero, in the training dtype. They are
+        scaled to a mean of 1 and each chunk's target becomes the pair ``(y_c, w_c)``, which
+        the package's losses (`HalfSquaredError`, its cross-entropy) read as the weighted
+        mean: the full-batch loss is ``sum_i w_i loss_i / sum_i w_i``.
 
     Attributes
     ----------
     chunks : list of (X_c, y_c)
-        Views of ``X`` and ``y``; ``weights[c] = len(X_c) / len(X)``.
+        Views of ``X`` and ``y`` (``y_c`` the pair ``(y_c, w_c)`` with sample weights);
+        ``weights[c] = len(X_c) / len(X)``.
+    sample_weight : torch.Tensor or None
+        The weights scaled to a mean of 1, or None.
     """
 
-    def __init__(self, X, y, chunk_size=None):
+    def __init__(self, X, y, chunk_size=None, sample_weight=None):
         # what an audit found failing later, inside torch or in a division by zero
         if not (torch.is_tensor(X) and torch.is_tensor(y)):
             raise TypeError(f"FullBatch takes tensors X and y (torch.as_tensor them, on the training "
@@ -60,13 +69,35 @@ class FullBatch(torch.utils.data.Dataset):
             # chunked, zip would drop the rows of X beyond those of y without a word
             raise ValueError(f"X and y must have the same number of rows, got {len(X)} and {len(y)}.")
         self.n_samples = len(X)
+        self.sample_weight = None if sample_weight is None else self._scaled(sample_weight)
         # a numpy integer (scipy's randint in a search draws them): torch's split refused it
         chunk_size = None if chunk_size is None else int(chunk_size)
         if chunk_size is None or chunk_size >= self.n_samples:
             self.chunks = [(X, y)]
-        else:
+            if self.sample_weight is not None:
+                self.chunks = [(X, (y, self.sample_weight))]
+        elif self.sample_weight is None:
             self.chunks = list(zip(X.split(chunk_size), y.split(chunk_size)))
+        else:
+            self.chunks = [(Xc, (yc, wc)) for Xc, yc, wc in zip(
+                X.split(chunk_size), y.split(chunk_size), self.sample_weight.split(chunk_size))]
         self.weights = [len(Xc) / self.n_samples for Xc, _ in self.chunks]
+
+    def _scaled(self, sample_weight):
+        """``sample_weight`` checked and scaled to a mean of 1."""
+        w = sample_weight
+        if not (torch.is_tensor(w) and w.is_floating_point() and w.shape == (self.n_samples,)):
+            what = (f"a {w.dtype} tensor of shape {tuple(w.shape)}" if torch.is_tensor(w)
+                    else f"a {type(w).__name__}")
+            raise ValueError(f"FullBatch's sample_weight must be a floating-point tensor of shape "
+                             f"({self.n_samples},), one weight per example; got {what}.")
+        with torch.no_grad():
+            if not bool((torch.isfinite(w) & (w >= 0)).all()):
+                raise ValueError("FullBatch's sample_weight must be finite and non-negative.")
+            total = w.sum(dtype=torch.float64)
+            if not total > 0:
+                raise ValueError("FullBatch's sample_weight must have at least one positive weight.")
+            return (w.double() * (self.n_samples / total)).to(w.dtype)
 
     def __len__(self):
         return self.n_samples
@@ -378,6 +409,12 @@ class FullBatchNet(NeuralNet):
             # mini-batches: each epoch would be several SGD steps, and train_loss the last one's
             raise ValueError(f"FullBatchNet runs one full-batch GD step per epoch: batch_size must be "
                              f"-1 (the default), got {self.batch_size} for {get_len(X)} examples.")
+        if (isinstance(X, FullBatch) and X.sample_weight is not None
+                and not isinstance(self.criterion_, (HalfSquaredError, CrossEntropy))):
+            # another criterion would get the pair (y, w) as its target and fail inside torch
+            raise TypeError(f"a FullBatch with sample_weight needs a criterion that reads the pair "
+                            f"(target, sample_weight): sklearn_eos's HalfSquaredError or its "
+                            f"cross-entropy, not {type(self.criterion_).__name__}.")
         if isinstance(X, FullBatch) and len(X.chunks) > 1:
             # chunk losses are weighted by their sizes, which adds up to the full-batch loss of a
             # plain mean only (class weights, ignore_index, reduction='sum' changed the step)
