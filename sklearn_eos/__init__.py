@@ -7,7 +7,7 @@ from ._frames import histories_to_frames
 from ._lr_schedule import LRSchedule
 from ._tracking import InstabilityTracker, SharpnessTracker
 from ._update_curvature import UpdateCurvature
-from ._losses import HalfSquaredError
+from ._losses import CrossEntropy, HalfSquaredError
 from . import curvature
 from ._modules import MLP
 from ._net import FullBatch, FullBatchNet
@@ -18,6 +18,7 @@ __all__ = [
     "FullBatch",
     "FullBatchNet",
     "HalfSquaredError",
+    "CrossEntropy",
     "MLP",
     "LRSchedule",
     "DivergenceGuard",

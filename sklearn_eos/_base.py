@@ -72,21 +72,32 @@ def _validate_float_data(estimator, X, *args, **kwargs):
     return validate_data(estimator, X, *args, dtype=[np.float64, np.float32], **kwargs)
 
 
-def _sample_weight_or_none(sample_weight, X):
+def _weighted_rows(sample_weight, X, dtype):
     """scikit-learn's checks of ``sample_weight`` (finite, non-negative, not all zero, one per
-    row of ``X``), scaled to a mean of 1 in float64 (the training dtype takes them without
-    overflow); None for None or equal weights, whose weighted mean is the plain one."""
+    row of ``X``); returns ``(weights, rows)``: ``rows`` the mask of the rows with a weight
+    that ``dtype`` (the training dtype, a torch dtype) holds above 0, None when that is all of
+    them, and ``weights`` theirs, scaled to a mean of 1 in float64, None when they are equal
+    (their weighted mean is the plain one)."""
     if sample_weight is None:
-        return None
+        return None, None
     # the sign and zero checks by hand: their keywords differ across scikit-learn >= 1.6
     weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
     if (weights < 0).any():
         raise ValueError("Negative values in data passed to sample_weight: weights must be >= 0.")
     if not (weights > 0).any():
         raise ValueError("Sample weights must contain at least one non-zero number.")
+    # by the largest first: the sum of weights near the float maximum overflowed, and n / sum
+    # of subnormal ones did
+    weights = weights / weights.max()
+    # rows of weight 0 are left out: a 0 * inf loss of theirs was NaN; so are those whose
+    # weight the training dtype rounds to 0 (the one-class check must see what trains)
+    rows = torch.from_numpy(weights).to(dtype).numpy() > 0
+    weights = weights[rows]
+    if rows.all():
+        rows = None
     if np.all(weights == weights[0]):
-        return None
-    return weights * (len(weights) / weights.sum())
+        return None, rows
+    return weights * (len(weights) / weights.sum()), rows
 
 
 def _thread_limit():
@@ -217,9 +228,9 @@ class BaseEoS(BaseEstimator):
         return super().set_params(**params)
 
     # -- hooks the subclasses fill in -------------------------------------------------
-    def _prepare_targets(self, y, weights=None):
-        """Validate ``y`` (with its sample ``weights``, or None); return (training targets,
-        number of outputs, fitted attributes).
+    def _prepare_targets(self, y, rows=None):
+        """Validate ``y``; return (training targets, number of outputs, fitted attributes).
+        ``rows``: the mask of the rows that train (a positive sample weight), or None for all.
 
         The fitted attributes (e.g. ``classes_``) are set by `fit` once every check passed.
         """
@@ -347,7 +358,8 @@ class BaseEoS(BaseEstimator):
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights of the examples, not all zero. The full-batch loss becomes
             their weighted mean, ``sum_i w_i loss_i / sum_i w_i``: an integer weight counts an
-            example that many times, a zero weight leaves it out (its classes still count),
+            example that many times, a zero weight (or one that ``dtype`` rounds to zero)
+            leaves it out of training (its label still counts among ``classes_``),
             and the sharpness, the threshold units and every diagnostic are of that loss.
             None, or equal weights, is the plain mean.
 
@@ -531,8 +543,8 @@ class BaseEoS(BaseEstimator):
             if reuse:
                 raise ValueError(f"warm_start=True needs data that fit the previous model: {exc}") from exc
             raise
-        weights = _sample_weight_or_none(sample_weight, X)
-        targets, n_outputs, target_attrs = self._prepare_targets(y, weights)
+        weights, rows = _weighted_rows(sample_weight, X, torch_dtype)
+        targets, n_outputs, target_attrs = self._prepare_targets(y, rows)
         if reuse and (n_outputs != self._n_outputs or any(
                 not np.array_equal(value, getattr(self, name)) for name, value in target_attrs.items()
                 if name.endswith("_"))):
@@ -542,6 +554,8 @@ class BaseEoS(BaseEstimator):
             else:
                 what = f"{self._n_outputs} target columns, as in the previous fit; y has {n_outputs}"
             raise ValueError(f"warm_start=True needs targets that fit the previous model: {what}.")
+        if rows is not None:  # the rows of weight 0 left out
+            X, targets = X[rows], targets[rows]
         X_train, y_train = self._training_tensors(X, targets, torch_dtype, fit_device)
         w_train = None if weights is None else self._to_tensor(weights, torch_dtype, fit_device)
         for name, value in target_attrs.items():
@@ -819,8 +833,10 @@ class BaseEoS(BaseEstimator):
         self._check_sharpness_tol(dtype)
         X = _validate_float_data(self, X, reset=False)
         check_consistent_length(X, y)
-        weights = _sample_weight_or_none(sample_weight, X)
+        weights, rows = _weighted_rows(sample_weight, X, dtype)
         targets = self._encode_targets(y)
+        if rows is not None:  # the rows of weight 0 left out
+            X, targets = X[rows], targets[rows]
         # a copy: the operator switches the module to train mode for its passes, and the
         # estimator may be predicting in another thread
         module = copy.deepcopy(self.module_)
@@ -980,9 +996,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         stability it sits at 2/lr, below the sharpness, at every step.
     initial_sharpness_ : float
         Sharpness at initialisation (NaN when neither tracking nor ``lr_units='threshold'``
-        measured it). A ``warm_start`` refit keeps its predecessor's; when that is NaN and
-        the refit is in ``'threshold'`` units, the sharpness at the refit's start (with a
-        warning).
+        measured it). A ``warm_start`` refit keeps its predecessor's, on new data or new
+        sample weights too; when that is NaN and the refit is in ``'threshold'`` units, the
+        sharpness at the refit's start (with a warning).
     effective_lr_ : float
         The absolute learning rate before any decay (``lr`` itself in absolute units).
     decay_step_ : int or None
@@ -1021,7 +1037,7 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     _multi_output_y = False
     _parameter_constraints = {**BaseEoS._parameter_constraints, "loss": [StrOptions(_valid_losses)]}
 
-    def _prepare_targets(self, y, weights=None):
+    def _prepare_targets(self, y, rows=None):
         check_classification_targets(y)
         kind = type_of_target(y)
         if kind not in ("binary", "multiclass"):
@@ -1032,11 +1048,11 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
                 f"{type(self).__name__} needs samples of at least 2 classes in the data, but the "
                 f"data contain only one class: {classes[0].item()!r}."
             )
-        if weights is not None and len(np.unique(encoded[weights > 0])) < 2:
+        if rows is not None and len(np.unique(encoded[rows])) < 2:
             # the loss would see one class: the others' outputs only pushed down
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes with a positive "
-                f"sample_weight, but only class {classes[encoded[weights > 0][0]].item()!r} has one.")
+                f"sample_weight, but only class {classes[encoded[rows][0]].item()!r} has one.")
         n_classes = len(classes)
         targets = self._class_targets(encoded, n_classes)
         return targets, n_classes, {"classes_": classes}
@@ -1125,7 +1141,7 @@ class EoSRegressor(RegressorMixin, BaseEoS):
             callbacks=callbacks, random_state=random_state, verbose=verbose, warm_start=warm_start,
         )
 
-    def _prepare_targets(self, y, weights=None):
+    def _prepare_targets(self, y, rows=None):
         # check_array as in _encode_targets: validate_data(multi_output=True) lets a sparse y through
         y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
         return y, (1 if y.ndim == 1 else y.shape[1]), {"_y_ndim": y.ndim}

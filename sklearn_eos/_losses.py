@@ -11,7 +11,9 @@ of a chunked data set is the chunk losses weighted by chunk size.
 Sample weights: a loss's ``target`` may be a pair ``(target, weight)``, ``weight`` of shape
 (n,), and the loss is then the mean of ``weight_i * loss_i``. `~sklearn_eos.FullBatch` scales
 the weights to a mean of 1 over the whole training set, so that the full-batch loss is
-``sum_i w_i loss_i / sum_i w_i``: an integer weight counts an example that many times.
+``sum_i w_i loss_i / sum_i w_i``: an integer weight counts an example that many times. (A
+weight of 0 multiplies its example's loss by 0: an infinite loss still makes the mean NaN.
+The estimators leave such examples out of the data.)
 """
 
 import torch
@@ -39,7 +41,7 @@ class HalfSquaredError(nn.Module):
         target, weight = split_target(target)
         diff = input - target.reshape(input.shape)
         if weight is not None:
-            per_example = diff.square() if diff.ndim == 1 else diff.square().sum(dim=1)
+            per_example = diff.square().reshape(diff.shape[0], -1).sum(dim=1)
             return 0.5 * (weight * per_example).sum() / diff.shape[0]
         if diff.ndim == 1:
             return 0.5 * diff.square().mean()

@@ -42,10 +42,12 @@ class FullBatch(torch.utils.data.Dataset):
     chunk_size : int or None
         Rows per forward pass; None is one chunk.
     sample_weight : torch.Tensor of shape (n_samples,), optional
-        Non-negative weights of the examples, not all zero, in the training dtype. They are
-        scaled to a mean of 1 and each chunk's target becomes the pair ``(y_c, w_c)``, which
-        the package's losses (`HalfSquaredError`, its cross-entropy) read as the weighted
-        mean: the full-batch loss is ``sum_i w_i loss_i / sum_i w_i``.
+        Finite non-negative weights of the examples, not all zero. They are scaled to a mean
+        of 1, in ``X``'s dtype when it is a floating-point one, and each chunk's target
+        becomes the pair ``(y_c, w_c)``, which the package's losses (`HalfSquaredError`,
+        `CrossEntropy`) read as the weighted mean: the full-batch loss is ``sum_i w_i
+        loss_i / sum_i w_i``. An example of weight 0 is still computed (see
+        ``sklearn_eos._losses``); leave it out of ``X`` and ``y`` instead.
 
     Attributes
     ----------
@@ -69,7 +71,7 @@ class FullBatch(torch.utils.data.Dataset):
             # chunked, zip would drop the rows of X beyond those of y without a word
             raise ValueError(f"X and y must have the same number of rows, got {len(X)} and {len(y)}.")
         self.n_samples = len(X)
-        self.sample_weight = None if sample_weight is None else self._scaled(sample_weight)
+        self.sample_weight = None if sample_weight is None else self._scaled(sample_weight, X)
         # a numpy integer (scipy's randint in a search draws them): torch's split refused it
         chunk_size = None if chunk_size is None else int(chunk_size)
         if chunk_size is None or chunk_size >= self.n_samples:
@@ -83,8 +85,8 @@ class FullBatch(torch.utils.data.Dataset):
                 X.split(chunk_size), y.split(chunk_size), self.sample_weight.split(chunk_size))]
         self.weights = [len(Xc) / self.n_samples for Xc, _ in self.chunks]
 
-    def _scaled(self, sample_weight):
-        """``sample_weight`` checked and scaled to a mean of 1."""
+    def _scaled(self, sample_weight, X):
+        """``sample_weight`` checked and scaled to a mean of 1 (in ``X``'s floating dtype)."""
         w = sample_weight
         if not (torch.is_tensor(w) and w.is_floating_point() and w.shape == (self.n_samples,)):
             what = (f"a {w.dtype} tensor of shape {tuple(w.shape)}" if torch.is_tensor(w)
@@ -94,10 +96,14 @@ class FullBatch(torch.utils.data.Dataset):
         with torch.no_grad():
             if not bool((torch.isfinite(w) & (w >= 0)).all()):
                 raise ValueError("FullBatch's sample_weight must be finite and non-negative.")
-            total = w.sum(dtype=torch.float64)
-            if not total > 0:
+            largest = w.max()
+            if not largest > 0:
                 raise ValueError("FullBatch's sample_weight must have at least one positive weight.")
-            return (w.double() * (self.n_samples / total)).to(w.dtype)
+            # by the largest first: the sum of weights near the float maximum overflowed, and
+            # n / sum of subnormal ones did
+            w = w.double() / largest.double()
+            dtype = X.dtype if X.is_floating_point() else sample_weight.dtype
+            return (w * (self.n_samples / w.sum())).to(dtype)
 
     def __len__(self):
         return self.n_samples

@@ -215,3 +215,63 @@ def test_grid_search_and_pipelines_pass_the_weights_on():
     np.testing.assert_array_equal(pipe[-1].loss_curve_, alone.loss_curve_)
     assert not np.array_equal(alone.loss_curve_,
                               EoSClassifier(**params).fit(StandardScaler().fit_transform(X), y).loss_curve_)
+
+
+def test_a_zero_weight_leaves_out_a_row_whose_loss_overflows():
+    # float32: the row's squared error is inf, and 0 * inf was NaN: a divergence at step 0
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(20, 3), rng.randn(20)
+    y[0] = 1e20
+    w = np.ones(20)
+    w[0] = 0
+    params = dict(hidden_layer_sizes=(4,), lr=0.05, max_iter=20, sharpness_every=10, random_state=0)
+    weighted = EoSRegressor(**params).fit(X, y, sample_weight=w)
+    dropped = EoSRegressor(**params).fit(X[1:], y[1:])
+    assert not weighted.diverged_ and weighted.n_iter_ == 20
+    np.testing.assert_array_equal(weighted.loss_curve_, dropped.loss_curve_)
+    result = weighted.measure_sharpness(X, y, sample_weight=w)
+    assert result.eigenvalues[0] == pytest.approx(dropped.measure_sharpness(X[1:], y[1:]).eigenvalues[0],
+                                                  rel=1e-6)
+
+
+@pytest.mark.parametrize("scale", [5e307, 1e-310])
+def test_weights_near_the_float_limits_mean_their_ratios(scale):
+    # 30 weights of 5e307 sum to inf, and n / sum of subnormal ones was inf
+    X, y = _classification()
+    base = np.random.RandomState(4).randint(1, 4, size=len(X)).astype(float)
+    params = dict(hidden_layer_sizes=(4,), lr=0.5, lr_units="threshold", max_iter=20,
+                  sharpness_every=10, dtype="float64", random_state=0)
+    extreme = EoSClassifier(**params).fit(X, y, sample_weight=scale * base)
+    plain = EoSClassifier(**params).fit(X, y, sample_weight=base)
+    np.testing.assert_allclose(extreme.loss_curve_, plain.loss_curve_, rtol=1e-12)
+    Xt, yt = torch.tensor(X), torch.tensor(y)
+    torch.testing.assert_close(FullBatch(Xt, yt, sample_weight=torch.tensor(scale * base)).sample_weight,
+                               FullBatch(Xt, yt, sample_weight=torch.tensor(base)).sample_weight,
+                               rtol=1e-14, atol=0)
+
+
+def test_a_class_whose_weights_the_training_dtype_rounds_to_zero_is_left_out():
+    X, y = _classification()
+    y = (y > 0).astype(int)
+    w = np.where(y == 0, 1e-50, 1.0)  # 0 in float32
+    with pytest.raises(ValueError, match="only class 1 has one"):
+        EoSClassifier(hidden_layer_sizes=(4,), max_iter=3).fit(X, y, sample_weight=w)
+    EoSClassifier(hidden_layer_sizes=(4,), max_iter=3, dtype="float64").fit(X, y, sample_weight=w)
+
+
+def test_the_weighted_squared_error_sums_every_output_axis():
+    out, target = torch.randn(4, 2, 4, dtype=torch.float64), torch.randn(4, 2, 4, dtype=torch.float64)
+    w = torch.tensor([0.5, 1.0, 1.5, 1.0], dtype=torch.float64)
+    expected = (w * 0.5 * ((out - target) ** 2).sum(dim=(1, 2))).mean()
+    torch.testing.assert_close(HalfSquaredError()(out, (target, w)), expected, rtol=1e-14, atol=0)
+
+
+def test_weights_take_the_dtype_of_the_data_and_torch_losses_are_refused():
+    X, Y = torch.randn(6, 3), torch.randn(6, 2)
+    data = FullBatch(X, Y, sample_weight=torch.arange(1.0, 7.0, dtype=torch.float64))
+    assert data.sample_weight.dtype == torch.float32
+    module = MLP(3, 2, (4,))
+    with FullBatchHessian(module, HalfSquaredError(), data.chunks) as H:
+        assert H.method == "r-operator"  # a float64 weight made the loss float64: autograd
+    with pytest.raises(ValueError, match="MSELoss cannot read"):
+        FullBatchHessian(module, nn.MSELoss(), data.chunks)
