@@ -76,8 +76,9 @@ def _weighted_rows(sample_weight, X, dtype):
     """scikit-learn's checks of ``sample_weight`` (finite, non-negative, not all zero, one per
     row of ``X``); returns ``(weights, rows)``: ``rows`` the mask of the rows with a weight
     that ``dtype`` (the training dtype, a torch dtype) holds above 0, None when that is all of
-    them, and ``weights`` theirs, scaled to a mean of 1 in float64, None when they are equal
-    (their weighted mean is the plain one)."""
+    them, and ``weights`` theirs, divided by the largest (float64, so that ``dtype`` holds
+    them; `FullBatch` scales them to a mean of 1), None when they are equal (their weighted
+    mean is the plain one)."""
     if sample_weight is None:
         return None, None
     # the sign and zero checks by hand: their keywords differ across scikit-learn >= 1.6
@@ -86,8 +87,6 @@ def _weighted_rows(sample_weight, X, dtype):
         raise ValueError("Negative values in data passed to sample_weight: weights must be >= 0.")
     if not (weights > 0).any():
         raise ValueError("Sample weights must contain at least one non-zero number.")
-    # by the largest first: the sum of weights near the float maximum overflowed, and n / sum
-    # of subnormal ones did
     weights = weights / weights.max()
     # rows of weight 0 are left out: a 0 * inf loss of theirs was NaN; so are those whose
     # weight the training dtype rounds to 0 (the one-class check must see what trains)
@@ -95,9 +94,7 @@ def _weighted_rows(sample_weight, X, dtype):
     weights = weights[rows]
     if rows.all():
         rows = None
-    if np.all(weights == weights[0]):
-        return None, rows
-    return weights * (len(weights) / weights.sum()), rows
+    return (None if np.all(weights == weights[0]) else weights), rows
 
 
 def _thread_limit():

@@ -74,15 +74,11 @@ class FullBatch(torch.utils.data.Dataset):
         self.sample_weight = None if sample_weight is None else self._scaled(sample_weight, X)
         # a numpy integer (scipy's randint in a search draws them): torch's split refused it
         chunk_size = None if chunk_size is None else int(chunk_size)
-        if chunk_size is None or chunk_size >= self.n_samples:
-            self.chunks = [(X, y)]
-            if self.sample_weight is not None:
-                self.chunks = [(X, (y, self.sample_weight))]
-        elif self.sample_weight is None:
-            self.chunks = list(zip(X.split(chunk_size), y.split(chunk_size)))
-        else:
-            self.chunks = [(Xc, (yc, wc)) for Xc, yc, wc in zip(
-                X.split(chunk_size), y.split(chunk_size), self.sample_weight.split(chunk_size))]
+        whole = chunk_size is None or chunk_size >= self.n_samples
+        split = (lambda t: [t]) if whole else (lambda t: t.split(chunk_size))
+        Xs, ys = split(X), split(y)
+        ws = [None] * len(Xs) if self.sample_weight is None else split(self.sample_weight)
+        self.chunks = [(Xc, yc if wc is None else (yc, wc)) for Xc, yc, wc in zip(Xs, ys, ws)]
         self.weights = [len(Xc) / self.n_samples for Xc, _ in self.chunks]
 
     def _scaled(self, sample_weight, X):
@@ -419,8 +415,8 @@ class FullBatchNet(NeuralNet):
                 and not isinstance(self.criterion_, (HalfSquaredError, CrossEntropy))):
             # another criterion would get the pair (y, w) as its target and fail inside torch
             raise TypeError(f"a FullBatch with sample_weight needs a criterion that reads the pair "
-                            f"(target, sample_weight): sklearn_eos's HalfSquaredError or its "
-                            f"cross-entropy, not {type(self.criterion_).__name__}.")
+                            f"(target, sample_weight): sklearn_eos.HalfSquaredError or "
+                            f"sklearn_eos.CrossEntropy, not {type(self.criterion_).__name__}.")
         if isinstance(X, FullBatch) and len(X.chunks) > 1:
             # chunk losses are weighted by their sizes, which adds up to the full-batch loss of a
             # plain mean only (class weights, ignore_index, reduction='sum' changed the step)
