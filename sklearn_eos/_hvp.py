@@ -38,6 +38,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ._losses import refuses_weighted_targets
 from ._mlp_hessian import MLPCurvature, applies_to_data, mlp_structure
 from ._rng import GLOBAL_RNG_LOCK, kept_mode_and_buffers
 
@@ -276,14 +277,9 @@ class FullBatchHessian:
         self._data = _tensors(self.chunks)  # whose version counters the cache watches
         if not self.chunks:
             raise ValueError("chunks must contain at least one (X, y) pair with examples")
-        if type(loss_fn).__module__.startswith("torch.") and any(
-                isinstance(y, (tuple, list)) for _, y in self.chunks):
-            # a weighted FullBatch's (target, sample_weight): torch's losses failed at the
-            # first product with "'tuple' object has no attribute 'size'"
-            raise ValueError(
-                f"the chunks' targets are (target, sample_weight) pairs (a weighted FullBatch), "
-                f"which {type(loss_fn).__name__} cannot read: use sklearn_eos.HalfSquaredError or "
-                f"sklearn_eos.CrossEntropy.")
+        reason = refuses_weighted_targets(loss_fn)
+        if reason and any(isinstance(y, (tuple, list)) for _, y in self.chunks):
+            raise ValueError(f"{reason}.")
         if len(self.chunks) > 1:
             reason = _weighted_mean_loss(loss_fn, self.chunks)
             if reason is not None:

@@ -30,6 +30,17 @@ def split_target(target):
     return target, None
 
 
+def refuses_weighted_targets(loss_fn):
+    """Why ``loss_fn`` cannot take a weighted `~sklearn_eos.FullBatch`'s ``(target, weight)``
+    pairs (None when it may: this package's losses, or a loss of the user's that reads them).
+    torch's own losses take tensors only: they failed deep inside torch ("'tuple' object has
+    no attribute 'size'")."""
+    if type(loss_fn).__module__.startswith("torch."):
+        return (f"{type(loss_fn).__name__} cannot read the (target, sample_weight) pairs of a weighted "
+                f"FullBatch: use sklearn_eos.HalfSquaredError or sklearn_eos.CrossEntropy")
+    return None
+
+
 class HalfSquaredError(nn.Module):
     """``0.5 * sum over outputs of (input - target)**2``, mean over examples.
 

@@ -26,7 +26,7 @@ from torch.utils.data import default_collate
 from ._checks import is_int
 from ._hvp import _weighted_mean_loss
 from ._interrupts import deferred_interrupts
-from ._losses import CrossEntropy, HalfSquaredError
+from ._losses import refuses_weighted_targets
 
 #: Default steps between two host reads of the training losses (`FullBatchNet.sync_every`).
 SYNC_EVERY = 32
@@ -411,12 +411,9 @@ class FullBatchNet(NeuralNet):
             # mini-batches: each epoch would be several SGD steps, and train_loss the last one's
             raise ValueError(f"FullBatchNet runs one full-batch GD step per epoch: batch_size must be "
                              f"-1 (the default), got {self.batch_size} for {get_len(X)} examples.")
-        if (isinstance(X, FullBatch) and X.sample_weight is not None
-                and not isinstance(self.criterion_, (HalfSquaredError, CrossEntropy))):
-            # another criterion would get the pair (y, w) as its target and fail inside torch
-            raise TypeError(f"a FullBatch with sample_weight needs a criterion that reads the pair "
-                            f"(target, sample_weight): sklearn_eos.HalfSquaredError or "
-                            f"sklearn_eos.CrossEntropy, not {type(self.criterion_).__name__}.")
+        reason = refuses_weighted_targets(self.criterion_)
+        if isinstance(X, FullBatch) and X.sample_weight is not None and reason:
+            raise TypeError(f"{reason}.")
         if isinstance(X, FullBatch) and len(X.chunks) > 1:
             # chunk losses are weighted by their sizes, which adds up to the full-batch loss of a
             # plain mean only (class weights, ignore_index, reduction='sum' changed the step)
