@@ -156,6 +156,21 @@ class DivergenceGuard(ParamsCallback):
         torch._foreach_copy_(self._params, self._last_finite.views)
         raise KeyboardInterrupt  # skorch's way of ending fit from a callback
 
+    def check_returned_parameters(self, net, finite):
+        """At the end of training, before any callback's ``on_train_end``: the last step's
+        update gave parameters whose loss no step computed, and an update that overflowed left
+        them with a non-finite loss (NaN predictions) while every step's loss was finite. When
+        ``finite()`` (`FullBatchNet`: the training loss at those parameters, in eval mode) is
+        False, that counts as a divergence at the step after the last, and the parameters of
+        the last step are put back. Not asked after a divergence already caught, or after a
+        `LossGoal` put back the step that reached it."""
+        if self.diverged_ or self._params is None or not self.n_finite_steps_ or _reached_goal(net):
+            return
+        if finite():
+            return
+        self.diverged_ = True
+        torch._foreach_copy_(self._params, self._last_finite.views)
+
     def on_train_end(self, net, **kwargs):
         self._params = self._current = self._last_finite = self._nan_after_divergence = None
 

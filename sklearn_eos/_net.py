@@ -314,7 +314,11 @@ class FullBatchNet(NeuralNet):
     stops (`InstabilityTracker`). Steps are numbered ``0, 1, ...`` within one
     ``fit``/``partial_fit`` call.
 
-    Ending. ``on_train_end`` reaches the net and every callback even when one of them raises
+    Ending. Before the callbacks' ``on_train_end``, each callback that has
+    ``check_returned_parameters(net, finite)`` (`DivergenceGuard`) may judge the parameters
+    training ended with, whose loss no step computed: ``finite()`` says whether their loss on
+    the training data is finite (one forward pass without a gradient, in eval mode, on first
+    call). ``on_train_end`` reaches the net and every callback even when one of them raises
     ``KeyboardInterrupt`` (a Ctrl-C during a final measurement); the interrupt is raised again
     from ``fit`` once all have run, and ``train_ended_`` is then True. After an error (in a
     step, in ``on_train_begin`` or in ``on_train_end``), or an interrupt during the net's own
@@ -433,10 +437,49 @@ class FullBatchNet(NeuralNet):
                 if self._pending:
                     raise  # during the read itself: the losses are not all seen (_notify_train_end)
                 interrupt = exc  # held back over the replay, which ran whole: the fit has ended
+            with deferred_interrupts():  # one forward pass: an interrupt waits for it
+                self._check_returned_parameters(X, y)
         self._forget_training_state()
         super().on_train_end(net, X=X, y=y, **kwargs)
         if interrupt is not None:
             raise interrupt
+
+    def _check_returned_parameters(self, X, y):
+        """Let the callbacks that judge the parameters training ended with (the last step's
+        update, whose loss no step has computed) see whether they give a finite loss:
+        ``check_returned_parameters(net, finite)`` of each callback that has it, with
+        ``finite()`` computing that (once, on first call; see `_finite_loss`)."""
+        judges = [cb for _, cb in self.callbacks_ if hasattr(cb, "check_returned_parameters")]
+        known = []
+
+        def finite():
+            if not known:
+                known.append(self._finite_loss(X, y))
+            return known[0]
+
+        for cb in judges:
+            cb.check_returned_parameters(self, finite)
+
+    def _finite_loss(self, X, y):
+        """Whether the loss on the training data ``X, y`` at the current parameters is finite,
+        from one forward pass without a gradient, in eval mode, as ``predict`` runs (no dropout
+        mask drawn, no running statistics updated); the modules' modes are put back."""
+        modes = [(m, m.training) for name in self._modules + self._criteria
+                 for m in [getattr(self, name + "_")] if isinstance(m, torch.nn.Module)]
+        dataset = X if isinstance(X, FullBatch) else self.get_dataset(X, y)
+        self._set_training(False)
+        try:
+            with torch.no_grad():
+                for batch in self.get_iterator(dataset, training=False):
+                    pairs = batch.chunks if isinstance(batch, FullBatch) else [unpack_data(batch)]
+                    for Xc, yc in pairs:
+                        loss = self.get_loss(self.infer(Xc), yc, X=Xc, training=False)
+                        if not bool(torch.isfinite(loss).all()):
+                            return False
+            return True
+        finally:
+            for module, training in modes:
+                module.train(training)
 
     def _forget_training_state(self):
         self._pending = self._loss_listeners = self._loss_askers = self._step_hooks = None

@@ -384,6 +384,35 @@ def test_early_stopping_listed_before_the_guard_and_tracker_numbers_the_returned
     assert history["sharpness"][-1] == pytest.approx(exact, rel=1e-6)
 
 
+@pytest.mark.parametrize("as_full_batch", [True, False])
+def test_the_guard_catches_a_last_update_that_overflows_on_a_bare_net(data, as_full_batch):
+    """A fit that ends one step before its loss leaves float's range: every step's loss was
+    finite, the parameters returned (those of the last update) are not. The guard sees their
+    loss at the end of training, on a FullBatch and on plain tensors (skorch's own batches),
+    and puts back the last step's parameters, as at any divergence."""
+    X, y = data
+
+    def fit(max_epochs):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = _net([("guard", DivergenceGuard())], lr=1e5, max_epochs=max_epochs)
+            net.initialize()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (fit would initialise the module again, unseeded)
+            return net.partial_fit(FullBatch(X, y) if as_full_batch else X, None if as_full_batch else y)
+
+    first_non_finite = dict(fit(100).callbacks_)["guard"].n_finite_steps_  # a divergence caught
+    assert first_non_finite >= 3
+    net = fit(first_non_finite)  # ends with the update whose loss is the first non-finite one
+    guard = dict(net.callbacks_)["guard"]
+    assert guard.diverged_ and guard.n_finite_steps_ == first_non_finite
+    kept = fit(first_non_finite - 1)  # ends with the parameters of the last finite step
+    assert not dict(kept.callbacks_)["guard"].diverged_
+    for a, b in zip(net.module_.parameters(), kept.module_.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert torch.isfinite(net.forward(X)).all()
+
+
 def test_an_estimator_with_early_stopping_that_loads_the_best_epoch_keeps_its_rows_numbered():
     """The estimator's own tracker precedes the callbacks passed, so its final measurement
     comes before EarlyStopping(load_best=True) puts back the best epoch: the row must keep

@@ -556,6 +556,107 @@ def test_divergence_guard_device_path_keeps_what_the_host_path_keeps(lr, monkeyp
     np.testing.assert_allclose(kept_loss, host.loss_curve_[-1], rtol=1e-3)
 
 
+def _last_update_overflows(**params):
+    """A float64 regressor (linear network) whose loss grows by about 1e50-1e200 per step: the
+    loss of its step 4 (at the parameters of 4 updates) is 6.5e259, and the 5th update gives
+    parameters whose outputs overflow (NaN predictions)."""
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    X, y = StandardScaler().fit_transform(X[:100]), y[:100]
+    y = (y - y.mean()) / y.std()
+    est = EoSRegressor(hidden_layer_sizes=(16, 16), activation="identity", lr=6.0, dtype="float64",
+                       random_state=0, **params)
+    return est, X, y
+
+
+@pytest.mark.parametrize("on_host", [True, False])
+def test_an_update_that_overflows_after_the_last_finite_loss_is_a_divergence(on_host, monkeypatch):
+    """Every step's loss is that of the parameters it started from, so the last update's
+    result had no loss computed: a fit whose last update overflowed returned NaN predictions
+    with diverged_=False and no warning (an audit). The end of training checks that loss: a
+    non-finite one is a divergence at step max_iter, and the last step's parameters are
+    kept, on both of the guard's paths (host and device)."""
+    from sklearn_eos import _callbacks
+
+    monkeypatch.setattr(_callbacks, "_reads_on_host", lambda device: on_host)
+    est, X, y = _last_update_overflows(max_iter=5, sharpness_every=3)
+    with pytest.warns(ConvergenceWarning, match="diverged at step 5 .*parameters of step 4"):
+        est.fit(X, y)
+    assert est.diverged_ and est.n_iter_ == 5
+    assert len(est.loss_curve_) == 5 and np.all(np.isfinite(est.loss_curve_))
+    assert est.loss_curve_[-1] > 1e200  # the steps' own losses never left float64's range
+    assert np.all(np.isfinite(est.predict(X)))
+    # the parameters kept are those of a fit of 4 steps, whose own end check passes
+    twin, _, _ = _last_update_overflows(max_iter=4, sharpness_every=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        twin.fit(X, y)
+    assert not twin.diverged_
+    for a, b in zip(est.module_.parameters(), twin.module_.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # and the history ends with a measurement of them (step 4), which was a failed (NaN) row
+    history = est.sharpness_history_
+    assert list(history["step"]) == [0, 3, 4] and np.all(np.isfinite(history["sharpness"]))
+    np.testing.assert_allclose(history["sharpness"][-1], twin.sharpness_history_["sharpness"][-1],
+                               rtol=2e-3)
+    assert len(est.rotation_history_["step"]) == 2
+
+
+class _DropoutBatchNormNet(torch.nn.Module):
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(n_features_in, 8), torch.nn.BatchNorm1d(8),
+                                        torch.nn.Tanh(), torch.nn.Dropout(0.3), torch.nn.Linear(8, n_outputs))
+
+    def forward(self, X):
+        return self.body(X)
+
+
+def test_the_end_of_training_check_leaves_no_trace(monkeypatch):
+    """The check of the returned parameters runs one forward pass in eval mode: no dropout
+    mask drawn, no running statistic updated, the modes put back. The fit, its final
+    measurement included, is then bit for bit the fit without the check; it runs once per
+    fit, and not after a divergence already caught or a loss goal reached."""
+    from sklearn_eos._net import FullBatchNet
+
+    X, y = _blobs()
+    original = FullBatchNet._finite_loss
+    seen = []
+
+    def spy(net, X_, y_):
+        rng = torch.get_rng_state()
+        buffers = [b.clone() for b in net.module_.buffers()]
+        modes = [m.training for m in net.module_.modules()]
+        finite = original(net, X_, y_)
+        assert torch.equal(torch.get_rng_state(), rng)
+        assert all(torch.equal(a, b) for a, b in zip(buffers, net.module_.buffers()))
+        assert [m.training for m in net.module_.modules()] == modes
+        seen.append(finite)
+        return finite
+
+    params = dict(module=_DropoutBatchNormNet, lr=0.5, max_iter=12, sharpness_every=5, random_state=0)
+    monkeypatch.setattr(FullBatchNet, "_finite_loss", spy)
+    checked = EoSClassifier(**params).fit(X, y)
+    assert seen == [True]
+    monkeypatch.setattr(FullBatchNet, "_check_returned_parameters", lambda net, X_, y_: None)
+    unchecked = EoSClassifier(**params).fit(X, y)
+    np.testing.assert_array_equal(checked.loss_curve_, unchecked.loss_curve_)
+    for column in checked.sharpness_history_:
+        np.testing.assert_array_equal(checked.sharpness_history_[column],
+                                      unchecked.sharpness_history_[column])
+    for a, b in zip(checked.module_.state_dict().values(), unchecked.module_.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    monkeypatch.undo()
+    monkeypatch.setattr(FullBatchNet, "_finite_loss", spy)
+    seen.clear()
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        EoSClassifier(hidden_layer_sizes=(8,), lr=1e3, max_iter=50, random_state=0).fit(X, y)
+    goal = EoSClassifier(hidden_layer_sizes=(8,), lr=0.5, max_iter=200, loss_goal=0.2,
+                         random_state=0).fit(X, y)
+    assert goal.n_iter_ < 200 and seen == []
+
+
 @pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
 def test_no_divergence_no_warning(Estimator):
     X, y = _blobs() if Estimator is EoSClassifier else _regression()
