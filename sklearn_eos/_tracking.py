@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from ._callbacks import ParamsCallback, loads_best, returned_step
+from ._callbacks import ParamsCallback, _caught_divergence, loads_best, returned_step
 from ._eigensolver import top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
@@ -194,7 +194,10 @@ class SharpnessTracker(ParamsCallback):
         'threshold' (2 / the learning rate of that step), 'lr', ['eig_min'],
         'above_threshold', 'n_hvps' (Hessian-vector products used), 'converged' (False for a
         measurement that used up ``max_products`` first, or whose ``tol`` the dtype cannot
-        resolve there: a ``ConvergenceWarning`` at the end of training names them).
+        resolve there: a ``ConvergenceWarning`` at the end of training names them). A
+        measurement whose products overflowed (next to a divergence) is a row of NaN with
+        'n_hvps' -1, and no rotation is recorded across it; a ``ConvergenceWarning`` names it
+        unless a `DivergenceGuard` caught a divergence, whose warning says why.
     rotation_history_ : dict of 1-D arrays
         One row per pair of consecutive measurements: 'step', 'prev_step', 'cosine'
         (absolute cosine between the two top eigenvectors), 'cosine_2'...'cosine_k', 'subspace_overlap'
@@ -448,25 +451,45 @@ class SharpnessTracker(ParamsCallback):
             if not self._rows or self._rows[-1]["step"] != final:
                 self.measure(net, final)
         except KeyboardInterrupt:  # a Ctrl-C during that measurement: the histories end at
-            self._end_histories()  # the one before, and the net ends the other callbacks
+            self._end_histories(net)  # the one before, and the net ends the other callbacks
             raise
-        self._end_histories()
+        self._end_histories(net)
 
     def _abandon_fit(self, net):
         if getattr(self, "_rows", None) is not None:  # the histories of the measurements taken
-            self._end_histories()
+            self._end_histories(net)
 
-    def _end_histories(self):
+    def _end_histories(self, net):
         k = self.k
         self.history_ = _as_arrays(self._rows, sharpness_columns(k, self.compute_min))
         self.rotation_history_ = _as_arrays(self._rotation_rows, rotation_columns(k))
         self._warn_unconverged()
+        if _caught_divergence(net) is None:  # after a divergence, the guard's warning says why
+            self._warn_failed(net)
         self._data = self._start = None  # the fitted net must not carry the training set
         self._rows = self._rotation_rows = self._rates = None
 
+    def _warn_failed(self, net):
+        """Warn of the measurements whose Hessian products were not finite (NaN rows,
+        ``n_hvps`` -1) in a fit that no `DivergenceGuard` stopped: its loss stayed finite (a
+        float32 network whose loss grows by orders of magnitude per step), and nothing else
+        says why the row is NaN."""
+        failed = self.history_["n_hvps"] < 0
+        if failed.any():
+            steps = ", ".join(str(s) for s in self.history_["step"][failed][:5])
+            steps += ", ..." if failed.sum() > 5 else ""
+            dtype = next((p.dtype for p in net.module_.parameters()), None)
+            warnings.warn(
+                f"SharpnessTracker: {failed.sum()} of {len(failed)} measurements (steps {steps}) "
+                f"failed: their Hessian-vector products overflowed in {dtype}, as they do next to a "
+                f"divergence, while the training loss was still finite. Their rows are NaN "
+                f"('n_hvps' -1). A lower learning rate keeps training away from there.",
+                ConvergenceWarning,
+            )
+
     def _warn_unconverged(self):
         history = self.history_
-        # n_hvps == -1: products that overflowed next to a divergence (the guard warns of it)
+        # n_hvps == -1: products that overflowed (`_warn_failed`, or the guard's warning)
         short = (history["n_hvps"] >= 0) & ~history["converged"].astype(bool)
         # a reused initial measurement was reported by LRSchedule: one warning for it, not two
         short &= history["step"] != getattr(self, "_reused", None)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from _exact import exact_hessian
 from sklearn.datasets import load_digits, make_regression
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import Callback
 
@@ -431,6 +432,32 @@ def test_divergence_with_tracking_warns_and_records_what_it_can():
     last, n_hvps = sh["sharpness"][-1], sh["n_hvps"][-1]
     assert (np.isnan(last) and n_hvps == -1 and not sh["converged"][-1]) or (np.isfinite(last) and n_hvps > 0)
     assert np.isfinite(reg.predict(X)).all()
+
+
+def test_a_measurement_whose_products_overflow_before_any_divergence_warns():
+    """A float32 network whose loss grows by orders of magnitude per step (4.6e29 at the last
+    step, finite): the final measurement's products overflow and its row is NaN. No
+    divergence was caught, so no guard's warning said why: the tracker warns (the row was
+    silent; an audit). In float64 the same fit measures that row, and nothing warns of it."""
+    X, y = make_regression(80, 5, noise=0.1, random_state=0)
+    X, y = StandardScaler().fit_transform(X), (y / y.std()).reshape(-1, 1)
+    params = dict(hidden_layer_sizes=(16, 16), activation="relu", lr=50.0, max_iter=5, sharpness_every=50,
+                  n_eigs=1, random_state=649)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg = EoSRegressor(**params).fit(X, y)
+    failed = [str(w.message) for w in caught if "overflowed" in str(w.message)]
+    assert len(failed) == 1 and "1 of 2 measurements (steps 5) failed" in failed[0]
+    assert issubclass(next(w.category for w in caught if "overflowed" in str(w.message)), ConvergenceWarning)
+    sh = reg.sharpness_history_
+    assert not reg.diverged_ and np.isfinite(reg.loss_curve_).all() and reg.loss_curve_[-1] > 1e25
+    assert list(sh["step"]) == [0, 5] and list(sh["n_hvps"] < 0) == [False, True]
+    assert np.isnan(sh["sharpness"][1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wide = EoSRegressor(**params, dtype="float64").fit(X, y)
+    assert not any("overflowed" in str(w.message) for w in caught)
+    assert not wide.diverged_ and np.isfinite(wide.sharpness_history_["sharpness"]).all()
 
 
 def test_more_eigenvalues_asked_than_the_hessian_has():
