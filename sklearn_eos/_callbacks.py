@@ -100,7 +100,10 @@ class DivergenceGuard(ParamsCallback):
     loss was the first non-finite one stays in ``net.history``: ``n_finite_steps_`` rows
     precede it). The module's buffers (a BatchNorm's running statistics, which the forward
     passes of the diverging steps fill with NaN) are copied and restored with the parameters.
-    Costs one copy of the parameters and buffers per step, and on a GPU one masked copy of
+    The last update's result has no step's loss: `FullBatchNet` computes it at the end of
+    training (one forward pass, leaving no trace), and a non-finite one counts as a
+    divergence after the last step (`check_returned_parameters`): the last step's parameters
+    are put back. Costs one copy of the parameters and buffers per step, and on a GPU one masked copy of
     them more.
 
     Attributes
@@ -160,10 +163,10 @@ class DivergenceGuard(ParamsCallback):
         """At the end of training, before any callback's ``on_train_end``: the last step's
         update gave parameters whose loss no step computed, and an update that overflowed left
         them with a non-finite loss (NaN predictions) while every step's loss was finite. When
-        ``finite()`` (`FullBatchNet`: the training loss at those parameters, in eval mode) is
-        False, that counts as a divergence at the step after the last, and the parameters of
-        the last step are put back. Not asked after a divergence already caught, or after a
-        `LossGoal` put back the step that reached it."""
+        ``finite()`` (`FullBatchNet`: whether their training loss is finite) is False, that
+        counts as a divergence at the step after the last, and the parameters of the last step
+        are put back. Not asked after a divergence already caught, or after a `LossGoal` put
+        back the step that reached it."""
         if self.diverged_ or self._params is None or not self.n_finite_steps_ or _reached_goal(net):
             return
         if finite():

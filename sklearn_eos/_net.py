@@ -27,6 +27,7 @@ from ._checks import is_int
 from ._hvp import _weighted_mean_loss
 from ._interrupts import deferred_interrupts
 from ._losses import refuses_weighted_targets
+from ._rng import GLOBAL_RNG_LOCK, cuda_generators_of, kept_mode_and_buffers
 
 #: Default steps between two host reads of the training losses (`FullBatchNet.sync_every`).
 SYNC_EVERY = 32
@@ -317,17 +318,17 @@ class FullBatchNet(NeuralNet):
     Ending. Before the callbacks' ``on_train_end``, each callback that has
     ``check_returned_parameters(net, finite)`` (`DivergenceGuard`) may judge the parameters
     training ended with, whose loss no step computed: ``finite()`` says whether their loss on
-    the training data is finite (one forward pass without a gradient, in eval mode, on first
-    call). ``on_train_end`` reaches the net and every callback even when one of them raises
-    ``KeyboardInterrupt`` (a Ctrl-C during a final measurement); the interrupt is raised again
-    from ``fit`` once all have run, and ``train_ended_`` is then True. After an error (in a
-    step, in ``on_train_begin`` or in ``on_train_end``), or an interrupt during the net's own
-    last read of the losses, the fit fails: the package's callbacks not ended yet drop their
-    copies of the parameters and the training set, and a `SharpnessTracker` keeps the
-    histories of the measurements taken (see ``_abandon_fit``). A Ctrl-C while a read's
-    losses are replayed to the callbacks is held back until the replay has run whole (a
-    ``KeyboardInterrupt`` out of ``on_step_loss`` would be taken for that callback's stop),
-    and then ends training as one during a step does.
+    the training data is finite (one forward pass as a step runs it, without a gradient and
+    leaving no trace, on first call). ``on_train_end`` reaches the net and every callback even
+    when one of them raises ``KeyboardInterrupt`` (a Ctrl-C during a final measurement); the
+    interrupt is raised again from ``fit`` once all have run, and ``train_ended_`` is then
+    True. After an error (in a step, in ``on_train_begin`` or in ``on_train_end``), or an
+    interrupt during the net's own last read of the losses, the fit fails: the package's
+    callbacks not ended yet drop their copies of the parameters and the training set, and a
+    `SharpnessTracker` keeps the histories of the measurements taken (see ``_abandon_fit``). A
+    Ctrl-C while a read's losses are replayed to the callbacks is held back until the replay
+    has run whole (a ``KeyboardInterrupt`` out of ``on_step_loss`` would be taken for that
+    callback's stop), and then ends training as one during a step does.
 
     Parameters
     ----------
@@ -461,25 +462,25 @@ class FullBatchNet(NeuralNet):
             cb.check_returned_parameters(self, finite)
 
     def _finite_loss(self, X, y):
-        """Whether the loss on the training data ``X, y`` at the current parameters is finite,
-        from one forward pass without a gradient, in eval mode, as ``predict`` runs (no dropout
-        mask drawn, no running statistics updated); the modules' modes are put back."""
-        modes = [(m, m.training) for name in self._modules + self._criteria
-                 for m in [getattr(self, name + "_")] if isinstance(m, torch.nn.Module)]
+        """Whether the training loss on ``X, y`` at the current parameters is finite: one
+        forward pass as a training step runs it (train mode, the net's training loss, chunk
+        by chunk), without a gradient, with torch's generators and the module's modes and
+        buffers put back after (a dropout mask drawn, a BatchNorm's statistics updated, leave
+        no trace)."""
         dataset = X if isinstance(X, FullBatch) else self.get_dataset(X, y)
-        self._set_training(False)
-        try:
-            with torch.no_grad():
-                for batch in self.get_iterator(dataset, training=False):
-                    pairs = batch.chunks if isinstance(batch, FullBatch) else [unpack_data(batch)]
-                    for Xc, yc in pairs:
-                        loss = self.get_loss(self.infer(Xc), yc, X=Xc, training=False)
-                        if not bool(torch.isfinite(loss).all()):
-                            return False
-            return True
-        finally:
-            for module, training in modes:
-                module.train(training)
+        devices = cuda_generators_of(self.device)
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices), kept_mode_and_buffers(self.module_), \
+                torch.no_grad():
+            self._set_training(True)
+            for batch in self.get_iterator(dataset, training=True):
+                if isinstance(batch, FullBatch):
+                    losses = (self._training_loss(self.infer(Xc), yc) for Xc, yc in batch.chunks)
+                else:
+                    Xi, yi = unpack_data(batch)
+                    losses = [self.get_loss(self.infer(Xi), yi, X=Xi, training=True)]
+                if not all(bool(torch.isfinite(loss).all()) for loss in losses):
+                    return False
+        return True
 
     def _forget_training_state(self):
         self._pending = self._loss_listeners = self._loss_askers = self._step_hooks = None
