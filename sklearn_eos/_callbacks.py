@@ -396,8 +396,10 @@ class ProgressReport(ParamsCallback):
         # and once more when the tracker's final measurement (of the returned model) came
         # after the last report
         steps, row = len(net.history) - getattr(self, "_first_row", 0), -1
-        if _caught_divergence(net) is not None:
-            # the last row is the non-finite step's, which the returned model never took
+        guard = _caught_divergence(net)
+        if guard is not None and steps > guard.n_finite_steps_:
+            # the last row is the non-finite step's, which the returned model never took (not
+            # so when the loss after the last step was the first non-finite one: no row has it)
             steps, row = steps - 1, -2
         latest = self._tracker.latest if self._tracker is not None else None
         if steps > 0 and self.verbose >= 1 and (self._reported != steps or latest is not self._shown):

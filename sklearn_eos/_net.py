@@ -14,6 +14,7 @@ host wait for every step to finish.
 """
 
 import math
+from contextlib import ExitStack
 
 import torch
 from skorch import NeuralNet
@@ -351,6 +352,9 @@ class FullBatchNet(NeuralNet):
         # loads only where its device exists
         self._settle_losses()  # a pickle taken during fit (Checkpoint's f_pickle) holds floats
         state = super().__getstate__()
+        # nor the training set and fit arguments kept for the end of training
+        state.pop("_dataset_train", None)
+        state.pop("_fit_params", None)
         for name in getattr(self, "_modules", []) + getattr(self, "_criteria", []):
             if name in state and state[name] is getattr(self, name + "_", None):
                 state[name] = _Initialized
@@ -438,14 +442,17 @@ class FullBatchNet(NeuralNet):
                 if self._pending:
                     raise  # during the read itself: the losses are not all seen (_notify_train_end)
                 interrupt = exc  # held back over the replay, which ran whole: the fit has ended
-            with deferred_interrupts():  # one forward pass: an interrupt waits for it
-                self._check_returned_parameters(X, y)
+            try:
+                with deferred_interrupts():  # one forward pass: an interrupt waits for it
+                    self._check_returned_parameters()
+            except KeyboardInterrupt as exc:  # held back over the check, which ran whole
+                interrupt = interrupt or exc
         self._forget_training_state()
         super().on_train_end(net, X=X, y=y, **kwargs)
         if interrupt is not None:
             raise interrupt
 
-    def _check_returned_parameters(self, X, y):
+    def _check_returned_parameters(self):
         """Let the callbacks that judge the parameters training ended with (the last step's
         update, whose loss no step has computed) see whether they give a finite loss:
         ``check_returned_parameters(net, finite)`` of each callback that has it, with
@@ -455,35 +462,55 @@ class FullBatchNet(NeuralNet):
 
         def finite():
             if not known:
-                known.append(self._finite_loss(X, y))
+                known.append(self._finite_loss())
             return known[0]
 
         for cb in judges:
             cb.check_returned_parameters(self, finite)
 
-    def _finite_loss(self, X, y):
-        """Whether the training loss on ``X, y`` at the current parameters is finite: one
-        forward pass as a training step runs it (train mode, the net's training loss, chunk
-        by chunk), without a gradient, with torch's generators and the module's modes and
-        buffers put back after (a dropout mask drawn, a BatchNorm's statistics updated, leave
-        no trace)."""
-        dataset = X if isinstance(X, FullBatch) else self.get_dataset(X, y)
-        devices = cuda_generators_of(self.device)
-        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices), kept_mode_and_buffers(self.module_), \
-                torch.no_grad():
-            self._set_training(True)
-            for batch in self.get_iterator(dataset, training=True):
-                if isinstance(batch, FullBatch):
-                    losses = (self._training_loss(self.infer(Xc), yc) for Xc, yc in batch.chunks)
-                else:
-                    Xi, yi = unpack_data(batch)
-                    losses = [self.get_loss(self.infer(Xi), yi, X=Xi, training=True)]
-                if not all(bool(torch.isfinite(loss).all()) for loss in losses):
+    def _finite_loss(self):
+        """False when the training loss at the current parameters is not finite, else True.
+
+        One forward pass and loss over the training data of this fit (the split's training
+        part) as a training step runs them: train mode, a `FullBatch` chunk by chunk, other
+        data collated whole by the training iterator's ``collate_fn`` (no sampler or
+        generator drawn from) and passed to the module with the arguments given to ``fit``;
+        no backward pass. Torch's generators (a dropout mask) and the modes and buffers of the module and
+        criterion (a BatchNorm's statistics) are put back after. A pass that fails counts as
+        finite: the check must not fail a fit whose steps all ran."""
+        dataset, fit_params = getattr(self, "_dataset_train", None), getattr(self, "_fit_params", {})
+        if dataset is None:
+            return True
+        modules = [m for name in self._modules + self._criteria
+                   for m in [getattr(self, name + "_", None)] if isinstance(m, torch.nn.Module)]
+        devices = sorted({index for m in modules for t in (*m.parameters(), *m.buffers())
+                          for index in cuda_generators_of(t.device)})
+        try:
+            with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices), ExitStack() as kept:
+                for module in modules:
+                    kept.enter_context(kept_mode_and_buffers(module))
+                self._set_training(True)
+                if isinstance(dataset, FullBatch):  # as `train_step_single` computes it
+                    losses = (self._training_loss(self.infer(Xc), yc) for Xc, yc in dataset.chunks)
+                else:  # as skorch's does
+                    collate = self.get_params_for("iterator_train").get("collate_fn", default_collate)
+                    Xi, yi = unpack_data(collate([dataset[i] for i in range(len(dataset))]))
+                    losses = [self.get_loss(self.infer(Xi, **fit_params), yi, X=Xi, training=True)]
+                if not all(bool(torch.isfinite(loss.detach()).all()) for loss in losses):
                     return False
+        except Exception:
+            return True
         return True
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        # skorch's; the training part is kept for the check of the returned parameters
+        dataset_train, dataset_valid = super().get_split_datasets(X, y, **fit_params)
+        self._dataset_train = dataset_train
+        return dataset_train, dataset_valid
 
     def _forget_training_state(self):
         self._pending = self._loss_listeners = self._loss_askers = self._step_hooks = None
+        self._dataset_train, self._fit_params = None, {}
 
     def notify(self, method_name, **cb_kwargs):
         """skorch's ``notify``; during training, a per-step hook skips the callbacks that
@@ -548,6 +575,8 @@ class FullBatchNet(NeuralNet):
         detached 0-d loss tensor until the next read (see the class docstring). Validation
         epochs are skorch's.
         """
+        if training:
+            self._fit_params = fit_params  # the module's, for the check of the returned parameters
         if not training or getattr(self, "_pending", None) is None:
             return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
         batch_count = 0

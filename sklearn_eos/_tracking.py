@@ -471,9 +471,9 @@ class SharpnessTracker(ParamsCallback):
 
     def _warn_failed(self, net):
         """Warn of the measurements whose Hessian products were not finite (NaN rows,
-        ``n_hvps`` -1) in a fit that no `DivergenceGuard` stopped: its loss stayed finite (a
-        float32 network whose loss grows by orders of magnitude per step), and nothing else
-        says why the row is NaN."""
+        ``n_hvps`` -1) in a fit that no `DivergenceGuard` stopped (a float32 network whose
+        loss grows by orders of magnitude per step but stays finite, or a net without a
+        guard): nothing else says why the row is NaN."""
         failed = self.history_["n_hvps"] < 0
         if failed.any():
             steps = ", ".join(str(s) for s in self.history_["step"][failed][:5])
@@ -481,8 +481,8 @@ class SharpnessTracker(ParamsCallback):
             dtype = next((p.dtype for p in net.module_.parameters()), None)
             warnings.warn(
                 f"SharpnessTracker: {failed.sum()} of {len(failed)} measurements (steps {steps}) "
-                f"failed: their Hessian-vector products overflowed in {dtype}, as they do next to a "
-                f"divergence, while the training loss was still finite. Their rows are NaN "
+                f"failed: their Hessian-vector products were not finite in {dtype}, as next to a "
+                f"divergence (or past one: no DivergenceGuard stopped this fit). Their rows are NaN "
                 f"('n_hvps' -1). A lower learning rate keeps training away from there.",
                 ConvergenceWarning,
             )

@@ -25,10 +25,10 @@ def data():
     return X, X @ torch.randn(3, 1, generator=gen)
 
 
-def _net(callbacks, criterion=HalfSquaredError, lr=0.1, max_epochs=30):
+def _net(callbacks, criterion=HalfSquaredError, lr=0.1, max_epochs=30, **kwargs):
     return FullBatchNet(module=torch.nn.Linear, module__in_features=3, module__out_features=1,
                         criterion=criterion, optimizer=torch.optim.SGD, lr=lr, max_epochs=max_epochs,
-                        callbacks=callbacks)
+                        callbacks=callbacks, **kwargs)
 
 
 @pytest.mark.parametrize("callback", [DivergenceGuard(), LossGoal(1.0), InstabilityTracker()])
@@ -411,6 +411,91 @@ def test_the_guard_catches_a_last_update_that_overflows_on_a_bare_net(data, as_f
     for a, b in zip(net.module_.parameters(), kept.module_.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert torch.isfinite(net.forward(X)).all()
+
+
+class _Scaled(torch.nn.Module):
+    """A forward that takes an argument passed to ``fit`` (skorch's fit_params)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 1)
+
+    def forward(self, X, scale):
+        return self.linear(X) * scale
+
+
+class _InputGradient(torch.nn.Module):
+    """A forward that differentiates with respect to its input (as physics-informed nets do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 1)
+
+    def forward(self, X):
+        X = X.detach().requires_grad_(True)
+        u = torch.tanh(self.linear(X))
+        return u + torch.autograd.grad(u.sum(), X, create_graph=True)[0].sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("case", ["fit_params", "input_gradient", "device_none_full_batch",
+                                  "device_none_arrays"])
+def test_the_end_of_training_check_runs_what_the_training_step_runs(data, case):
+    """The check of the returned parameters failed fits that trained fine: it dropped the
+    arguments passed to fit, ran without autograd (a forward that differentiates failed) and
+    could not read device=None (review, hB/p1, p2, p11). Each fit now ends, with the
+    parameters of a fit whose check is switched off."""
+    X, y = data
+    module = {"fit_params": _Scaled, "input_gradient": _InputGradient}.get(case, torch.nn.Linear)
+    kwargs = {} if module is not torch.nn.Linear else {"module__in_features": 3, "module__out_features": 1}
+    if case.startswith("device_none"):
+        kwargs["device"] = None
+    fit_args = (FullBatch(X, y), None) if case in ("input_gradient", "device_none_full_batch") else (X, y)
+    fit_params = {"scale": torch.tensor(2.0)} if case == "fit_params" else {}
+    fitted = []
+    for check in (True, False):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = FullBatchNet(module=module, criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1,
+                               max_epochs=5, callbacks=[("guard", DivergenceGuard())], **kwargs).initialize()
+        if not check:
+            net._check_returned_parameters = lambda: None
+        fitted.append(net.partial_fit(*fit_args, **fit_params))
+    assert len(fitted[0].history) == 5 and not dict(fitted[0].callbacks_)["guard"].diverged_
+    for a, b in zip(fitted[0].module_.parameters(), fitted[1].module_.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_end_of_training_check_reads_the_training_split_and_leaves_no_trace(data):
+    """With a validation split the check computes the loss of the training part only (a
+    validation row that overflows was taken for a divergence), draws nothing from the
+    training iterator's generator, and puts the criterion's mode back (review, hB/p7)."""
+    from skorch.dataset import ValidSplit
+
+    X, y = (t.numpy() for t in data)
+    X_bad = X.copy()
+    X_bad[0] = 3e19  # in the validation fold (the first of ValidSplit(4)): its loss is inf
+    states, modes = [], []
+    for check in (True, False):
+        generator = torch.Generator().manual_seed(5)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = _net([("guard", DivergenceGuard())], max_epochs=10, iterator_train__shuffle=True,
+                       iterator_train__generator=generator).initialize()
+            split = _net([("guard", DivergenceGuard())], max_epochs=10,
+                         train_split=ValidSplit(4)).initialize()
+        if not check:
+            net._check_returned_parameters = split._check_returned_parameters = lambda: None
+        net.partial_fit(X, y)
+        states.append(generator.get_state())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            split.partial_fit(X_bad, y)
+        modes.append(split.criterion_.training)
+        if check:
+            last = split.history[-1]["batches"]
+            assert np.isinf(float(last[-1]["valid_loss"])) and np.isfinite(float(last[0]["train_loss"]))
+            assert not dict(split.callbacks_)["guard"].diverged_
+    assert torch.equal(states[0], states[1]) and modes[0] == modes[1]
 
 
 def test_an_estimator_with_early_stopping_that_loads_the_best_epoch_keeps_its_rows_numbered():

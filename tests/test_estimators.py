@@ -624,11 +624,11 @@ def test_the_end_of_training_check_leaves_no_trace(monkeypatch):
     original = FullBatchNet._finite_loss
     seen = []
 
-    def spy(net, X_, y_):
+    def spy(net):
         rng = torch.get_rng_state()
         buffers = [b.clone() for b in net.module_.buffers()]
         modes = [m.training for m in net.module_.modules()]
-        finite = original(net, X_, y_)
+        finite = original(net)
         assert torch.equal(torch.get_rng_state(), rng)
         assert all(torch.equal(a, b) for a, b in zip(buffers, net.module_.buffers()))
         assert [m.training for m in net.module_.modules()] == modes
@@ -639,7 +639,7 @@ def test_the_end_of_training_check_leaves_no_trace(monkeypatch):
     monkeypatch.setattr(FullBatchNet, "_finite_loss", spy)
     checked = EoSClassifier(**params).fit(X, y)
     assert seen == [True]
-    monkeypatch.setattr(FullBatchNet, "_check_returned_parameters", lambda net, X_, y_: None)
+    monkeypatch.setattr(FullBatchNet, "_check_returned_parameters", lambda net: None)
     unchecked = EoSClassifier(**params).fit(X, y)
     np.testing.assert_array_equal(checked.loss_curve_, unchecked.loss_curve_)
     for column in checked.sharpness_history_:
@@ -1794,6 +1794,33 @@ class _SignalInFinalMeasurement(Callback):
 
 
 @pytest.mark.skipif(not hasattr(os, "kill") or os.name == "nt", reason="needs POSIX signals")
+@pytest.mark.skipif(not hasattr(os, "kill") or os.name == "nt", reason="needs POSIX signals")
+def test_a_ctrl_c_during_the_check_of_the_returned_parameters_keeps_the_steps_run(
+        python_sigint_handler, monkeypatch):
+    """The end of training checks the loss of the returned parameters, with a Ctrl-C held back
+    until it has run: the interrupt then ends the fit as one during a step does (the model
+    kept, FitInterrupted). It was raised while the net still looked as if it were reading
+    the losses, and the whole fit was lost (review, hB/p3)."""
+    from sklearn_eos._net import FullBatchNet
+
+    finite_loss = FullBatchNet._finite_loss
+
+    def interrupted(net, *args):
+        os.kill(os.getpid(), signal.SIGINT)
+        return finite_loss(net, *args)
+
+    monkeypatch.setattr(FullBatchNet, "_finite_loss", interrupted)
+    X, y = _blobs()
+    est = EoSClassifier(hidden_layer_sizes=(8,), max_iter=6, sharpness_every=4, random_state=0)
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted \(Ctrl-C\) after 6 steps.*kept"):
+        est.fit(X, y)
+    monkeypatch.undo()
+    reference = clone(est).fit(X, y)
+    assert est.n_iter_ == 6 and not est.diverged_
+    np.testing.assert_array_equal(est.predict_proba(X), reference.predict_proba(X))
+    np.testing.assert_array_equal(est.sharpness_history_["step"], [0, 4, 6])
+
+
 def test_a_ctrl_c_during_the_final_measurement_keeps_the_steps_run(python_sigint_handler, monkeypatch):
     """skorch runs on_train_end outside its try: a Ctrl-C in the tracker's final measurement
     skipped the callbacks after it and came out as a plain KeyboardInterrupt, which rolled the

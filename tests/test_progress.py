@@ -193,6 +193,29 @@ def test_verbose_2_shows_no_step_past_a_divergence(capsys):
     assert float(matches[-1]["loss"]) == pytest.approx(est.loss_curve_[-1], rel=1e-3)
 
 
+def test_verbose_2_ends_on_the_returned_model_after_a_divergence_past_the_last_step(capsys):
+    """When the loss after the last step is the first non-finite one (the end-of-training
+    check), no history row holds it: the last line is the last row's, the returned model's,
+    as after a divergence caught during training (it went one row back, and printed the step
+    before with the returned model's sharpness)."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_diabetes(return_X_y=True)
+    X, y = StandardScaler().fit_transform(X[:100]), y[:100]
+    last = []
+    for max_iter in (5, 50):  # diverges after the last step, and during training at step 5
+        with pytest.warns(ConvergenceWarning, match="diverged at step 5"):
+            est = EoSRegressor(hidden_layer_sizes=(16, 16), activation="identity", lr=6.0, dtype="float64",
+                               max_iter=max_iter, sharpness_every=3, verbose=2, random_state=0)
+            est.fit(X, (y - y.mean()) / y.std())
+        lines = [line for line in capsys.readouterr().out.splitlines() if LINE.match(line)]
+        last.append(lines[-1].split(maxsplit=2)[2])  # after "step  5/..."
+        assert LINE.match(lines[-1])["step"] == "5" and est.n_iter_ == 5
+        assert float(LINE.match(lines[-1])["loss"]) == pytest.approx(est.loss_curve_[-1], rel=1e-3)
+    assert last[0] == last[1]
+
+
 def test_a_progress_report_at_verbose_0_is_silent_and_reads_nothing(capsys):
     import torch
 
