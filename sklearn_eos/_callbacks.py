@@ -126,14 +126,19 @@ class DivergenceGuard(ParamsCallback):
         self._on_host = _reads_on_host(self._current.words.device)
         self._all_finite = True  # the host's flag (CPU)
         self._nan_after_divergence = None  # 0-d, on the device: 0 while every loss is finite
+        # steps begun (their parameters copied into _current) and ended (on_batch_end run: the
+        # copy taken into _last_finite), for `check_returned_parameters`
+        self._n_begun = self._n_ended = 0
 
     def on_batch_begin(self, net, training=False, **kwargs):
         if training:
             torch._foreach_copy_(self._current.views, self._params)
+            self._n_begun += 1
 
     def on_batch_end(self, net, training=False, loss=None, **kwargs):
         if not training:
             return
+        self._n_ended += 1
         if self._on_host:
             if self._all_finite and math.isfinite(loss.item()):
                 self._current, self._last_finite = self._last_finite, self._current
@@ -165,14 +170,23 @@ class DivergenceGuard(ParamsCallback):
         them with a non-finite loss (NaN predictions) while every step's loss was finite. When
         ``finite()`` (`FullBatchNet`: whether their training loss is finite) is False, that
         counts as a divergence at the step after the last, and the parameters of the last step
-        are put back. Not asked after a divergence already caught, or after a `LossGoal` put
-        back the step that reached it."""
+        whose loss was finite are put back. Those are the copy taken into the last finite
+        buffer at the end of that step, or, when training stopped after its update and before
+        this callback's ``on_batch_end`` (a callback's stop in ``on_step_loss``), the copy
+        taken at its start. Not asked after a divergence already caught, or after a `LossGoal`
+        put back the step that reached it."""
         if self.diverged_ or self._params is None or not self.n_finite_steps_ or _reached_goal(net):
+            return
+        if self._n_ended == self.n_finite_steps_:
+            kept = self._last_finite
+        elif self._n_begun == self.n_finite_steps_:
+            kept = self._current
+        else:  # no copy of that step's parameters (not met: a step's loss is counted once begun)
             return
         if finite():
             return
         self.diverged_ = True
-        torch._foreach_copy_(self._params, self._last_finite.views)
+        torch._foreach_copy_(self._params, kept.views)
 
     def on_train_end(self, net, **kwargs):
         self._params = self._current = self._last_finite = self._nan_after_divergence = None

@@ -433,6 +433,12 @@ class FullBatchNet(NeuralNet):
         super().on_train_begin(net, X=X, y=y, **kwargs)
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
+        try:
+            self._end_training(net, X=X, y=y, **kwargs)
+        finally:  # even when the last read fails: the net must not keep the training set
+            self._dataset_train, self._fit_params = None, {}
+
+    def _end_training(self, net, X=None, y=None, **kwargs):
         # the net is notified before its callbacks: they all end on read losses
         interrupt = None
         if getattr(self, "_pending", None) is not None:

@@ -413,6 +413,72 @@ def test_the_guard_catches_a_last_update_that_overflows_on_a_bare_net(data, as_f
     assert torch.isfinite(net.forward(X)).all()
 
 
+class _StopAbove(Callback):
+    """Stops training from ``on_step_loss`` once a step's loss exceeds ``bound``."""
+
+    def __init__(self, bound):
+        self.bound = bound
+
+    def on_step_loss(self, net, step, loss, **kwargs):
+        if loss > self.bound:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("on_host", [True, False])
+def test_the_guard_puts_back_the_last_step_when_a_stop_came_before_its_batch_end(
+        data, on_host, monkeypatch):
+    """A callback that stops in ``on_step_loss`` (after the step's update, before the guard's
+    ``on_batch_end``) left the guard's last finite copy one step old: when that update had
+    overflowed, the end-of-training check put back the step before the last (loss 3.9e20
+    where the history ends at 8e30; review, hC/h5). It puts back the last step's
+    parameters, those of a fit that ends there, on both of the guard's paths."""
+    from sklearn_eos import _callbacks
+
+    monkeypatch.setattr(_callbacks, "_reads_on_host", lambda device: on_host)
+    X, y = data
+
+    def fit(callbacks, max_epochs):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = _net(callbacks, lr=1e5, max_epochs=max_epochs).initialize()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return net.partial_fit(FullBatch(X, y))
+
+    stopped = fit([("guard", DivergenceGuard()), ("stop", _StopAbove(1e25))], 200)
+    reference = fit([("guard", DivergenceGuard())], 4)
+    losses = [row["train_loss"] for row in stopped.history]
+    assert len(losses) == 4 and 1e25 < losses[-1] < 1e35  # the stop came at step 3
+    for net in (stopped, reference):
+        guard = dict(net.callbacks_)["guard"]
+        assert guard.diverged_ and guard.n_finite_steps_ == 4  # the loss after step 3 is inf
+    for a, b in zip(stopped.module_.parameters(), reference.module_.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with torch.no_grad():
+        returned = float(HalfSquaredError()(stopped.module_(X), y))
+    assert returned == pytest.approx(losses[-1], rel=1e-5)
+
+
+def test_a_failed_last_read_leaves_no_training_set_on_the_net(data):
+    """The net keeps the training part of the data for the end-of-training check; an error
+    in a callback during the last read of the losses skipped the line that drops it
+    (review, hC/h1)."""
+    X, y = data
+
+    class _FailsAtTheEnd(Callback):
+        def on_step_loss(self, net, step, loss, **kwargs):
+            if step == 4:
+                raise RuntimeError("a callback's error")
+
+        def needs_losses(self, net, step, **kwargs):
+            return False  # read only at the end of training
+
+    net = _net([("guard", DivergenceGuard()), ("fails", _FailsAtTheEnd())], max_epochs=5)
+    with pytest.raises(RuntimeError, match="a callback's error"):
+        net.fit(FullBatch(X, y))
+    assert net._dataset_train is None and net._fit_params == {}
+
+
 class _Scaled(torch.nn.Module):
     """A forward that takes an argument passed to ``fit`` (skorch's fit_params)."""
 
