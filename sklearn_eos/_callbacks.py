@@ -82,29 +82,27 @@ class DivergenceGuard(ParamsCallback):
     """Stop at the first non-finite training loss and restore the last finite parameters
     and buffers.
 
-    Works without reading the loss on the host at every step. Before step ``t`` the
-    parameters are copied into a buffer; after it, while every loss so far was finite, that
-    copy becomes the "last finite" one. On a GPU this is decided on the device, without a
-    host read: a 0-d tensor records whether every loss so far was finite (0, or NaN from the
-    first non-finite loss on) and a `torch.where` selects the copy. On the CPU, where reading
-    a 0-d tensor costs nothing, the loss is checked on the host and the two buffers swap
-    places, no copy (on the digits MLP the guard's hooks then take 70-75 us per step instead
-    of 169: ``benchmarks/bench_step_callbacks.py``).
-    The host checks the losses when the net reads them
-    (`FullBatchNet`: every ``sync_every`` steps, whenever a callback asks, e.g. a
-    `SharpnessTracker` before each measurement, and at the end of training;
-    ``on_step_loss``): at the first non-finite loss
-    it puts the last finite parameters back and stops training. The steps run between the
-    divergence and that read leave nothing behind: the parameters are restored, the net
-    drops their history rows, and no measurement has seen them (the row of the step whose
-    loss was the first non-finite one stays in ``net.history``: ``n_finite_steps_`` rows
-    precede it). The module's buffers (a BatchNorm's running statistics, which the forward
-    passes of the diverging steps fill with NaN) are copied and restored with the parameters.
-    The last update's result has no step's loss: `FullBatchNet` computes it at the end of
-    training (one forward pass, leaving no trace), and a non-finite one counts as a
-    divergence after the last step (`check_returned_parameters`): the last step's parameters
-    are put back. Costs one copy of the parameters and buffers per step, and on a GPU one masked copy of
-    them more.
+    Works without reading the loss on the host at every step. Before step ``t`` the parameters
+    are copied into a buffer; after it, while every loss so far was finite, that copy becomes
+    the "last finite" one. On a GPU this is decided on the device, without a host read: a 0-d
+    tensor records whether every loss so far was finite (0, or NaN from the first non-finite
+    loss on) and a `torch.where` selects the copy. On the CPU, where reading a 0-d tensor
+    costs nothing, the loss is checked on the host and the two buffers swap places, no copy
+    (on the digits MLP the guard's hooks then take 70-75 us per step instead of 169:
+    ``benchmarks/bench_step_callbacks.py``). The host checks the losses when the net reads
+    them (`FullBatchNet`: every ``sync_every`` steps, whenever a callback asks, e.g. a
+    `SharpnessTracker` before each measurement, and at the end of training; ``on_step_loss``):
+    at the first non-finite loss it puts the last finite parameters back and stops training.
+    The steps run between the divergence and that read leave nothing behind: the parameters
+    are restored, the net drops their history rows, and no measurement has seen them (the row
+    of the step whose loss was the first non-finite one stays in ``net.history``:
+    ``n_finite_steps_`` rows precede it). The module's buffers (a BatchNorm's running
+    statistics, which the forward passes of the diverging steps fill with NaN) are copied and
+    restored with the parameters. The last update's result has no step's loss: `FullBatchNet`
+    computes it at the end of training (one forward pass, leaving no trace), and a non-finite
+    one counts as a divergence after the last step (`check_returned_parameters`): the last
+    step's parameters are put back. Costs one copy of the parameters and buffers per step, and
+    on a GPU one masked copy of them more.
 
     Attributes
     ----------

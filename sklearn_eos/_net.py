@@ -319,10 +319,10 @@ class FullBatchNet(NeuralNet):
     Ending. Before the callbacks' ``on_train_end``, each callback that has
     ``check_returned_parameters(net, finite)`` (`DivergenceGuard`) may judge the parameters
     training ended with, whose loss no step computed: ``finite()`` says whether their loss on
-    the training data is finite (one forward pass as a step runs it, without a gradient and
-    leaving no trace, on first call). ``on_train_end`` reaches the net and every callback even
-    when one of them raises ``KeyboardInterrupt`` (a Ctrl-C during a final measurement); the
-    interrupt is raised again from ``fit`` once all have run, and ``train_ended_`` is then
+    the training data is finite (one forward pass as a step runs it, without a backward pass
+    and leaving no trace, on first call). ``on_train_end`` reaches the net and every callback
+    even when one of them raises ``KeyboardInterrupt`` (a Ctrl-C during a final measurement);
+    the interrupt is raised again from ``fit`` once all have run, and ``train_ended_`` is then
     True. After an error (in a step, in ``on_train_begin`` or in ``on_train_end``), or an
     interrupt during the net's own last read of the losses, the fit fails: the package's
     callbacks not ended yet drop their copies of the parameters and the training set, and a
@@ -479,9 +479,9 @@ class FullBatchNet(NeuralNet):
 
         One forward pass and loss over the training data of this fit (the split's training
         part) as a training step runs them: train mode, a `FullBatch` chunk by chunk, other
-        data collated whole by the training iterator's ``collate_fn`` (no sampler or
-        generator drawn from) and passed to the module with the arguments given to ``fit``;
-        no backward pass. Torch's generators (a dropout mask) and the modes and buffers of the module and
+        data collated whole by the training iterator's ``collate_fn`` (no sampler or generator
+        drawn from) and passed to the module with the arguments given to ``fit``; no backward
+        pass. Torch's generators (a dropout mask) and the modes and buffers of the module and
         criterion (a BatchNorm's statistics) are put back after. A pass that fails counts as
         finite: the check must not fail a fit whose steps all ran."""
         dataset, fit_params = getattr(self, "_dataset_train", None), getattr(self, "_fit_params", {})
