@@ -105,6 +105,19 @@ def _thread_limit():
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
+def _reloads_a_checkpoint(callback):
+    """Why ``callback`` (an instance or a class) would load saved parameters and a saved
+    history into the net during fit, or "" if it would not: skorch's ``LoadInitState`` (when
+    training begins) and ``Checkpoint(load_best=True)`` (when it ends)."""
+    from skorch.callbacks import Checkpoint, LoadInitState
+
+    if _is_a(callback, LoadInitState):
+        return "LoadInitState loads a checkpoint's parameters and history when training begins"
+    if _is_a(callback, Checkpoint) and not isinstance(callback, type) and bool(callback.load_best):
+        return "Checkpoint(load_best=True) loads the best epoch's parameters and history when training ends"
+    return ""
+
+
 def _same(a, b):
     """Whether two values of an architecture parameter are the same (modules: identical)."""
     if isinstance(a, torch.nn.Module) or isinstance(b, torch.nn.Module) or isinstance(a, type):
@@ -415,6 +428,16 @@ class BaseEoS(BaseEstimator):
                     f"would both be named {name!r} in net_.callbacks_ (a pair keeps its name, a "
                     f"callback without one is named by its position). Give them distinct names.")
             seen[name] = what
+            callback = entry[1] if pair else entry
+            reason = _reloads_a_checkpoint(callback)
+            if reason:
+                raise InvalidParameterError(
+                    f"The 'callbacks' parameter of {type(self).__name__}: {reason}, which the "
+                    f"estimator's record of the fit (n_iter_, loss_curve_, the histories) cannot "
+                    f"follow: they would describe another model than the one returned. To keep "
+                    f"the best epoch, use EarlyStopping(load_best=True) (with sharpness_every=0 "
+                    f"and a SharpnessTracker listed after it, user guide); to continue a fit, "
+                    f"warm_start=True; a Checkpoint without load_best saves as usual.")
 
     def _check_output_shape(self, module, X, n_outputs):
         """Fail early, with a clear message, when ``module``'s outputs do not have the

@@ -1470,6 +1470,28 @@ def test_bad_callbacks_are_clear_errors(callbacks, match):
     assert not hasattr(est, "net_")
 
 
+def test_callbacks_that_reload_a_checkpoint_are_refused(tmp_path):
+    """skorch's Checkpoint(load_best=True) put back a checkpoint's parameters and history at
+    the end of training and LoadInitState at its start: n_iter_ said 60 where loss_curve_ had
+    4 entries, the tracker's last row measured another model than the one returned, and a
+    resumed fit reported the first fit's loss curve (callbacks audit, hD). Refused before any
+    step, with what to use instead; a Checkpoint that only saves still works."""
+    from skorch.callbacks import Checkpoint, LoadInitState
+
+    X, y = _blobs(n_samples=30)
+    best = Checkpoint(monitor="train_loss_best", dirname=str(tmp_path / "best"), load_best=True)
+    for callbacks, match in [([best], r"Checkpoint\(load_best=True\) loads"),
+                             ([("resume", LoadInitState(best))], "LoadInitState loads"),
+                             ([LoadInitState], "LoadInitState loads")]:
+        est = EoSClassifier(hidden_layer_sizes=(4,), max_iter=5, callbacks=callbacks)
+        with pytest.raises(ValueError, match=match + ".*EarlyStopping\\(load_best=True\\).*warm_start=True"):
+            est.fit(X, y)
+        assert not hasattr(est, "net_")
+    saving = Checkpoint(monitor="train_loss_best", dirname=str(tmp_path / "saving"))
+    est = EoSClassifier(hidden_layer_sizes=(4,), max_iter=5, callbacks=[saving], random_state=0).fit(X, y)
+    assert est.n_iter_ == len(est.loss_curve_) == 5 and (tmp_path / "saving" / "params.pt").exists()
+
+
 def test_a_module_class_that_cannot_be_built_is_a_clear_error():
     X, y = _blobs(n_samples=20)
     est = EoSClassifier(module=nn.Linear, max_iter=2)
