@@ -9,7 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.special import log_softmax
 import torch
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, Checkpoint, LoadInitState
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -109,8 +109,6 @@ def _reloads_a_checkpoint(callback):
     """Why ``callback`` (an instance or a class) would load saved parameters and a saved
     history into the net during fit, or "" if it would not: skorch's ``LoadInitState`` (when
     training begins) and ``Checkpoint(load_best=True)`` (when it ends)."""
-    from skorch.callbacks import Checkpoint, LoadInitState
-
     if _is_a(callback, LoadInitState):
         return "LoadInitState loads a checkpoint's parameters and history when training begins"
     if _is_a(callback, Checkpoint) and not isinstance(callback, type) and bool(callback.load_best):
