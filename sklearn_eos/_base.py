@@ -20,7 +20,7 @@ from sklearn.utils.validation import (_check_sample_weight, check_array, check_c
                                       check_is_fitted, column_or_1d, validate_data)
 
 from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
-from ._eigensolver import resolvable_tol, top_eigenpairs
+from ._eigensolver import certified_sharpness, resolvable_tol, top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._interrupts import noted_interrupts
 from ._lr_schedule import LRSchedule
@@ -830,7 +830,9 @@ class BaseEoS(BaseEstimator):
         result : `~sklearn_eos.curvature.EigenResult`
             ``result.eigenvalues[0]`` is the sharpness; ``eigenvalues`` (float64, descending),
             ``eigenvectors`` (a torch tensor of shape (n_parameters, min(n_eigs,
-            n_parameters))), ``n_products`` and ``converged``.
+            n_parameters))), ``n_products`` and ``converged`` (False as well where rounding
+            in the model's dtype hides ``sharpness_tol`` of the sharpness: next to an
+            eigenvalue far larger in magnitude, as far past a divergence).
 
         Raises
         ------
@@ -873,9 +875,9 @@ class BaseEoS(BaseEstimator):
             with seeded(seed, cuda_generators_of(device)):
                 hessian = FullBatchHessian(module, make_criterion(self.loss), data.chunks)
             with hessian:
-                return top_eigenpairs(hessian, self.n_eigs, tol=self.sharpness_tol,
-                                      rest_tol=self._rest_tol(),
-                                      generator=random_generator(seed))
+                result = top_eigenpairs(hessian, self.n_eigs, tol=self.sharpness_tol,
+                                        rest_tol=self._rest_tol(), generator=random_generator(seed))
+        return certified_sharpness(result, self.sharpness_tol)
 
 
 class EoSClassifier(ClassifierMixin, BaseEoS):

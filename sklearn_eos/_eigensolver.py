@@ -69,7 +69,7 @@ included: lambda_1 alone in 16-28 products warm (22-38 cold), all of the top 3 t
 warm (runs of 2026-11-30; 12-22, 17-32 and 32-42 on an earlier machine's trajectory).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -109,6 +109,11 @@ class EigenResult:
         Smallest (most negative) eigenvalue when ``compute_min=True``.
     min_eigenvector : torch.Tensor of shape (dim,) or None
         Its unit eigenvector.
+    spectral_radius : float
+        The largest Ritz value in magnitude that the solve saw (a lower bound on the spectral
+        radius, float64), the scale of the rounding floor ``resolvable_tol(dtype) *
+        spectral_radius``: no eigenvalue is certified more closely than that. NaN where no
+        solve produced it.
     """
 
     eigenvalues: np.ndarray
@@ -117,6 +122,7 @@ class EigenResult:
     converged: bool
     min_eigenvalue: float | None = None
     min_eigenvector: torch.Tensor | None = None
+    spectral_radius: float = float("nan")
 
 
 class MatrixOperator:
@@ -205,6 +211,7 @@ class _Subspace:
         self._Qt = torch.empty(self._cap, operator.dim, dtype=operator.dtype, device=operator.device)
         self._HQt = torch.empty_like(self._Qt)
         self._m = 0
+        self.radius = 0.0  # the largest |Ritz value| seen (restarts may drop its pair)
 
     @property
     def size(self):
@@ -291,6 +298,8 @@ class _Subspace:
     def ritz(self):
         """Ritz values (descending, float64) and coefficient vectors ``Y`` (float64)."""
         theta, Y = np.linalg.eigh(self.T)
+        if theta.size:
+            self.radius = max(self.radius, float(np.max(np.abs(theta))))
         return theta[::-1].copy(), Y[:, ::-1].copy()
 
     def residual_rows(self, Y, theta):
@@ -359,6 +368,24 @@ def resolvable_tol(dtype):
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating-point torch dtype (torch.float32, ...), got {dtype!r}")
     return _ROUNDING_EPS * torch.finfo(dtype).eps
+
+
+def certified_sharpness(result, tol):
+    """``result`` (an `EigenResult`) as a sharpness measurement to ``tol``: ``converged`` False
+    when ``tol * |lambda_1|`` lies below the rounding floor, ``resolvable_tol(dtype) *
+    spectral_radius``.
+
+    `top_eigenpairs` ends such a solve unconverged, except when even its top eigenvalue is
+    within ten rounding floors of zero: all k are zeros then, certified to ``tol * 1e-3 *
+    spectral_radius`` only (see ``tol`` there), which says nothing of the sharpness's relative
+    accuracy. A float64 classifier whose loss reached 1e20 had a top eigenvalue of about 13
+    beside one of -3.8e16 (a floor of 34): the tracker's last row said 11.98 and
+    ``measure_sharpness`` 0.096, both converged. Returns ``result`` itself, or a copy.
+    """
+    floor = resolvable_tol(result.eigenvectors.dtype) * result.spectral_radius
+    if not result.converged or not tol * abs(float(result.eigenvalues[0])) < floor:
+        return result
+    return replace(result, converged=False)
 
 
 def _error_bounds(theta, residual_norms, index, use_gap):
@@ -841,7 +868,9 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         eigenvalue below 1e-3 times the largest of the k in magnitude (the zero eigenvalues of a
         rank-deficient Hessian) has no relative accuracy: it is judged against ``tol`` times
         that, or the rounding floor where that is larger; when even the largest is within ten
-        rounding floors of zero, all k are zeros, judged against ``tol * 1e-3 * max|theta|``.
+        rounding floors of zero, all k are zeros, judged against ``tol * 1e-3 * max|theta|``
+        (see ``spectral_radius`` in the result; as a sharpness, such a top is not certified:
+        the tracker and ``measure_sharpness`` report it unconverged).
     rest_tol : float, optional
         A looser accuracy for eigenvalues 2..k (default: ``tol``). At the edge of stability
         lambda_3 often sits within 0.5% of lambda_4, and resolving it to 1e-3 costs two to three times
@@ -945,7 +974,7 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
             converged = missed is None and certain
             break
     result = EigenResult(eigenvalues=np.asarray(theta, dtype=np.float64), eigenvectors=U,
-                         n_products=space.n_products, converged=converged)
+                         n_products=space.n_products, converged=converged, spectral_radius=space.radius)
     if compute_min:
         if min_start is not None:
             space.extend(_as_block(min_start, operator))
@@ -956,4 +985,5 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         result.min_eigenvector = u_min[:, 0]
         result.n_products = space.n_products
         result.converged = converged and min_converged
+        result.spectral_radius = space.radius
     return result

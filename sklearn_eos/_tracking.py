@@ -16,7 +16,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._callbacks import ParamsCallback, _caught_divergence, loads_best, returned_step
-from ._eigensolver import top_eigenpairs
+from ._eigensolver import certified_sharpness, top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
 from ._checks import check_fraction, check_int, check_seed
@@ -36,11 +36,12 @@ def _training_hessian(net, data):
     return FullBatchHessian(TrainingLoss(net), loss_itself, [(data, data[1])])
 
 
-def measure_spectrum(net, data, k, **solver_options):
+def measure_spectrum(net, data, k, tol, **solver_options):
     """Top-k eigenpairs of the Hessian of ``net``'s full training loss on ``data`` (a `FullBatch`,
-    or a plain skorch net's one training batch, see `_training_hessian`).
+    or a plain skorch net's one training batch, see `_training_hessian`), as a sharpness
+    measurement to ``tol`` (relative to the sharpness itself, see `certified_sharpness`).
 
-    ``solver_options`` go to `top_eigenpairs` (``start``, ``tol``, ``rest_tol``, ...). A warm
+    ``solver_options`` go to `top_eigenpairs` (``start``, ``rest_tol``, ...). A warm
     ``start`` gets the full-batch gradient at the measured point as its probe, in the place of
     the random vector (see "The probe" in ``sklearn_eos._eigensolver``), when it is finite.
     """
@@ -53,7 +54,8 @@ def measure_spectrum(net, data, k, **solver_options):
             gradient = hessian.gradient()
             if bool(torch.isfinite(gradient).all()):
                 solver_options["probe"] = gradient
-        return top_eigenpairs(hessian, k, **solver_options)
+        result = top_eigenpairs(hessian, k, tol=tol, **solver_options)
+    return certified_sharpness(result, tol)
 
 
 def _threshold(lr):

@@ -1,10 +1,12 @@
 """top_eigenpairs on explicit symmetric matrices with known spectra."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-from sklearn_eos._eigensolver import MatrixOperator, resolvable_tol, top_eigenpairs
+from sklearn_eos._eigensolver import MatrixOperator, certified_sharpness, resolvable_tol, top_eigenpairs
 from sklearn_eos._rotation import subspace_overlap
 
 TOP = np.array([4.38, 4.30, 4.26])
@@ -346,6 +348,50 @@ def test_a_negative_semidefinite_operator_with_zeros_on_top_converges():
         res = top_eigenpairs(MatrixOperator(A, dtype=dtype), 3, tol=1e-3, generator=gen())
         assert res.converged and res.n_products < 250, (dtype, res.n_products)
         assert np.all(np.abs(res.eigenvalues) <= 1e-6 * 1000)
+
+
+def test_spectral_radius_is_the_largest_ritz_value_seen():
+    """Ritz values lie inside [lambda_min, lambda_max]: the radius reported is a lower bound on
+    the spectral radius, and exact once the most negative eigenvalue is resolved."""
+    eigenvalues = np.r_[[5.0, 4.0, 3.0], np.random.default_rng(0).uniform(-1, 2, 96), [-50.0]]
+    A = matrix_with_spectrum(eigenvalues, seed=0)[0]
+    both = top_eigenpairs(MatrixOperator(A), 3, tol=1e-10, compute_min=True, max_products=500,
+                          generator=gen())
+    assert both.converged
+    np.testing.assert_allclose(both.spectral_radius, 50.0, rtol=1e-9)
+    top = top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, generator=gen())
+    assert 5.0 * (1 - 1e-3) <= top.spectral_radius <= 50.0 * (1 + 1e-12)
+
+
+def test_a_sharpness_within_ten_rounding_floors_of_zero_is_not_certified():
+    """Next to an eigenvalue of -3.8e16 the float64 rounding floor is about 34, and a top
+    eigenvalue of 13 is a zero to the solver, certified to 1e-3 * 1e-3 * 3.8e16 only
+    (converged, as its ``tol`` documents). As a sharpness it is not certified at all: a
+    float64 classifier with such a spectrum had its tracker's last row and
+    ``measure_sharpness`` say converged at 11.98 and 0.096 (a callbacks audit, hD)."""
+    eigenvalues = np.r_[[13.0, 12.9, 12.8], np.random.default_rng(1).uniform(-1, 5, 96), [-3.8e16]]
+    A = matrix_with_spectrum(eigenvalues, seed=0)[0]
+    res = top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, generator=gen())
+    assert res.converged and res.spectral_radius > 1e16  # the solver's zero rule
+    floor = resolvable_tol(torch.float64) * res.spectral_radius
+    assert 1e-3 * 13.0 < floor  # what makes the sharpness unresolvable in float64
+    sharpness = certified_sharpness(res, 1e-3)
+    assert not sharpness.converged and res.converged  # a copy: the solver's result unchanged
+    np.testing.assert_array_equal(sharpness.eigenvalues, res.eigenvalues)
+    # the same spectrum without the huge eigenvalue: certified, and returned as it is
+    A = matrix_with_spectrum(eigenvalues[:-1], seed=0)[0]
+    res = top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, generator=gen())
+    assert res.converged and certified_sharpness(res, 1e-3) is res
+    np.testing.assert_allclose(res.eigenvalues[0], 13.0, rtol=1e-3)
+    # a null space on top of a negative semidefinite operator: converged zeros for the
+    # solver, no sharpness to any relative accuracy
+    zeros = np.r_[np.zeros(20), -np.random.default_rng(100).uniform(1, 1000, 100)]
+    res = top_eigenpairs(MatrixOperator(matrix_with_spectrum(zeros, seed=0)[0]), 3, generator=gen())
+    assert res.converged and not certified_sharpness(res, 1e-3).converged
+    # unconverged stays unconverged; an exact zero operator has nothing to resolve
+    assert certified_sharpness(replace(res, converged=False), 1e-3).converged is False
+    zero = top_eigenpairs(MatrixOperator(np.zeros((6, 6))), 2, generator=gen())
+    assert zero.converged and certified_sharpness(zero, 1e-3).converged
 
 
 def test_tiny_float64_operators_are_not_accepted_on_an_underflowing_bound():

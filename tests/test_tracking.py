@@ -66,6 +66,35 @@ def test_a_diverged_float32_fit_ends_its_unresolvable_measurement_at_the_roundin
                for m in messages), messages
 
 
+def test_a_sharpness_that_float64_cannot_resolve_is_not_reported_converged():
+    """lr 1000 for 3 steps on iris: the fit does not diverge, but the returned model's loss is
+    1e20 and its Hessian's most negative eigenvalue about -3.8e16, which puts float64's
+    rounding floor (4 eps times it, about 34) above the whole top of the spectrum (about 13).
+    The last row (11.98) and ``measure_sharpness`` (0.096) said converged, as the solver
+    certifies such a top only as a zero; now neither does, and the warning says why."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = EoSClassifier(hidden_layer_sizes=(16, 16), lr=1000.0, max_iter=3, sharpness_every=5,
+                            dtype="float64", random_state=175).fit(X, y)
+    assert not est.diverged_
+    # ground truth: the dense Hessian of the returned model's loss
+    Xt, T = torch.tensor(X), torch.nn.functional.one_hot(torch.tensor(y), 3).double()
+    H = exact_hessian(est.module_, lambda out, t: 0.5 * ((out - t) ** 2).sum(1).mean(), Xt, T)
+    eigenvalues = torch.linalg.eigvalsh(H).numpy()
+    floor = 4 * np.finfo(np.float64).eps * np.abs(eigenvalues).max()
+    assert est.sharpness_tol * abs(eigenvalues[-1]) < floor  # no float64 solve can certify it
+    sh = est.sharpness_history_
+    assert sh["step"][-1] == 3 and not sh["converged"][-1]
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert any("1 stopped where rounding in the net's dtype hides that accuracy" in m
+               for m in messages), messages
+    assert not est.measure_sharpness(X, y).converged
+
+
 def test_measurements_out_of_products_warn_and_are_lower_bounds(monkeypatch):
     """A measurement that stops at its budget says so: a ConvergenceWarning, 'converged' False,
     and a Ritz value that can only be below the top eigenvalue (Rayleigh-Ritz)."""
