@@ -19,7 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import (_check_sample_weight, check_array, check_consistent_length,
                                       check_is_fitted, column_or_1d, validate_data)
 
-from ._callbacks import DivergenceGuard, LossGoal, ProgressReport
+from ._callbacks import DivergenceGuard, LossGoal, ProgressReport, _best_epoch_loaded
 from ._eigensolver import certified_sharpness, resolvable_tol, top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._interrupts import noted_interrupts
@@ -28,7 +28,7 @@ from ._rng import cuda_generators_of, draws_random_numbers, kept_mode_and_buffer
 from ._schedule import resolve_decay_time
 from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
-from ._net import SYNC_EVERY, FullBatch, FullBatchNet
+from ._net import SYNC_EVERY, FullBatch, FullBatchNet, n_training_steps
 from ._update_curvature import UpdateCurvature
 from ._tracking import (InstabilityTracker, SharpnessTracker, _as_arrays, _tracker_before, random_generator,
                         rotation_columns, sharpness_columns)
@@ -708,6 +708,11 @@ class BaseEoS(BaseEstimator):
             kept = (f"the parameters of step {n_steps - 1}, the last with a finite loss, were kept"
                     if n_steps else "no step had a finite loss: the initial parameters were kept "
                     "(check the scale of the data)")
+            best = _best_epoch_loaded(net, None)
+            if best is not None:  # put back after the guard's (see returned_step)
+                rows = [row for row in list.__getitem__(history, slice(None)) if row["epoch"] <= best]
+                kept = (f"EarlyStopping(load_best=True) then put back the parameters of its best "
+                        f"epoch, {best} (those of step {n_training_steps(rows)})")
             hint = ("Lower lr" if self.lr_units == "threshold" else
                     "Lower lr, or set lr_units='threshold' (lr as a multiple of 2 / initial sharpness)")
             # the sharpness where this fit started: a warm refit starts where the fit it

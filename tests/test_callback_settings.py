@@ -12,8 +12,9 @@ import torch
 from skorch import NeuralNetRegressor
 from skorch.callbacks import Callback
 
-from sklearn_eos import (DivergenceGuard, FullBatch, FullBatchNet, HalfSquaredError, InstabilityTracker,
-                         LossGoal, LRSchedule, ProgressReport, SharpnessTracker, UpdateCurvature)
+from sklearn_eos import (DivergenceGuard, EoSRegressor, FullBatch, FullBatchNet, HalfSquaredError,
+                         InstabilityTracker, LossGoal, LRSchedule, ProgressReport, SharpnessTracker,
+                         UpdateCurvature)
 from sklearn_eos._instabilities import find_instabilities
 from sklearn_eos._schedule import DecayPolicy
 
@@ -384,6 +385,34 @@ def test_early_stopping_listed_before_the_guard_and_tracker_numbers_the_returned
     assert history["sharpness"][-1] == pytest.approx(exact, rel=1e-6)
 
 
+def test_the_divergence_warning_names_the_epoch_that_early_stopping_put_back():
+    """After a divergence the estimator's warning said that the last finite step's parameters
+    were kept, although an EarlyStopping(load_best=True) then put back its best epoch's
+    (callbacks audit, hD). The warning now names that epoch, whose parameters the fit returns."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.preprocessing import StandardScaler
+    from skorch.callbacks import EarlyStopping
+
+    X, y = load_diabetes(return_X_y=True)
+    X = StandardScaler().fit_transform(X[:200])
+    y = (y[:200] - y[:200].mean()) / y[:200].std()
+    stopping = EarlyStopping(monitor="train_loss", patience=1000, threshold=0, load_best=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg = EoSRegressor(hidden_layer_sizes=(16,), activation="sigmoid", lr=30.0, dtype="float32",
+                           sharpness_every=0, max_iter=50, random_state=0, callbacks=[stopping]).fit(X, y)
+    best = stopping.best_epoch_
+    assert reg.diverged_ and best < reg.n_iter_ - 1
+    message = next(str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)
+                   and "diverged" in str(w.message))
+    assert f"put back the parameters of its best epoch, {best} (those of step {best})" in message
+    assert "the last with a finite loss, were kept" not in message
+    # the parameters of step `best`: the loss the curve recorded at that step
+    returned = 0.5 * np.mean((reg.predict(X) - y) ** 2)
+    assert returned == pytest.approx(reg.loss_curve_[best], rel=1e-4)
+
+
 @pytest.mark.parametrize("as_full_batch", [True, False])
 def test_the_guard_catches_a_last_update_that_overflows_on_a_bare_net(data, as_full_batch):
     """A fit that ends one step before its loss leaves float's range: every step's loss was
@@ -572,8 +601,6 @@ def test_an_estimator_with_early_stopping_that_loads_the_best_epoch_keeps_its_ro
     model instead."""
     from skorch.callbacks import EarlyStopping
 
-    from sklearn_eos import EoSRegressor
-
     rng = np.random.default_rng(0)
     X = rng.standard_normal((60, 4))
     y = np.tanh(X @ rng.standard_normal(4))
@@ -600,7 +627,7 @@ def test_the_user_guide_s_early_stopping_recipe_measures_the_returned_model():
     what had been done (audit of session 19, hB/find_01). The stopping now moves along."""
     from skorch.callbacks import EarlyStopping
 
-    from sklearn_eos import EoSRegressor, curvature
+    from sklearn_eos import curvature
     from sklearn_eos.curvature import FullBatchHessian
 
     rng = np.random.default_rng(0)
@@ -629,8 +656,6 @@ def test_the_callbacks_listed_before_a_user_s_tracker_keep_their_order():
     score it watches: "Key 'my_score' was not found in history" (review of session 19,
     hR/bug_01). Everything listed up to the tracker now moves, in the user's order."""
     from skorch.callbacks import EarlyStopping
-
-    from sklearn_eos import EoSRegressor
 
     class RecordScore(Callback):
         def on_epoch_end(self, net, **kwargs):
