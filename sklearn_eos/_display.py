@@ -121,6 +121,23 @@ def _cosine_columns(history):
     return (["cosine"] if "cosine" in history else []) + rest
 
 
+def _measured(history, columns):
+    """The ``columns`` of ``history`` that hold at least one number (not all NaN)."""
+    return [c for c in columns if not np.isnan(np.asarray(history[c], dtype=float)).all()]
+
+
+def _legend(ax, handles, labels):
+    """The legend of ``ax``: to the right of it, outside the curves (inside, six entries
+    cover them wherever they are put), when the figure's layout makes room for it (the
+    figures the displays make use constrained layout); inside, where matplotlib finds
+    room, on the Axes of a figure without a layout engine, which cuts an outside legend off
+    at the figure's edge."""
+    if ax.figure.get_layout_engine() is None:
+        return ax.legend(handles, labels, loc="best", fontsize="small")
+    return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                     borderaxespad=0)
+
+
 class SharpnessDisplay:
     """Training loss, sharpness against 2/lr, and learning rate of one edge-of-stability fit.
 
@@ -132,7 +149,9 @@ class SharpnessDisplay:
     so it ends at ``n_iter_``, where a full fit's final measurement lies; after an early stop,
     a loss goal or a divergence, that measurement is at ``n_iter_ - 1``), (3) the learning
     rate (the same step line). Instability episodes are shaded on every panel. The legend
-    sits to the right of the sharpness panel, outside the curves.
+    sits to the right of the sharpness panel, outside the curves (inside, where matplotlib
+    finds room, when you pass Axes whose figure has no layout engine: outside, the figure's
+    edge would cut it off).
 
     After a learning-rate decay the threshold jumps (a 10x decay takes it from 4 to 40), and
     a fit that diverged may end with one huge measurement: on a linear axis the
@@ -167,7 +186,7 @@ class SharpnessDisplay:
     update_curvature_line_ : matplotlib Line2D or None
         None when no update curvature was given or ``show_update_curvature=False``.
     eig_lines_ : list of Line2D
-        Eigenvalues 2..k, in order.
+        Eigenvalues 2..k, in order (a column of NaN, beyond the Hessian's size, is not drawn).
     lines_ : dict of str to Line2D
         Every line above by name: 'loss', 'sharpness', 'eig_2'..., 'update_curvature',
         'threshold', 'lr'.
@@ -285,7 +304,9 @@ class SharpnessDisplay:
             (self.sharpness_line_,) = ax_sharp.plot(measured, history["sharpness"], **kwargs)
             self.lines_["sharpness"] = self.sharpness_line_
             if show_eigs:
-                for col in _eig_columns(history):
+                # not an eigenvalue beyond the Hessian's size (all NaN: a model with fewer
+                # parameters than n_eigs), which would only add a legend entry
+                for col in _measured(history, _eig_columns(history)):
                     (line,) = ax_sharp.plot(measured, history[col], color="tab:orange", alpha=0.35,
                                             linewidth=1, marker=".", markersize=3,
                                             label=rf"$\lambda_{{{col[4:]}}}$")
@@ -293,7 +314,8 @@ class SharpnessDisplay:
                     self.lines_[col] = line
         if show_update_curvature and len(curvature):
             kwargs = {"color": "tab:purple", "linewidth": 0.6, "alpha": 0.6, "zorder": 2,
-                      "label": "curvature along the update"}
+                      "label": "curvature along the update",
+                      **({"marker": "o", "markersize": 3} if len(curvature) == 1 else {})}
             kwargs.update(update_curvature_kwargs or {})
             (self.update_curvature_line_,) = ax_sharp.plot(x[:len(curvature)], curvature, **kwargs)
             self.lines_["update_curvature"] = self.update_curvature_line_
@@ -335,15 +357,16 @@ class SharpnessDisplay:
         drawn[-1].set_xlabel("step")
         for a in drawn:
             a.grid(True, alpha=0.3)
-        # the span legend entries live on the first panel; gather them with the curves
+        # the span legend entries live on the first panel; gather them with the curves (a
+        # label of the user's, through span_kwargs, as well as the package's)
         handles, labels = ax_sharp.get_legend_handles_labels()
         if drawn[0] is not ax_sharp:
-            more = drawn[0].get_legend_handles_labels()
-            handles += [h for h, lab in zip(*more) if lab.startswith("instability")]
-            labels += [lab for lab in more[1] if lab.startswith("instability")]
-        # outside the panel: inside, six entries cover the curves wherever they are put
-        ax_sharp.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
-                        borderaxespad=0)
+            for patches in self.instability_spans_:
+                label = patches[0].get_label()
+                if not label.startswith("_"):
+                    handles.append(patches[0])
+                    labels.append(label)
+        _legend(ax_sharp, handles, labels)
         if self.name is not None:
             drawn[0].set_title(self.name)
 
@@ -393,7 +416,8 @@ class RotationDisplay:
     instability episodes carry their own rotation ('cosine', 'subspace_overlap': from the
     last measurement before the episode's start to the first one after its end), it is
     marked at the step of that later measurement; episodes between the same two
-    measurements share one marker.
+    measurements share one marker. The legend sits to the right of the axes (inside, on an
+    Axes of yours whose figure has no layout engine).
 
     Parameters
     ----------
@@ -463,13 +487,16 @@ class RotationDisplay:
                 "sharpness measurements of one fit, and this fit has fewer than two: tracking "
                 "was off (sharpness_every=0; fit with sharpness_every > 0 to plot it), or the fit "
                 "ended before its second measurement (a divergence at the first steps).")
+        if not _cosine_columns(history) and "subspace_overlap" not in history:
+            raise ValueError(f"rotation_history has no column to draw: 'cosine', 'cosine_2', ... or "
+                             f"'subspace_overlap' (columns: {', '.join(map(repr, history))}).")
         episodes = _episodes(self.instabilities)
         if ax is None:
             _, ax = plt.subplots(figsize=(10, 3.8), layout="constrained")
 
         self.lines_ = {}
         cmap = plt.get_cmap("tab10")
-        for i, col in enumerate(_cosine_columns(history)):
+        for i, col in enumerate(_measured(history, _cosine_columns(history))):
             index = 1 if col == "cosine" else int(col[7:])
             kwargs = {"color": cmap(i % 10), "marker": "o", "markersize": 2.5, "linewidth": 1.0,
                       "alpha": 0.9 if index == 1 else 0.5,
@@ -478,7 +505,7 @@ class RotationDisplay:
             (self.lines_[col],) = ax.plot(x, np.abs(history[col]), **kwargs)
         if "subspace_overlap" in history:
             # the eigenvectors measured: a column beyond the Hessian's size is all NaN
-            k = sum(not np.isnan(np.asarray(history[c], dtype=float)).all() for c in _cosine_columns(history))
+            k = len(_measured(history, _cosine_columns(history)))
             kwargs = {"color": "black", "marker": "s", "markersize": 3, "linewidth": 1.8, "zorder": 3,
                       "label": f"top-{k} subspace overlap" if k else "subspace overlap"}
             kwargs.update(line_kwargs or {})
@@ -509,7 +536,7 @@ class RotationDisplay:
         ax.set_xlabel("step (later of two consecutive measurements)")
         ax.set_ylabel("eigenvector alignment")
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
+        _legend(ax, *ax.get_legend_handles_labels())
         if self.name is not None:
             ax.set_title(self.name)
         self.ax_ = ax

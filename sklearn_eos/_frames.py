@@ -47,6 +47,9 @@ def _fitted_eos(estimator):
             estimator = estimator.best_estimator_
         else:
             break
+    if isinstance(estimator, type):  # the class, where a fitted instance was meant
+        raise TypeError(f"Expected a fitted estimator, got the class {estimator.__name__} itself: "
+                        f"pass a fitted instance ({estimator.__name__}(...).fit(X, y)).")
     if not all(hasattr(estimator, name) for name in _FITTED_ATTRIBUTES):
         if hasattr(estimator, "cv_results_"):  # a search fitted with refit=False
             raise TypeError(f"This {type(estimator).__name__} was fitted with refit=False and holds no "
@@ -55,8 +58,9 @@ def _fitted_eos(estimator):
             raise TypeError(
                 f"Expected a fitted EoSClassifier or EoSRegressor (or a Pipeline, a "
                 f"TransformedTargetRegressor or a refitted search holding one), got "
-                f"{type(estimator).__name__}. For a bare FullBatchNet, pass the histories of its "
-                f"callbacks to the display's constructor (loss_curve=..., sharpness_history=...)."
+                f"{type(estimator).__name__}. For a bare FullBatchNet, read the histories of its "
+                f"callbacks (each callback's history_, which pandas.DataFrame takes as it is) or "
+                f"pass them to a display's constructor (loss_curve=..., sharpness_history=...)."
             )
         raise NotFittedError(
             f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with "

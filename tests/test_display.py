@@ -436,6 +436,10 @@ def test_a_label_in_span_kwargs_names_the_episodes(Display):
     first, second = display.instability_spans_
     assert first[0].get_label() == "episode" and second[0].get_label() == "_nolegend_"
     assert first[0].get_alpha() == 0.3
+    # and the legend lists it: on three panels the spans are labelled on the loss panel, and
+    # only labels starting with 'instability' were gathered from there (plots audit, s25 hC)
+    ax = display.ax_sharpness_ if Display is SharpnessDisplay else display.ax_
+    assert [t.get_text() for t in ax.get_legend().get_texts()].count("episode") == 1
 
 
 def test_the_overlap_label_counts_the_eigenvectors_measured():
@@ -451,3 +455,50 @@ def test_the_overlap_label_counts_the_eigenvectors_measured():
     assert np.isnan(est.rotation_history_["cosine_3"]).all()
     display = RotationDisplay.from_estimator(est)
     assert display.lines_["subspace_overlap"].get_label() == "top-2 subspace overlap"
+    # nor is the eigenvalue or cosine that was never measured drawn or named (plots audit, s25 hC)
+    assert np.isnan(est.sharpness_history_["eig_3"]).all()
+    assert "cosine_3" not in display.lines_ and "cosine_2" in display.lines_
+    sharpness = SharpnessDisplay.from_estimator(est)
+    assert list(sharpness.lines_).count("eig_2") == 1 and "eig_3" not in sharpness.lines_
+    legend = [t.get_text() for t in sharpness.ax_sharpness_.get_legend().get_texts()]
+    assert r"$\lambda_{2}$" in legend and r"$\lambda_{3}$" not in legend
+
+
+def test_a_single_update_curvature_value_is_marked():
+    """A fit of two steps has one curvature along the update: a line through one point draws
+    nothing, as the loss line of a one-step fit did (plots audit, s25 hC)."""
+    display = SharpnessDisplay(loss_curve=np.array([1.0, 0.8]), lr_history=np.full(2, 0.5),
+                               update_curvature=np.array([3.0])).plot()
+    assert display.update_curvature_line_.get_marker() == "o"
+    assert display.loss_line_.get_marker() in ("None", "", None)  # two points: a line
+
+
+def test_a_rotation_history_without_curves_is_refused():
+    """Columns named otherwise (a table read back with 'cos' and 'overlap') drew an empty plot
+    without a word (plots audit, s25 hC); SharpnessDisplay refuses its own misnamed columns."""
+    history = {"step": np.array([10, 20]), "prev_step": np.array([0, 10]), "cos": np.array([0.9, 0.5]),
+               "overlap": np.array([0.95, 0.7])}
+    with pytest.raises(ValueError, match=r"no column to draw.*'cos', 'overlap'"):
+        RotationDisplay(rotation_history=history).plot()
+
+
+@pytest.mark.parametrize("Display", [SharpnessDisplay, RotationDisplay])
+def test_the_legend_stays_inside_a_figure_of_the_users(Display):
+    """On a plain ``plt.subplots()`` figure (no layout engine) the legend, anchored outside the
+    axes, ran past the figure's right edge (x1 736 for a figure 600 wide) and was cut off
+    in savefig (plots audit, s25 hC); the displays' own figures keep it outside the curves
+    (`test_sharpness_display_legend_is_outside_the_curves`)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if Display is SharpnessDisplay:
+        display = SharpnessDisplay(loss_curve=np.linspace(1, 0.1, 40), lr_history=np.full(40, 0.5),
+                                   sharpness_history={"step": np.arange(0, 41, 10),
+                                                      "sharpness": np.array([3.0, 3.9, 4.1, 4.2, 4.3])})
+        legend_ax = display.plot(ax=ax).ax_sharpness_
+    else:
+        display = RotationDisplay(rotation_history={
+            "step": np.arange(10, 41, 10), "prev_step": np.arange(0, 31, 10),
+            "cosine": np.array([0.9, 0.5, 0.8, 0.95]), "subspace_overlap": np.array([0.95, 0.7, 0.9, 0.97])})
+        legend_ax = display.plot(ax=ax).ax_
+    fig.canvas.draw()
+    legend = legend_ax.get_legend().get_window_extent()
+    assert fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1

@@ -97,6 +97,18 @@ def test_frames_and_displays_accept_the_wrappers_that_hold_a_fitted_estimator():
         histories_to_frames(unrefitted)
 
 
+def test_a_class_or_a_bare_net_gets_a_message_that_fits_the_slip():
+    """The class in place of a fitted instance said "got type" with a hint about bare nets,
+    and histories_to_frames's hint for a bare FullBatchNet named a constructor it does not
+    have (plots audit, s25 hC)."""
+    from sklearn_eos import FullBatchNet, HalfSquaredError, MLP
+
+    with pytest.raises(TypeError, match=r"the class EoSClassifier itself: pass a fitted instance"):
+        histories_to_frames(EoSClassifier)
+    with pytest.raises(TypeError, match=r"each callback's history_, which pandas.DataFrame takes"):
+        histories_to_frames(FullBatchNet(module=MLP, criterion=HalfSquaredError))
+
+
 def test_untracked_fit_gives_empty_frames_with_columns():
     X = np.random.RandomState(0).randn(20, 3)
     est = EoSRegressor(hidden_layer_sizes=(4,), max_iter=3, sharpness_every=0, n_eigs=2).fit(X, X[:, 0])
