@@ -837,7 +837,10 @@ class BaseEoS(BaseEstimator):
             ``eigenvectors`` (a torch tensor of shape (n_parameters, min(n_eigs,
             n_parameters))), ``n_products`` and ``converged`` (False as well where rounding
             in the model's dtype hides ``sharpness_tol`` of the sharpness: next to an
-            eigenvalue far larger in magnitude, as far past a divergence).
+            eigenvalue far larger in magnitude, as far past a divergence; then
+            ``at_rounding_floor`` is True). It certifies the Hessian products as the model's
+            dtype computes them: for a float32 model saturated far past the edge of
+            stability, measure a float64 copy.
 
         Raises
         ------

@@ -114,6 +114,11 @@ class EigenResult:
         radius, float64), the scale of the rounding floor ``resolvable_tol(dtype) *
         spectral_radius``: no eigenvalue is certified more closely than that. NaN where no
         solve produced it.
+    at_rounding_floor : bool
+        Whether the solve ended unconverged because a tolerance lies below that floor (so
+        that no further product could meet it), rather than for want of products. Such a
+        Ritz value may lie on either side of the eigenvalue, by about the floor: rounding
+        in the products, not only a partial Krylov space, sets its error.
     """
 
     eigenvalues: np.ndarray
@@ -123,6 +128,7 @@ class EigenResult:
     min_eigenvalue: float | None = None
     min_eigenvector: torch.Tensor | None = None
     spectral_radius: float = float("nan")
+    at_rounding_floor: bool = False
 
 
 class MatrixOperator:
@@ -371,21 +377,24 @@ def resolvable_tol(dtype):
 
 
 def certified_sharpness(result, tol):
-    """``result`` (an `EigenResult`) as a sharpness measurement to ``tol``: ``converged`` False
-    when ``tol * |lambda_1|`` lies below the rounding floor, ``resolvable_tol(dtype) *
-    spectral_radius``.
+    """``result`` (an `EigenResult`) as a sharpness measurement to ``tol``: ``converged``
+    False, and ``at_rounding_floor`` True, when the rounding floor ``resolvable_tol(dtype) *
+    spectral_radius`` hides ``tol`` of the top eigenvalue (``tol * |lambda_1|`` below it) or the
+    solver judged the top a zero (``|lambda_1|`` within ten floors of zero).
 
-    `top_eigenpairs` ends such a solve unconverged, except when even its top eigenvalue is
-    within ten rounding floors of zero: all k are zeros then, certified to ``tol * 1e-3 *
-    spectral_radius`` only (see ``tol`` there), which says nothing of the sharpness's relative
-    accuracy. A float64 classifier whose loss reached 1e20 had a top eigenvalue of about 13
-    beside one of -3.8e16 (a floor of 34): the tracker's last row said 11.98 and
-    ``measure_sharpness`` 0.096, both converged. Returns ``result`` itself, or a copy.
+    `top_eigenpairs` ends a solve of the first kind unconverged itself, but certifies a zero
+    only to ``tol * 1e-3 * spectral_radius`` (see ``tol`` there), which says nothing of the
+    sharpness's relative accuracy. A float64 classifier whose loss reached 1e20 had a top
+    eigenvalue of about 13 beside one of -3.8e16 (a floor of 34): the tracker's last row said
+    11.98 and ``measure_sharpness`` 0.096, both converged. The second test matters for a
+    ``tol`` of 0.1 or more, where the first misses a top of up to ten floors. An operator that
+    is exactly zero (a floor of 0) has nothing to resolve. Returns ``result`` itself, or a copy.
     """
     floor = resolvable_tol(result.eigenvectors.dtype) * result.spectral_radius
-    if not result.converged or not tol * abs(float(result.eigenvalues[0])) < floor:
+    top = abs(float(result.eigenvalues[0]))
+    if not (result.converged and floor > 0 and (tol * top < floor or top <= _ZERO_WANTED * floor)):
         return result
-    return replace(result, converged=False)
+    return replace(result, converged=False, at_rounding_floor=True)
 
 
 def _error_bounds(theta, residual_norms, index, use_gap):
@@ -432,7 +441,8 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
     ``random_columns`` (a warm start: the basis columns of its random vectors): until the first
     thick restart, the Ritz pair that holds most of them is expanded once before the wanted
     pairs are accepted, unless its residual meets ``tol`` (see "The random vector's pair").
-    Returns ``(theta, U, converged)`` for the wanted pairs.
+    Returns ``(theta, U, converged, at_floor)`` for the wanted pairs, ``at_floor`` True when
+    the solve ended unconverged because a pair's tolerance lies below the rounding floor.
     """
     op = space.operator
     tols = np.asarray(tol, dtype=np.float64)
@@ -518,9 +528,9 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
                 edge_theta = theta[full[0]]
                 if space.extend_rows(Rt[:1]) > 0:
                     continue
-            return theta[index], space.vectors(Y[:, index]), not stuck.any()
+            return theta[index], space.vectors(Y[:, index]), not stuck.any(), bool(stuck.any())
         if budget <= 0 or space.size >= op.dim:
-            return theta[index], space.vectors(Y[:, index]), False
+            return theta[index], space.vectors(Y[:, index]), False, False
         n_keep = max(2 * n_wanted, guard_index) + 2
         if space.size > max(_MAX_BASIS_INTERIOR if interior else _MAX_BASIS, n_keep + 4):
             keep = sorted(set(index) | set(neighbours) | set(range(min(len(theta), n_keep))))
@@ -550,7 +560,7 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
             n_new = min(budget, max(1, n_wanted - len(theta)))
             W = torch.randn(op.dim, n_new, generator=generator, dtype=op.dtype).to(op.device)
             if space.extend(W) == 0:
-                return theta[index], space.vectors(Y[:, index]), False
+                return theta[index], space.vectors(Y[:, index]), False, False
 
 
 # Guard against a basis that has not yet seen the top eigenvector (a tracked digits fit
@@ -947,9 +957,9 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
     tols = np.array([tol] + [tol if rest_tol is None else rest_tol] * (k - 1))
     random_columns = None if start is None else list(range(max(0, space.size - n_random), space.size))
     for looks in range(k + 1):  # a look adds a copy at most, and k are enough
-        theta, U, converged = _solve(space, lambda n: list(range(min(k, n))), k, tols,
-                                     max_products, generator, guard=True, cold=start is None,
-                                     guard_index=guard_index, random_columns=random_columns)
+        theta, U, converged, at_floor = _solve(space, lambda n: list(range(min(k, n))), k, tols,
+                                               max_products, generator, guard=True, cold=start is None,
+                                               guard_index=guard_index, random_columns=random_columns)
         repeated = _repeated_above_lower(theta, tols) if converged else None
         if repeated is None:
             break
@@ -974,16 +984,18 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
             converged = missed is None and certain
             break
     result = EigenResult(eigenvalues=np.asarray(theta, dtype=np.float64), eigenvectors=U,
-                         n_products=space.n_products, converged=converged, spectral_radius=space.radius)
+                         n_products=space.n_products, converged=converged, spectral_radius=space.radius,
+                         at_rounding_floor=at_floor)
     if compute_min:
         if min_start is not None:
             space.extend(_as_block(min_start, operator))
-        theta_min, u_min, min_converged = _solve(
+        theta_min, u_min, min_converged, min_at_floor = _solve(
             space, lambda n: [n - 1], 1, tol, space.n_products + max_products, generator,
             interior=True)
         result.min_eigenvalue = float(theta_min[0])
         result.min_eigenvector = u_min[:, 0]
         result.n_products = space.n_products
         result.converged = converged and min_converged
+        result.at_rounding_floor = at_floor or min_at_floor
         result.spectral_radius = space.radius
     return result

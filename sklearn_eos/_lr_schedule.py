@@ -156,13 +156,18 @@ class LRSchedule(ParamsCallback):
             else:
                 self.initial_sharpness_ = float(result.eigenvalues[0])
             if result is not None and not result.converged:
-                warnings.warn(
-                    f"LRSchedule: the initial sharpness measurement stopped after {result.n_products} "
-                    f"Hessian-vector products without reaching tol={self.tol:g}; "
-                    f"{self.initial_sharpness_:.6g} is a lower bound, so the learning rate "
-                    f"lr * 2 / initial_sharpness_ may sit above {self.lr:g} thresholds.",
-                    ConvergenceWarning,
-                )
+                if result.at_rounding_floor:  # see `certified_sharpness`
+                    why = (f"could not reach tol={self.tol:g}: rounding in the net's dtype hides that "
+                           f"accuracy (an eigenvalue far larger in magnitude than the sharpness); "
+                           f"{self.initial_sharpness_:.6g} may be off either way, by up to about four "
+                           f"machine epsilons of that eigenvalue, so the learning rate lr * 2 / "
+                           f"initial_sharpness_ may sit far from {self.lr:g} thresholds.")
+                else:
+                    why = (f"stopped after {result.n_products} Hessian-vector products without "
+                           f"reaching tol={self.tol:g}; {self.initial_sharpness_:.6g} is a lower bound, "
+                           f"so the learning rate lr * 2 / initial_sharpness_ may sit above "
+                           f"{self.lr:g} thresholds.")
+                warnings.warn(f"LRSchedule: the initial sharpness measurement {why}", ConvergenceWarning)
             self._initial_spectrum = result  # for a tracker's step 0; dropped at the end of fit
             self._initial_versions = parameter_versions(net.module_.parameters())
             self._initial_key = trained_key(net.module_)

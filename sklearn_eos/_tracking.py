@@ -163,7 +163,10 @@ class SharpnessTracker(ParamsCallback):
         Relative accuracy of the sharpness (the top eigenvalue). Below four machine epsilons
         of the net's dtype (4.8e-7 for float32), relative to the largest eigenvalue in
         magnitude, no measurement can certify it: it ends, ``'converged'`` False, as soon as
-        its error bound reaches that floor.
+        its error bound reaches that floor (as does a sharpness within ten such floors of
+        zero, see `certified_sharpness`). The certificate is for the Hessian products as the
+        net's dtype computes them: a float32 network saturated far past the edge of stability
+        computes them with more than rounding error.
     rest_tol : float or None, default=0.1
         Relative accuracy of eigenvalues 2..k (None: ``tol``). Resolving the whole
         near-degenerate top cluster to 1e-3 costs two to two and a half times as many HVPs
@@ -349,7 +352,8 @@ class SharpnessTracker(ParamsCallback):
             return self._record_failed(step, lr)
         eigs = result.eigenvalues
         row = {"step": step, "sharpness": float(eigs[0]), "threshold": _threshold(lr), "lr": lr,
-               "n_hvps": result.n_products, "converged": bool(result.converged)}
+               "n_hvps": result.n_products, "converged": bool(result.converged),
+               "_at_floor": bool(result.at_rounding_floor)}  # not a column: for the warning
         row.update({f"eig_{i}": float(eigs[i - 1]) if i <= len(eigs) else np.nan
                     for i in range(2, self.k + 1)})
         row["above_threshold"] = row["sharpness"] > row["threshold"]
@@ -498,18 +502,23 @@ class SharpnessTracker(ParamsCallback):
         if short.any():
             steps = ", ".join(str(s) for s in history["step"][short][:5])
             steps += ", ..." if short.sum() > 5 else ""
-            # the others stopped at the rounding floor (see `top_eigenpairs`, ``tol``)
-            n_floor = int((short & (history["n_hvps"] < self.max_products)).sum())
+            # the others stopped at the rounding floor (see `top_eigenpairs`, ``tol``, and
+            # `certified_sharpness`): their Ritz value is no lower bound, rounding sets its error
+            n_floor = int((short & np.array([row.get("_at_floor", False) for row in self._rows],
+                                            dtype=bool)).sum())
             if n_floor == 0:
-                why = f"used their budget of Hessian-vector products before reaching tol={self.tol:g}"
+                why = (f"used their budget of Hessian-vector products before reaching tol={self.tol:g}; "
+                       f"their 'sharpness' is a lower bound on the top eigenvalue")
             else:
                 why = (f"did not reach tol={self.tol:g}: {short.sum() - n_floor} used their budget of "
-                       f"Hessian-vector products, {n_floor} stopped where rounding in the net's dtype "
-                       f"hides that accuracy (an eigenvalue far larger in magnitude than the "
-                       f"sharpness, as next to a divergence)")
+                       f"Hessian-vector products (their 'sharpness' is a lower bound on the top "
+                       f"eigenvalue), {n_floor} stopped where rounding in the net's dtype hides that "
+                       f"accuracy (an eigenvalue far larger in magnitude than the sharpness, as next to a "
+                       f"divergence: their 'sharpness' may be off either way, by up to about four "
+                       f"machine epsilons of that eigenvalue)")
             warnings.warn(
-                f"SharpnessTracker: {short.sum()} of {len(short)} measurements (steps {steps}) {why}; "
-                f"their 'sharpness' is a lower bound on the top eigenvalue ('converged' is False).",
+                f"SharpnessTracker: {short.sum()} of {len(short)} measurements (steps {steps}) {why} "
+                f"('converged' is False).",
                 ConvergenceWarning,
             )
 
