@@ -333,7 +333,16 @@ class FullBatchNet(NeuralNet):
 
     Parameters
     ----------
-    sync_every : int, default=SYNC_EVERY
+    batch_size : int, default=-1
+        skorch's setting, with a full-batch default (skorch's is 128): -1 makes the training
+        set one batch. A `FullBatch` passed as ``X`` is one batch whatever it says; with other
+        data, a value below the number of rows (minibatches) gets a ValueError at the start
+        of ``fit``.
+    train_split : callable or None, default=None
+        skorch's setting, with no validation split by default (skorch's is ``ValidSplit(5)``):
+        GD on every row. A skorch ``ValidSplit`` holds rows out as in skorch; a float is not
+        a split (skorch's ``ValidSplit(0.2)`` is).
+    sync_every : int, default=32
         Steps between two host reads of the training losses (one device-to-host copy each).
         Other parameters are skorch's ``NeuralNet``'s.
     """
