@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
     (["bench_sparse_tracking.py", "--quick"], "block + random: misses"),
     # the fit's own rows must be the probe's replays: the benchmark stands in for the tracker
     (["bench_probe.py", "--quick"], "The fits' own rows equal the probe's replays: True"),
+    (["bench_gradient_blocks.py", "--quick"], "eigenvectors + 2 gradients"),
 ])
 def test_benchmark_runs(args, expected):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
