@@ -18,7 +18,8 @@ each with the full-batch gradient at the point as the probe, from:
   measurement);
 * ``differences m``: the m differences of consecutive gradients among the last m + 1 (what
   changes from step to step: the oscillating part);
-* ``eigenvectors + m gradients``: the tracker's block widened by the last m gradients.
+* ``eigenvectors + m gradients``: the previous solve's eigenvectors (a chain of its own, as
+  the tracker's) widened by the last m gradients.
 
 Three seeds of the random vectors pooled; errors against a tight solve (tol 1e-6). Run:
 ``python benchmarks/bench_gradient_blocks.py`` (about 3 min). Prints one table, writes nothing.
@@ -82,17 +83,18 @@ def orthonormal(vectors):
 
 def start_block(kind, previous, gradients):
     """The start block of ``kind`` (see the module notes), or None when it cannot be formed."""
-    name, _, m = kind.rpartition(" ")
     if kind == "tracker":
         return previous
-    if kind.startswith("gradients"):
-        return orthonormal(gradients[-int(m):]) if len(gradients) >= int(m) else None
-    if kind.startswith("differences"):
-        m = int(m)
+    words = kind.split()
+    if words[0] == "gradients":
+        m = int(words[1])
+        return orthonormal(gradients[-m:]) if len(gradients) >= m else None
+    if words[0] == "differences":
+        m = int(words[1])
         if len(gradients) < m + 1:
             return None
         return orthonormal([gradients[-i] - gradients[-i - 1] for i in range(1, m + 1)])
-    m = int(kind.split()[2])  # eigenvectors + m gradients
+    m = int(words[2])  # eigenvectors + m gradients
     if previous is None or len(gradients) < m:
         return None
     return orthonormal([*previous.T, *gradients[-m:]])

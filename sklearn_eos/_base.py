@@ -710,9 +710,12 @@ class BaseEoS(BaseEstimator):
                     "(check the scale of the data)")
             best = _best_epoch_loaded(net, None)
             if best is not None:  # put back after the guard's (see returned_step)
-                rows = [row for row in list.__getitem__(history, slice(None)) if row["epoch"] <= best]
+                step = n_training_steps([row for row in list(history) if row["epoch"] <= best])
+                # skorch keeps a best epoch's weights after its update: those of the next step
+                loss = (f", training loss {self.loss_curve_[step]:.4g}" if step < len(self.loss_curve_)
+                        else "")
                 kept = (f"EarlyStopping(load_best=True) then put back the parameters of its best "
-                        f"epoch, {best} (those of step {n_training_steps(rows)})")
+                        f"epoch, {best} (those of step {step}{loss})")
             hint = ("Lower lr" if self.lr_units == "threshold" else
                     "Lower lr, or set lr_units='threshold' (lr as a multiple of 2 / initial sharpness)")
             # the sharpness where this fit started: a warm refit starts where the fit it

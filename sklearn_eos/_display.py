@@ -128,11 +128,14 @@ def _measured(history, columns):
 
 def _legend(ax, handles, labels):
     """The legend of ``ax``: to the right of it, outside the curves (inside, six entries
-    cover them wherever they are put), when the figure's layout makes room for it (the
-    figures the displays make use constrained layout); inside, where matplotlib finds
-    room, on the Axes of a figure without a layout engine, which cuts an outside legend off
+    cover them wherever they are put), when the figure's layout makes room for it (a
+    constrained or tight layout engine; the displays' own figures use constrained layout);
+    inside, where matplotlib finds room, on the Axes of a figure without one (none, or the
+    placeholder that ``fig.tight_layout()`` leaves), which would cut an outside legend off
     at the figure's edge."""
-    if ax.figure.get_layout_engine() is None:
+    from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
+
+    if not isinstance(ax.figure.get_layout_engine(), (ConstrainedLayoutEngine, TightLayoutEngine)):
         return ax.legend(handles, labels, loc="best", fontsize="small")
     return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
                      borderaxespad=0)

@@ -115,10 +115,11 @@ class EigenResult:
         spectral_radius``: no eigenvalue is certified more closely than that. NaN where no
         solve produced it.
     at_rounding_floor : bool
-        Whether the solve ended unconverged because a tolerance lies below that floor (so
-        that no further product could meet it), rather than for want of products. Such a
-        Ritz value may lie on either side of the eigenvalue, by about the floor: rounding
-        in the products, not only a partial Krylov space, sets its error.
+        Whether the solve ended unconverged because the tolerance of one of its eigenvalues
+        (any of the k, or the most negative) lies below that floor, so that no further
+        product could meet it, rather than for want of products. Such a Ritz value may lie
+        on either side of the eigenvalue, by about the floor: rounding in the products, not
+        only a partial Krylov space, sets its error.
     """
 
     eigenvalues: np.ndarray

@@ -158,10 +158,10 @@ class LRSchedule(ParamsCallback):
             if result is not None and not result.converged:
                 if result.at_rounding_floor:  # see `certified_sharpness`
                     why = (f"could not reach tol={self.tol:g}: rounding in the net's dtype hides that "
-                           f"accuracy (an eigenvalue far larger in magnitude than the sharpness); "
-                           f"{self.initial_sharpness_:.6g} may be off either way, by up to about four "
-                           f"machine epsilons of that eigenvalue, so the learning rate lr * 2 / "
-                           f"initial_sharpness_ may sit far from {self.lr:g} thresholds.")
+                           f"accuracy (an eigenvalue far larger in magnitude than those measured); the "
+                           f"sharpness {self.initial_sharpness_:.6g} may be off either way, by up to "
+                           f"about four machine epsilons of that eigenvalue, so the learning rate "
+                           f"lr * 2 / initial_sharpness_ may sit far from {self.lr:g} thresholds.")
                 else:
                     why = (f"stopped after {result.n_products} Hessian-vector products without "
                            f"reaching tol={self.tol:g}; {self.initial_sharpness_:.6g} is a lower bound, "

@@ -266,6 +266,7 @@ class SharpnessTracker(ParamsCallback):
         self._warned_optimizer = False  # checked at each measurement, after the rate is set
         self._data = X
         self._rows, self._rotation_rows = [], []
+        self._stopped_at_floor = set()  # ids of the rows whose solve rounding stopped (the warning's)
         self._reused = None  # the step whose row is LRSchedule's initial measurement, reused
         self._latest = None
         self._min_vector = None
@@ -352,8 +353,7 @@ class SharpnessTracker(ParamsCallback):
             return self._record_failed(step, lr)
         eigs = result.eigenvalues
         row = {"step": step, "sharpness": float(eigs[0]), "threshold": _threshold(lr), "lr": lr,
-               "n_hvps": result.n_products, "converged": bool(result.converged),
-               "_at_floor": bool(result.at_rounding_floor)}  # not a column: for the warning
+               "n_hvps": result.n_products, "converged": bool(result.converged)}
         row.update({f"eig_{i}": float(eigs[i - 1]) if i <= len(eigs) else np.nan
                     for i in range(2, self.k + 1)})
         row["above_threshold"] = row["sharpness"] > row["threshold"]
@@ -370,6 +370,8 @@ class SharpnessTracker(ParamsCallback):
             self._rotation_rows.append(rotation)
         self._previous_vectors, self._previous_key = self.eigenvectors_, self._key
         self.eigenvectors_, self._key = U, key
+        if result.at_rounding_floor:
+            self._stopped_at_floor.add(id(row))
         self._rows.append(row)
         self._latest = row
         return row
@@ -473,7 +475,7 @@ class SharpnessTracker(ParamsCallback):
         if _caught_divergence(net) is None:  # after a divergence, the guard's warning says why
             self._warn_failed(net)
         self._data = self._start = None  # the fitted net must not carry the training set
-        self._rows = self._rotation_rows = self._rates = None
+        self._rows = self._rotation_rows = self._rates = self._stopped_at_floor = None
 
     def _warn_failed(self, net):
         """Warn of the measurements whose Hessian products were not finite (NaN rows,
@@ -503,9 +505,9 @@ class SharpnessTracker(ParamsCallback):
             steps = ", ".join(str(s) for s in history["step"][short][:5])
             steps += ", ..." if short.sum() > 5 else ""
             # the others stopped at the rounding floor (see `top_eigenpairs`, ``tol``, and
-            # `certified_sharpness`): their Ritz value is no lower bound, rounding sets its error
-            n_floor = int((short & np.array([row.get("_at_floor", False) for row in self._rows],
-                                            dtype=bool)).sum())
+            # `certified_sharpness`): rounding sets their error, in either direction
+            at_floor = np.array([id(row) in self._stopped_at_floor for row in self._rows], dtype=bool)
+            n_floor = int((short & at_floor).sum())
             if n_floor == 0:
                 why = (f"used their budget of Hessian-vector products before reaching tol={self.tol:g}; "
                        f"their 'sharpness' is a lower bound on the top eigenvalue")
@@ -513,8 +515,8 @@ class SharpnessTracker(ParamsCallback):
                 why = (f"did not reach tol={self.tol:g}: {short.sum() - n_floor} used their budget of "
                        f"Hessian-vector products (their 'sharpness' is a lower bound on the top "
                        f"eigenvalue), {n_floor} stopped where rounding in the net's dtype hides that "
-                       f"accuracy (an eigenvalue far larger in magnitude than the sharpness, as next to a "
-                       f"divergence: their 'sharpness' may be off either way, by up to about four "
+                       f"accuracy (an eigenvalue far larger in magnitude than those measured, as next to "
+                       f"a divergence: a value stopped there may be off either way, by up to about four "
                        f"machine epsilons of that eigenvalue)")
             warnings.warn(
                 f"SharpnessTracker: {short.sum()} of {len(short)} measurements (steps {steps}) {why} "

@@ -406,7 +406,8 @@ def test_the_divergence_warning_names_the_epoch_that_early_stopping_put_back():
     assert reg.diverged_ and best < reg.n_iter_ - 1
     message = next(str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)
                    and "diverged" in str(w.message))
-    assert f"put back the parameters of its best epoch, {best} (those of step {best})" in message
+    assert (f"put back the parameters of its best epoch, {best} (those of step {best}, training loss "
+            f"{reg.loss_curve_[best]:.4g})") in message
     assert "the last with a finite loss, were kept" not in message
     # the parameters of step `best`: the loss the curve recorded at that step
     returned = 0.5 * np.mean((reg.predict(X) - y) ** 2)

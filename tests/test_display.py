@@ -482,13 +482,18 @@ def test_a_rotation_history_without_curves_is_refused():
         RotationDisplay(rotation_history=history).plot()
 
 
+@pytest.mark.parametrize("tight_first", [False, True])
 @pytest.mark.parametrize("Display", [SharpnessDisplay, RotationDisplay])
-def test_the_legend_stays_inside_a_figure_of_the_users(Display):
+def test_the_legend_stays_inside_a_figure_of_the_users(Display, tight_first):
     """On a plain ``plt.subplots()`` figure (no layout engine) the legend, anchored outside the
     axes, ran past the figure's right edge (x1 736 for a figure 600 wide) and was cut off
     in savefig (plots audit, s25 hC); the displays' own figures keep it outside the curves
-    (`test_sharpness_display_legend_is_outside_the_curves`)."""
+    (`test_sharpness_display_legend_is_outside_the_curves`). ``fig.tight_layout()`` called
+    before plotting leaves a placeholder layout engine that lays nothing out (review, s25 hD)."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    if tight_first:
+        fig.tight_layout()
+        assert fig.get_layout_engine() is not None
     if Display is SharpnessDisplay:
         display = SharpnessDisplay(loss_curve=np.linspace(1, 0.1, 40), lr_history=np.full(40, 0.5),
                                    sharpness_history={"step": np.arange(0, 41, 10),

@@ -96,13 +96,13 @@ def test_a_sharpness_that_float64_cannot_resolve_is_not_reported_converged():
     assert not est.measure_sharpness(X, y).converged
     # with compute_min the products exceed the top solve's budget: the warning read that as a
     # budget spent (review, s25 hA); the solver says which it was
+    tracker = SharpnessTracker(every=5, compute_min=True, max_products=14, random_state=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tracked = EoSClassifier(hidden_layer_sizes=(16, 16), lr=1000.0, max_iter=3, sharpness_every=0,
-                                dtype="float64", random_state=175,
-                                callbacks=[SharpnessTracker(every=5, compute_min=True, max_products=14,
-                                                            random_state=0)]).fit(X, y)
+                                dtype="float64", random_state=175, callbacks=[tracker]).fit(X, y)
     sh = tracked.sharpness_history_
+    assert set(tracker.latest) <= set(sh)  # the rows hold the history's columns only (review, s25 hD)
     assert list(sh["step"]) == [0, 3] and list(sh["n_hvps"]) == [28, 14] and not sh["converged"].any()
     messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert any("2 of 2 measurements (steps 0, 3) did not reach tol=0.001: 1 used their budget" in m
