@@ -66,8 +66,11 @@ class LRSchedule(ParamsCallback):
     initial_sharpness : float, optional
         The sharpness at initialisation when it is known already: a ``warm_start`` refit
         continues at the rate of the fit it continues, whose initialisation it shares.
-        None: measured before the first step (``lr_units='threshold'`` only). Only
-        ``'threshold'`` units use it for the rate; either way it is ``initial_sharpness_``.
+        None: measured before the first step (``lr_units='threshold'`` only), when
+        training begins: of the parameters trained then (a callback that freezes some at
+        epoch 1, as skorch's ``Freezer`` does, gets a warning; freeze them in the module
+        instead). Only ``'threshold'`` units use it for the rate; either way it is
+        ``initial_sharpness_``.
 
     Attributes
     ----------
@@ -220,6 +223,20 @@ class LRSchedule(ParamsCallback):
     def on_batch_begin(self, net, training=False, **kwargs):
         if training:  # minibatches that on_train_begin could not foresee
             check_one_batch_per_epoch(self, net)
+        if (training and self._step == 1 and self._initial_key is not None
+                and self._initial_key != trained_key(net.module_)):
+            # a callback froze parameters (or unfroze them) after on_train_begin, before the
+            # first step: skorch's Freezer acts at the beginning of epoch 1
+            sizes = [p.numel() for p in net.module_.parameters()]
+            before = sum(n for n, trained in zip(sizes, self._initial_key) if trained)
+            now = sum(n for n, p in zip(sizes, net.module_.parameters()) if p.requires_grad)
+            warnings.warn(
+                f"LRSchedule: the parameters that training updates changed after the initial "
+                f"sharpness measurement, before the first step ({before} entries then, {now} now: "
+                f"a callback such as skorch's Freezer acting at epoch 1). lr_units='threshold' set "
+                f"the rate from the Hessian of the parameters trained before the change, not of "
+                f"those the steps train. Freeze them before fit instead (requires_grad=False in "
+                f"the module you pass).", UserWarning)
 
     def on_epoch_begin(self, net, **kwargs):
         detector = self._counter.detector_ if self._counter is not None else None

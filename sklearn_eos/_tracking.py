@@ -141,7 +141,9 @@ class SharpnessTracker(ParamsCallback):
     passed to ``fit`` for the module's forward, an ``iterator_train`` sampler) is a
     ValueError, not a history of another loss. A plain net calls no hook after an error, so
     its tracker's histories are emptied when a fit begins (a failed fit leaves them empty).
-    A measurement is taken before step ``t``'s update whenever ``t % every == 0``, and once
+    A measurement is taken before step ``t``'s update whenever ``t % every == 0`` (in the
+    step's ``on_batch_begin``, after every callback's ``on_epoch_begin``, so that it is of
+    the parameters the step trains once a skorch ``Freezer`` has frozen some), and once
     more at the end of training, on the parameters that fit returns.
 
     Parameters
@@ -273,6 +275,7 @@ class SharpnessTracker(ParamsCallback):
         self.eigenvectors_ = None
         self._key = self._previous_key = None  # which parameters those blocks' coordinates are
         self._start = check_start(self.start, net.module_)
+        self._start_key = trained_key(net.module_)
         # a network with fewer trained parameters than k has only that many eigenvalues
         self._k = min(self.k, n_trained_parameters(net.module_))
         self._previous_vectors = None  # the measurement before the last (see on_train_end)
@@ -340,7 +343,10 @@ class SharpnessTracker(ParamsCallback):
                              eigenvectors=result.eigenvectors[:, :self._k])
         else:
             try:
-                start = self.eigenvectors_ if self._rows else self._start
+                # a start block of the parameters trained when the fit began: of no use (and
+                # of another size) once a callback has frozen some
+                start = (self.eigenvectors_ if self._rows
+                         else self._start if self._start_key == key else None)
                 result = measure_spectrum(
                     net, self._data, self._k, start=start, tol=self.tol, rest_tol=self.rest_tol,
                     max_products=self.max_products, compute_min=self.compute_min,
@@ -433,9 +439,16 @@ class SharpnessTracker(ParamsCallback):
             self._check_first_loss(net)
         # runs after LRSchedule's on_epoch_begin (callback order), so the lr is this step's
         self._rates.append(self._lr(net))
-        if self.every and self.step_ % self.every == 0:
-            self.measure(net, self.step_)
         self.step_ += 1
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        # the step's measurement, after every callback's on_epoch_begin: a callback listed
+        # later may change there which parameters the step trains (skorch's Freezer, at
+        # epoch 1 by default), and a measurement at on_epoch_begin was of the Hessian of
+        # the parameters trained before
+        step = self.step_ - 1
+        if training and self.every and step % self.every == 0:
+            self.measure(net, step)
 
     def on_train_end(self, net, **kwargs):
         if self._first_loss is not None:  # a plain net's fit of one step
@@ -630,8 +643,9 @@ class InstabilityTracker(ParamsCallback):
             self._rotation[index] = (float(eigenvector_cosines(before[1], U)[0]),
                                      float(subspace_overlap(before[1], U)), step)
 
-    def on_epoch_begin(self, net, **kwargs):
-        self._note_measurement()
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if training:  # after the tracker's measurement of this step (see SharpnessTracker's)
+            self._note_measurement()
 
     def needs_losses(self, net, step, **kwargs):
         return False  # it never stops training: the batched reads do

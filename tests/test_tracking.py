@@ -208,16 +208,16 @@ def test_tiny_float64_network_matches_exact_hessian():
 
 
 def test_parameters_frozen_during_the_fit_restart_the_measurements_cold():
-    """skorch's Freezer sets requires_grad=False at the first epoch, after the step-0
-    measurement: the next one is of a smaller Hessian. It used to crash reshaping the old
-    block; now it starts cold, and no rotation is recorded across the change."""
+    """skorch's Freezer at epoch 2 sets requires_grad=False after the step-0 measurement: the
+    next one is of a smaller Hessian. It used to crash reshaping the old block; now it starts
+    cold, and no rotation is recorded across the change."""
     from skorch.callbacks import Freezer
 
     rng = np.random.RandomState(0)
     X, y = rng.randn(30, 3), rng.randn(30, 2)
     reg = EoSRegressor(hidden_layer_sizes=(4,), lr=0.05, max_iter=10, sharpness_every=4, n_eigs=2,
                        sharpness_tol=1e-9, dtype="float64", random_state=0,
-                       callbacks=[("freeze", Freezer("0.*"))]).fit(X, y)
+                       callbacks=[("freeze", Freezer("0.*", at=2))]).fit(X, y)
     sh, rot = reg.sharpness_history_, reg.rotation_history_
     assert [p.requires_grad for p in reg.module_.parameters()] == [False, False, True, True]
     np.testing.assert_array_equal(sh["step"], [0, 4, 8, 10])
@@ -225,6 +225,49 @@ def test_parameters_frozen_during_the_fit_restart_the_measurements_cold():
     exact = _exact_hessian_eigvals(reg.module_, torch.tensor(X), torch.tensor(y), trained_only=True)
     np.testing.assert_allclose([sh["sharpness"][-1], sh["eig_2"][-1]], exact[:2], rtol=1e-6)
     assert dict(reg.net_.callbacks_)["sharpness"].eigenvectors_.shape[0] == 4 * 2 + 2  # last layer
+
+
+@pytest.mark.parametrize("lr_units", ["absolute", "threshold"])
+def test_a_freezer_at_epoch_1_is_measured_before_the_first_step(lr_units):
+    """skorch's Freezer freezes in its on_epoch_begin of epoch 1, which the estimators call
+    after their tracker's: the step-0 row measured the Hessian of every parameter, not of
+    those the steps train, and in threshold units the rate was set from it without a word
+    (open items of session 24). The tracker now measures at the step's on_batch_begin,
+    after every on_epoch_begin; LRSchedule, which must set the rate before, warns."""
+    import copy
+
+    from skorch.callbacks import Callback, Freezer
+
+    class KeepFirst(Callback):  # the module as the first step finds it
+        def on_batch_begin(self, net, training=False, **kwargs):
+            if training and not hasattr(self, "module"):
+                self.module = copy.deepcopy(net.module_)
+
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(30, 3), rng.randn(30, 2)
+    kept = KeepFirst()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg = EoSRegressor(hidden_layer_sizes=(4,), lr=0.5 if lr_units == "threshold" else 0.05,
+                           lr_units=lr_units, max_iter=6, sharpness_every=3, n_eigs=2, sharpness_tol=1e-9,
+                           dtype="float64", random_state=0,
+                           callbacks=[("freeze", Freezer("0.*")), ("keep", kept)]).fit(X, y)
+    module = kept.module
+    trained = np.concatenate([np.full(p.numel(), p.requires_grad) for p in module.parameters()])
+    assert 0 < trained.sum() < len(trained)  # the first layer frozen before the first step
+    H = exact_hessian(module, lambda out, t: 0.5 * ((out - t) ** 2).sum(1).mean(), torch.tensor(X),
+                      torch.tensor(y)).numpy()
+    exact = np.linalg.eigvalsh(H[np.ix_(trained, trained)])[::-1]
+    everything = np.linalg.eigvalsh(H)[::-1]
+    assert abs(everything[0] - exact[0]) > 1e-3 * exact[0]  # the two Hessians differ
+    sh = reg.sharpness_history_
+    np.testing.assert_allclose([sh["sharpness"][0], sh["eig_2"][0]], exact[:2], rtol=1e-7)
+    np.testing.assert_array_equal(reg.rotation_history_["step"], [3, 6])  # one Hessian throughout
+    changed = [str(w.message) for w in caught
+               if "changed after the initial sharpness measurement" in str(w.message)]
+    assert len(changed) == (lr_units == "threshold"), changed
+    if lr_units == "threshold":  # set from the Hessian of every parameter, as the warning says
+        np.testing.assert_allclose(reg.initial_sharpness_, everything[0], rtol=1e-3)
 
 
 def test_tracker_is_a_plain_skorch_callback_and_histories_are_dataframes():
@@ -726,7 +769,8 @@ def test_a_freeze_after_the_initial_measurement_is_not_reused_as_step_0():
     schedule = LRSchedule(1.0, lr_units="threshold", tol=1e-10, rest_tol=1e-10, n_eigs=3, random_state=0)
     net = FullBatchNet(module, criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.1, max_epochs=3,
                        callbacks=[("freeze", Freezer("0.*")), ("lr", schedule), ("sharpness", tracker)])
-    net.fit(FullBatch(X, Y), None)
+    with pytest.warns(UserWarning, match="changed after the initial sharpness measurement"):
+        net.fit(FullBatch(X, Y), None)
     probe = MLP(3, 2, (4,)).double()
     probe.load_state_dict(initial)
     probe[0].requires_grad_(False)
