@@ -270,6 +270,28 @@ def test_a_freezer_at_epoch_1_is_measured_before_the_first_step(lr_units):
         np.testing.assert_allclose(reg.initial_sharpness_, everything[0], rtol=1e-3)
 
 
+def test_a_warm_refit_that_freezes_at_epoch_1_starts_its_measurements_cold():
+    """The warm start block of a refit (the first fit's eigenvectors, of every parameter) is
+    of another size once a Freezer has frozen the first layer: measured after the freeze, the
+    step-0 row would reshape it and fail; it starts cold instead (review of the move of the
+    tracker's measurement to on_batch_begin, s25)."""
+    import copy
+
+    from skorch.callbacks import Freezer
+
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(30, 3), rng.randn(30, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg = EoSRegressor(hidden_layer_sizes=(4,), lr=0.05, max_iter=6, sharpness_every=3, n_eigs=2,
+                           sharpness_tol=1e-9, dtype="float64", random_state=0, warm_start=True).fit(X, y)
+        start = copy.deepcopy(reg.module_)
+        reg.set_params(callbacks=[("freeze", Freezer("0.*"))]).fit(X, y)
+    start[0].requires_grad_(False)
+    exact = _exact_hessian_eigvals(start, torch.tensor(X), torch.tensor(y), trained_only=True)
+    np.testing.assert_allclose(reg.sharpness_history_["sharpness"][0], exact[0], rtol=1e-7)
+
+
 def test_tracker_is_a_plain_skorch_callback_and_histories_are_dataframes():
     pd = pytest.importorskip("pandas")
     X, y = load_digits(n_class=3, return_X_y=True)
