@@ -67,10 +67,10 @@ class LRSchedule(ParamsCallback):
         The sharpness at initialisation when it is known already: a ``warm_start`` refit
         continues at the rate of the fit it continues, whose initialisation it shares.
         None: measured before the first step (``lr_units='threshold'`` only), when
-        training begins: of the parameters trained then (a callback that freezes some at
-        epoch 1, as skorch's ``Freezer`` does, gets a warning; freeze them in the module
-        instead). Only ``'threshold'`` units use it for the rate; either way it is
-        ``initial_sharpness_``.
+        training begins: of the parameters trained then (a callback that freezes or
+        unfreezes some at epoch 1, as skorch's ``Freezer`` does, gets a warning; set
+        ``requires_grad`` in the module instead). Only ``'threshold'`` units use it for the
+        rate; either way it is ``initial_sharpness_``.
 
     Attributes
     ----------
@@ -235,8 +235,8 @@ class LRSchedule(ParamsCallback):
                 f"sharpness measurement, before the first step ({before} entries then, {now} now: "
                 f"a callback such as skorch's Freezer acting at epoch 1). lr_units='threshold' set "
                 f"the rate from the Hessian of the parameters trained before the change, not of "
-                f"those the steps train. Freeze them before fit instead (requires_grad=False in "
-                f"the module you pass).", UserWarning)
+                f"those the steps train. Set requires_grad in the module you pass to what the "
+                f"steps should train instead (requires_grad=False freezes a parameter).", UserWarning)
 
     def on_epoch_begin(self, net, **kwargs):
         detector = self._counter.detector_ if self._counter is not None else None

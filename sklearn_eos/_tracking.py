@@ -20,8 +20,8 @@ from ._eigensolver import certified_sharpness, top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
 from ._checks import check_fraction, check_int, check_seed
-from ._net import (FullBatch, FullBatchNet, TrainingLoss, check_full_batch_net, check_one_batch_per_fit,
-                   loss_itself, training_batch_of)
+from ._net import (FullBatch, FullBatchNet, TrainingLoss, check_full_batch_net, check_one_batch_per_epoch,
+                   check_one_batch_per_fit, loss_itself, training_batch_of)
 from ._rng import draws_random_numbers
 from ._rotation import eigenvector_cosines, subspace_overlap
 from ._update_curvature import _is_plain_gd
@@ -301,7 +301,8 @@ class SharpnessTracker(ParamsCallback):
 
     @property
     def latest(self):
-        """The last measurement as a dict (None before the first one)."""
+        """The last measurement as a dict (None before the first one). Step ``t``'s is taken
+        in the step's ``on_batch_begin``: a callback's ``on_epoch_begin`` sees step ``t - 1``'s."""
         return getattr(self, "_latest", None)
 
     def _lr(self, net, step=None):
@@ -331,6 +332,9 @@ class SharpnessTracker(ParamsCallback):
         """Measure the spectrum at the net's current parameters and record it as ``step``."""
         self._check_plain_gd(net)
         key = trained_key(net.module_)
+        # as many eigenvalues as trained parameters, at most: a callback may have frozen or
+        # unfrozen some since the last measurement (an Unfreezer left eig_3 NaN)
+        self._k = min(self.k, n_trained_parameters(net.module_))
         if self.eigenvectors_ is not None and self._key != key:
             # the set of trained parameters changed (skorch's Freezer, say): another Hessian,
             # so a cold start and no rotation across the change (blocks of the same size
@@ -446,8 +450,13 @@ class SharpnessTracker(ParamsCallback):
         # later may change there which parameters the step trains (skorch's Freezer, at
         # epoch 1 by default), and a measurement at on_epoch_begin was of the Hessian of
         # the parameters trained before
+        if not training:
+            return
+        # a plain net whose iterator yields several training batches per epoch: each would
+        # be measured as the same step (check_one_batch_per_fit sees batch_size only)
+        check_one_batch_per_epoch(self, net)
         step = self.step_ - 1
-        if training and self.every and step % self.every == 0:
+        if self.every and step % self.every == 0:
             self.measure(net, step)
 
     def on_train_end(self, net, **kwargs):

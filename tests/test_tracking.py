@@ -266,6 +266,7 @@ def test_a_freezer_at_epoch_1_is_measured_before_the_first_step(lr_units):
     changed = [str(w.message) for w in caught
                if "changed after the initial sharpness measurement" in str(w.message)]
     assert len(changed) == (lr_units == "threshold"), changed
+    assert all("Set requires_grad in the module you pass" in m for m in changed)
     if lr_units == "threshold":  # set from the Hessian of every parameter, as the warning says
         np.testing.assert_allclose(reg.initial_sharpness_, everything[0], rtol=1e-3)
 
@@ -290,6 +291,55 @@ def test_a_warm_refit_that_freezes_at_epoch_1_starts_its_measurements_cold():
     start[0].requires_grad_(False)
     exact = _exact_hessian_eigvals(start, torch.tensor(X), torch.tensor(y), trained_only=True)
     np.testing.assert_allclose(reg.sharpness_history_["sharpness"][0], exact[0], rtol=1e-7)
+
+
+def test_an_unfreezer_at_epoch_1_gets_every_eigenvalue_asked_for():
+    """n_eigs was capped at the number of parameters trained when training began (here the
+    output bias, 2): after an Unfreezer at epoch 1 every row had eig_3 NaN, with 26 trained
+    (review, s25 hE)."""
+    from skorch.callbacks import Unfreezer
+
+    from sklearn_eos import MLP
+
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(30, 3), rng.randn(30, 2)
+    torch.manual_seed(1)
+    module = MLP(3, 2, (4,)).double()
+    for name, p in module.named_parameters():
+        p.requires_grad_(name == "2.bias")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg = EoSRegressor(module=module, lr=0.05, max_iter=6, sharpness_every=3, n_eigs=3,
+                           sharpness_tol=1e-10, dtype="float64", random_state=0,
+                           callbacks=[("unfreeze", Unfreezer(lambda name: True, at=1))]).fit(X, y)
+    assert all(p.requires_grad for p in reg.module_.parameters())
+    exact = _exact_hessian_eigvals(reg.module_, torch.tensor(X), torch.tensor(y))
+    last = [reg.sharpness_history_[c][-1] for c in ("sharpness", "eig_2", "eig_3")]
+    np.testing.assert_allclose(last, exact[:3], rtol=1e-7)
+    assert not np.isnan(reg.sharpness_history_["eig_3"]).any()
+
+
+def test_a_plain_net_with_several_training_batches_per_epoch_is_refused():
+    """An iterator_train that ignores batch_size=-1 (four batches per epoch, which the check
+    at train begin cannot foresee): measured at every training batch, each step was measured
+    four times and rotations recorded between measurements of one step (review, s25 hE)."""
+    from skorch import NeuralNetRegressor
+    from torch.utils.data import DataLoader
+
+    from sklearn_eos import HalfSquaredError
+
+    class FourBatches(DataLoader):
+        def __init__(self, dataset, batch_size=None, **kwargs):
+            super().__init__(dataset, batch_size=10, **kwargs)
+
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(40, 3), rng.randn(40, 2)
+    net = NeuralNetRegressor(torch.nn.Linear(3, 2).double(), criterion=HalfSquaredError,
+                             optimizer=torch.optim.SGD, lr=0.1, max_epochs=3, batch_size=-1,
+                             train_split=None, verbose=0, iterator_train=FourBatches,
+                             callbacks=[("sharpness", SharpnessTracker(every=1, k=1, random_state=0))])
+    with pytest.raises(TypeError, match="SharpnessTracker reads every training batch as one full-batch"):
+        net.fit(X, y)
 
 
 def test_tracker_is_a_plain_skorch_callback_and_histories_are_dataframes():
