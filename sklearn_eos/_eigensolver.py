@@ -386,8 +386,10 @@ def certified_sharpness(result, tol):
     `top_eigenpairs` ends a solve of the first kind unconverged itself, but certifies a zero
     only to ``tol * 1e-3 * spectral_radius`` (see ``tol`` there), which says nothing of the
     sharpness's relative accuracy. A float64 classifier whose loss reached 1e20 had a top
-    eigenvalue of about 13 beside one of -3.8e16 (a floor of 34): the tracker's last row said
-    11.98 and ``measure_sharpness`` 0.096, both converged. The second test matters for a
+    eigenvalue of about 13 beside one of -3.8e16 (a floor of 34): the tracker's last row and
+    ``measure_sharpness`` said converged at values well below 13 (``tests/test_tracking.py``,
+    ``test_a_sharpness_that_float64_cannot_resolve_is_not_reported_converged``, builds that
+    fit). The second test matters for a
     ``tol`` of 0.1 or more, where the first misses a top of up to ten floors. An operator that
     is exactly zero (a floor of 0) has nothing to resolve. Returns ``result`` itself, or a copy.
     """
