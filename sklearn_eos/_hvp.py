@@ -291,7 +291,8 @@ class FullBatchHessian:
             p for p in module.parameters() if p.requires_grad
         ]
         if not self.params:
-            raise ValueError("no trainable parameters")
+            raise ValueError("no trainable parameters: no parameter of the module requires gradients "
+                             "(frozen ones are left out of the Hessian)")
         frozen = [i for i, p in enumerate(self.params) if not p.requires_grad]
         if frozen:
             # autograd's first product failed with a bare "One of the differentiated Tensors

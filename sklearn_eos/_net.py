@@ -596,6 +596,12 @@ class FullBatchNet(NeuralNet):
             return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
         batch_count = 0
         for batch in iterator:
+            if not any(p.requires_grad for p in self.module_.parameters()):
+                # a callback froze them all in its on_epoch_begin (skorch's Freezer("*")): the
+                # step's backward pass, or a measurement, failed with a bare autograd error
+                raise ValueError(f"No parameter of the module requires gradients at step {self._n_steps}: "
+                                 f"a callback froze them all (skorch's Freezer, say), and GD has nothing "
+                                 f"to train.")
             self.notify("on_batch_begin", batch=batch, training=True)
             step = step_fn(batch, **fit_params)
             loss = step["loss"].detach()

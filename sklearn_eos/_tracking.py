@@ -269,6 +269,7 @@ class SharpnessTracker(ParamsCallback):
         self._data = X
         self._rows, self._rotation_rows = [], []
         self._stopped_at_floor = set()  # ids of the rows whose solve rounding stopped (the warning's)
+        self._row_keys = {}  # id of a row -> the trained parameters it measured (see on_train_end)
         self._reused = None  # the step whose row is LRSchedule's initial measurement, reused
         self._latest = None
         self._min_vector = None
@@ -382,6 +383,7 @@ class SharpnessTracker(ParamsCallback):
         self.eigenvectors_, self._key = U, key
         if result.at_rounding_floor:
             self._stopped_at_floor.add(id(row))
+        self._row_keys[id(row)] = key
         self._rows.append(row)
         self._latest = row
         return row
@@ -475,6 +477,13 @@ class SharpnessTracker(ParamsCallback):
             self._key = self._previous_key
             self._previous_vectors = None
             self._latest = self._rows[-1] if self._rows else None
+        if (self._rows and self._rows[-1]["step"] == final
+                and self._row_keys.get(id(self._rows[-1])) != trained_key(net.module_)):
+            # training was rewound (a divergence, EarlyStopping(load_best=True)) to a step
+            # measured before a callback froze or unfroze parameters: the returned model's
+            # Hessian is of the parameters trained now, so that row is measured again
+            self._rows.pop()
+            self._rotation_rows = [r for r in self._rotation_rows if r["step"] != final]
         # the last row is a measurement of the parameters that fit returns (taken already
         # when a measurement fell on that step)
         try:
@@ -497,7 +506,7 @@ class SharpnessTracker(ParamsCallback):
         if _caught_divergence(net) is None:  # after a divergence, the guard's warning says why
             self._warn_failed(net)
         self._data = self._start = None  # the fitted net must not carry the training set
-        self._rows = self._rotation_rows = self._rates = self._stopped_at_floor = None
+        self._rows = self._rotation_rows = self._rates = self._stopped_at_floor = self._row_keys = None
 
     def _warn_failed(self, net):
         """Warn of the measurements whose Hessian products were not finite (NaN rows,

@@ -320,6 +320,50 @@ def test_an_unfreezer_at_epoch_1_gets_every_eigenvalue_asked_for():
     assert not np.isnan(reg.sharpness_history_["eig_3"]).any()
 
 
+def test_a_rewind_past_a_freeze_measures_the_returned_model_again():
+    """EarlyStopping(load_best=True) put back epoch 2's parameters, measured at step 1 before a
+    Freezer at epoch 3 froze the first layer: the last row was that old measurement of every
+    parameter, not of the Hessian over the parameters the returned model trains (estimator
+    fuzz, s25 hF). It is measured again."""
+    from sklearn.datasets import load_iris
+    from skorch.callbacks import EarlyStopping, Freezer
+
+    X, y = load_iris(return_X_y=True)
+    rows = np.random.RandomState(0).permutation(150)[:20]
+    X, y = StandardScaler().fit_transform(X[rows]), y[rows]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = EoSClassifier(hidden_layer_sizes=(4,), activation="relu", lr=5.0, max_iter=40, dtype="float64",
+                            sharpness_every=0, sharpness_tol=1e-9, random_state=223,
+                            callbacks=[Freezer("0.*", at=3),
+                                       EarlyStopping(monitor="train_loss", patience=2, load_best=True),
+                                       SharpnessTracker(every=1, k=1, tol=1e-9, random_state=0)]).fit(X, y)
+    sh = est.sharpness_history_
+    assert [p.requires_grad for p in est.module_.parameters()] == [False, False, True, True]
+    assert sh["step"][-1] < est.n_iter_ - 1  # a rewind
+    module = est.module_
+    trained = np.concatenate([np.full(p.numel(), p.requires_grad) for p in module.parameters()])
+    T = torch.nn.functional.one_hot(torch.tensor(y), 3).double()
+    H = exact_hessian(module, lambda out, t: 0.5 * ((out - t) ** 2).sum(1).mean(), torch.tensor(X), T).numpy()
+    exact = np.linalg.eigvalsh(H[np.ix_(trained, trained)])[-1]
+    np.testing.assert_allclose(sh["sharpness"][-1], exact, rtol=1e-7)
+    assert list(sh["step"]) == sorted(set(sh["step"]))  # measured again, not recorded twice
+
+
+def test_a_callback_that_freezes_every_parameter_gets_a_clear_error():
+    """Freezer('*') gave "no trainable parameters" from the Hessian, or torch's "element 0 of
+    tensors does not require grad" without tracking (estimator fuzz, s25 hF)."""
+    from sklearn.datasets import load_iris
+    from skorch.callbacks import Freezer
+
+    X, y = load_iris(return_X_y=True)
+    for every in (1, 0):
+        with pytest.raises(ValueError, match="No parameter of the module requires gradients at step 1: a "
+                                             "callback froze them all"):
+            EoSClassifier(hidden_layer_sizes=(), max_iter=5, sharpness_every=every,
+                          callbacks=[Freezer("*", at=2)]).fit(X, y)
+
+
 def test_a_plain_net_with_several_training_batches_per_epoch_is_refused():
     """An iterator_train that ignores batch_size=-1 (four batches per epoch, which the check
     at train begin cannot foresee): measured at every training batch, each step was measured
