@@ -268,8 +268,10 @@ class SharpnessTracker(ParamsCallback):
         self._warned_optimizer = False  # checked at each measurement, after the rate is set
         self._data = X
         self._rows, self._rotation_rows = [], []
-        self._stopped_at_floor = set()  # ids of the rows whose solve rounding stopped (the warning's)
-        self._row_keys = {}  # id of a row -> the trained parameters it measured (see on_train_end)
+        # id of a row -> (the trained parameters it measured, whether rounding stopped its
+        # solve): for on_train_end and the warning, kept out of the rows themselves. Written
+        # for every row appended, so an id that a dropped row's freed dict left is overwritten
+        self._solves = {}
         self._reused = None  # the step whose row is LRSchedule's initial measurement, reused
         self._latest = None
         self._min_vector = None
@@ -361,7 +363,7 @@ class SharpnessTracker(ParamsCallback):
                 result = None  # the products overflowed: parameters near a divergence
         lr = self._lr(net, step)
         if result is None or not np.isfinite(result.eigenvalues).all():
-            return self._record_failed(step, lr)
+            return self._record_failed(step, lr, key)
         eigs = result.eigenvalues
         row = {"step": step, "sharpness": float(eigs[0]), "threshold": _threshold(lr), "lr": lr,
                "n_hvps": result.n_products, "converged": bool(result.converged)}
@@ -381,14 +383,12 @@ class SharpnessTracker(ParamsCallback):
             self._rotation_rows.append(rotation)
         self._previous_vectors, self._previous_key = self.eigenvectors_, self._key
         self.eigenvectors_, self._key = U, key
-        if result.at_rounding_floor:
-            self._stopped_at_floor.add(id(row))
-        self._row_keys[id(row)] = key
+        self._solves[id(row)] = (key, bool(result.at_rounding_floor))
         self._rows.append(row)
         self._latest = row
         return row
 
-    def _record_failed(self, step, lr):
+    def _record_failed(self, step, lr, key):
         """A NaN row for a measurement whose Hessian products were not finite; the next
         measurement starts cold and no rotation is recorded across this one."""
         row = {c: np.nan for c in sharpness_columns(self.k, self.compute_min)}
@@ -399,6 +399,7 @@ class SharpnessTracker(ParamsCallback):
         # divergence, the final one rotates from them (they were discarded: no rotation row)
         self._previous_vectors, self._previous_key = self.eigenvectors_, self._key
         self.eigenvectors_ = self._min_vector = None
+        self._solves[id(row)] = (key, False)
         self._rows.append(row)
         self._latest = row
         return row
@@ -478,7 +479,7 @@ class SharpnessTracker(ParamsCallback):
             self._previous_vectors = None
             self._latest = self._rows[-1] if self._rows else None
         if (self._rows and self._rows[-1]["step"] == final
-                and self._row_keys.get(id(self._rows[-1])) != trained_key(net.module_)):
+                and self._solves.get(id(self._rows[-1]), (None,))[0] != trained_key(net.module_)):
             # training was rewound (a divergence, EarlyStopping(load_best=True)) to a step
             # measured before a callback froze or unfroze parameters: the returned model's
             # Hessian is of the parameters trained now, so that row is measured again
@@ -506,7 +507,7 @@ class SharpnessTracker(ParamsCallback):
         if _caught_divergence(net) is None:  # after a divergence, the guard's warning says why
             self._warn_failed(net)
         self._data = self._start = None  # the fitted net must not carry the training set
-        self._rows = self._rotation_rows = self._rates = self._stopped_at_floor = self._row_keys = None
+        self._rows = self._rotation_rows = self._rates = self._solves = None
 
     def _warn_failed(self, net):
         """Warn of the measurements whose Hessian products were not finite (NaN rows,
@@ -537,7 +538,8 @@ class SharpnessTracker(ParamsCallback):
             steps += ", ..." if short.sum() > 5 else ""
             # the others stopped at the rounding floor (see `top_eigenpairs`, ``tol``, and
             # `certified_sharpness`): rounding sets their error, in either direction
-            at_floor = np.array([id(row) in self._stopped_at_floor for row in self._rows], dtype=bool)
+            at_floor = np.array([self._solves.get(id(row), (None, False))[1] for row in self._rows],
+                                dtype=bool)
             n_floor = int((short & at_floor).sum())
             if n_floor == 0:
                 why = (f"used their budget of Hessian-vector products before reaching tol={self.tol:g}; "
