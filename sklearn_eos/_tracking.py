@@ -42,8 +42,8 @@ def measure_spectrum(net, data, k, tol, **solver_options):
     measurement to ``tol`` (relative to the sharpness itself, see `certified_sharpness`).
 
     ``solver_options`` go to `top_eigenpairs` (``start``, ``rest_tol``, ...). A warm
-    ``start`` gets the full-batch gradient at the measured point as its probe, in the place of
-    the random vector (see "The probe" in ``sklearn_eos._eigensolver``), when it is finite.
+    ``start`` gets `gradient_probe` at the measured point in the place of the random vector
+    (see "The probe" in ``sklearn_eos._eigensolver``), when the gradient is finite.
     """
     with _training_hessian(net, data) as hessian:
         # nothing changes the network during this one solve: skip the per-product check that
@@ -51,11 +51,29 @@ def measure_spectrum(net, data, k, tol, **solver_options):
         # (a comparison of every one of them, for every product)
         hessian._watch_state = False
         if solver_options.get("start") is not None:
-            gradient = hessian.gradient()
-            if bool(torch.isfinite(gradient).all()):
-                solver_options["probe"] = gradient
+            solver_options["probe"] = gradient_probe(hessian)
         result = top_eigenpairs(hessian, k, tol=tol, **solver_options)
     return certified_sharpness(result, tol)
+
+
+def unit_per_tensor(vector, sizes):
+    """``vector`` (flat, the parameters' coordinates) with each parameter tensor's slice (of
+    the given ``sizes``, in order) divided by its own Euclidean norm; zero slices stay zero."""
+    parts = torch.split(vector, list(sizes))
+    norms = [torch.linalg.vector_norm(part) for part in parts]
+    return torch.cat([part / norm if norm > 0 else part for part, norm in zip(parts, norms)])
+
+
+def gradient_probe(hessian):
+    """The probe of a warm measurement (see "The probe" in ``sklearn_eos._eigensolver``): the
+    full-batch gradient of ``hessian``'s loss with each trained tensor's part scaled to unit
+    norm (`unit_per_tensor`), so that no layer's share is lost to another's (a run-away fit's
+    gradient can be 1e40 times larger on the output layer than on the first). None when the
+    gradient is not finite (the solve then adds its random vector)."""
+    gradient = hessian.gradient()
+    if not bool(torch.isfinite(gradient).all()):
+        return None
+    return unit_per_tensor(gradient, [p.numel() for p in hessian.params])
 
 
 def _threshold(lr):
