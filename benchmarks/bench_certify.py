@@ -18,9 +18,10 @@ steps) and keeps a copy of the parameters at each measurement. Then, at each kep
 * a sweep of k (``n_eigs``) 1, 2, 3, 4 at the default guard, the same seeds;
 * a sweep of the tolerance on lambda_1 (``tol`` 1e-3, 2e-3, 3e-3; the errors still judged
   against 1e-3): whether the residual bound or the guard and reach rules set the cost;
-* the warm-start block with the full-batch gradient at the measured point in place of the
-  random vector (the tracker's ``probe``, see "The probe" in ``sklearn_eos/_eigensolver.py``)
-  against the random vector (the tracker up to 2026-11-30);
+* the warm-start block with the full-batch gradient at the measured point, each parameter
+  tensor's part scaled to unit norm, in place of the random vector (the tracker's ``probe``,
+  ``gradient_probe``, see "The probe" in ``sklearn_eos/_eigensolver.py``) against the random
+  vector (the tracker up to 2026-11-30);
 * the size of the warm-start block: the previous solve's top m Ritz vectors (m = 2 to 6; the
   tracker passes its k = 3 eigenvectors) plus the gradient as the probe (and one random
   vector for m = 2, to reach k + 1 columns): whether more of the old Krylov space, which the
@@ -47,7 +48,7 @@ torch.set_num_threads(1)
 from sklearn_eos import _eigensolver  # noqa: E402
 from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
 from sklearn_eos._hvp import FullBatchHessian  # noqa: E402
-from sklearn_eos._tracking import SharpnessTracker  # noqa: E402
+from sklearn_eos._tracking import SharpnessTracker, gradient_probe  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tracking import K, REST_TOL, TOL, make_clf, make_data  # noqa: E402
@@ -115,7 +116,7 @@ def chain(points, refs, guard_tol=None, seed=0, k=K, tol=TOL, probe=True):
     """The tracker's warm-started solves along the kept points: per warm point (products,
     products after which theta_1 stays within 1e-3 of the reference, error). ``tol``: the
     solver's tolerance on lambda_1 (errors are judged against ``TOL`` whatever it is);
-    ``probe``: the full-batch gradient in the random vector's place, as the tracker does
+    ``probe``: the tracker's `gradient_probe` in the random vector's place, as the tracker does
     (False: the random vector, as the tracker did up to 2026-11-30)."""
     default = _eigensolver._GUARD_TOL
     if guard_tol is not None:
@@ -125,9 +126,8 @@ def chain(points, refs, guard_tol=None, seed=0, k=K, tol=TOL, probe=True):
     try:
         for (step, module, criterion, chunks), ref in zip(points, refs):
             with FullBatchHessian(module, criterion, chunks) as H, RitzRecorder() as rec:
-                gradient = H.gradient() if probe and start is not None else None
                 res = top_eigenpairs(H, k, start=start, tol=tol, rest_tol=REST_TOL, generator=gen,
-                                     probe=gradient)
+                                     probe=gradient_probe(H) if probe and start is not None else None)
             errors = [(n, abs(t - ref) / ref) for n, t in rec.trace]
             found = next((n for i, (n, _) in enumerate(errors)
                           if all(e <= TOL for _, e in errors[i:])), np.nan)  # nan: never
@@ -148,7 +148,7 @@ def block_chain(points, refs, n_block, seed=0):
     for (step, module, criterion, chunks), ref in zip(points, refs):
         with FullBatchHessian(module, criterion, chunks) as H, SpaceRecorder() as rec:
             res = top_eigenpairs(H, K, start=start, tol=TOL, rest_tol=REST_TOL, generator=gen,
-                                 probe=None if start is None else H.gradient())
+                                 probe=None if start is None else gradient_probe(H))
         if start is not None:
             rows.append((res.n_products, np.nan, abs(res.eigenvalues[0] - ref) / ref))
         theta, Y = rec.space.ritz()

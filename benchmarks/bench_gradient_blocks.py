@@ -11,7 +11,8 @@ Setup (that of ``bench_tracking.py``): sklearn digits, ``EoSClassifier(hidden_la
 (``--quick``: 300, and one seed), one torch thread, its tracker every 100 steps. A callback keeps the last six
 gradients; at each measurement the parameters and those gradients are kept. Then, at each
 kept point after the first, solves of k=3, tol 1e-3, rest_tol 0.1 (the tracker's settings),
-each with the full-batch gradient at the point as the probe, from:
+each with the tracker's probe at the point (the full-batch gradient, each parameter tensor's
+part scaled to unit norm, ``gradient_probe``), from:
 
 * ``tracker``: the previous solve's eigenvectors (the tracker's chain);
 * ``gradients m``: the last m gradients, orthonormalised (no chain: nothing from the previous
@@ -44,7 +45,7 @@ torch.set_num_threads(1)
 
 from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
 from sklearn_eos._hvp import FullBatchHessian  # noqa: E402
-from sklearn_eos._tracking import SharpnessTracker  # noqa: E402
+from sklearn_eos._tracking import SharpnessTracker, gradient_probe  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tracking import K, REST_TOL, TOL, make_clf, make_data  # noqa: E402
@@ -107,7 +108,7 @@ def solves(points, refs, kind, seed):
     for (step, module, criterion, chunks, gradients), ref in zip(points, refs):
         start = start_block(kind, previous, gradients)
         with FullBatchHessian(module, criterion, chunks) as H:
-            probe = None if start is None else H.gradient()
+            probe = None if start is None else gradient_probe(H)
             result = top_eigenpairs(H, K, start=start, tol=TOL, rest_tol=REST_TOL, generator=generator,
                                     probe=probe)
         if step > 0:

@@ -9,8 +9,11 @@ replayed on a copy of its parameters and warm block, three ways:
 * *gradient column*: the block, the full-batch gradient at the measured point as one more block
   column (whose guards go one pair deeper) and the random vector, what the tracker did on
   2026-11-30 for measurements more than 100 steps apart;
-* *probe*: the block and the gradient in the random vector's place (``top_eigenpairs(...,
-  probe=gradient)``), what the tracker does now; its replay must equal the fit's own row.
+* *raw probe*: the block and the gradient in the random vector's place (``top_eigenpairs(...,
+  probe=gradient)``), what the tracker did from 2026-11-30 to 2026-12-01;
+* *probe*: the same with each parameter tensor's part of the gradient scaled to unit norm
+  (``sklearn_eos._tracking.gradient_probe``), what the tracker does now; its replay must equal
+  the fit's own row.
 
 A miss is a sharpness more than 1e-3 off a cold reference (k=5, tol 1e-6). Fits (one torch thread):
 MNIST-1D (500 examples, standardised; ``EoSClassifier(hidden_layer_sizes=(128, 128),
@@ -18,7 +21,7 @@ activation='relu', lr=0.2, max_iter=3000)``, MSE) for seeds 0-2, tracked every 1
 main job's digits fit (70/30 split, ``EoSClassifier(hidden_layer_sizes=(200, 200), lr=0.5,
 max_iter=1500)``) for seeds 0-1 every 100 steps, seed 0 every 250 and seed 1 every 500.
 ``--quick``: the digits fit, seed 0, 300 steps, every 100 (a smoke run).
-Run: ``python benchmarks/bench_probe.py`` (about 12 min).
+Run: ``python benchmarks/bench_probe.py`` (about 15 min).
 """
 
 import os
@@ -41,9 +44,10 @@ torch.set_num_threads(1)
 from sklearn_eos import EoSClassifier, _tracking  # noqa: E402
 from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
 from sklearn_eos._hvp import FullBatchHessian  # noqa: E402
+from sklearn_eos._tracking import gradient_probe  # noqa: E402
 
 TOL, REST_TOL, K = 1e-3, 0.1, 3
-VARIANTS = ("random", "gradient column", "probe")
+VARIANTS = ("random", "gradient column", "raw probe", "probe")
 
 
 def mnist1d_data():
@@ -126,8 +130,8 @@ def replay(clf, X, y, points):
             if name == "gradient column":
                 result = top_eigenpairs(H, K, start=torch.cat([start, gradient[:, None]], 1), **options)
             else:
-                result = top_eigenpairs(H, K, start=start, probe=gradient if name == "probe" else None,
-                                        **options)
+                probe = {"raw probe": gradient, "probe": gradient_probe(H)}.get(name)
+                result = top_eigenpairs(H, K, start=start, probe=probe, **options)
             row[name] = (result.eigenvalues[0] / lam1 - 1, result.n_products)
         rows.append(row)
     return rows
@@ -161,7 +165,7 @@ def main(argv=None):
           f"{TOL:g} off.")
     print("Per variant: misses, max error, median and mean products.")
     print(f"{'fit':>9} {'seed':>4} {'every':>5} {'solves':>6} | "
-          + " | ".join(f"{name:^26}" for name in VARIANTS))
+          + " | ".join(f"{name:^26}" for name in VARIANTS), flush=True)
     every_row, misses, same = [], [], True
     for label, seed, every, estimator, (X, y) in fits:
         clf, points = captured_fit(estimator, X, y)

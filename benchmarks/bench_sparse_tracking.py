@@ -7,16 +7,17 @@ measurement (every row after the first, the final one included) is replayed on a
 parameters and warm block:
 
 * *tracker*: the row the fit recorded. Every warm solve takes the full-batch gradient at the
-  measured point in the place of the random vector (the probe; see "The probe" in
-  ``sklearn_eos/_eigensolver.py``; on 2026-11-30 it was an extra block column, and only for
-  measurements more than 100 steps apart);
+  measured point, each parameter tensor's part scaled to unit norm, in the place of the random
+  vector (the probe, ``gradient_probe``; see "The probe" in ``sklearn_eos/_eigensolver.py``;
+  on 2026-11-30 the unscaled gradient was an extra block column, and only for measurements
+  more than 100 steps apart; up to 2026-12-01 the probe was the unscaled gradient);
 * *block + random*: the same solve with the random vector instead (the warm block and the one
   random vector that ``top_eigenpairs`` adds), as every warm measurement was before;
 * *reference*: a cold solve, k=5, tol 1e-6 (float32 resolves 4.8e-7).
 
 A miss is a sharpness more than 1e-3 off the reference. Prints, per spacing, the warm solves,
 misses, largest error and the median and largest products of each, then the misses one by
-one, with the squared overlap of the warm block and of the gradient with the reference's top
+one, with the squared overlap of the warm block and of the probe with the reference's top
 eigenvector and how many of ten other random vectors the block + random solve misses with.
 Run: ``python benchmarks/bench_sparse_tracking.py`` (about 6 min).
 """
@@ -41,6 +42,7 @@ torch.set_num_threads(1)
 
 from sklearn_eos import EoSClassifier  # noqa: E402
 from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
+from sklearn_eos._tracking import gradient_probe  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_probe import captured_fit, top_shares, warm_points  # noqa: E402
@@ -63,7 +65,7 @@ def replay(clf, X, y, points, seed):
                                          generator=torch.Generator().manual_seed(s)).eigenvalues[0]
                           / lam1 - 1) > TOL for s in range(100, 100 + N_OTHER_VECTORS))
                   if abs(plain.eigenvalues[0] / lam1 - 1) > TOL else None)
-        block_v1, gradient_v1 = top_shares(reference, start, H.gradient())
+        block_v1, gradient_v1 = top_shares(reference, start, gradient_probe(H))
         rows.append(dict(step=int(history["step"][i]), seed=seed,
                          tracker=(history["sharpness"][i] / lam1 - 1, int(history["n_hvps"][i])),
                          plain=(plain.eigenvalues[0] / lam1 - 1, plain.n_products),
@@ -103,7 +105,7 @@ def main(argv=None):
     for every, r in misses:
         print(f"  every {every}, seed {r['seed']}, step {r['step']}: tracker {r['tracker'][0]:+.1e} "
               f"({r['tracker'][1]} products), block + random {r['plain'][0]:+.1e} ({r['plain'][1]}); "
-              f"squared share of v1 in the block {r['block_v1']:.3f}, in the gradient {r['gradient_v1']:.3f}"
+              f"squared share of v1 in the block {r['block_v1']:.3f}, in the probe {r['gradient_v1']:.3f}"
               + (f"; block + another random vector misses {r['others']} of {N_OTHER_VECTORS}"
                  if r["others"] is not None else ""))
 
