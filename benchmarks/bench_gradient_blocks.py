@@ -3,7 +3,7 @@
 At the edge of stability GD oscillates along the top Hessian eigenvectors, so the gradients
 of the last steps before a measurement lean towards the current top of the spectrum, while
 the tracker's warm start (the previous measurement's eigenvectors) is 100 steps old and
-largely rotated (top-3 overlap 0.03-0.64). Does a block of recent gradients, which GD computes
+largely rotated (top-3 overlap 0.02-0.64). Does a block of recent gradients, which GD computes
 anyway, make the warm measurement cheaper?
 
 Setup (that of ``bench_tracking.py``): sklearn digits, ``EoSClassifier(hidden_layer_sizes=(200,

@@ -704,23 +704,25 @@ _BOTTOM_SETTLED = 1e-2
 # tracker's and a warm refit's eigenvectors).
 
 # The probe (no constant). Inside a top cluster a few percent wide, a warm block that holds
-# only part of v1 (squared overlap 0.07-0.65 in the misses below) can converge on lambda_2 or
-# lambda_3, and the random vector, whose v1 share is about 1/dim, rarely helps. ``python
-# benchmarks/bench_probe.py`` replays the 129 warm measurements of seven fits: MNIST-1D (MLP
-# 128-128 relu, MSE, three seeds) and the main job's digits fit (MLP 200-200 tanh, two seeds)
-# every 100 steps, and two digits fits every 250 and 500 steps. With the random vector, 5 of
-# the 120 at every 100 were 1.3e-3 to 1.1e-2 low, converged; with the full-batch gradient as
-# one more block column and the random vector kept (what the tracker did for measurements
-# more than 100 steps apart on 2026-11-30), 3, for 2 more products (median; the guards go one
-# pair deeper); with the gradient in the random vector's place, 2 (8.6e-3 and 2.1e-3, where
-# the gradient held 0.8% and 4% of v1), for the products of the random vector (median 16,
-# mean 17.5 against 17.8). At 250-500 steps apart none missed, with a median of 22 products
-# against 27 and 24. End to end (``python benchmarks/bench_tracker_misses.py``: every warm
-# measurement of fourteen tracked fits against a tight solve), 4 misses of 340 against 8 for
-# the random vector (commit 49a199b), the largest 3.0e-2 against 1.7e-2. The probe inherits
-# the random vector's pair rule. Nothing guarantees that the gradient holds v1 (it held none
-# at the first measurements of the MNIST-1D fits, where the block did); the random vector's
-# share of v1 guaranteed little more.
+# only part of v1 (squared overlap 0.07-0.65 in bench_probe.py's misses) can converge on
+# lambda_2 or lambda_3, and the random vector, whose v1 share is about 1/dim, rarely helps. The
+# tracker passes the full-batch gradient at the measured point as the probe, in the random
+# vector's place, each parameter tensor's part scaled to unit norm
+# (`_tracking.gradient_probe`). ``python benchmarks/bench_tracker_misses.py`` (every warm
+# measurement of fourteen tracked fits against a tight solve, 340 in all) counted 8 misses
+# (sharpness more than 1e-3 off, converged) with the random vector (commit 49a199b, largest
+# 1.7e-2), 4 with the unscaled gradient (largest 3.0e-2; commit d0775fa) and 1 with the scaled
+# one (1.6e-3), for about the same products (per-fit medians within one of the unscaled
+# gradient's, but 14 against 10 on MNIST-1D with tanh and cross-entropy and 24 against 17 for
+# breast cancer's one warm measurement). The scaling is for fits whose gradient is far larger
+# on one layer than on another: a sigmoid MLP run away to a loss of 1e82 (iris, 10 times the
+# threshold) had a gradient 1e40 times larger on its output layer than on its first, and the
+# Krylov space never saw the first layer, where v1 lay (1.98 returned, converged, for 422.6;
+# ``test_a_run_away_fit_keeps_its_first_layer_in_the_warm_probe``). ``python
+# benchmarks/bench_probe.py`` replays the warm measurements of seven of those fits with each
+# start vector on the same blocks. The probe inherits the random vector's pair rule. Nothing
+# guarantees that the gradient holds v1 (it held none at the first measurements of the MNIST-1D
+# fits, where the block did); the random vector's share of v1 guaranteed little more.
 
 
 # Repeated eigenvalues (no constant). One residual per iteration explores the Krylov space of
@@ -916,8 +918,9 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
     probe : torch.Tensor or np.ndarray of shape (dim,), optional
         With ``start`` only: a vector that takes the place of the random vector added to the
         block, with its privileges (its Ritz pair is expanded before the solve accepts). The
-        tracker passes the full-batch gradient, which at the edge of stability leans towards
-        the top eigenvectors that GD oscillates along (see "The probe"). A zero probe, or one
+        tracker passes the full-batch gradient (each parameter tensor's part scaled to unit
+        norm), which at the edge of stability leans towards the top eigenvectors that GD
+        oscillates along (see "The probe"). A zero probe, or one
         in the span of the block, leaves the random vector in place.
 
     Returns

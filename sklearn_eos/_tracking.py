@@ -169,11 +169,12 @@ class SharpnessTracker(ParamsCallback):
     every : int, default=100
         Steps between measurements. Each warm-started measurement (every one after the first,
         and the first with ``start``) starts from the previous eigenvectors and the full-batch
-        gradient at the measured point, in the place of a random vector (one gradient's
-        pass): eigenvectors that have lost the top of the spectrum, inside a top cluster a
-        few percent wide or from far back, returned lambda_2 as the sharpness, converged,
-        twice as often with a random vector (``benchmarks/bench_tracker_misses.py``: 8 of 340
-        warm measurements against 4; ``benchmarks/bench_probe.py``).
+        gradient at the measured point, each parameter tensor's part scaled to unit norm, in
+        the place of a random vector (one gradient's pass; `gradient_probe`): eigenvectors
+        that have lost the top of the spectrum, inside a top cluster a few percent wide or
+        from far back, returned lambda_2 as the sharpness, converged, far more often with a
+        random vector (``benchmarks/bench_tracker_misses.py``: 8 of 340 warm measurements
+        more than 1e-3 off, against 1; ``benchmarks/bench_probe.py``).
     k : int, default=3
         Number of top eigenpairs. Use ``k >= 2``: near the edge of stability the top
         eigenvalues are nearly degenerate, and only a block warm start stays cheap. With
