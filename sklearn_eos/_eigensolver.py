@@ -704,10 +704,10 @@ _BOTTOM_SETTLED = 1e-2
 # tracker's and a warm refit's eigenvectors).
 
 # The probe (no constant). Inside a top cluster a few percent wide, a warm block that holds
-# only part of v1 (squared overlap 0.07-0.65 in bench_probe.py's misses) can converge on
-# lambda_2 or lambda_3, and the random vector, whose v1 share is about 1/dim, rarely helps. The
-# tracker passes the full-batch gradient at the measured point as the probe, in the random
-# vector's place, each parameter tensor's part scaled to unit norm
+# only part of v1 (squared overlap 0.07-0.65 in the misses of bench_probe.py's runs of
+# 2026-11-30) can converge on lambda_2 or lambda_3, and the random vector, whose v1 share is
+# about 1/dim, rarely helps. The tracker passes the full-batch gradient at the measured point
+# as the probe, in the random vector's place, each parameter tensor's part scaled to unit norm
 # (`_tracking.gradient_probe`). ``python benchmarks/bench_tracker_misses.py`` (every warm
 # measurement of fourteen tracked fits against a tight solve, 340 in all) counted 8 misses
 # (sharpness more than 1e-3 off, converged) with the random vector (commit 49a199b, largest

@@ -58,10 +58,18 @@ def measure_spectrum(net, data, k, tol, **solver_options):
 
 def unit_per_tensor(vector, sizes):
     """``vector`` (flat, the parameters' coordinates) with each parameter tensor's slice (of
-    the given ``sizes``, in order) divided by its own Euclidean norm; zero slices stay zero."""
-    parts = torch.split(vector, list(sizes))
-    norms = [torch.linalg.vector_norm(part) for part in parts]
-    return torch.cat([part / norm if norm > 0 else part for part, norm in zip(parts, norms)])
+    the given ``sizes``, in order) divided by its own Euclidean norm; zero slices stay zero.
+    A slice whose norm overflows or underflows the dtype (entries of 1e20 or 1e-24 in
+    float32) is divided by its largest magnitude first, so that it is neither zeroed nor left
+    unscaled."""
+    scaled = []
+    for part in torch.split(vector, list(sizes)):
+        norm = torch.linalg.vector_norm(part)
+        if not (0 < norm < math.inf) and part.numel():
+            part = part / part.abs().amax()  # (a zero slice: NaN, dropped below)
+            norm = torch.linalg.vector_norm(part)
+        scaled.append(part / norm if 0 < norm < math.inf else torch.zeros_like(part))
+    return torch.cat(scaled)
 
 
 def gradient_probe(hessian):

@@ -214,6 +214,12 @@ def test_the_warm_probe_is_the_gradient_scaled_per_trained_tensor():
 
     v = torch.tensor([3.0, 4.0, 0.0, 0.0, -2.0])
     np.testing.assert_allclose(unit_per_tensor(v, [2, 2, 1]).numpy(), [0.6, 0.8, 0.0, 0.0, -1.0])
+    # a run-away fit's float32 gradient: a norm that overflows or underflows took the big
+    # layer out (x / inf) or left the tiny one unscaled (review, s26)
+    half = 0.5 ** 0.5
+    for big in (1e20, 1e-24):
+        v = torch.tensor([big, big, 1.0, 0.0], dtype=torch.float32)
+        np.testing.assert_allclose(unit_per_tensor(v, [2, 2]).numpy(), [half, half, 1.0, 0.0], rtol=1e-6)
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
     module[0].bias.requires_grad_(False)  # frozen: not a coordinate of the Hessian or the probe
@@ -240,7 +246,8 @@ def test_a_run_away_fit_keeps_its_first_layer_in_the_warm_probe():
 
     X, y = load_iris(return_X_y=True)
     rng = np.random.RandomState(1)
-    rows = rng.permutation(150)[:rng.randint(8, 41)]
+    n_rows = rng.randint(8, 41)
+    rows = rng.permutation(150)[:n_rows]
     X, y = StandardScaler().fit_transform(X[rows]), y[rows]
     weights = np.random.RandomState(3809).randint(1, 4, len(X))
     with warnings.catch_warnings():
