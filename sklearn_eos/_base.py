@@ -304,10 +304,11 @@ class BaseEoS(BaseEstimator):
         )
         schedule._warns_infinite_sharpness = False  # the divergence warning at the end says why
         callbacks = [("lr_schedule", schedule)]
+        recorded = None  # the tracker whose histories the estimator keeps (_collect_fit_results)
         if self.sharpness_every:
-            tracker = SharpnessTracker(self.sharpness_every, self.n_eigs, self.sharpness_tol,
-                                       rest_tol=rest_tol, random_state=seed, start=start)
-            callbacks.append(("sharpness", tracker))
+            recorded = SharpnessTracker(self.sharpness_every, self.n_eigs, self.sharpness_tol,
+                                        rest_tol=rest_tol, random_state=seed, start=start)
+            callbacks.append(("sharpness", recorded))
         # skorch's forms: a callback (or class), or a (name, callback) pair. The instances
         # themselves, as skorch uses them: a copy per fit left users who read the callback
         # they passed with an untouched object (this package's own benchmarks among them)
@@ -333,6 +334,7 @@ class BaseEoS(BaseEstimator):
             # the callbacks before it record (moved alone, it ran before an EpochScoring of
             # the score it watches: a KeyError). A schedule of the user's comes along from
             # anywhere (it sets the rate that the tracker records).
+            recorded = user[trackers[-1]][1]  # the last one before the instability tracker
             moved = [i <= trackers[-1] or _is_a(cb, LRSchedule) for i, (_, cb) in enumerate(user)]
             callbacks += [pair for pair, move in zip(user, moved) if move]
             user = [pair for pair, move in zip(user, moved) if not move]
@@ -344,7 +346,11 @@ class BaseEoS(BaseEstimator):
         ]
         callbacks += user
         if self.verbose:
-            callbacks.append(("progress", ProgressReport(self.max_iter, verbose=int(self.verbose))))
+            progress = ProgressReport(self.max_iter, verbose=int(self.verbose))
+            # it shows the tracker the fit records, not the first of several (an instance, so
+            # a class passed as a callback is left to its own rule)
+            progress._shown_tracker = recorded if isinstance(recorded, SharpnessTracker) else None
+            callbacks.append(("progress", progress))
         return callbacks
 
     @_fit_context(prefer_skip_nested_validation=True)

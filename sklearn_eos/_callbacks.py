@@ -307,9 +307,10 @@ class ProgressReport(ParamsCallback):
     """Show training progress: a tqdm bar (``verbose=1``) or printed lines (``verbose>=2``).
 
     The bar's postfix and each line show the live training loss, the learning rate and,
-    when a `SharpnessTracker` is present, the last measured sharpness with the step it was
-    measured at, and 2/lr at that step (``sharpness 4.21 @ step 50  2/lr 4``): measurements
-    are sparse, so the value can be many steps old. On a
+    when a `SharpnessTracker` is present (the first listed; in the estimators, the one whose
+    histories they keep), the last measured sharpness with the step it was measured at, and
+    2/lr at that step (``sharpness 4.21 @ step 50  2/lr 4``): measurements are sparse, so the
+    value can be many steps old. On a
     `FullBatchNet` the loss comes from the net's history, which the net reads on the host at
     each report step (``needs_losses``): one read per report, none in between. A net that runs
     minibatches (several training batches per epoch) is refused with a TypeError (unless
@@ -356,8 +357,11 @@ class ProgressReport(ParamsCallback):
         self._loss = float("nan")
         self._reported = 0
         self._shown = None  # the tracker's measurement that the last report showed
-        # any callback exposing ``latest`` measurements (a SharpnessTracker) feeds the display
-        self._tracker = next((cb for _, cb in net.callbacks_ if hasattr(cb, "latest")), None)
+        # any callback exposing ``latest`` measurements (a SharpnessTracker) feeds the display:
+        # the estimators name the one whose histories they keep, otherwise the first listed
+        shown = getattr(self, "_shown_tracker", None)
+        self._tracker = (shown if any(cb is shown for _, cb in net.callbacks_) else
+                         next((cb for _, cb in net.callbacks_ if hasattr(cb, "latest")), None))
         if self.verbose == 1:
             from tqdm.auto import tqdm
 

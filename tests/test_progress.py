@@ -98,6 +98,20 @@ def test_verbose_2_says_which_step_the_sharpness_was_measured_at(data, capsys):
     assert f"sharpness {_g(h['sharpness'][1])} @ step 10  2/lr {_g(2 / LR)}" in lines[15].string
 
 
+def test_verbose_2_shows_the_tracker_whose_histories_the_fit_keeps(data, capsys):
+    """With tracking off, two SharpnessTrackers of the user's: the estimator keeps the
+    histories of the last one (the one before its instability tracker), and the lines showed
+    the first one's measurements (helper hF's fuzz, session 25); they now show the same."""
+    from sklearn_eos import SharpnessTracker
+
+    first, last = SharpnessTracker(every=4, k=1), SharpnessTracker(every=10, k=1)
+    est = _fit(data, verbose=2, max_iter=20, sharpness_every=0, callbacks=[first, last])
+    lines = {int(m["step"]): m for m in map(LINE.match, capsys.readouterr().out.splitlines())}
+    h = est.sharpness_history_
+    assert list(h["step"]) == [0, 10, 20] and list(first.history_["step"]) == [0, 4, 8, 12, 16, 20]
+    assert lines[15]["measured"] == "10" and lines[15]["sharpness"] == _g(h["sharpness"][1])
+
+
 def test_verbose_2_writes_to_the_given_file(capsys):
     import io
 
