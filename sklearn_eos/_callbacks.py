@@ -336,6 +336,9 @@ class ProgressReport(ParamsCallback):
     # the live bar holds the terminal's stream, which pickle refused (a copy unpickled during
     # fit reports in lines until its next fit)
     _not_pickled = ("_bar",)
+    # the tracker to show, when the estimator that builds this report names it (the one whose
+    # histories it keeps); None: the first callback with measurements
+    _shown_tracker = None
 
     def __init__(self, total, verbose=1, n_lines=20, file=None):
         self.total = total
@@ -359,7 +362,7 @@ class ProgressReport(ParamsCallback):
         self._shown = None  # the tracker's measurement that the last report showed
         # any callback exposing ``latest`` measurements (a SharpnessTracker) feeds the display:
         # the estimators name the one whose histories they keep, otherwise the first listed
-        shown = getattr(self, "_shown_tracker", None)
+        shown = self._shown_tracker
         self._tracker = (shown if any(cb is shown for _, cb in net.callbacks_) else
                          next((cb for _, cb in net.callbacks_ if hasattr(cb, "latest")), None))
         if self.verbose == 1:

@@ -65,10 +65,14 @@ def unit_per_tensor(vector, sizes):
     scaled = []
     for part in torch.split(vector, list(sizes)):
         norm = torch.linalg.vector_norm(part)
-        if not (0 < norm < math.inf) and part.numel():
-            part = part / part.abs().amax()  # (a zero slice: NaN, dropped below)
+        if not 0 < norm < math.inf:  # a zero slice, or a norm out of the dtype's range
+            peak = part.abs().amax() if part.numel() else 0
+            if not peak > 0:
+                scaled.append(torch.zeros_like(part))
+                continue
+            part = part / peak
             norm = torch.linalg.vector_norm(part)
-        scaled.append(part / norm if 0 < norm < math.inf else torch.zeros_like(part))
+        scaled.append(part / norm)
     return torch.cat(scaled)
 
 
