@@ -67,7 +67,7 @@ def unit_per_tensor(vector, sizes):
         norm = torch.linalg.vector_norm(part)
         if not 0 < norm < math.inf:  # a zero slice, or a norm out of the dtype's range
             peak = part.abs().amax() if part.numel() else 0
-            if not peak > 0:
+            if not 0 < peak < math.inf:  # zero (or not finite: no direction to keep)
                 scaled.append(torch.zeros_like(part))
                 continue
             part = part / peak
