@@ -67,8 +67,9 @@ Why not a library: on the edge-of-stability benchmark (``benchmarks/bench_sharpn
 1e-3, points 10 steps apart) ``scipy.sparse.linalg.eigsh`` with the papers' ``k=2, tol=0``
 protocol needs 161-199 products, ``scipy`` and ``torch.lobpcg`` 36-389 (``anchors.md``), and none
 of them accepts a warm-start *block* with a relative-accuracy stopping rule. This solver, guard
-included: lambda_1 alone in 16-28 products warm (22-38 cold), all of the top 3 to 1e-3 in 35-42
-warm (runs of 2026-11-30; 12-22, 17-32 and 32-42 on an earlier machine's trajectory).
+included: lambda_1 alone in 16-30 products warm (23-41 cold), all of the top 3 to 1e-3 in 42-54
+warm (run of 2026-12-02; 16-28, 22-38 and 35-42 on 2026-11-30, before the gap rules; 12-22,
+17-32 and 32-42 on an earlier machine's trajectory).
 """
 
 from dataclasses import dataclass, replace
@@ -642,9 +643,9 @@ _COLD_BLOCK_ITERS = 2
 # spectra above 2 / 0 misses (12 / 13 products), the six-cluster 14 / 10 (29 / 33). Part (b),
 # the user guide's model, 20 seeds at tol 1e-3 for all three: lambda_1 never off, lambda_3 off
 # by more than 1.5e-3 (lambda_4 returned in its place) 0 / 1 times, 28 / 30 products.
-# Inside the edge-of-stability cluster of the tracked digits fit a cold solve costs 36-57
-# products (``benchmarks/bench_warm_refit.py``, run of 2026-11-30; 33-39 against 21-28 from k
-# vectors in an earlier run); tracking starts warm.
+# Inside the edge-of-stability cluster of the tracked digits fit a cold solve costs 36-55
+# products (``benchmarks/bench_warm_refit.py``, run of 2026-12-02; 36-57 on 2026-11-30, 33-39
+# against 21-28 from k vectors in an earlier run); tracking starts warm.
 _COLD_EXTRA_VECTORS = 1
 # ``bench_guard.py --bulk tail``: 1 miss of 48 at 3e-2 without the rule (at commit 0a83bf7),
 # none with it, same median products; on the tracked digits fit the top pair is always
@@ -660,12 +661,16 @@ _COLD_EXTRA_VECTORS = 1
 # the residual norm of the Ritz value across it, and a gap that closes leaves the residual
 # bound. That solve now takes 28 products and is 4e-5 off. End to end (``python
 # benchmarks/bench_tracker_misses.py``, 340 warm measurements of fourteen fits) it cost 0-2
-# products on the median of a fit and left one miss (MNIST-1D seed 1 step 1000, 2.9e-3:
-# lambda_2 itself, the basis never held v1), where the chains without it had one or two.
+# products on the median of a fit and left one miss, where the chains without it had one or
+# two: MNIST-1D seed 1 step 1000, 2.9e-3 low, a top Ritz vector 92% v2 (residual twice the
+# tolerance, gap 0.39 narrowed to 0.088 by the second pair's residual of 0.30) while 20% of
+# v1 sat in the second Ritz vector. The quadratic bound is right about the eigenvalue nearest
+# theta_1 (lambda_2); nothing bounds one above the top Ritz value. "Trusting a gap" would have
+# kept the second pair open, but warm solves skip it (its cost, below).
 
 # Trusting a gap (cold starts). From random vectors the top Ritz vector can be a mix of v1 and
 # v2 while the basis lacks the other mix: the Ritz value below then sits far off, near
-# lambda_3, with a small residual, the gap looks large and a value several tol off is accepted
+# lambda_3, with a large residual, the gap looks large and a value several tol off is accepted
 # (the gap is an estimate of the distance to the rest of the spectrum only once the Ritz values
 # are; Parlett, The Symmetric Eigenvalue Problem, ch. 11). So in a cold solve a wanted pair
 # accepted by its quadratic bound alone (its residual above the tolerance) keeps the pair below
@@ -674,9 +679,14 @@ _COLD_EXTRA_VECTORS = 1
 # benchmarks/bench_cold_cluster.py``, sigmoid MLP, 53 parameters, 60 seeds for each k = 1, 2,
 # 3) converged solves more than tol off: 5, 14 and 7 before both rules (2, 9 and 4 of them
 # mixes, more than tol from every eigenvalue), 4, 10 and 2 with the far side alone, 1, 2 and 1
-# with both (none a mix: lambda_2 from a basis that never held v1), for 14-17 products
-# instead of 13-14. Warm starts are left out: their pair below is no stray mix, and the rule
-# raised the median of a tracked digits fit from 24 to 37 products.
+# with both (none a mix: lambda_2 itself, whose residual meets tol * theta_1 outright; for
+# k = 2 and 3 v1 was in the basis, 20-29% of the second Ritz vector, whose residual interval
+# did not reach the top), for 14-17 products instead of 13-14. ``bench_cold_start.py`` with
+# both rules (run of 2026-12-02): the six-cluster spectra of part (a) 2 misses of 300 (10
+# before) for a median of 37 products (33), part (b) lambda_3 never off (1 of 20) for 32 (30),
+# part (c) from k vectors 3, 4 and 0 (7, 4 and 1), from k + 1 none. Warm starts are left out:
+# their pair below is no stray mix, and the rule raised the median of a tracked digits fit
+# from 24 to 37 products.
 _TRUSTED_GAP = 0.1
 
 # The random vector's pair (no constant). A warm start's random vector is the solve's only way to
@@ -760,9 +770,10 @@ _BOTTOM_SETTLED = 1e-2
 # measurement of fourteen tracked fits against a tight solve, 340 in all) counted 8 misses
 # (sharpness more than 1e-3 off, converged) with the random vector (commit 49a199b, largest
 # 1.7e-2), 4 with the unscaled gradient (largest 3.0e-2; commit d0775fa) and 1 with the scaled
-# one (1.6e-3), for about the same products (per-fit medians within one of the unscaled
-# gradient's, but 14 against 10 on MNIST-1D with tanh and cross-entropy and 24 against 17 for
-# breast cancer's one warm measurement). The scaling is for fits whose gradient is far larger
+# one (1.6e-3; another, 2.9e-3, with the gap rules, see "The gap's far side"), for about the
+# same products (per-fit medians within one of the unscaled gradient's, but 14 against 10 on
+# MNIST-1D with tanh and cross-entropy and 24 against 17 for breast cancer's one warm
+# measurement). The scaling is for fits whose gradient is far larger
 # on one layer than on another: a sigmoid MLP run away to a loss of 1e82 (iris, 10 times the
 # threshold) had a gradient 1e40 times larger on its output layer than on its first, and the
 # Krylov space never saw the first layer, where v1 lay (1.98 returned, converged, for 422.6;
@@ -792,7 +803,7 @@ _BOTTOM_SETTLED = 1e-2
 # spectra without repeated eigenvalues. Tracker measurements (rest_tol 0.1) meet the test only
 # when lambda_1 and lambda_2 lie within tol of each other and lambda_3 more than 10% below: on
 # the tracked fits of ``bench_tracker_misses.py``, once in 340 measurements; but at every one
-# of a depth-1 binary classifier under MSE, whose eigenvalues all come twice (a median of 20
+# of a depth-1 binary classifier under MSE, whose eigenvalues all come twice (a median of 22
 # products per measurement instead of 9, the same script).
 
 

@@ -190,8 +190,9 @@ class SharpnessTracker(ParamsCallback):
     k : int, default=3
         Number of top eigenpairs. Use ``k >= 2``: near the edge of stability the top
         eigenvalues are nearly degenerate, and only a block warm start stays cheap. With
-        ``k >= 3`` the solver's guard also catches a warm block that has lost the top
-        eigenvector (``benchmarks/bench_guard.py``: 11 misses of 48 with k=2, none with 3).
+        ``k >= 3`` the solver's guard best catches a warm block that has lost the top
+        eigenvector (``benchmarks/bench_guard.py``: at the default guard none of 48 misses
+        with k=2 or 3, at a looser one 2 with k=2 against 1 with 3).
     tol : float, default=1e-3
         Relative accuracy of the sharpness (the top eigenvalue). Below four machine epsilons
         of the net's dtype (4.8e-7 for float32), relative to the largest eigenvalue in
@@ -205,8 +206,8 @@ class SharpnessTracker(ParamsCallback):
         near-degenerate top cluster to 1e-3 costs two to two and a half times as many HVPs
         as the sharpness alone; the looser block is still a good warm start, and the top
         eigenvector (``'cosine'``) is as accurate, but ``'subspace_overlap'`` then carries
-        the block's error: up to 0.43 on the digits run at 0.1, within 0.1 at 1e-2, within
-        0.02 at 1e-3 (``benchmarks/bench_rotation_noise.py``).
+        the block's error: up to 0.30 on the digits run at 0.1, within 0.15 at 1e-2, within
+        0.04 at 1e-3 (``benchmarks/bench_rotation_noise.py``).
     compute_min : bool, default=False
         Also the most negative eigenvalue (column ``'eig_min'``), to ``tol`` times the
         spectral radius, not relative to itself (see `top_eigenpairs`), warm-started from the
