@@ -21,7 +21,7 @@ activation='relu', lr=0.2, max_iter=3000)``, MSE) for seeds 0-2, tracked every 1
 main job's digits fit (70/30 split, ``EoSClassifier(hidden_layer_sizes=(200, 200), lr=0.5,
 max_iter=1500)``) for seeds 0-1 every 100 steps, seed 0 every 250 and seed 1 every 500.
 ``--quick``: the digits fit, seed 0, 300 steps, every 100 (a smoke run).
-Run: ``python benchmarks/bench_probe.py`` (about 15 min).
+Run: ``python benchmarks/bench_probe.py`` (about 10 min).
 """
 
 import os
