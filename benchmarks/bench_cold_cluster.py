@@ -16,8 +16,9 @@ the fitted parameters the Hessian (53 parameters, formed densely here) has its t
 eigenvalues 2.0666, 2.0586 and 2.0298. Cold solves (``top_eigenpairs`` from random vectors,
 tol 1e-3, rest_tol 0.1, as ``measure_sharpness`` and a fit's first measurement run them) for
 k = 1, 2, 3 and 60 seeds each: how many said converged with lambda_1 more than tol off, how
-many of those are mixes (more than tol from every eigenvalue: lambda_2 itself from a basis
-that never held v1 is not one), the largest error, and the products (median).
+many of those are mixes (more than tol from every eigenvalue; lambda_2 itself, returned with
+a residual that meets tol outright, is not one), the largest error, and the products
+(median).
 
 Run: ``python benchmarks/bench_cold_cluster.py`` (a few seconds). Prints a table, writes nothing.
 """
