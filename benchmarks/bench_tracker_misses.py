@@ -21,7 +21,12 @@ torch thread:
 To compare with an older package: ``git archive 49a199b sklearn_eos | tar -x -C /tmp/old`` and
 ``PYTHONPATH=/tmp/old python -P benchmarks/bench_tracker_misses.py`` (49a199b: a random vector
 next to every warm block measured at most 100 steps after the previous one).
-Run: ``python benchmarks/bench_tracker_misses.py`` (about 11 min). Prints a table, writes nothing.
+Each miss is replayed (the tracker's solve from the same block and probe, which gives the same
+row) and dissected: the squared shares of the reference's ``v1`` and ``v2`` in the top Ritz
+vector, its residual norm in units of ``tol * theta_1``, the gap to the second Ritz value and
+that pair's residual norm, and the share of ``v1`` in the second Ritz vector.
+Run: ``python benchmarks/bench_tracker_misses.py`` (about 11 min; ``--fit NAME`` runs only the
+fits whose name contains NAME). Prints a table, writes nothing.
 """
 
 import os
@@ -29,6 +34,7 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
+import argparse  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -43,11 +49,13 @@ torch.set_num_threads(1)
 
 import sklearn_eos  # noqa: E402
 from sklearn_eos import EoSClassifier, EoSRegressor  # noqa: E402
+from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
+from sklearn_eos._tracking import gradient_probe  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_probe import captured_fit, mnist1d_data, warm_points  # noqa: E402
 
-TOL = 1e-3
+TOL, REST_TOL, K = 1e-3, 0.1, 3
 
 
 def digits(stratify=False):
@@ -94,30 +102,57 @@ FITS = [
 ]
 
 
+def anatomy(H, start, reference, seed):
+    """Why a warm measurement missed: its solve replayed from the same block and probe."""
+    result = top_eigenpairs(H, K, start=start, probe=gradient_probe(H), tol=TOL, rest_tol=REST_TOL,
+                            generator=torch.Generator().manual_seed(seed))
+    theta, U, V = result.eigenvalues, result.eigenvectors, reference.eigenvectors
+    pairs = U[:, :2]
+    residuals = torch.linalg.vector_norm(H.matmat(pairs) - pairs * torch.as_tensor(theta[:2]).to(U), dim=0)
+    shares = (V[:, :2].T @ U[:, :2]) ** 2  # [v1, v2] x [u1, u2]
+    return (f"top Ritz vector {shares[0, 0]:.0%} v1 / {shares[1, 0]:.0%} v2, residual "
+            f"{residuals[0] / (TOL * theta[0]):.2f} x tol*theta_1; gap {theta[0] - theta[1]:.3g}, second "
+            f"residual {residuals[1]:.3g}, second Ritz vector {shares[0, 1]:.0%} v1")
+
+
 def tracked_errors(estimator, X, y):
     """Fit; return the relative error of every warm recorded sharpness against a tight
-    reference at the same parameters, its step, and the products of those measurements."""
+    reference at the same parameters, its step, the products of those measurements and, for
+    each miss, its `anatomy`."""
     estimator, points = captured_fit(estimator, X, y)
     history = estimator.sharpness_history_
-    warm = [(i, history["sharpness"][i] / reference.eigenvalues[0] - 1)
-            for i, _, _, reference in warm_points(estimator, X, y, points)]
+    warm, why = [], {}
+    for i, start, H, reference in warm_points(estimator, X, y, points):
+        warm.append((i, history["sharpness"][i] / reference.eigenvalues[0] - 1))
+        if abs(warm[-1][1]) > TOL:
+            why[len(warm) - 1] = anatomy(H, start, reference, i)
     rows = [i for i, _ in warm]
-    return np.array([e for _, e in warm]), history["step"][rows], np.asarray(history["n_hvps"])[rows]
+    return (np.array([e for _, e in warm]), history["step"][rows], np.asarray(history["n_hvps"])[rows],
+            why)
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fit", default="", help="run only the fits whose name contains this")
+    args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # unconverged rows are not the question here
     print(f"package: {sklearn_eos.__file__}")
     print(f"{'fit':<24} {'warm':>5} {'misses':>7} {'max error':>10} {'products':>9}  misses (step: error)")
     total = misses = 0
+    anatomies = []
     for name, data, make in FITS:
-        errors, steps, products = tracked_errors(make(), *data())
+        if args.fit not in name:
+            continue
+        errors, steps, products, why = tracked_errors(make(), *data())
         bad = np.flatnonzero(np.abs(errors) > TOL)
         total, misses = total + len(errors), misses + len(bad)
         where = ", ".join(f"{int(steps[j])}: {errors[j]:+.1e}" for j in bad)
+        anatomies += [f"  {name}, step {int(steps[j])}: {why[j]}" for j in bad]
         print(f"{name:<24} {len(errors):>5} {len(bad):>7} {np.abs(errors).max():>10.1e} "
               f"{np.median(products):>5.0f} ({products.mean():.1f})  {where}", flush=True)
     print(f"{'all':<24} {total:>5} {misses:>7}")
+    if anatomies:
+        print("misses, replayed:", *anatomies, sep="\n")
 
 
 if __name__ == "__main__":
