@@ -27,6 +27,17 @@ vector, its residual norm in units of ``tol * theta_1``, the gap to the second R
 that pair's residual norm, and the share of ``v1`` in the second Ritz vector.
 Run: ``python benchmarks/bench_tracker_misses.py`` (about 11 min; ``--fit NAME`` runs only the
 fits whose name contains NAME). Prints a table, writes nothing.
+
+``--new-seeds`` runs thirteen other fits instead, which no rule of the solver was tuned on
+(313 warm measurements, about 7 min): the same MNIST-1D fit for seeds 5-12, the main job's
+digits fit for seeds 3-5 and the digits example at lr 0.25 for seeds 1 and 2. Judge a change
+to the solver on both sets: chains of warm starts drift apart as soon as one solve differs,
+and a rule tuned until the fourteen fits show no miss can move misses rather than end them.
+
+``--replay-warm-gap GAP`` also replays every warm measurement from the same block and probe
+with the solver's warm top-pair rule at GAP (``_eigensolver._TRUSTED_GAP_WARM``, off in the
+package; see "Trusting a gap" in ``sklearn_eos/_eigensolver.py``) and prints its misses and
+products beside the tracker's: a paired comparison, free of the drift between chains.
 """
 
 import os
@@ -48,6 +59,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 torch.set_num_threads(1)
 
 import sklearn_eos  # noqa: E402
+from sklearn_eos import _eigensolver  # noqa: E402
 from sklearn_eos import EoSClassifier, EoSRegressor  # noqa: E402
 from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
 from sklearn_eos._tracking import gradient_probe  # noqa: E402
@@ -101,6 +113,19 @@ FITS = [
                           random_state=0)),
 ]
 
+# fits that no rule of the solver was tuned on (``--new-seeds``)
+NEW_SEEDS = [
+    *[(f"MNIST-1D seed {seed}", mnist1d_data,
+       lambda seed=seed: mlp((128, 128), activation="relu", lr=0.2, max_iter=3000, random_state=seed))
+      for seed in range(5, 13)],
+    *[(f"digits seed {seed}", digits,
+       lambda seed=seed: mlp((200, 200), lr=0.5, max_iter=1500, random_state=seed))
+      for seed in (3, 4, 5)],
+    *[(f"digits example lr 0.25 seed {seed}", lambda: digits(True),
+       lambda seed=seed: mlp((200, 200), lr=0.25, max_iter=700, sharpness_every=50, random_state=seed))
+      for seed in (1, 2)],
+]
+
 
 def anatomy(H, start, reference, seed):
     """Why a warm measurement missed: its solve replayed from the same block and probe."""
@@ -115,42 +140,77 @@ def anatomy(H, start, reference, seed):
             f"residual {residuals[1]:.3g}, second Ritz vector {shares[0, 1]:.0%} v1")
 
 
-def tracked_errors(estimator, X, y):
+def replay_with_warm_gap(H, start, reference, seed, gap):
+    """The tracker's solve replayed from the same block and probe with the solver's warm top-pair
+    rule at ``gap`` (``_eigensolver._TRUSTED_GAP_WARM``): its relative error and products."""
+    saved = _eigensolver._TRUSTED_GAP_WARM
+    _eigensolver._TRUSTED_GAP_WARM = gap
+    try:
+        result = top_eigenpairs(H, K, start=start, probe=gradient_probe(H), tol=TOL, rest_tol=REST_TOL,
+                                generator=torch.Generator().manual_seed(seed))
+    finally:
+        _eigensolver._TRUSTED_GAP_WARM = saved
+    return result.eigenvalues[0] / reference.eigenvalues[0] - 1, result.n_products
+
+
+def tracked_errors(estimator, X, y, gap=None):
     """Fit; return the relative error of every warm recorded sharpness against a tight
-    reference at the same parameters, its step, the products of those measurements and, for
-    each miss, its `anatomy`."""
+    reference at the same parameters, its step, the products of those measurements, for
+    each miss its `anatomy` and, with ``gap``, the error and products of each measurement
+    replayed with the warm top-pair rule at ``gap`` (else None)."""
     estimator, points = captured_fit(estimator, X, y)
     history = estimator.sharpness_history_
-    warm, why = [], {}
+    warm, why, replays = [], {}, []
     for i, start, H, reference in warm_points(estimator, X, y, points):
         warm.append((i, history["sharpness"][i] / reference.eigenvalues[0] - 1))
         if abs(warm[-1][1]) > TOL:
             why[len(warm) - 1] = anatomy(H, start, reference, i)
+        if gap is not None:
+            replays.append(replay_with_warm_gap(H, start, reference, i, gap))
     rows = [i for i, _ in warm]
     return (np.array([e for _, e in warm]), history["step"][rows], np.asarray(history["n_hvps"])[rows],
-            why)
+            why, np.array(replays) if gap is not None else None)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fit", default="", help="run only the fits whose name contains this")
+    parser.add_argument("--new-seeds", action="store_true",
+                        help="run the thirteen fits that no rule of the solver was tuned on")
+    parser.add_argument("--replay-warm-gap", type=float, default=None, metavar="GAP",
+                        help="also replay every warm measurement with the solver's warm top-pair rule "
+                             "at GAP (_TRUSTED_GAP_WARM, off in the package; 0.3 was measured)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # unconverged rows are not the question here
     print(f"package: {sklearn_eos.__file__}")
-    print(f"{'fit':<24} {'warm':>5} {'misses':>7} {'max error':>10} {'products':>9}  misses (step: error)")
-    total = misses = 0
-    anatomies = []
-    for name, data, make in FITS:
+    print(f"{'fit':<32} {'warm':>5} {'misses':>7} {'max error':>10} {'products':>9}  misses (step: error)")
+    total = misses = replay_misses = 0
+    anatomies, all_products, all_replayed = [], [], []
+    gap = args.replay_warm_gap
+    for name, data, make in NEW_SEEDS if args.new_seeds else FITS:
         if args.fit not in name:
             continue
-        errors, steps, products, why = tracked_errors(make(), *data())
+        errors, steps, products, why, replays = tracked_errors(make(), *data(), gap=gap)
         bad = np.flatnonzero(np.abs(errors) > TOL)
         total, misses = total + len(errors), misses + len(bad)
         where = ", ".join(f"{int(steps[j])}: {errors[j]:+.1e}" for j in bad)
         anatomies += [f"  {name}, step {int(steps[j])}: {why[j]}" for j in bad]
-        print(f"{name:<24} {len(errors):>5} {len(bad):>7} {np.abs(errors).max():>10.1e} "
+        print(f"{name:<32} {len(errors):>5} {len(bad):>7} {np.abs(errors).max():>10.1e} "
               f"{np.median(products):>5.0f} ({products.mean():.1f})  {where}", flush=True)
-    print(f"{'all':<24} {total:>5} {misses:>7}")
+        if replays is not None:
+            bad = np.flatnonzero(np.abs(replays[:, 0]) > TOL)
+            replay_misses += len(bad)
+            all_products += list(products)
+            all_replayed += list(replays[:, 1])
+            where = ", ".join(f"{int(steps[j])}: {replays[j, 0]:+.1e}" for j in bad)
+            print(f"{'  with the warm gap ' + format(gap, 'g'):<32} {len(replays):>5} {len(bad):>7} "
+                  f"{np.abs(replays[:, 0]).max():>10.1e} {np.median(replays[:, 1]):>5.0f} "
+                  f"({replays[:, 1].mean():.1f})  {where}", flush=True)
+    print(f"{'all':<32} {total:>5} {misses:>7}")
+    if gap is not None and all_products:
+        print(f"{'all, with the warm gap ' + format(gap, 'g'):<32} {total:>5} {replay_misses:>7}   "
+              f"(same blocks and probes; products per measurement {np.mean(all_products):.2f} -> "
+              f"{np.mean(all_replayed):.2f} on average)")
     if anatomies:
         print("misses, replayed:", *anatomies, sep="\n")
 

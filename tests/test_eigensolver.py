@@ -854,3 +854,62 @@ def test_matrix_operator_takes_and_refuses_what_full_batch_hessian_does():
     with pytest.raises(ValueError, match=r"expected a \(3, m\) block"):
         op.matmat(torch.ones(2, 3))
     assert op.n_products == 3  # the failed calls multiplied nothing
+
+
+def test_the_warm_top_pair_rule_tells_an_untrusted_gap(monkeypatch):
+    """The test of the warm top-pair rule ("Trusting a gap", off in the package): the top pair
+    accepted by its quadratic bound alone while the pair below has a residual above 0.3 of the
+    gap and above its own tolerance."""
+    from sklearn_eos import _eigensolver
+    from sklearn_eos._eigensolver import _top_leans_on_an_untrusted_gap as leans
+
+    monkeypatch.setattr(_eigensolver, "_TRUSTED_GAP_WARM", 0.3)
+    theta = np.array([10.41, 10.02, 9.9])
+    required, floor = 1e-3 * 10.41, 1e-6
+    # the anatomy of the end-to-end miss: residuals 0.02 (twice the tolerance) and 0.30
+    assert leans(theta, np.array([0.02, 0.30]), required, floor, 1e-3)
+    # the second pair settled to within 0.3 of the gap (0.39)
+    assert not leans(theta, np.array([0.02, 0.11]), required, floor, 1e-3)
+    # the top pair met its tolerance outright: no gap leaned on
+    assert not leans(theta, np.array([0.005, 0.30]), required, floor, 1e-3)
+    # the second pair within its own tolerance (a wide one) or a single Ritz pair
+    assert not leans(theta, np.array([0.02, 0.30]), required, floor, 0.05)
+    assert not leans(theta[:1], np.array([0.02]), required, floor, 1e-3)
+
+
+def warm_block_with_a_little_top(seed, dim=60, share=0.1, noise=0.4):
+    """A top five within 5% above a bulk, and a warm block of three columns: v2 and v3 (with
+    noise), and a mix that holds ``share`` of v1's square, the rest in the bulk."""
+    rng = np.random.default_rng(seed)
+    eigenvalues = np.concatenate([[10.44, 10.40, 10.02, 9.95, 9.9], rng.uniform(0, 9.5, dim - 5)])
+    A, V = matrix_with_spectrum(eigenvalues, seed)
+    bulk = V[:, 5:] @ rng.standard_normal(dim - 5)
+    columns = [V[:, 1] + noise * rng.standard_normal(dim) / np.sqrt(dim),
+               np.sqrt(share) * V[:, 0] + np.sqrt(1 - share) * bulk / np.linalg.norm(bulk),
+               V[:, 2] + noise * rng.standard_normal(dim) / np.sqrt(dim)]
+    return A, torch.as_tensor(np.linalg.qr(np.stack(columns, 1))[0])
+
+
+def test_the_warm_top_pair_rule_only_adds_products_and_never_lowers_theta_1(monkeypatch):
+    """Applied only where the solve would otherwise stop, the rule takes the same path up to
+    there and then grows the basis (restarts keep the top Ritz vector): the sharpness can only
+    rise towards lambda_1, the products only grow. It runs on some of these blocks."""
+    from sklearn_eos import _eigensolver
+
+    ran = 0
+    for seed in range(20):
+        A, block = warm_block_with_a_little_top(seed)
+        results = []
+        for gap in (None, 0.3):
+            monkeypatch.setattr(_eigensolver, "_TRUSTED_GAP_WARM", gap)
+            results.append(top_eigenpairs(MatrixOperator(A), 3, start=block, tol=1e-3, rest_tol=0.1,
+                                          generator=gen(seed)))
+        off, on = results
+        assert on.n_products >= off.n_products
+        assert on.eigenvalues[0] >= off.eigenvalues[0] - 1e-12 * off.eigenvalues[0]
+        assert on.eigenvalues[0] <= 10.44 * (1 + 1e-12)
+        if on.n_products == off.n_products:
+            np.testing.assert_array_equal(on.eigenvalues, off.eigenvalues)
+        else:
+            ran += 1
+    assert ran >= 2
