@@ -711,15 +711,16 @@ _COLD_EXTRA_VECTORS = 1
 # rule was tuned on), where the solver as it is misses twice (MNIST-1D seed 1 step 1000,
 # 2.9e-3, and seed 11 step 400, 1.1e-2; each a top Ritz vector of v2, with v1 in the second):
 # * the second pair kept open inside the loop, like the cold rule: 0 misses, 1.3 more
-#   products on average (+1 to +2 on a MNIST-1D fit's median, +2 to +6 on a digits fit's); on
+#   products on average (+0 to +2 on a MNIST-1D fit's median, -1 to +6 on a digits fit's); on
 #   synthetic warm blocks (dimension 300, top five within 5%, v1 as 5-10% of a block column
 #   that mixes it with the bulk, 800 solves) 8 misses became 4, three of them new: solves that
 #   took another path, stopped sooner and lost v1;
 # * applied only where the solve would otherwise stop (the second pair's residual added,
 #   again, until it is within 0.3 of the gap or the top pair meets its tolerance outright): 0
-#   misses for 1.3-1.6 more products on average (the main job's fit: median 27 to 30). The
-#   path up to the stop is the same, the basis only grows and restarts keep the top Ritz
-#   vector, so theta_1 never ends lower on the same block (none lower over the 800 synthetic
+#   misses for 1.3-1.6 more products on average (+0 to +2 on a MNIST-1D fit's median, +0 to
+#   +6 on a digits fit's; the main job's fit: 27 to 30). The path up to the stop is the
+#   same, the basis only grows and restarts keep the top Ritz vector, so theta_1 never ends
+#   lower on the same block (none lower over the 800 synthetic
 #   solves; their 8 misses stayed: lambda_2 met its tolerance outright, residual 0.1-0.5 of
 #   tol * theta_1, while v1 sat in pairs below that had met ``rest_tol``).
 # The second form is in the solver, off: ``_TRUSTED_GAP_WARM = 0.3`` turns it on, and
