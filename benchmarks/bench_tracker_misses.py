@@ -38,6 +38,7 @@ and a rule tuned until the fourteen fits show no miss can move misses rather tha
 with the solver's warm top-pair rule at GAP (``_eigensolver._TRUSTED_GAP_WARM``, off in the
 package; see "Trusting a gap" in ``sklearn_eos/_eigensolver.py``) and prints its misses and
 products beside the tracker's: a paired comparison, free of the drift between chains.
+``--warm-gap GAP`` turns the rule on for the fits themselves instead (their own chains).
 """
 
 import os
@@ -127,10 +128,16 @@ NEW_SEEDS = [
 ]
 
 
+def tracker_solve(H, start, seed):
+    """The tracker's warm solve at a measurement, replayed from the same block and probe (the
+    seed of its generator is the row's index, which gives the same row)."""
+    return top_eigenpairs(H, K, start=start, probe=gradient_probe(H), tol=TOL, rest_tol=REST_TOL,
+                          generator=torch.Generator().manual_seed(seed))
+
+
 def anatomy(H, start, reference, seed):
     """Why a warm measurement missed: its solve replayed from the same block and probe."""
-    result = top_eigenpairs(H, K, start=start, probe=gradient_probe(H), tol=TOL, rest_tol=REST_TOL,
-                            generator=torch.Generator().manual_seed(seed))
+    result = tracker_solve(H, start, seed)
     theta, U, V = result.eigenvalues, result.eigenvectors, reference.eigenvectors
     pairs = U[:, :2]
     residuals = torch.linalg.vector_norm(H.matmat(pairs) - pairs * torch.as_tensor(theta[:2]).to(U), dim=0)
@@ -146,8 +153,7 @@ def replay_with_warm_gap(H, start, reference, seed, gap):
     saved = _eigensolver._TRUSTED_GAP_WARM
     _eigensolver._TRUSTED_GAP_WARM = gap
     try:
-        result = top_eigenpairs(H, K, start=start, probe=gradient_probe(H), tol=TOL, rest_tol=REST_TOL,
-                                generator=torch.Generator().manual_seed(seed))
+        result = tracker_solve(H, start, seed)
     finally:
         _eigensolver._TRUSTED_GAP_WARM = saved
     return result.eigenvalues[0] / reference.eigenvalues[0] - 1, result.n_products
@@ -180,7 +186,12 @@ def main(argv=None):
     parser.add_argument("--replay-warm-gap", type=float, default=None, metavar="GAP",
                         help="also replay every warm measurement with the solver's warm top-pair rule "
                              "at GAP (_TRUSTED_GAP_WARM, off in the package; 0.3 was measured)")
+    parser.add_argument("--warm-gap", type=float, default=None, metavar="GAP",
+                        help="fit with the solver's warm top-pair rule on at GAP (off in the package)")
     args = parser.parse_args(argv)
+    if args.warm_gap is not None:
+        _eigensolver._TRUSTED_GAP_WARM = args.warm_gap
+        print(f"the solver's warm top-pair rule on at {args.warm_gap:g} (_TRUSTED_GAP_WARM)")
     warnings.simplefilter("ignore")  # unconverged rows are not the question here
     print(f"package: {sklearn_eos.__file__}")
     print(f"{'fit':<32} {'warm':>5} {'misses':>7} {'max error':>10} {'products':>9}  misses (step: error)")

@@ -41,7 +41,9 @@ the package's own now, so everything here times the solver as shipped.
 
 Run: ``python benchmarks/bench_tracking.py`` (about 10-15 minutes on a loaded 2-core machine) or
 ``--quick`` (smoke run, a few minutes). Results go to ``benchmarks/results/tracking.json``
-(``--out`` to write elsewhere; a quick run overwrites it too).
+(``--out`` to write elsewhere; a quick run overwrites it too). ``--warm-gap GAP --out FILE``
+runs everything with the solver's warm top-pair rule at GAP (``_TRUSTED_GAP_WARM``, off in
+the package; see "Trusting a gap" in ``sklearn_eos/_eigensolver.py``).
 """
 
 import os
@@ -68,7 +70,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from sklearn_eos import EoSClassifier  # noqa: E402
+from sklearn_eos import EoSClassifier, _eigensolver  # noqa: E402
 from sklearn_eos._eigensolver import top_eigenpairs  # noqa: E402
 from sklearn_eos._hvp import FullBatchHessian  # noqa: E402
 from sklearn_eos._tracking import SharpnessTracker  # noqa: E402
@@ -378,8 +380,15 @@ def main():
                         help="fit-time repeats of the pair every=0 / every=100 (the target)")
     parser.add_argument("--context-repeats", type=int, default=2,
                         help="fit-time repeats of every=0 / 50 / 10 (context)")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "tracking.json"))
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/tracking.json")
+    parser.add_argument("--warm-gap", type=float, default=None, metavar="GAP",
+                        help="the solver's warm top-pair rule on at GAP (off in the package); needs --out")
     args = parser.parse_args()
+    if args.warm_gap is not None:
+        if args.out is None:
+            parser.error("--warm-gap needs --out: the run of record stays that of the package as shipped")
+        _eigensolver._TRUSTED_GAP_WARM = args.warm_gap
+    args.out = args.out or str(Path(__file__).resolve().parent / "results" / "tracking.json")
     if args.quick:
         args.steps, args.repeats, args.context_repeats = 300, 2, 1
     hvp_step = 500 if args.steps >= 1000 else args.steps // 2
@@ -396,7 +405,7 @@ def main():
                 "eigsh_repeats": eigsh_repeats, "torch_threads": torch.get_num_threads(),
                 "torch": torch.__version__, "sklearn": sklearn.__version__, "skorch": skorch.__version__,
                 "numpy": np.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
-                "quick": args.quick}
+                "quick": args.quick, "warm_gap": args.warm_gap}
     print(f"settings: {settings}")
     X, y = make_data()
 

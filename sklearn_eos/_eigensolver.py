@@ -710,27 +710,30 @@ _COLD_EXTRA_VECTORS = 1
 # benchmarks/bench_tracker_misses.py`` and of its ``--new-seeds`` (653; 313 of them on fits no
 # rule was tuned on), where the solver as it is misses twice (MNIST-1D seed 1 step 1000,
 # 2.9e-3, and seed 11 step 400, 1.1e-2; each a top Ritz vector of v2, with v1 in the second):
-# * the second pair kept open inside the loop, like the cold rule: 0 misses, 1.3 more
-#   products on average (+0 to +2 on a MNIST-1D fit's median, -1 to +6 on a digits fit's); on
-#   synthetic warm blocks (dimension 300, top five within 5%, v1 as 5-10% of a block column
-#   that mixes it with the bulk, 800 solves) 8 misses became 4, three of them new: solves that
-#   took another path, stopped sooner and lost v1;
+# * the second pair kept open inside the loop, like the cold rule (scratch measurements, not
+#   in the scripts): 0 misses, 1.3 more products on average (+0 to +2 on a MNIST-1D fit's
+#   median, -1 to +6 on a digits fit's); on synthetic warm blocks (dimension 300, top five
+#   within 5%, v1 as 5-10% of a block column that mixes it with the bulk, 800 solves) 8
+#   misses became 4, three of them new: solves that took another path, stopped sooner and
+#   lost v1;
 # * applied only where the solve would otherwise stop (the second pair's residual added,
 #   again, until it is within 0.3 of the gap or the top pair meets its tolerance outright): 0
 #   misses for 1.3-1.6 more products on average (+0 to +2 on a MNIST-1D fit's median, +0 to
 #   +6 on a digits fit's; the main job's fit: 27 to 30). The path up to the stop is the
 #   same, the basis only grows and restarts keep the top Ritz vector, so theta_1 never ends
-#   lower on the same block (none lower over the 800 synthetic
-#   solves; their 8 misses stayed: lambda_2 met its tolerance outright, residual 0.1-0.5 of
-#   tol * theta_1, while v1 sat in pairs below that had met ``rest_tol``).
-# The second form is in the solver, off: ``_TRUSTED_GAP_WARM = 0.3`` turns it on, and
-# ``python benchmarks/bench_tracker_misses.py --replay-warm-gap 0.3`` (with or without
-# ``--new-seeds``) replays every warm measurement with it. On in its own chains it missed as
-# often as the solver without it: 1 of 340 (the digits example at lr 0.5, step 400, 1.2e-2)
-# and 1 of 313 (MNIST-1D seed 7, step 1400, 5.1e-3), each with v1 in neither of the top two
-# Ritz vectors; and ``bench_tracking.py`` counted a warm median of 30 products (27),
-# +53% inside the fits (45%). The chains of warm starts reach other blocks, some of them
-# without v1, so the rule moves misses rather than ends them; hence off.
+#   lower on the same block (``tests/test_eigensolver.py``; over the same 800 synthetic
+#   solves, scratch, none lower and the 8 misses unchanged: lambda_2 met its tolerance
+#   outright, residual 0.1-0.5 of tol * theta_1, while v1 sat in pairs below that had met
+#   ``rest_tol``).
+# The second form is in the solver, off: ``_TRUSTED_GAP_WARM = 0.3`` turns it on. ``python
+# benchmarks/bench_tracker_misses.py --replay-warm-gap 0.3`` (with or without
+# ``--new-seeds``) replays every warm measurement with it; ``--warm-gap 0.3`` fits with it.
+# On in its own chains it missed as often as the solver without it: 1 of 340 (the digits
+# example at lr 0.5, step 400, 1.2e-2) and 1 of 313 (MNIST-1D seed 7, step 1400, 5.1e-3),
+# each with v1 in neither of the top two Ritz vectors; and ``bench_tracking.py --warm-gap
+# 0.3`` counted a warm median of 30 products (27), +52-53% inside the fits (45%). The chains of
+# warm starts reach other blocks, some of them without v1, so the rule moves misses rather
+# than ends them; hence off.
 _TRUSTED_GAP = 0.1
 _TRUSTED_GAP_WARM = None
 

@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
     (["bench_probe.py", "--quick"], "The fits' own rows equal the probe's replays: True"),
     (["bench_gradient_blocks.py", "--quick"], "eigenvectors + 2 gradients"),
     (["bench_cold_cluster.py"], "in units of tol * theta_1"),  # reads the estimator's private tensors
+    # patches the tracker's measurement and the solver's warm top-pair rule (one fit, 5 s)
+    (["bench_tracker_misses.py", "--fit", "breast cancer", "--warm-gap", "0.3", "--replay-warm-gap", "0.3"],
+     "all, with the warm gap 0.3"),
 ])
 def test_benchmark_runs(args, expected):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
