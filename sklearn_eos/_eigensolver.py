@@ -829,7 +829,10 @@ _BOTTOM_SETTLED = 1e-2
 # benchmarks/bench_probe.py`` replays the warm measurements of seven of those fits with each
 # start vector on the same blocks. The probe inherits the random vector's pair rule. Nothing
 # guarantees that the gradient holds v1 (it held none at the first measurements of the MNIST-1D
-# fits, where the block did); the random vector's share of v1 guaranteed little more.
+# fits, where the block did); the random vector's share of v1 guaranteed little more. An
+# alternating sum of the last gradients (a filter peaked at 2/lr, free of products) holds less
+# of v1 than the gradient and missed as often on the same blocks (``python
+# benchmarks/bench_gradient_blocks.py``, with ``--mnist1d SEED``; docs/benchmarks.rst).
 
 
 # Repeated eigenvalues (no constant). One residual per iteration explores the Krylov space of

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
     (["bench_sparse_tracking.py", "--quick"], "block + random: misses"),
     # the fit's own rows must be the probe's replays: the benchmark stands in for the tracker
     (["bench_probe.py", "--quick"], "The fits' own rows equal the probe's replays: True"),
-    (["bench_gradient_blocks.py", "--quick"], "eigenvectors + 2 gradients"),
+    (["bench_gradient_blocks.py", "--quick"], "quotient: median"),
     (["bench_cold_cluster.py"], "in units of tol * theta_1"),  # reads the estimator's private tensors
     # patches the tracker's measurement and the solver's warm top-pair rule (one fit, 5 s)
     (["bench_tracker_misses.py", "--fit", "breast cancer", "--warm-gap", "0.3", "--replay-warm-gap", "0.3"],
