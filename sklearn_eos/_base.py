@@ -1,6 +1,7 @@
 """The edge-of-stability estimators: thin scikit-learn classes that drive a skorch net."""
 
 import copy
+import inspect
 import os
 import warnings
 from contextlib import contextmanager
@@ -9,7 +10,7 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.special import log_softmax
 import torch
-from skorch.callbacks import Callback, Checkpoint, LoadInitState
+from skorch.callbacks import Callback, Checkpoint, EpochScoring, LoadInitState
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -83,6 +84,8 @@ def _weighted_rows(sample_weight, X, dtype):
         return None, None
     # the sign and zero checks by hand: their keywords differ across scikit-learn >= 1.6
     weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+    if not np.isfinite(weights).all():  # past scikit-learn's check under assume_finite=True
+        raise ValueError("Input sample_weight contains NaN or infinity.")
     if (weights < 0).any():
         raise ValueError("Negative values in data passed to sample_weight: weights must be >= 0.")
     if not (weights > 0).any():
@@ -114,6 +117,31 @@ def _reloads_a_checkpoint(callback):
     if _is_a(callback, Checkpoint) and not isinstance(callback, type) and bool(callback.load_best):
         return "Checkpoint(load_best=True) loads the best epoch's parameters and history when training ends"
     return ""
+
+
+def _reads_validation_scores(callback):
+    """What of a validation set ``callback`` (an instance or a class) would read, or "" if
+    nothing: the estimators train on all the data they are given and record no validation
+    scores, so a ``monitor`` that names one (skorch's EarlyStopping defaults to
+    ``'valid_loss'``, Checkpoint to ``'valid_loss_best'``) failed after the first step with a
+    bare KeyError, and an EpochScoring with ``on_train=False`` (its default) recorded nothing,
+    silently."""
+    def setting(name):
+        if not isinstance(callback, type):
+            return getattr(callback, name, None)
+        parameter = inspect.signature(callback).parameters.get(name)
+        return None if parameter is None else parameter.default
+
+    monitor = setting("monitor")
+    if isinstance(monitor, str) and monitor.startswith("valid_"):
+        return f"{_callback_name(callback)} monitors {monitor!r}"
+    if _is_a(callback, EpochScoring) and not setting("on_train"):
+        return f"{_callback_name(callback)} scores a validation set (on_train=False)"
+    return ""
+
+
+def _callback_name(callback):
+    return callback.__name__ if isinstance(callback, type) else type(callback).__name__
 
 
 def _same(a, b):
@@ -442,6 +470,15 @@ class BaseEoS(BaseEstimator):
                     f"the best epoch, use EarlyStopping(load_best=True) (with sharpness_every=0 "
                     f"and a SharpnessTracker listed after it, user guide); to continue a fit, "
                     f"warm_start=True; a Checkpoint without load_best saves as usual.")
+            reason = _reads_validation_scores(callback)
+            if reason:
+                raise InvalidParameterError(
+                    f"The 'callbacks' parameter of {type(self).__name__}: {reason}, but the "
+                    f"estimator trains on all of X and records no validation scores (no "
+                    f"'valid_*' key in net_.history; its training loss is 'train_loss'). "
+                    f"Monitor 'train_loss' (EarlyStopping(monitor='train_loss'), "
+                    f"Checkpoint(monitor='train_loss_best')), or score held-out data after the "
+                    f"fit (est.score, cross_val_score).")
 
     def _check_output_shape(self, module, X, n_outputs):
         """Fail early, with a clear message, when ``module``'s outputs do not have the
@@ -503,13 +540,18 @@ class BaseEoS(BaseEstimator):
             raise ValueError(f"warm_start=True continues the previous model, but {', '.join(changed)} "
                              f"changed since it was built: refit with warm_start=False.")
 
-    def _check_sharpness_tol(self, torch_dtype):
+    def _check_sharpness_tol(self, torch_dtype, fitted=False):
+        """``fitted``: ``torch_dtype`` is that of the fitted model (`measure_sharpness`),
+        which a ``dtype`` set since the fit does not change."""
         if self.sharpness_tol < resolvable_tol(torch_dtype):
             name = str(torch_dtype).removeprefix("torch.")
+            remedy = ("" if torch_dtype == torch.float64
+                      else f" or refit with dtype='float64' (the model was fitted in {name})" if fitted
+                      else " or dtype='float64'")
             raise ValueError(
                 f"sharpness_tol={self.sharpness_tol:g} is below what {name} resolves "
                 f"({resolvable_tol(torch_dtype):.1e}, four machine epsilons): no measurement could "
-                f"converge. Use a larger sharpness_tol or dtype='float64'."
+                f"converge. Use a larger sharpness_tol{remedy}."
             )
 
     # scikit-learn's Interval(Integral) and Interval(Real) admit bools: sharpness_every=True
@@ -867,7 +909,7 @@ class BaseEoS(BaseEstimator):
         self._check_no_bools()
         # the fitted model's dtype and device (``dtype`` may have been set since the fit)
         dtype, device = next(self.module_.parameters()).dtype, torch.device(self.net_.device)
-        self._check_sharpness_tol(dtype)
+        self._check_sharpness_tol(dtype, fitted=True)
         X = _validate_float_data(self, X, reset=False)
         check_consistent_length(X, y)
         weights, rows = _weighted_rows(sample_weight, X, dtype)

@@ -1492,6 +1492,30 @@ def test_callbacks_that_reload_a_checkpoint_are_refused(tmp_path):
     assert est.n_iter_ == len(est.loss_curve_) == 5 and (tmp_path / "saving" / "params.pt").exists()
 
 
+def test_callbacks_that_read_validation_scores_are_refused(tmp_path):
+    """The estimators keep no validation split: skorch's EarlyStopping() (monitor
+    'valid_loss') failed after the first step with a bare "KeyError: Key 'valid_loss' was
+    not found in history", a default Checkpoint likewise, and EpochScoring('accuracy')
+    (on_train=False) recorded nothing, silently (fuzz of 2026-12-02). Refused before any
+    step, with what to monitor instead; the same callbacks on 'train_loss' work."""
+    from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring
+
+    X, y = _blobs(n_samples=30)
+    for callback, match in [(EarlyStopping(), "EarlyStopping monitors 'valid_loss'"),
+                            (EarlyStopping, "EarlyStopping monitors 'valid_loss'"),
+                            (Checkpoint(dirname=str(tmp_path / "v")),
+                             "Checkpoint monitors 'valid_loss_best'"),
+                            (("acc", EpochScoring("accuracy")), r"EpochScoring scores a validation set"),
+                            (EpochScoring, r"EpochScoring scores a validation set")]:
+        est = EoSClassifier(hidden_layer_sizes=(4,), max_iter=5, callbacks=[callback])
+        with pytest.raises(ValueError, match=match + ".*no validation scores.*monitor='train_loss'"):
+            est.fit(X, y)
+        assert not hasattr(est, "net_")
+    stopping = EarlyStopping(monitor="train_loss", patience=2, threshold=10.0)  # stops early
+    est = EoSClassifier(hidden_layer_sizes=(4,), max_iter=50, callbacks=[stopping], random_state=0).fit(X, y)
+    assert est.n_iter_ == len(est.loss_curve_) < 50
+
+
 def test_a_module_class_that_cannot_be_built_is_a_clear_error():
     X, y = _blobs(n_samples=20)
     est = EoSClassifier(module=nn.Linear, max_iter=2)

@@ -140,6 +140,11 @@ def test_settings_and_labels_that_fit_refuses_get_clear_errors_here_too():
     est.set_params(chunk_size=None)
     with pytest.raises(ValueError, match="below what float32 resolves"):
         est.set_params(sharpness_tol=1e-9).measure_sharpness(X, labels)
+    # a dtype set since the fit does not change the model's: the advice is to refit (it said
+    # "Use ... dtype='float64'" to a user who had just set it; fuzz of 2026-12-02)
+    with pytest.raises(ValueError, match=r"refit with dtype='float64' \(the model was fitted in float32\)"):
+        est.set_params(dtype="float64").measure_sharpness(X, labels)
+    est.set_params(dtype="float32")
     with pytest.raises(InvalidParameterError, match="sharpness_tol"):
         est.set_params(sharpness_tol=0.0).measure_sharpness(X, labels)
     # the same tolerance is fine on a float64 model

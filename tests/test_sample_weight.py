@@ -164,6 +164,30 @@ def test_bad_weights_are_refused_and_leave_the_estimator_unfitted(sample_weight,
     assert not hasattr(est, "n_iter_") and not hasattr(est, "classes_")
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_weights_under_assume_finite_are_named(bad):
+    """scikit-learn's assume_finite=True skips its check of the weights: a NaN or an inf
+    weight made every weight NaN once scaled by the largest, no row was kept, and the fit
+    failed with "IndexError: index 0 is out of bounds" (fuzz of 2026-12-02). The fit and
+    measure_sharpness say what is wrong, and a fitted estimator is left as it was."""
+    import sklearn
+
+    X, y = _classification()
+    weights = np.r_[bad, np.ones(29)]
+    est = EoSClassifier(hidden_layer_sizes=(4,), max_iter=3)
+    with sklearn.config_context(assume_finite=True):
+        with pytest.raises(ValueError, match="sample_weight contains NaN or infinity"):
+            est.fit(X, y, sample_weight=weights)
+        assert not hasattr(est, "n_iter_")
+        est.fit(X, y)
+        curve = est.loss_curve_.copy()
+        with pytest.raises(ValueError, match="sample_weight contains NaN or infinity"):
+            est.measure_sharpness(X, y, sample_weight=weights)
+        with pytest.raises(ValueError, match="sample_weight contains NaN or infinity"):
+            est.fit(X, y, sample_weight=weights)
+    assert np.array_equal(est.loss_curve_, curve)
+
+
 def test_a_weighting_that_leaves_one_class_is_refused():
     X, y = _classification()
     w = (y == 1).astype(float)
