@@ -1,7 +1,6 @@
 """The edge-of-stability estimators: thin scikit-learn classes that drive a skorch net."""
 
 import copy
-import inspect
 import os
 import warnings
 from contextlib import contextmanager
@@ -10,7 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.special import log_softmax
 import torch
-from skorch.callbacks import Callback, Checkpoint, EpochScoring, LoadInitState
+from skorch.callbacks import Callback, Checkpoint, LoadInitState
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -29,7 +28,7 @@ from ._rng import cuda_generators_of, draws_random_numbers, kept_mode_and_buffer
 from ._schedule import resolve_decay_time
 from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
-from ._net import SYNC_EVERY, FullBatch, FullBatchNet, n_training_steps
+from ._net import SYNC_EVERY, FullBatch, FullBatchNet, n_training_steps, reads_validation_scores
 from ._update_curvature import UpdateCurvature
 from ._tracking import (InstabilityTracker, SharpnessTracker, _as_arrays, _tracker_before, random_generator,
                         rotation_columns, sharpness_columns)
@@ -117,31 +116,6 @@ def _reloads_a_checkpoint(callback):
     if _is_a(callback, Checkpoint) and not isinstance(callback, type) and bool(callback.load_best):
         return "Checkpoint(load_best=True) loads the best epoch's parameters and history when training ends"
     return ""
-
-
-def _reads_validation_scores(callback):
-    """What of a validation set ``callback`` (an instance or a class) would read, or "" if
-    nothing: the estimators train on all the data they are given and record no validation
-    scores, so a ``monitor`` that names one (skorch's EarlyStopping defaults to
-    ``'valid_loss'``, Checkpoint to ``'valid_loss_best'``) failed after the first step with a
-    bare KeyError, and an EpochScoring with ``on_train=False`` (its default) recorded nothing,
-    silently."""
-    def setting(name):
-        if not isinstance(callback, type):
-            return getattr(callback, name, None)
-        parameter = inspect.signature(callback).parameters.get(name)
-        return None if parameter is None else parameter.default
-
-    monitor = setting("monitor")
-    if isinstance(monitor, str) and monitor.startswith("valid_"):
-        return f"{_callback_name(callback)} monitors {monitor!r}"
-    if _is_a(callback, EpochScoring) and not setting("on_train"):
-        return f"{_callback_name(callback)} scores a validation set (on_train=False)"
-    return ""
-
-
-def _callback_name(callback):
-    return callback.__name__ if isinstance(callback, type) else type(callback).__name__
 
 
 def _same(a, b):
@@ -470,7 +444,7 @@ class BaseEoS(BaseEstimator):
                     f"the best epoch, use EarlyStopping(load_best=True) (with sharpness_every=0 "
                     f"and a SharpnessTracker listed after it, user guide); to continue a fit, "
                     f"warm_start=True; a Checkpoint without load_best saves as usual.")
-            reason = _reads_validation_scores(callback)
+            reason = reads_validation_scores(callback)
             if reason:
                 raise InvalidParameterError(
                     f"The 'callbacks' parameter of {type(self).__name__}: {reason}, but the "

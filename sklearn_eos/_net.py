@@ -13,12 +13,13 @@ losses in one copy (`FullBatchNet`'s ``sync_every``): on a GPU a per-step read w
 host wait for every step to finish.
 """
 
+import inspect
 import math
 from contextlib import ExitStack
 
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, EpochScoring, PassthroughScoring
 from skorch.history import History
 from skorch.dataset import get_len, unpack_data
 from skorch.utils import TeeGenerator, to_tensor
@@ -154,6 +155,34 @@ def _batch_size(batch):
 def _overrides(obj, base, name):
     """Whether ``obj`` has its own ``name`` method instead of ``base``'s (a no-op)."""
     return getattr(type(obj), name, None) is not getattr(base, name) or name in getattr(obj, "__dict__", ())
+
+
+def reads_validation_scores(callback):
+    """What of a validation set ``callback`` (an instance or a class) would read, or "" if
+    nothing. The estimators train on all the data they are given, and a `FullBatchNet`
+    cannot split a `FullBatch` (nor anything with ``train_split=None``): they record no
+    validation scores, so a ``monitor`` that names one (skorch's EarlyStopping defaults to
+    ``'valid_loss'``, Checkpoint to ``'valid_loss_best'``) failed after the first step with a
+    bare KeyError, and an EpochScoring with ``on_train=False`` (its default) recorded nothing,
+    silently."""
+    def setting(name):
+        if not isinstance(callback, type):
+            return getattr(callback, name, None)
+        parameter = inspect.signature(callback).parameters.get(name)
+        return None if parameter is None else parameter.default
+
+    monitor = setting("monitor")
+    if isinstance(monitor, str) and monitor.startswith("valid_"):
+        return f"{_callback_name(callback)} monitors {monitor!r}"
+    is_scoring = (isinstance(callback, EpochScoring)
+                  or (isinstance(callback, type) and issubclass(callback, EpochScoring)))
+    if is_scoring and not setting("on_train"):
+        return f"{_callback_name(callback)} scores a validation set (on_train=False)"
+    return ""
+
+
+def _callback_name(callback):
+    return callback.__name__ if isinstance(callback, type) else type(callback).__name__
 
 
 def _reads_history(callback):
@@ -340,8 +369,12 @@ class FullBatchNet(NeuralNet):
         of ``fit``.
     train_split : callable or None, default=None
         skorch's setting, with no validation split by default (skorch's is ``ValidSplit(5)``):
-        GD on every row. A skorch ``ValidSplit`` holds rows out as in skorch; a float is not
-        a split (skorch's ``ValidSplit(0.2)`` is).
+        GD on every row. A skorch ``ValidSplit`` holds rows out as in skorch, and each epoch
+        records ``'valid_loss'`` and ``'valid_loss_best'`` as skorch does (what its
+        ``EarlyStopping`` and ``Checkpoint`` monitor by default); without a split, a callback
+        that would read them (such a ``monitor``, an ``EpochScoring`` with ``on_train=False``)
+        is refused before the first step. A float is not a split (skorch's ``ValidSplit(0.2)``
+        is).
     sync_every : int, default=32
         Steps between two host reads of the training losses (one device-to-host copy each).
         Other parameters are skorch's ``NeuralNet``'s.
@@ -352,7 +385,13 @@ class FullBatchNet(NeuralNet):
         self.sync_every = sync_every
 
     def get_default_callbacks(self):
-        return []
+        # none of skorch's (its epoch timer, its PassthroughScoring of train_loss, which the
+        # net records itself, its PrintLog), except, with a validation split, the epoch's
+        # 'valid_loss' and 'valid_loss_best' that skorch's EarlyStopping and Checkpoint
+        # monitor by default (without it they failed with "Key 'valid_loss' was not found")
+        if self.train_split is None:
+            return []
+        return [("valid_loss", PassthroughScoring(name="valid_loss"))]
 
     def __getstate__(self):
         # skorch pickles ``module_`` (and ``criterion_``) apart and loads it onto the device
@@ -429,6 +468,16 @@ class FullBatchNet(NeuralNet):
             # mini-batches: each epoch would be several SGD steps, and train_loss the last one's
             raise ValueError(f"FullBatchNet runs one full-batch GD step per epoch: batch_size must be "
                              f"-1 (the default), got {self.batch_size} for {get_len(X)} examples.")
+        if self.train_split is None or isinstance(X, FullBatch):
+            for name, callback in self.callbacks_:
+                reason = reads_validation_scores(callback)
+                if reason:
+                    split = "a FullBatch is not split" if isinstance(X, FullBatch) else "train_split=None"
+                    raise ValueError(
+                        f"{type(self).__name__}: callback {name!r}: {reason}, but the net has no "
+                        f"validation set ({split}), so its history holds no 'valid_*' key. Monitor "
+                        f"'train_loss' (EarlyStopping(monitor='train_loss'), "
+                        f"Checkpoint(monitor='train_loss_best')), or score held-out data after the fit.")
         reason = refuses_weighted_targets(self.criterion_)
         if isinstance(X, FullBatch) and X.sample_weight is not None and reason:
             raise TypeError(f"{reason}.")

@@ -692,3 +692,33 @@ def test_a_silent_progress_report_leaves_a_minibatch_net_alone(data, verbose):
     else:
         net.fit(X.numpy(), y.numpy())
         assert len(net.history) == 3
+
+
+def test_full_batch_net_and_validation_scores(data):
+    """Without a validation split, skorch's EarlyStopping() (monitor 'valid_loss') failed
+    after the first step with "KeyError: Key 'valid_loss' was not found in history" and
+    EpochScoring (on_train=False) recorded nothing: a clear error before any step. With a
+    skorch ValidSplit, which FullBatchNet honours, the epoch's 'valid_loss' was never
+    recorded (the net drops skorch's default callbacks), so the same EarlyStopping failed
+    there too: it is recorded now, with 'valid_loss_best', as on a plain NeuralNet."""
+    from skorch.callbacks import EarlyStopping, EpochScoring
+    from skorch.dataset import ValidSplit
+
+    X, y = data
+    for callback, match in [(EarlyStopping(), "EarlyStopping monitors 'valid_loss'"),
+                            (EpochScoring("r2"), r"EpochScoring scores a validation set")]:
+        net = _net([callback])
+        with pytest.raises(ValueError, match=match + r".*no validation set \(train_split=None\)"):
+            net.fit(X, y)
+        assert len(net.history) == 0  # no step ran
+    with pytest.raises(ValueError, match=r"a FullBatch is not split"):
+        _net([EarlyStopping()]).fit(FullBatch(X, y), None)
+    assert _net([EarlyStopping(monitor="train_loss")], max_epochs=3).fit(X, y).history[-1, "epoch"] == 3
+
+    stopping = EarlyStopping(patience=2, threshold=10.0)  # no epoch improves enough: stops at 3
+    net = _net([stopping], train_split=ValidSplit(4), max_epochs=30).fit(X, y)
+    valid = net.history[:, "valid_loss"]
+    assert len(valid) == len(net.history) < 30  # stopped early on the validation loss
+    # the epoch's value is its validation batch's, and '_best' marks the running minimum
+    assert valid == [row["batches"][-1]["valid_loss"] for row in net.history]
+    assert net.history[:, "valid_loss_best"] == [v <= min(valid[:i + 1]) for i, v in enumerate(valid)]
