@@ -320,7 +320,8 @@ class FullBatchNet(NeuralNet):
     ``on_batch_end`` receives the step's ``loss``: the full training loss at the parameters
     on which the step computed its gradient, a 0-d tensor on the training device. The
     default callbacks (timer, scoring, printed log) are dropped: they cost more than a small
-    network's GD step, and the estimators record what they need themselves. The epoch's
+    network's GD step, and the estimators record what they need themselves (with a
+    ``train_split``, skorch's scoring of ``valid_loss`` is kept; see ``train_split``). The epoch's
     ``train_loss`` (skorch's scoring name, read by e.g. ``EarlyStopping``) is the step's loss,
     and ``train_loss_best`` whether it is the lowest so far (as skorch's ``PassthroughScoring``
     records it; read by ``Checkpoint(monitor='train_loss_best')``), both once the loss is read.
