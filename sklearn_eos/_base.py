@@ -28,7 +28,7 @@ from ._rng import cuda_generators_of, draws_random_numbers, kept_mode_and_buffer
 from ._schedule import resolve_decay_time
 from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
-from ._net import SYNC_EVERY, FullBatch, FullBatchNet, n_training_steps, reads_validation_scores
+from ._net import SYNC_EVERY, FullBatch, FullBatchNet, _is_a, n_training_steps, reads_validation_scores
 from ._update_curvature import UpdateCurvature
 from ._tracking import (InstabilityTracker, SharpnessTracker, _as_arrays, _tracker_before, random_generator,
                         rotation_columns, sharpness_columns)
@@ -123,12 +123,6 @@ def _same(a, b):
     if isinstance(a, torch.nn.Module) or isinstance(b, torch.nn.Module) or isinstance(a, type):
         return a is b
     return a == b
-
-
-def _is_a(callback, *classes):
-    """Whether a skorch callback, given as an instance or as a class (skorch builds it), is
-    one of ``classes`` or a subclass."""
-    return isinstance(callback, classes) or (isinstance(callback, type) and issubclass(callback, classes))
 
 
 # a fit whose initial sharpness is more than this many times 2/lr (absolute units) warns: at

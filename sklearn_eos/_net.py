@@ -174,11 +174,15 @@ def reads_validation_scores(callback):
     monitor = setting("monitor")
     if isinstance(monitor, str) and monitor.startswith("valid_"):
         return f"{_callback_name(callback)} monitors {monitor!r}"
-    is_scoring = (isinstance(callback, EpochScoring)
-                  or (isinstance(callback, type) and issubclass(callback, EpochScoring)))
-    if is_scoring and not setting("on_train"):
+    if _is_a(callback, EpochScoring) and not setting("on_train"):
         return f"{_callback_name(callback)} scores a validation set (on_train=False)"
     return ""
+
+
+def _is_a(callback, *classes):
+    """Whether a skorch callback, given as an instance or as a class (skorch builds it), is
+    one of ``classes`` or a subclass."""
+    return isinstance(callback, classes) or (isinstance(callback, type) and issubclass(callback, classes))
 
 
 def _callback_name(callback):

@@ -144,3 +144,38 @@ def test_full_batch_refuses_x_and_y_of_different_lengths(chunk_size):
     chunks' weights summed to 0.8 (API audit); unchunked, the error came later, from a reshape."""
     with pytest.raises(ValueError, match="same number of rows, got 150 and 120"):
         FullBatch(torch.randn(150, 3), torch.randn(120, 1), chunk_size)
+
+
+class _DropoutNet(nn.Module):
+    p = 0.3
+
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(n_features_in, 16), nn.Tanh(), nn.Dropout(self.p),
+                                  nn.Linear(16, n_outputs))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class _NoDropoutNet(_DropoutNet):
+    p = 0.0  # the same initial parameters, no mask
+
+
+@pytest.mark.skipif(torch.__version__.split("+")[0] != "2.13.0",
+                    reason="a fact of torch 2.13's CPU generator")
+def test_cpu_dropout_masks_drawn_by_chunks_are_the_unchunked_mask():
+    """What docs/scaling.rst says of dropout: on the CPU, with torch 2.13, the chunks' masks
+    joined are the mask of one unchunked pass, so a chunked dropout fit follows the
+    unchunked one (no generator promises the order: the docs still advise chunk_size=None).
+    The dropout must act: the same net without it takes another trajectory."""
+    X, y = _blobs()
+    fit = dict(module=_DropoutNet, lr=0.1, max_iter=20, sharpness_every=5, dtype="float64", random_state=0)
+    full = EoSClassifier(**fit).fit(X, y)
+    for chunk_size in (7, 1, 16):
+        chunked = EoSClassifier(chunk_size=chunk_size, **fit).fit(X, y)
+        np.testing.assert_allclose(chunked.loss_curve_, full.loss_curve_, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(chunked.sharpness_history_["sharpness"],
+                                   full.sharpness_history_["sharpness"], rtol=1e-12, atol=0)
+    without = EoSClassifier(**{**fit, "module": _NoDropoutNet}).fit(X, y)
+    assert not np.allclose(without.loss_curve_, full.loss_curve_, rtol=1e-3)
