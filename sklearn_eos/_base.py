@@ -99,6 +99,12 @@ def _weighted_rows(sample_weight, X, dtype):
     return (None if np.all(weights == weights[0]) else weights), rows
 
 
+def _rows_per_pass(chunk_size, n_rows):
+    """Rows per forward pass: ``chunk_size`` (None: all), at most ``n_rows`` and at least 1, so
+    that torch's ``split`` never sees a size beyond its 64-bit range."""
+    return max(1, min(int(chunk_size or n_rows), n_rows))
+
+
 def _thread_limit():
     """Threads a fit may use: the ``OMP_NUM_THREADS`` that joblib's loky and Dask workers set
     (OpenMP's nested form ``'2,1'`` gives its first level; spaces are ignored; anything else,
@@ -270,8 +276,8 @@ class BaseEoS(BaseEstimator):
         y_t = self._to_tensor(targets, dtype if targets.dtype.kind == "f" else torch.long, device)
         for name, tensor in (("X", X_t), ("y", y_t)):
             # row blocks: a whole-tensor isfinite would allocate as much again as the data
-            if tensor.is_floating_point() and not all(
-                    torch.isfinite(block).all() for block in tensor.split(int(self.chunk_size or 8192))):
+            rows = _rows_per_pass(self.chunk_size or 8192, len(tensor))
+            if tensor.is_floating_point() and not all(torch.isfinite(b).all() for b in tensor.split(rows)):
                 # NaN and inf reach here only past scikit-learn's check (assume_finite=True)
                 cause = ("NaN or infinite values" if not np.isfinite(X if name == "X" else targets).all()
                          else f"values too large for {str(dtype).replace('torch.', '')}")
@@ -805,8 +811,7 @@ class BaseEoS(BaseEstimator):
         module = copy.deepcopy(self.module_).to(torch.float64).eval()
         with torch.no_grad(), torch_threads(_thread_limit()):
             Xt = self._to_tensor(X, torch.float64, device)
-            size = int(self.chunk_size or max(len(X), 1))
-            out = torch.cat([module(Xc) for Xc in Xt.split(size)])
+            out = torch.cat([module(Xc) for Xc in Xt.split(_rows_per_pass(self.chunk_size, len(X)))])
         return out.cpu().numpy()
 
     def predict(self, X):

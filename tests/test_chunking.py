@@ -125,6 +125,20 @@ def test_predictions_are_exact(fits, chunk_size):
         np.testing.assert_allclose(chunked.predict(X), full.predict(X), rtol=1e-9, atol=1e-12)
 
 
+def test_chunk_size_beyond_torchs_range_is_one_chunk():
+    """A chunk_size larger than the data is one chunk, however large (2**70 once reached
+    torch's split and failed there, past validation)."""
+    X, y = _blobs()
+    params = dict(hidden_layer_sizes=(6,), max_iter=4, sharpness_every=2, dtype="float64", random_state=0)
+    whole = EoSClassifier(**params).fit(X, y)
+    huge = EoSClassifier(chunk_size=2**70, **params).fit(X, y)
+    np.testing.assert_array_equal(huge.loss_curve_, whole.loss_curve_)
+    np.testing.assert_array_equal(huge.sharpness_history_["sharpness"], whole.sharpness_history_["sharpness"])
+    np.testing.assert_array_equal(huge.predict_proba(X), whole.predict_proba(X))
+    np.testing.assert_array_equal(huge.measure_sharpness(X, y).eigenvalues,
+                                  whole.measure_sharpness(X, y).eigenvalues)
+
+
 def test_batch_norm_is_not_chunk_invariant():
     """Documented limitation: train-mode batch norm uses per-chunk statistics, so a chunked
     fit minimises a different loss than the full batch (the gradient of *that* loss is still
