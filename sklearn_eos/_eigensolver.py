@@ -438,6 +438,91 @@ def _top_leans_on_an_untrusted_gap(theta, rnorm, required, floor, tol):
     return rnorm[1] > max(tol * abs(theta[1]), floor, _TRUSTED_GAP_WARM * (theta[0] - theta[1]))
 
 
+def _accuracy_asked(theta, index, tols, floor, interior):
+    """Absolute accuracy asked of each wanted Ritz value ``theta[index]``, and of the top one.
+
+    Relative to the eigenvalue (``tols``: one per wanted pair, or a scalar), but never below a
+    small fraction of the largest wanted one (see ``_ZERO_FLOOR``): a (near-)zero eigenvalue
+    of a rank-deficient Hessian has no relative accuracy. An interior target's is relative to
+    the spectral radius. Returns ``(required, top_tol, scale)``; ``top_tol`` (0 for an interior
+    solve) is never below the rounding floor ``floor``, and ``scale`` is what ``tols``
+    multiplied.
+    """
+    radius = np.max(np.abs(theta))
+    largest = np.max(np.abs(theta[index]))
+    zero = _ZERO_FLOOR * (largest if largest > _ZERO_WANTED * floor else radius)
+    scale = radius if interior else np.maximum(np.abs(theta[index]), zero)
+    required = (tols if tols.ndim == 0 else tols[:len(index)]) * scale
+    if interior:
+        return required, 0, scale
+    # such an eigenvalue is certified down to the rounding floor at most: tol * 1e-3 * its
+    # scale below it (tol < 4.8e-4 in float32) never converged, all budget spent
+    required = np.where(np.abs(theta[index]) < zero, np.maximum(required, floor), required)
+    top_tol = max((tols if tols.ndim == 0 else tols[0]) * scale[0], floor)
+    return required, top_tol, scale
+
+
+def _open_pairs(theta, rnorm, full, n_index, n_guards, n_neighbours, tols, floor, *, interior, cold,
+                random_pair=None, random_guard=None):
+    """Which Ritz pairs keep a solve going: the acceptance test of `_solve`, without products.
+
+    ``theta`` holds every Ritz value (descending); ``full`` the positions of the pairs whose
+    residual norms ``rnorm`` were taken, in this order: the ``n_index`` wanted ones, then the
+    ``n_guards`` guards (0: an unguarded solve) or the ``n_neighbours`` bottom neighbours of an
+    interior solve, then the random vector's pair when it is none of them (``random_pair``, its
+    position in ``full``; ``random_guard``: its position when it is a guard). ``floor`` is the
+    rounding floor. Returns ``(required, top_tol, stuck, open_)``: the accuracy asked of the
+    wanted pairs and of the top one (`_accuracy_asked`), the wanted pairs that no further
+    product can certify (their tolerance below the floor, their bound at it: see "Rounding"),
+    and one flag per pair of ``full`` (True: not yet accepted).
+    """
+    index = list(full[:n_index])
+    guards = list(full[n_index:n_index + n_guards])
+    radii = None  # a guarded solve narrows each gap by the residual norm on its far side
+    if n_guards:
+        radii = np.zeros(len(theta))
+        radii[index + guards] = rnorm[:n_index + n_guards]
+    raw = _error_bounds(theta, rnorm[:n_index], index, use_gap=not interior, radii=radii)
+    bounds = np.maximum(raw, floor)
+    required, top_tol, scale = _accuracy_asked(theta, index, tols, floor, interior)
+    open_ = bounds > required
+    # a pair whose tolerance lies below the rounding floor and whose bound has reached it no
+    # longer keeps the solve going, and the solve ends unconverged
+    stuck = open_ & (required < floor) & (raw <= floor)
+    open_ = open_ & ~stuck
+    if n_neighbours:
+        # a neighbour whose residual interval reaches below the bottom Ritz value by more
+        # than the tolerance may hold weight on an eigenvalue below it
+        neighbours = full[n_index:n_index + n_neighbours]
+        open_ = np.append(open_, theta[neighbours] - rnorm[n_index:n_index + n_neighbours]
+                          < theta[index[0]] - required)
+    if not n_guards:
+        return required, top_tol, stuck, open_
+    guard_scale = scale[-1] if np.ndim(scale) else scale
+    guard_open = rnorm[n_index:] > max(_GUARD_TOL * guard_scale, floor)
+    if random_pair is not None:
+        guard_open[-1] = rnorm[random_pair] > top_tol
+    if random_guard is not None:  # both tests ("The random vector's pair")
+        guard_open[random_guard - n_index] |= rnorm[random_guard] > top_tol
+    open_ = np.append(open_, guard_open)
+    # a pair whose residual interval reaches above the top Ritz value may hold weight on an
+    # eigenvalue above it: keep it open
+    reach = theta[full] + rnorm > theta[0] + top_tol
+    reach[0] = False
+    open_ = open_ | reach
+    if cold:
+        # a wanted pair accepted by its quadratic bound alone (its residual above the
+        # tolerance) leans on the gap to the pair below: that pair stays open until its
+        # residual is a fraction of the gap ("Trusting a gap")
+        n = n_index
+        trusted = np.maximum.reduce([(tols if tols.ndim == 0 else tols[:n]) * np.abs(theta[1:n + 1]),
+                                     np.full(n, floor), _TRUSTED_GAP * (theta[:n] - theta[1:n + 1])])
+        untrusted = (~open_[:n] & (required >= floor) & (np.maximum(rnorm[:n], floor) > required)
+                     & (rnorm[1:n + 1] > trusted))
+        open_[1:n + 1] |= untrusted
+    return required, top_tol, stuck, open_
+
+
 def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=False, guard=False,
            cold=False, guard_index=None, random_columns=None):
     """Expand ``space`` until the wanted Ritz pairs meet ``tol``.
@@ -496,61 +581,10 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
                 random_guard = full.index(j)
         Rt = space.residual_rows(Y[:, full], theta[full])
         rnorm = _row_norms(Rt).double().cpu().numpy()
-        radius = np.max(np.abs(theta))
-        floor = resolvable_tol(op.dtype) * radius
-        radii = None  # a guarded solve narrows each gap by the residual norm on its far side
-        if use_guard:
-            radii = np.zeros(len(theta))
-            radii[index + guards] = rnorm[:len(index) + len(guards)]
-        raw = _error_bounds(theta, rnorm[:len(index)], index, use_gap=not interior, radii=radii)
-        bounds = np.maximum(raw, floor)
-        # relative to the eigenvalue, but never below a small fraction of the largest wanted one
-        # (see _ZERO_FLOOR): a (near-)zero eigenvalue of a rank-deficient Hessian has no
-        # relative accuracy
-        largest = np.max(np.abs(theta[index]))
-        zero = _ZERO_FLOOR * (largest if largest > _ZERO_WANTED * floor else radius)
-        scale = radius if interior else np.maximum(np.abs(theta[index]), zero)
-        required = (tols if tols.ndim == 0 else tols[:len(index)]) * scale
-        if not interior:
-            # such an eigenvalue is certified down to the rounding floor at most: tol * 1e-3 *
-            # its scale below it (tol < 4.8e-4 in float32) never converged, all budget spent
-            required = np.where(np.abs(theta[index]) < zero, np.maximum(required, floor), required)
-        open_ = bounds > required
-        # a pair whose tolerance lies below the rounding floor and whose bound has reached it:
-        # no further product can certify it (see "Rounding"). It no longer keeps the solve
-        # going, and the solve ends unconverged.
-        stuck = open_ & (required < floor) & (raw <= floor)
-        open_ = open_ & ~stuck
-        if neighbours:
-            # a neighbour whose residual interval reaches below the bottom Ritz value by more
-            # than the tolerance may hold weight on an eigenvalue below it
-            open_ = np.append(open_, theta[neighbours] - rnorm[len(index):] < theta[index[0]] - required)
-        # the top Ritz value's accuracy, never below the rounding floor
-        top_tol = max((tols if tols.ndim == 0 else tols[0]) * scale[0], floor) if not interior else 0
-        if use_guard:
-            guard_scale = scale[-1] if np.ndim(scale) else scale
-            guard_open = rnorm[len(index):] > max(_GUARD_TOL * guard_scale, floor)
-            if random_pair is not None:
-                guard_open[-1] = rnorm[random_pair] > top_tol
-            if random_guard is not None:  # both tests ("The random vector's pair")
-                guard_open[random_guard - len(index)] |= rnorm[random_guard] > top_tol
-            open_ = np.append(open_, guard_open)
-            # a pair whose residual interval reaches above the top Ritz value may hold weight
-            # on an eigenvalue above it: keep it open
-            ceiling = theta[0] + top_tol
-            reach = theta[full] + rnorm > ceiling
-            reach[0] = False
-            open_ = open_ | reach
-            if cold:
-                # a wanted pair accepted by its quadratic bound alone (its residual above the
-                # tolerance) leans on the gap to the pair below: that pair stays open until its
-                # residual is a fraction of the gap ("Trusting a gap")
-                n = len(index)
-                trusted = np.maximum.reduce([(tols if tols.ndim == 0 else tols[:n]) * np.abs(theta[1:n + 1]),
-                                             np.full(n, floor), _TRUSTED_GAP * (theta[:n] - theta[1:n + 1])])
-                untrusted = (~open_[:n] & (required >= floor) & (np.maximum(rnorm[:n], floor) > required)
-                             & (rnorm[1:n + 1] > trusted))
-                open_[1:n + 1] |= untrusted
+        floor = resolvable_tol(op.dtype) * np.max(np.abs(theta))
+        required, top_tol, stuck, open_ = _open_pairs(
+            theta, rnorm, full, len(index), len(guards) if use_guard else 0, len(neighbours), tols, floor,
+            interior=interior, cold=cold, random_pair=random_pair, random_guard=random_guard)
         enough = len(theta) >= n_wanted
         budget = max_products - space.n_products
         if enough and not open_.any():

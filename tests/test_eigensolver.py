@@ -458,6 +458,45 @@ def test_a_gap_is_narrowed_by_the_residual_on_its_far_side():
     assert middle[0] == pytest.approx(0.01 ** 2 / 0.02)
 
 
+def test_acceptance_rules_on_hand_computed_ritz_pairs():
+    """`_open_pairs`, the solver's acceptance test, on Ritz values and residual norms worked
+    out by hand (tol 1e-3 of |theta| = 10, so 0.01; the guard tolerance 3e-2 of 10, 0.3)."""
+    from sklearn_eos._eigensolver import _open_pairs
+
+    tols, floor = np.array([1e-3]), 1e-12
+
+    def verdict(theta, rnorm, n_guards, cold=False, tols=tols, floor=floor):
+        full = list(range(1 + n_guards))
+        return _open_pairs(np.array(theta), np.array(rnorm), full, 1, n_guards, 0, tols, floor,
+                           interior=False, cold=cold)
+
+    # the quadratic bound: 0.05^2 / 2 = 1.25e-3 <= 0.01 accepts what 0.05 alone would not
+    required, top_tol, stuck, open_ = verdict([10.0, 8.0, 1.0], [0.05], 0)
+    assert required[0] == pytest.approx(0.01) and top_tol == pytest.approx(0.01)
+    assert not open_[0] and not stuck[0]
+    assert verdict([10.0, 8.0, 1.0], [0.2], 0)[3][0]  # 0.2^2 / 2 = 0.02 > 0.01
+    # a guard below, 0.1 away with a residual of 0.09: the gap shrinks to 0.01, so the top's
+    # bound is its residual 0.02 (open); unguarded the gap is 0.1 and 0.02^2 / 0.1 accepts
+    np.testing.assert_array_equal(verdict([10.0, 9.9, 1.0], [0.02, 0.09], 1)[3], [True, False])
+    assert not verdict([10.0, 9.9, 1.0], [0.02], 0)[3][0]
+    # the guard's own test (0.35 > 0.3), and a guard whose interval reaches above the top Ritz
+    # value plus its tolerance (9.95 + 0.1 > 10.01) stays open below the guard tolerance
+    assert verdict([10.0, 5.0, 1.0], [1e-4, 0.35], 1)[3][1]
+    assert not verdict([10.0, 5.0, 1.0], [1e-4, 0.25], 1)[3][1]
+    assert verdict([10.0, 9.95, 1.0], [1e-4, 0.1], 1)[3][1]
+    # a cold solve does not lean on a gap until the pair below has settled: the top is accepted
+    # by 0.02^2 / (0.1 - 0.05) = 0.008 with its residual 0.02 above 0.01, and the pair below's
+    # residual 0.05 exceeds 0.1 of the gap (0.01), so it stays open; a warm solve accepts both
+    np.testing.assert_array_equal(verdict([10.0, 9.9, 1.0], [0.02, 0.05], 1, cold=True)[3], [False, True])
+    np.testing.assert_array_equal(verdict([10.0, 9.9, 1.0], [0.02, 0.05], 1)[3], [False, False])
+    # a tolerance below the rounding floor: once the bound reaches the floor the pair is stuck,
+    # no longer open (the solve ends unconverged)
+    _, top_tol, stuck, open_ = verdict([10.0, 8.0, 1.0], [1e-7], 0, tols=np.array([1e-9]), floor=4.8e-6)
+    assert stuck[0] and not open_[0] and top_tol == pytest.approx(4.8e-6)
+    _, _, stuck, open_ = verdict([10.0, 8.0, 1.0], [1e-2], 0, tols=np.array([1e-9]), floor=4.8e-6)
+    assert open_[0] and not stuck[0]
+
+
 def cluster_hessian():
     """The dense Hessian (float64) of ``benchmarks/bench_cold_cluster.py``'s classifier: a
     53-parameter sigmoid MLP whose top three eigenvalues lie within 2% (2.0666, 2.0586, 2.0298)."""
