@@ -21,9 +21,10 @@ initialisation (``lr_units='threshold'``):
   top eigenvectors turn.
 
 Both track the top-3 eigenpairs every 25 steps, with a tight solver tolerance
-(``sharpness_tol=1e-5``; eigenvalues 2 and 3 are resolved to 100 times that, so that the
-depth-1 cosines come out as 1 to about four digits rather than to the default 10%);
-`RotationDisplay` plots, between consecutive measurements, the absolute cosine of each
+(``sharpness_tol=1e-5``; eigenvalues 2 and 3 are resolved to 100 times that, rather than to
+the default 10%). The depth-1 cosines would come out as 1 to about seven digits at the
+default tolerance too: its Hessian is constant, and a warm start from its eigenvectors
+converges at once. `RotationDisplay` plots, between consecutive measurements, the absolute cosine of each
 eigenvector with its predecessor and the overlap of the top-3 eigenspaces. A single-output
 regression is used on purpose: with a one-hot *classification* target the depth-1 Hessian is
 ``I_C (x) X^T X / n``, each eigenvalue is C-fold degenerate, and "the" top eigenvectors are

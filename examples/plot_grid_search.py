@@ -21,6 +21,7 @@ and the plot show which cells diverged.
 import os
 import warnings
 
+import matplotlib.pyplot as plt
 import pandas as pd
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
@@ -76,22 +77,30 @@ print(f"best fit: initial sharpness {best.initial_sharpness_:.3f}, absolute lr {
       f"{best.n_instabilities_} instabilities, decay at step {best.decay_step_}, diverged={best.diverged_}")
 
 # %%
-# The same table as a plot, the threshold at initialisation marked, and a red cross on
-# every cell where at least one of the three fits diverged.
+# The same table as a plot, the threshold at initialisation marked. The accuracy axis spans
+# the fits that did not diverge, so that the decay times can be told apart; a cell where at
+# least one of the three fits diverged is drawn as a red cross at the bottom edge instead
+# (its score, far below the others, is in the table).
 labels = {c: "never decayed" if c == "never" else f"decay after {c} instabilit{'y' if c == 1 else 'ies'}"
           for c in scores.columns}
-ax = scores.rename(columns=labels).plot(marker="o", logx=True, figsize=(6, 4))
+kept = scores.where(diverged == 0)
+fig, ax = plt.subplots(figsize=(6, 4))
+for column, style, size in zip(scores.columns, ["o-", "s--", "^:"], [9, 6, 4]):
+    # the later lines smaller and on top: equal cells (below the threshold) stay visible
+    ax.plot(kept.index, kept[column], style, markersize=size, label=labels[column])
+ax.set_xscale("log")
+ax.set_xlabel("lr / threshold")
 ax.axvline(1.0, color="gray", linestyle="--", label="threshold at init")
-label = "diverged (1 or more folds)"
-for column in scores.columns:
-    hit = diverged[column] > 0
-    if hit.any():
-        ax.scatter(scores.index[hit], scores[column][hit], marker="x", s=80, color="tab:red", zorder=3,
-                   label=label)
-        label = "_nolegend_"  # one legend entry
+low, high = kept.min().min(), kept.max().max()
+pad = max(0.15 * (high - low), 0.01)
+ax.set_ylim(low - 2 * pad, high + pad)
+hit = (diverged > 0).any(axis=1)
+if hit.any():
+    ax.scatter(scores.index[hit], [low - 1.5 * pad] * int(hit.sum()), marker="x", s=80, color="tab:red",
+               zorder=3, clip_on=False, label="diverged (1 or more folds; score in the table)")
 ax.set_xticks([], minor=True)  # plain tick labels at the grid's rates, not 6x10^-1 ...
 ticks = sorted({*scores.index, 1.0})  # the grid's rates and the threshold
 ax.set_xticks(ticks, [f"{lr:g}" for lr in ticks])
 ax.set_ylabel("CV accuracy")
 ax.legend(fontsize="small")
-ax.figure.tight_layout()
+fig.tight_layout()
