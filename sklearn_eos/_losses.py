@@ -45,7 +45,8 @@ class HalfSquaredError(nn.Module):
     """``0.5 * sum over outputs of (input - target)**2``, mean over examples.
 
     A 1-D input is one output per example; ``target`` is reshaped to ``input``'s shape, or is
-    a pair ``(target, weight)`` for the weighted mean (see the module notes).
+    a pair ``(target, weight)``: the loss is then the mean of ``weight_i * loss_i``, the
+    weighted mean when the weights average 1, as `~sklearn_eos.FullBatch` scales them.
     """
 
     def forward(self, input, target):
@@ -62,11 +63,13 @@ class HalfSquaredError(nn.Module):
 class CrossEntropy(nn.Module):
     """Mean softmax cross-entropy against class indices.
 
-    Equal to ``torch.nn.functional.cross_entropy`` (value exactly, gradient to rounding) and
-    built from plain differentiable operations, so Hessian-vector products go through it; on
-    the CPU it is about 40% faster than ``log_softmax`` on few classes
-    (``benchmarks/bench_gd_step.py``). ``target`` may be a pair ``(target, weight)`` for the
-    weighted mean (see the module notes).
+    Equal to ``torch.nn.functional.cross_entropy`` to rounding (value and gradient; the value
+    can differ in its last bit or two) and built from plain differentiable operations, so
+    Hessian-vector products go through it. On the CPU (one thread, torch 2.13, forward and
+    backward) it took 0.6 of ``cross_entropy``'s time on 1257 x 10 logits, 0.35 on 4000 x 10
+    and 0.73 on 5000 x 2, but 1.18 on 1000 x 3. ``target`` may be a pair ``(target,
+    weight)``: the loss is then the mean of ``weight_i * loss_i``, the weighted mean when the
+    weights average 1, as `~sklearn_eos.FullBatch` scales them.
     """
 
     def forward(self, input, target):

@@ -75,7 +75,8 @@ def eigenvector_cosines(U, V):
 
 
 def subspace_overlap(U, V):
-    """Overlap ``||U^T V||_F^2 / k`` of two k-dimensional subspaces.
+    """Overlap ``||U^T V||_F^2 / max(k, l)`` of a k- and an l-dimensional subspace (``/ k``
+    for two of dimension k).
 
     Parameters
     ----------

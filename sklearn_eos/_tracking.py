@@ -194,15 +194,19 @@ class SharpnessTracker(ParamsCallback):
         eigenvector (``benchmarks/bench_guard.py``: at the default guard none of 48 misses
         with k=2 or 3, at a looser one 2 with k=2 against 1 with 3).
     tol : float, default=1e-3
-        Relative accuracy of the sharpness (the top eigenvalue). Below four machine epsilons
-        of the net's dtype (4.8e-7 for float32), relative to the largest eigenvalue in
-        magnitude, no measurement can certify it: it ends, ``'converged'`` False, as soon as
-        its error bound reaches that floor (as does a sharpness within ten such floors of
-        zero, see `certified_sharpness`). The certificate is for the Hessian products as the
-        net's dtype computes them: a float32 network saturated far past the edge of stability
-        computes them with more than rounding error.
+        Relative accuracy of the sharpness (the top eigenvalue). No measurement can certify
+        an error below the rounding floor, four machine epsilons of the net's dtype (4.8e-7
+        for float32) times the largest eigenvalue in magnitude: where ``tol`` times the
+        sharpness lies below it, the measurement ends, ``'converged'`` False, as soon as its
+        error bound reaches that floor (as does a sharpness within ten such floors of zero,
+        see `certified_sharpness`; an exactly zero Hessian is measured exactly, converged).
+        The same floor holds for eigenvalues 2..k at ``rest_tol``. The certificate is for
+        the Hessian products as the net's dtype computes them: a float32 network saturated
+        far past the edge of stability computes them with more than rounding error.
     rest_tol : float or None, default=0.1
-        Relative accuracy of eigenvalues 2..k (None: ``tol``). Resolving the whole
+        Relative accuracy of eigenvalues 2..k (None: ``tol``; with a small ``tol`` in
+        float32, a ``lambda_k`` well below the sharpness then falls under the rounding floor
+        and leaves every measurement unconverged). Resolving the whole
         near-degenerate top cluster to 1e-3 costs two to two and a half times as many HVPs
         as the sharpness alone; the looser block is still a good warm start, and the top
         eigenvector (``'cosine'``) is as accurate, but ``'subspace_overlap'`` then carries
