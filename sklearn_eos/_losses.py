@@ -66,8 +66,9 @@ class CrossEntropy(nn.Module):
     Equal to ``torch.nn.functional.cross_entropy`` to rounding (value and gradient; the value
     can differ in its last bit or two) and built from plain differentiable operations, so
     Hessian-vector products go through it. On the CPU (one thread, torch 2.13, forward and
-    backward) it took 0.6 of ``cross_entropy``'s time on 1257 x 10 logits, 0.35 on 4000 x 10
-    and 0.73 on 5000 x 2, but 1.18 on 1000 x 3. ``target`` may be a pair ``(target,
+    backward) it took 0.4-0.6 of ``cross_entropy``'s time on 1257 x 10 logits, 0.3 on 4000 x
+    10 and 0.7 on 5000 x 2, but 1.2-1.5 on 1000 x 3 (``benchmarks/bench_cross_entropy.py``,
+    two runs). ``target`` may be a pair ``(target,
     weight)``: the loss is then the mean of ``weight_i * loss_i``, the weighted mean when the
     weights average 1, as `~sklearn_eos.FullBatch` scales them.
     """
