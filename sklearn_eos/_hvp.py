@@ -17,7 +17,8 @@ MLP 64-200-200-10 tanh, each product timed right after a gradient): a fresh doub
 ``benchmarks/bench_tracking.py``). What is kept:
 
 * one chunk: the gradient graph (or the R-operator's factors) is built lazily on the first
-  product and kept until the parameters change (detected through their version counters) or
+  product (or :meth:`FullBatchHessian.gradient`, which reads the gradient from it) and kept
+  until the parameters change (detected through their version counters) or
   :meth:`FullBatchHessian.close`;
 * several chunks: keeping every chunk's graph would cost the memory that chunking is meant to
   save, so each call of :meth:`~FullBatchHessian.matmat` re-builds the chunks' graphs one at a
@@ -80,6 +81,7 @@ class _AutogradCurvature:
 
     def __init__(self, grads, params):
         self.params = params
+        self.grads = grads
         # parameters whose gradient depends on the parameters (else a zero Hessian block)
         self.index = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
         self.outputs = [grads[i] for i in self.index]
@@ -93,6 +95,12 @@ class _AutogradCurvature:
         with torch.no_grad():
             for out, h in zip(out_parts, hv):
                 out.zero_() if h is None else out.copy_(_dense(h))
+
+    @torch.no_grad()
+    def gradient(self, out_parts):
+        """Write the gradient itself (the graph's values) into ``out_parts``."""
+        for out, g in zip(out_parts, self.grads):
+            out.zero_() if g is None else out.copy_(_dense(g))
 
 
 def _uses_weight_norm(module):
@@ -419,14 +427,18 @@ class FullBatchHessian:
         return self._graph[2]
 
     # ----------------------------------------------------------------- products
-    def _apply(self, curvature, V, out):
+    def _apply(self, curvature, V, out, hv=None):
         """Add the chunk's ``H v`` for each column ``v`` of ``V`` into ``out`` (``curvature``:
-        an `MLPCurvature` or an `_AutogradCurvature`)."""
-        hv = torch.empty(self.dim, dtype=self.dtype, device=self.device)
-        hv_parts = _unflatten(hv, self.params)
+        an `MLPCurvature` or an `_AutogradCurvature`), through the buffer ``hv`` (dim,); without
+        one, write the products into ``out``'s columns, which must be contiguous."""
+        hv_parts = None if hv is None else _unflatten(hv, self.params)
         for j in range(V.shape[1]):
-            curvature.product(_unflatten(V[:, j].contiguous(), self.params), hv_parts)
-            out[:, j] += hv
+            parts = _unflatten(V[:, j].contiguous(), self.params)
+            if hv is None:
+                curvature.product(parts, _unflatten(out[:, j], self.params))
+            else:
+                curvature.product(parts, hv_parts)
+                out[:, j] += hv
 
     def matmat(self, V):
         """Hessian times a block of vectors.
@@ -444,12 +456,15 @@ class FullBatchHessian:
         V = torch.as_tensor(V).to(dtype=self.dtype, device=self.device)  # numpy arrays too
         if V.ndim != 2 or V.shape[0] != self.dim:
             raise ValueError(f"expected a ({self.dim}, m) block, got shape {tuple(V.shape)}")
-        out = torch.zeros_like(V)
         if len(self.chunks) == 1:
+            # written in place, column by column: rows of (m, dim) seen as (dim, m) columns
+            out = torch.empty(V.shape[1], self.dim, dtype=self.dtype, device=self.device).T
             self._apply(self._cached_curvature(), V, out)
         else:
+            out = torch.zeros_like(V)
+            hv = torch.empty(self.dim, dtype=self.dtype, device=self.device)
             for curvature in self._curvatures():
-                self._apply(curvature, V, out)
+                self._apply(curvature, V, out, hv)
                 del curvature
         self.n_products += V.shape[1]
         return out
@@ -469,7 +484,15 @@ class FullBatchHessian:
             return float(sum(loss.detach() for loss in self._chunk_losses()))
 
     def gradient(self):
-        """Full-batch gradient at the current parameters, a flat (dim,) tensor."""
+        """Full-batch gradient at the current parameters, a flat (dim,) tensor.
+
+        With one chunk it is read from the factors that the products reuse (`MLPCurvature`'s,
+        or the gradient graph's values), built and kept for them if they are not yet: a
+        measurement that starts from the gradient pays no pass of its own for it."""
+        if len(self.chunks) == 1:
+            total = torch.empty(self.dim, dtype=self.dtype, device=self.device)
+            self._cached_curvature().gradient(_unflatten(total, self.params))
+            return total
         with self._pass():
             total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)  # not an inference tensor
             for loss in self._chunk_losses():

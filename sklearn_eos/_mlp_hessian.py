@@ -260,6 +260,19 @@ class MLPCurvature:
         return (pR - self.p * pR.sum(dim=1, keepdim=True)) * self.scale
 
     @torch.no_grad()
+    def gradient(self, out_parts):
+        """Write the chunk's share of the full-batch gradient into ``out_parts`` (one tensor
+        per parameter, shaped like it), from the factors: ``g_l^T a_l`` for a weight, the
+        column sums of ``g_l`` for a bias. Two of the gradient's matrix products per layer, no
+        forward pass (the factors hold it)."""
+        k = 0
+        for i, (linear, _, _) in enumerate(self.layers):
+            torch.mm(self.g[i].T, self.a[i], out=out_parts[k])
+            if linear.bias is not None:
+                torch.sum(self.g[i], dim=0, out=out_parts[k + 1])
+            k += 1 + (linear.bias is not None)
+
+    @torch.no_grad()
     def product(self, parts, out_parts):
         """Write ``H v`` into ``out_parts`` (one tensor per parameter, shaped like it), for
         ``v`` given as ``parts`` in the same layout."""

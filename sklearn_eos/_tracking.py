@@ -182,7 +182,8 @@ class SharpnessTracker(ParamsCallback):
         Steps between measurements. Each warm-started measurement (every one after the first,
         and the first with ``start``) starts from the previous eigenvectors and the full-batch
         gradient at the measured point, each parameter tensor's part scaled to unit norm, in
-        the place of a random vector (one gradient's pass; `gradient_probe`): eigenvectors
+        the place of a random vector (`gradient_probe`; read from the factors that the
+        products reuse, no pass of its own, unless the data are chunked): eigenvectors
         that have lost the top of the spectrum, inside a top cluster a few percent wide or
         from far back, returned lambda_2 as the sharpness, converged, far more often with a
         random vector (``benchmarks/bench_tracker_misses.py``: 8 of 340 warm measurements

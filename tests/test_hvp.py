@@ -541,3 +541,65 @@ def test_data_created_in_inference_mode_is_refused_clearly():
         X, y = torch.randn(5, 3), torch.randn(5, 1)
     with pytest.raises(ValueError, match="created under torch.inference_mode"):
         FullBatchHessian(module, HalfSquaredError(), [(X, y)])
+
+
+class _Scaled(torch.nn.Module):
+    """A forward of its own, so that the operator takes autograd's path."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, X):
+        return 1.5 * self.inner(X)
+
+
+@pytest.mark.parametrize("path", ["r-operator", "autograd"])
+@pytest.mark.parametrize("loss_name", ["mse", "cross_entropy", "weighted mse"])
+def test_gradient_from_the_product_factors_is_the_loss_gradient(path, loss_name):
+    """With one chunk, ``gradient()`` is read from the factors the products reuse (the warm
+    measurement's probe then costs no forward pass of its own): it must equal autograd's
+    gradient of the loss, for both kinds of factors, with sample weights too, and leave the
+    cached factors in place for the products that follow."""
+    from sklearn_eos._losses import CrossEntropy
+
+    model = tiny_mlp(3)
+    if path == "autograd":
+        model = _Scaled(model)
+    X, y = data(3, n=13, classes=loss_name == "cross_entropy")
+    loss_fn = CrossEntropy() if loss_name == "cross_entropy" else HalfSquaredError()
+    if loss_name == "weighted mse":
+        y = (y, torch.linspace(0.2, 1.8, 13, dtype=torch.float64))
+    H = FullBatchHessian(model, loss_fn, [(X, y)])
+    assert H.method == path
+    grads = torch.autograd.grad(loss_fn(model(X), y), list(model.parameters()))
+    expected = torch.cat([g.reshape(-1) for g in grads])
+    v = torch.randn(H.dim, dtype=torch.float64)
+    before = H.matvec(v)
+    factors = H._graph[2]
+    gradient = H.gradient()
+    assert H._graph[2] is factors  # read from them, not rebuilt
+    torch.testing.assert_close(gradient, expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(H.matvec(v), before, rtol=0, atol=0)
+    # before any product: the same, and the factors stay for the products
+    H = FullBatchHessian(model, loss_fn, [(X, y)])
+    torch.testing.assert_close(H.gradient(), expected, rtol=1e-12, atol=1e-14)
+    factors = H._graph[2]
+    torch.testing.assert_close(H.matvec(v), before, rtol=1e-12, atol=1e-14)
+    assert H._graph[2] is factors
+
+
+def test_block_products_fill_every_column():
+    """Single-chunk products are written straight into the result's columns (no zeroed
+    buffer, no accumulation): every column must hold its own product, whatever the block's
+    strides, and equal the exact Hessian's."""
+    model = tiny_mlp(4)
+    X, y = data(4)
+    H_exact = exact_hessian(model, mse, X, y)
+    H = FullBatchHessian(model, mse, [(X, y)])
+    V = torch.randn(5, H.dim, dtype=torch.float64)
+    for block in (V.T, V.T.contiguous(), V.T[:, ::2]):
+        out = H.matmat(block)
+        assert out.shape == block.shape and bool(torch.isfinite(out).all())
+        torch.testing.assert_close(out, H_exact @ block, rtol=1e-10, atol=1e-12)
+    assert H.matmat(torch.empty(H.dim, 0, dtype=torch.float64)).shape == (H.dim, 0)
