@@ -61,6 +61,15 @@ def _tensors_to_cpu(obj):
             setattr(obj, name, value.cpu())
 
 
+def _is_table(y):
+    """Whether ``y`` is 2-D with more than one column (a list of rows too)."""
+    try:
+        shape = np.shape(y)
+    except ValueError:  # ragged rows
+        return False
+    return len(shape) == 2 and shape[1] > 1
+
+
 def _validate_float_data(estimator, X, *args, **kwargs):
     """scikit-learn's `validate_data` for ``X`` (and ``y`` in ``args``) as float32 or float64
     (anything else becomes float64). An array of strings is refused first, as
@@ -582,6 +591,12 @@ class BaseEoS(BaseEstimator):
         except ValueError as exc:
             if reuse:
                 raise ValueError(f"warm_start=True needs data that fit the previous model: {exc}") from exc
+            if not self._multi_output_y and _is_table(y):
+                # sklearn's "y should be a 1d array" said what, not what to do instead
+                raise ValueError(
+                    f"{exc} {type(self).__name__} takes one label per sample; for multilabel or "
+                    f"multioutput targets wrap it in sklearn.multioutput.MultiOutputClassifier "
+                    f"(one classifier per column).") from exc
             raise
         weights, rows = _weighted_rows(sample_weight, X, torch_dtype)
         targets, n_outputs, target_attrs = self._prepare_targets(y, rows)

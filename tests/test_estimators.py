@@ -731,6 +731,13 @@ def test_bad_y():
     _assert_fails_before_training(EoSClassifier(max_iter=2), X, np.full(len(X), "only"),
                                   "one class.*'only'")
     _assert_fails_before_training(EoSClassifier(max_iter=2), X, y[:5], "inconsistent numbers of samples")
+    # multilabel targets: scikit-learn's 1-D message, and where to go instead
+    labels = (np.column_stack([y, -y]) > 0).astype(int)
+    for target in (labels, labels.tolist()):
+        _assert_fails_before_training(EoSClassifier(max_iter=2), X, target,
+                                      "1d array.*MultiOutputClassifier")
+    _assert_fails_before_training(EoSClassifier(max_iter=2), X, labels[:, :1] + 0.5,
+                                  "Unknown label type")
     # a sparse y gets scikit-learn's message (it used to reach np.asarray: "setting an array
     # element with a sequence")
     scipy_sparse = pytest.importorskip("scipy.sparse")
