@@ -98,8 +98,10 @@ for name, model in fits.items():
 
 # %%
 # The two rotation histories side by side.
-# (The depth-1 panel's curves all lie on top of each other at 1; one legend, on the right.)
-fig, axes = plt.subplots(1, 2, figsize=(14, 4), sharey=True, layout="constrained")
+# (The depth-1 panel's curves all lie on top of each other at 1; one legend, on the right.
+# Both fits ran the same steps: one step axis, which the deep fit's shaded instabilities would
+# otherwise stretch back to step 0 on its panel alone.)
+fig, axes = plt.subplots(1, 2, figsize=(14, 4), sharex=True, sharey=True, layout="constrained")
 for ax, (name, model) in zip(axes, fits.items()):
     RotationDisplay.from_estimator(model, ax=ax, name=name)
 axes[0].get_legend().remove()
