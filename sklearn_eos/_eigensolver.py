@@ -630,8 +630,8 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
             if j == 0:
                 edge_theta = theta[full[0]]
         else:
-            Wt = Rt[:budget]
-        if not enough or space.extend_rows(Wt) == 0:
+            Wt = None  # fewer Ritz pairs than wanted: random vectors, below
+        if Wt is None or space.extend_rows(Wt) == 0:
             n_new = min(budget, max(1, n_wanted - len(theta)))
             W = torch.randn(op.dim, n_new, generator=generator, dtype=op.dtype).to(op.device)
             if space.extend(W) == 0:
@@ -1101,6 +1101,11 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
             W = torch.cat([S, probe[:, None], rand(n_random - 1)], dim=1)
             if space.extend(W) < W.shape[1]:
                 space.extend(rand(1))  # a column in the span of the others: the random vector after all
+        # a rank-deficient block (zero or repeated columns) left fewer than k columns: random
+        # ones up to k, as a cold start has whatever the budget (a budget smaller than k
+        # returned fewer than k pairs, and a tracker's rotation metrics failed on them)
+        while space.size < k:
+            n_random += space.extend(rand(k - space.size))
     # a start block wider than k: guards down to the first pair below it ("Wide start blocks");
     # and guards down to the fourth pair at least ("Guards down to the fourth pair")
     guard_index = max(k if start is None else max(k, space.size - n_random), _MIN_GUARD_INDEX)

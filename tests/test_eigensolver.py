@@ -952,3 +952,27 @@ def test_the_warm_top_pair_rule_only_adds_products_and_never_lowers_theta_1(monk
         else:
             ran += 1
     assert ran >= 2
+
+
+@pytest.mark.parametrize("block", ["zeros", "repeated"])
+@pytest.mark.parametrize("max_products", [1, 2, 300])
+def test_rank_deficient_start_returns_k_pairs_whatever_the_budget(block, max_products):
+    """Zero or repeated start columns drop out of the basis; with a budget below k the solve
+    returned fewer than the k pairs its result promises. Now k orthonormal Ritz pairs come
+    back, unconverged on a tiny budget, and the exact top three on an ample one."""
+    A = torch.diag(torch.arange(1.0, 22.0, dtype=torch.float64))
+    column = torch.randn(21, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    start = torch.zeros(21, 3, dtype=torch.float64) if block == "zeros" else column.repeat(1, 3)
+    result = top_eigenpairs(MatrixOperator(A), k=3, start=start, max_products=max_products,
+                            generator=torch.Generator().manual_seed(0))
+    assert result.eigenvalues.shape == (3,) and result.eigenvectors.shape == (21, 3)
+    U = result.eigenvectors
+    torch.testing.assert_close(U.T @ U, torch.eye(3, dtype=torch.float64), atol=1e-10, rtol=0)
+    # Ritz values: each the Rayleigh quotient of its vector, within the spectrum
+    np.testing.assert_allclose(result.eigenvalues, torch.diag(U.T @ A @ U).numpy(), rtol=1e-10)
+    assert np.all(np.diff(result.eigenvalues) <= 0) and result.eigenvalues[-1] >= 1
+    if max_products < 3:
+        assert not result.converged
+    else:
+        assert result.converged
+        np.testing.assert_allclose(result.eigenvalues, [21, 20, 19], rtol=1e-3)

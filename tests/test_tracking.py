@@ -1298,3 +1298,28 @@ def test_the_tracker_on_a_plain_skorch_net_measures_what_its_training_step_compu
     with pytest.raises(TypeError, match=r"would run minibatches \(batch_size=None"):
         tracked(NeuralNetClassifier, _Tempered, tol=1e-3, criterion=torch.nn.CrossEntropyLoss,
                 batch_size=None).fit(Xi.astype(np.float32), yi)
+
+
+@pytest.mark.parametrize("block", ["zeros", "repeated"])
+def test_a_rank_deficient_start_with_a_tiny_budget_still_records_k_eigenvalues(block):
+    """A start block of zero or repeated columns left fewer than k basis columns, and a budget
+    below k then returned fewer than k pairs: the second measurement's rotation metrics failed
+    ("U and V must have the same number of columns", coverage review of session 33). The
+    block is topped up with random columns to k, as a cold start is."""
+    X, y = load_digits(n_class=3, return_X_y=True)
+    X = StandardScaler().fit_transform(X[:, :4])[:60]
+    n_params = 4 * 16 + 16 + 16 * 3 + 3
+    column = np.random.RandomState(0).randn(n_params, 1)
+    start = np.zeros((n_params, 3)) if block == "zeros" else np.repeat(column, 3, axis=1)
+    tracker = SharpnessTracker(every=1, k=3, max_products=2, start=start, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # 2 products cannot converge
+        clf = EoSClassifier(hidden_layer_sizes=(16,), max_iter=3, sharpness_every=0,
+                            callbacks=[tracker], random_state=0).fit(X, y[:60])
+    history = tracker.history_
+    assert len(history["step"]) == 4
+    for column in ("sharpness", "eig_2", "eig_3"):
+        assert np.isfinite(history[column]).all()
+    assert (history["sharpness"] >= history["eig_2"]).all()
+    assert np.isfinite(tracker.rotation_history_["subspace_overlap"]).all()
+    assert clf.n_iter_ == 3
