@@ -36,6 +36,7 @@ import functools
 import warnings
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -148,6 +149,15 @@ def _tensors(data):
     return []
 
 
+def _holds_arrays(data):
+    """Whether ``data`` (a chunk list, nested as `_tensors` reads it) holds a numpy array."""
+    if isinstance(data, np.ndarray):
+        return True
+    if isinstance(data, dict):
+        data = list(data.values())
+    return isinstance(data, (tuple, list)) and any(_holds_arrays(item) for item in data)
+
+
 def _n_examples(X, y):
     """Number of examples in a chunk, None when it cannot be told. Candidates: the first axis
     of ``X`` (a tensor), or, for a tuple, list or dict of inputs, the first axis its tensors
@@ -207,7 +217,8 @@ class FullBatchHessian:
         the package's losses, or the pair ``(target, sample_weight)`` that a weighted
         `~sklearn_eos.FullBatch` holds). With several chunks, each is weighted by its number
         of examples: the first axis of ``y``, which must match the first axis of ``X``, the
-        one its tensors share, or its length (a ``ValueError`` otherwise).
+        one its tensors share, or its length (a ``ValueError`` otherwise). numpy arrays are
+        refused (a ``TypeError``): convert them with ``torch.as_tensor``.
     params : list of torch.Tensor, optional
         Parameters w.r.t. which the Hessian is taken, flattened in this order; each must
         have ``requires_grad`` (a ``ValueError`` otherwise), and the loss must depend on one
@@ -264,6 +275,10 @@ class FullBatchHessian:
         self.module = module
         self.loss_fn = loss_fn
         chunks = list(chunks)
+        if _holds_arrays(chunks):
+            # they passed here and failed at the first product, in torch's own words
+            raise TypeError("the chunks hold numpy arrays: pass torch tensors "
+                            "(torch.as_tensor(X, dtype=...)) in the module's dtype and device.")
         if any(t.is_inference() for t in _tensors(chunks)):
             # autograd cannot save them, and they have no version counter to watch
             raise ValueError("the chunks hold tensors created under torch.inference_mode(), which "

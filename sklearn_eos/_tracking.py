@@ -113,12 +113,13 @@ def check_start(start, module):
         return None
     block = torch.as_tensor(start)
     n_params = n_trained_parameters(module)
+    shape = tuple(block.shape)  # as given: a 1-D start is one column
     if block.ndim == 1:
         block = block[:, None]
     if block.ndim != 2 or block.shape[0] != n_params:
-        raise ValueError(f"start must have shape (n_params, m) with n_params={n_params} (the "
-                         f"module's parameters with requires_grad, flattened); got shape "
-                         f"{tuple(block.shape)}.")
+        raise ValueError(f"start must have shape (n_params, m) or (n_params,) with "
+                         f"n_params={n_params} (the module's parameters with requires_grad, "
+                         f"flattened); got shape {shape}.")
     if not torch.isfinite(block).all():
         raise ValueError("start contains NaN or infinite values.")
     return block

@@ -236,6 +236,20 @@ def test_chunks_refuse_losses_that_are_not_plain_means(loss_fn):
                                    rtol=1e-10, atol=1e-12)
 
 
+def test_chunks_take_torchs_plain_cross_entropy():
+    """The other side of the refusals above: torch's CrossEntropyLoss with neither class
+    weights nor targets at its ignore_index is a plain mean, so chunks weighted by their sizes
+    give the exact full-batch Hessian."""
+    model, X, _ = _regression_problem()
+    y = torch.tensor([0, 1, 2] * 10)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    v = torch.randn(sum(p.numel() for p in model.parameters()), 2, dtype=torch.float64)
+    with FullBatchHessian(model, loss_fn, [(X[:7], y[:7]), (X[7:19], y[7:19]), (X[19:], y[19:])]) as H:
+        assert H.method == "autograd"
+        torch.testing.assert_close(H.matmat(v), exact_hessian(model, loss_fn, X, y) @ v,
+                                   rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e-25), (torch.float64, 1e-200)])
 def test_an_operator_of_tiny_scale_is_solved_not_accepted_at_its_first_ritz_value(dtype, scale):
     """Residual norms whose squares underflow once read 0, and a first Ritz value from a

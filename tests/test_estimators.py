@@ -20,7 +20,7 @@ import torch
 from skorch.callbacks import Callback
 from sklearn.base import clone
 from sklearn.datasets import load_digits, load_iris, make_blobs, make_regression
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -736,8 +736,9 @@ def test_bad_y():
     for target in (labels, labels.tolist()):
         _assert_fails_before_training(EoSClassifier(max_iter=2), X, target,
                                       "1d array.*MultiOutputClassifier")
-    _assert_fails_before_training(EoSClassifier(max_iter=2), X, labels[:, :1] + 0.5,
-                                  "Unknown label type")
+    with pytest.warns(DataConversionWarning):  # one column: sklearn ravels it, no hint
+        _assert_fails_before_training(EoSClassifier(max_iter=2), X, labels[:, :1] + 0.5,
+                                      "Unknown label type")
     # a sparse y gets scikit-learn's message (it used to reach np.asarray: "setting an array
     # element with a sequence")
     scipy_sparse = pytest.importorskip("scipy.sparse")

@@ -603,3 +603,15 @@ def test_block_products_fill_every_column():
         assert out.shape == block.shape and bool(torch.isfinite(out).all())
         torch.testing.assert_close(out, H_exact @ block, rtol=1e-10, atol=1e-12)
     assert H.matmat(torch.empty(H.dim, 0, dtype=torch.float64)).shape == (H.dim, 0)
+
+
+def test_numpy_chunks_are_refused_up_front():
+    """numpy arrays in the chunks passed construction and failed at the first product with
+    torch's "linear(): argument 'input' must be Tensor" (coverage review of session 33)."""
+    model = tiny_mlp()
+    X, y = data()
+    for chunks in ([(X.numpy(), y)], [(X, y.numpy())], [(X, y), (X, (y, np.ones(len(X))))],
+                   [({"x": X.numpy()}, y)]):
+        with pytest.raises(TypeError, match="numpy arrays: pass torch tensors"):
+            FullBatchHessian(model, mse, chunks)
+    FullBatchHessian(model, mse, [(X, y)])  # tensors are fine

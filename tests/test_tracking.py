@@ -469,7 +469,8 @@ def test_tracker_is_a_plain_skorch_callback_and_histories_are_dataframes():
 
 
 @pytest.mark.parametrize("start, message", [
-    (np.ones((5, 2)), "shape"),  # not one row per parameter
+    (np.ones((5, 2)), r"got shape \(5, 2\)"),  # not one row per parameter
+    (np.ones(5), r"got shape \(5,\)"),  # a single column, as given (it said (5, 1))
     (np.full((4 * 16 + 16 + 16 * 3 + 3, 2), np.nan), "NaN"),
 ])
 def test_tracker_rejects_a_bad_start_block(start, message):
