@@ -138,24 +138,18 @@ def _torch_weight_norm_hessian_is_wrong():
     return not torch.allclose(fused, written, rtol=1e-8, atol=1e-10)
 
 
-def _tensors(data):
-    """The tensors in ``data``: a tensor, or a tuple, list or dict of them (nested)."""
-    if torch.is_tensor(data):
-        return [data]
+def _leaves(data):
+    """What ``data`` holds: the items of tuples, lists and dicts (nested), anything else itself."""
     if isinstance(data, dict):
         data = list(data.values())
     if isinstance(data, (tuple, list)):
-        return [t for item in data for t in _tensors(item)]
-    return []
+        return [leaf for item in data for leaf in _leaves(item)]
+    return [data]
 
 
-def _holds_arrays(data):
-    """Whether ``data`` (a chunk list, nested as `_tensors` reads it) holds a numpy array."""
-    if isinstance(data, np.ndarray):
-        return True
-    if isinstance(data, dict):
-        data = list(data.values())
-    return isinstance(data, (tuple, list)) and any(_holds_arrays(item) for item in data)
+def _tensors(data):
+    """The tensors in ``data``: a tensor, or a tuple, list or dict of them (nested)."""
+    return [leaf for leaf in _leaves(data) if torch.is_tensor(leaf)]
 
 
 def _n_examples(X, y):
@@ -275,7 +269,7 @@ class FullBatchHessian:
         self.module = module
         self.loss_fn = loss_fn
         chunks = list(chunks)
-        if _holds_arrays(chunks):
+        if any(isinstance(leaf, np.ndarray) for leaf in _leaves(chunks)):
             # they passed here and failed at the first product, in torch's own words
             raise TypeError("the chunks hold numpy arrays: pass torch tensors "
                             "(torch.as_tensor(X, dtype=...)) in the module's dtype and device.")

@@ -1319,8 +1319,8 @@ def test_a_rank_deficient_start_with_a_tiny_budget_still_records_k_eigenvalues(b
                             callbacks=[tracker], random_state=0).fit(X, y[:60])
     history = tracker.history_
     assert len(history["step"]) == 4
-    for column in ("sharpness", "eig_2", "eig_3"):
-        assert np.isfinite(history[column]).all()
+    for name in ("sharpness", "eig_2", "eig_3"):
+        assert np.isfinite(history[name]).all()
     assert (history["sharpness"] >= history["eig_2"]).all()
     assert np.isfinite(tracker.rotation_history_["subspace_overlap"]).all()
     assert clf.n_iter_ == 3
