@@ -76,6 +76,36 @@ def gd_step():
 
 
 # -- bench_tracking.py --------------------------------------------------------------------
+def _targets(data):
+    """The tracking issue's five targets against this run, each judged by the script itself
+    (its ``targets`` booleans); a run that lacks a figure shows n/a."""
+    judged = data.get("targets")
+    if not judged:
+        return ""
+    o = data["overhead"].get("100", {})
+    hw = o.get("hvps_warm", {})
+    err = data.get("audited", {}).get("summary", {}).get("err_sharpness", {})
+    h = data.get("hvp_cost") or {}
+    e = data.get("eigsh") or {}
+    pct = lambda x: f"+{100 * x:.0f}%"  # noqa: E731
+    rows = [
+        ("median HVPs per warm measurement (every 100 steps) <= 20",
+         f"{hw['median']:g}" if hw.get("n") else "n/a", "hvps_warm_median_le_20"),
+        ("sharpness relative error <= 1e-3 (largest audited)",
+         f"{err['max']:.1e}" if "max" in err else "n/a", "sharpness_err_max_le_1e-3"),
+        ("one HVP <= 1.7 gradients", f"{h['hvp_per_gradient']:.2f}" if h else "n/a",
+         "hvp_le_1.7_gradients"),
+        ("speed-up over eigsh at equal or better accuracy >= 5x",
+         f"{e['median_tight_time_ratio']:.1f}x" if e.get("points") else "n/a", "eigsh_speedup_ge_5"),
+        ("fit time added by tracking every 100 steps <= 40% (whole fit and within)",
+         f"{pct(o['overhead'])} whole, {pct(o['overhead_within'])} within" if "overhead_within" in o
+         else "n/a", "overhead_every100_le_40pct"),
+    ]
+    table = _table(["target (tracking issue)", "this run", "status"],
+                   [[t, v, "met" if judged.get(key) else "missed"] for t, v, key in rows])
+    return "**Targets** (as judged by the script):\n\n" + table + "\n"
+
+
 def tracking():
     path = "benchmarks/results/tracking.json"
     file = ROOT / path
@@ -104,6 +134,7 @@ def tracking():
                    "indicative only; run the command without ``--quick`` for the full "
                    "measurement." if s.get("quick") else ""))
     out = [_source(command, path, settings)]
+    out.append(_targets(data))
 
     out.append("**Fit-time overhead of tracking** (median fit time; whole fit = median of the "
                "within-repeat ratios to the fit without tracking, minus 1; within = the time spent "
