@@ -976,3 +976,32 @@ def test_rank_deficient_start_returns_k_pairs_whatever_the_budget(block, max_pro
     else:
         assert result.converged
         np.testing.assert_allclose(result.eigenvalues, [21, 20, 19], rtol=1e-3)
+
+
+@pytest.mark.parametrize("warm", ["start", "min_start"])
+def test_most_negative_eigenvalue_survives_the_top_solve_s_restarts(warm):
+    """The most negative solve continues from the top solve's basis, whose thick restarts kept
+    only the top Ritz vectors: what the basis had seen of the minimum was dropped, and the
+    solve returned an eigenvalue above it, converged. A ``start`` block holding the exact
+    eigenvector of -20 came back as -19.9, with ``spectral_radius`` 20 showing that -20 had
+    been seen (35 of 40 solves of a sweep); a ``min_start`` near the eigenvector of the
+    second-lowest eigenvalue was returned in 21 of 40 solves of ``bench_min_eigenvalue.py``.
+    The restarts now keep the bottom Ritz vector when ``compute_min`` is set; this test fails
+    without it."""
+    misses = []
+    for seed in range(8):
+        rng = np.random.default_rng(1000 + seed)
+        spectrum = np.concatenate([[1.0, 0.95], rng.uniform(-0.5, 0.9, 55), [-20, -19.9, -19.8]])
+        A, _ = matrix_with_spectrum(spectrum, seed=seed)
+        w, V = np.linalg.eigh(A)
+        if warm == "start":
+            kwargs = {"start": V[:, :1]}
+        else:
+            noise = rng.standard_normal(60)
+            kwargs = {"min_start": V[:, 1] + 0.1 * noise / np.linalg.norm(noise)}
+        res = top_eigenpairs(MatrixOperator(A), 2, compute_min=True, generator=gen(seed), **kwargs)
+        assert res.converged
+        assert abs(res.eigenvalues - w[::-1][:2]).max() <= 1e-3 * 1.0
+        if abs(res.min_eigenvalue - w[0]) > 1e-3 * 20:
+            misses.append((seed, res.min_eigenvalue))
+    assert not misses
