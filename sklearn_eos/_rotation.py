@@ -4,7 +4,8 @@ Eigenvectors have arbitrary signs and, near the edge of stability, nearly degene
 whose vectors swap order; hence per-vector numbers take absolute values and subspace numbers
 (overlap, principal angles) are invariant to any rotation inside the subspace.
 All functions accept numpy arrays or torch tensors (any device) of shape (dim, k) with
-orthonormal columns, and return numpy float64 values.
+orthonormal columns, and return float64 values (numpy arrays; `subspace_overlap` a Python
+float).
 """
 
 import numpy as np
