@@ -1,6 +1,7 @@
 """The edge-of-stability estimators: thin scikit-learn classes that drive a skorch net."""
 
 import copy
+import inspect
 import os
 import warnings
 from contextlib import contextmanager
@@ -120,6 +121,19 @@ def _thread_limit():
     or 0, sets no limit)."""
     value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def _required_arguments(callback):
+    """Names of the arguments without a default that a callback *class* needs to be built
+    (skorch builds a class with no arguments); empty for an instance."""
+    if not isinstance(callback, type):
+        return []
+    try:
+        parameters = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let skorch try
+        return []
+    return [p.name for p in parameters if p.default is p.empty
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def _reloads_a_checkpoint(callback):
@@ -462,6 +476,15 @@ class BaseEoS(BaseEstimator):
                     f"Monitor 'train_loss' (EarlyStopping(monitor='train_loss'), "
                     f"Checkpoint(monitor='train_loss_best')), or score held-out data after the "
                     f"fit (est.score, cross_val_score).")
+            # after the refusals above, which also hold for a class (LoadInitState)
+            required = _required_arguments(callback)
+            if required:  # skorch would fail building it, in a TypeError about __init__
+                raise InvalidParameterError(
+                    f"The 'callbacks' parameter of {type(self).__name__}: {what} is the class "
+                    f"{callback.__name__}, which cannot be built without its arguments "
+                    f"({', '.join(required)}): pass an instance"
+                    + (" (or use verbose=1 for a progress bar)" if callback is ProgressReport else "")
+                    + ".")
 
     def _check_output_shape(self, module, X, n_outputs):
         """Fail early, with a clear message, when ``module``'s outputs do not have the

@@ -26,7 +26,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from sklearn_eos import EoSClassifier, EoSRegressor
+from sklearn_eos import EoSClassifier, EoSRegressor, ProgressReport
 from sklearn_eos._base import FitInterrupted
 
 
@@ -1432,6 +1432,22 @@ def test_callbacks_that_would_share_a_name_are_a_clear_error(callbacks, match):
     clf = EoSClassifier(hidden_layer_sizes=(2,), max_iter=2,
                         callbacks=[Recorder(), ("1", Recorder())]).fit(X, y)
     assert {"user_0", "user_1"} <= set(dict(clf.net_.callbacks_))
+
+
+def test_a_callback_class_that_needs_arguments_is_a_clear_error():
+    """The docstring allows callback classes, which skorch builds without arguments:
+    ProgressReport (it needs ``total``) failed inside skorch with "__init__() missing 1
+    required positional argument"."""
+    X, y = _blobs(n_samples=20)
+    est = EoSClassifier(max_iter=2, callbacks=[("progress", ProgressReport)])
+    with pytest.raises(ValueError, match=r"the pair named 'progress' is the class ProgressReport.*"
+                                         r"\(total\): pass an instance \(or use verbose=1"):
+        est.fit(X, y)
+    assert not hasattr(est, "net_")
+    # a class built without arguments still passes, an instance of the other too
+    clf = EoSClassifier(hidden_layer_sizes=(2,), max_iter=2,
+                        callbacks=[Recorder, ProgressReport(total=2, verbose=0)]).fit(X, y)
+    assert isinstance(dict(clf.net_.callbacks_)["user_0"], Recorder)
 
 
 @pytest.mark.parametrize("params, match", [
