@@ -20,6 +20,12 @@ from sklearn.preprocessing import StandardScaler
 from . import EoSClassifier
 
 
+def _times(ratio):
+    """A sharpness / threshold ratio: three decimals, or three digits far past the edge (a
+    diverging rate printed 31 digits before the point)."""
+    return f"{ratio:.3f}" if abs(ratio) < 1e3 else f"{ratio:.3g}"
+
+
 def _table(columns, fmt="{:>10.4g}"):
     """Columns side by side; integer columns (steps) exact, the others with ``fmt``."""
     names = list(columns)
@@ -159,10 +165,11 @@ def main(argv=None):
     if after.any():
         ratio = sh["sharpness"][after] / sh["threshold"][after]
         if after.sum() > 1:
-            span = f"from step {first} on{before}, the sharpness is {ratio.min():.3f}x to {ratio.max():.3f}x"
+            span = (f"from step {first} on{before}, the sharpness is {_times(ratio.min())}x to "
+                    f"{_times(ratio.max())}x")
         else:  # one measurement: its ratio, not a range from it to itself
             until = "," if decay is None else f", before the decay at step {decay},"
-            span = f"at step {int(sh['step'][after][0])}{until} the sharpness is {ratio[0]:.3f}x"
+            span = f"at step {int(sh['step'][after][0])}{until} the sharpness is {_times(ratio[0])}x"
         print(f"\n{span} the threshold 2/lr (at the edge of stability it hovers near 1)")
     curvature = clf.update_curvature_
     end = len(curvature) if decay is None else min(len(curvature), decay)

@@ -41,6 +41,16 @@ def test_one_measurement_in_the_summary_window_is_one_ratio(capsys):
     assert " to " not in out.split("at step 20")[1].split("\n")[0]
 
 
+def test_a_ratio_far_past_the_edge_is_printed_in_three_digits(capsys):
+    """lr 100 for 5 steps: the loss grows to 1e24 without a divergence and the ratio was
+    printed with 31 digits before the point."""
+    clf = main(["--lr", "100", "--max-iter", "5", "--sharpness-every", "2", "--verbose", "0"])
+    out = capsys.readouterr().out
+    ratio = clf.sharpness_history_["sharpness"][-1] / clf.sharpness_history_["threshold"][-1]
+    assert ratio > 1e3
+    assert f"at step 5, the sharpness is {ratio:.3g}x the threshold 2/lr" in out
+
+
 @pytest.mark.parametrize("text, expected", [("0", 0), ("20", 20), ("20.0", 20), ("2e1", 20), ("0.5", 0.5)])
 def test_decay_time_is_a_step_when_it_is_an_int(text, expected):
     clf = main(["--max-iter", "30", "--sharpness-every", "0", "--verbose", "0", "--decay-time", text])
