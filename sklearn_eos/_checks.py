@@ -6,6 +6,8 @@ check theirs with scikit-learn's parameter constraints)."""
 import math
 from numbers import Integral, Real
 
+import numpy as np
+
 __all__ = ["is_int", "is_real", "check_int", "check_fraction", "check_seed"]
 
 
@@ -39,7 +41,9 @@ def check_fraction(owner, name, value, *, none=False, one=False):
 
 
 def check_seed(owner, value):
-    """``value``, a seed: None or an int >= 0."""
-    if value is not None and not (is_int(value) and value >= 0):
-        raise ValueError(f"{owner}'s random_state must be None or an int >= 0, got {value!r}.")
+    """``value``, a seed: None, an int >= 0 or a ``numpy.random.RandomState`` (scikit-learn's
+    forms of ``random_state``)."""
+    if value is not None and not (is_int(value) and value >= 0) and not isinstance(value, np.random.RandomState):
+        raise ValueError(f"{owner}'s random_state must be None, an int >= 0 or a "
+                         f"numpy.random.RandomState, got {value!r}.")
     return value

@@ -59,7 +59,9 @@ class LRSchedule(ParamsCallback):
         this callback reuses the initial measurement as its step-0 row when it asks for no
         more (``k <= n_eigs``, ``tol >= tol``, ``rest_tol >= rest_tol``), instead of measuring
         the same parameters again; the estimators pass the tracker's settings here.
-    random_state : int or None
+    random_state : int, RandomState instance or None
+        Seed of the initial measurement's random start vectors (a ``RandomState`` draws a
+        new seed at each fit, as in scikit-learn).
     start : torch.Tensor or np.ndarray of shape (n_params, m), optional
         Warm start of the initial measurement (e.g. the eigenvectors of a previous fit that
         ended at these parameters); None: random vectors.

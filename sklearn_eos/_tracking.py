@@ -127,8 +127,14 @@ def check_start(start, module):
 
 def random_generator(random_state):
     """A CPU ``torch.Generator`` for eigensolver start vectors, seeded from ``random_state``
-    (None: a fresh seed), leaving the global torch RNG alone."""
-    seed = np.random.randint(2**31) if random_state is None else random_state
+    (an int; a ``RandomState`` draws the seed, as scikit-learn's estimators do; None: a fresh
+    seed from numpy's global generator), leaving the global torch RNG alone."""
+    if random_state is None:
+        seed = np.random.randint(2**31)
+    elif isinstance(random_state, np.random.RandomState):
+        seed = random_state.randint(2**31)
+    else:
+        seed = random_state
     return torch.Generator().manual_seed(int(seed))
 
 
@@ -222,8 +228,9 @@ class SharpnessTracker(ParamsCallback):
         eigenvalue (``benchmarks/bench_min_eigenvalue.py``).
     max_products : int, default=300
         HVP budget of one measurement.
-    random_state : int or None
-        Seed of the random start vectors.
+    random_state : int, RandomState instance or None
+        Seed of the random start vectors (a ``RandomState`` draws a new seed at each fit,
+        as in scikit-learn).
     start : torch.Tensor or np.ndarray of shape (n_params, m), optional
         Warm start of the first measurement, e.g. the ``eigenvectors_`` of a previous fit
         that ended where this one begins (the estimators pass it with ``warm_start=True``).

@@ -100,13 +100,34 @@ def test_step_reading_callbacks_refuse_minibatches(data, callback, capsys):
     ({"every": 2.5}, "every must be an int >= 0"),
     ({"every": math.nan}, "every must be an int >= 0"),
     ({"every": "3"}, "every must be an int >= 0"),
-    ({"random_state": math.inf}, "random_state must be None or an int >= 0"),
+    ({"random_state": math.inf}, "random_state must be None, an int >= 0 or a numpy.random.RandomState"),
 ])
 def test_sharpness_tracker_settings_are_checked_before_the_first_step(data, settings, match):
     net = _net([("s", SharpnessTracker(**settings))], max_epochs=50)
     with pytest.raises(ValueError, match=match):
         net.fit(FullBatch(*data), None)
     assert len(net.history) == 0  # a bad tol with every=0 was refused after all 50 steps
+
+
+def test_a_random_state_instance_seeds_the_measurements_as_in_scikit_learn(data):
+    """The estimators take a RandomState and so did the callbacks' constructors, which then
+    refused it at fit. It now draws the start vectors' seed: two RandomStates in the same
+    state give the same histories, and one used twice draws a new seed for the second fit."""
+    def histories(random_state):
+        net = _net([("l", LRSchedule(lr=0.1, random_state=random_state)),
+                    ("s", SharpnessTracker(every=5, k=2, random_state=random_state))], max_epochs=10)
+        torch.manual_seed(0)  # the module's initial weights
+        net.fit(FullBatch(*data), None)
+        return dict(net.callbacks_)["s"].history_
+
+    first = histories(np.random.RandomState(7))
+    again = histories(np.random.RandomState(7))
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key])
+    shared = np.random.RandomState(7)
+    state = shared.get_state()[1].copy()
+    histories(shared)
+    assert not np.array_equal(shared.get_state()[1], state)  # the fit drew its seeds from it
 
 
 @pytest.mark.parametrize("callback, match", [
@@ -117,7 +138,7 @@ def test_sharpness_tracker_settings_are_checked_before_the_first_step(data, sett
     (LossGoal("3"), "loss_goal must be a number or None"),
     (LRSchedule(lr=0.1, n_eigs=0), "n_eigs must be an int >= 1"),
     (LRSchedule(lr=0.1, tol=math.inf), "tol must be a number in \\(0, 1\\)"),
-    (LRSchedule(lr=0.1, random_state=math.nan), "random_state must be None or an int >= 0"),
+    (LRSchedule(lr=0.1, random_state=math.nan), "random_state must be None, an int >= 0 or a numpy.random.RandomState"),
     (LRSchedule(lr=0.1, initial_sharpness=math.nan), "initial_sharpness must be a number > 0"),
     (LRSchedule(lr=0.1, decay_time=5, decay_factor=True), "decay_factor must be in \\(0, 1\\]"),
 ])
