@@ -43,7 +43,8 @@ def check_fraction(owner, name, value, *, none=False, one=False):
 def check_seed(owner, value):
     """``value``, a seed: None, an int >= 0 or a ``numpy.random.RandomState`` (scikit-learn's
     forms of ``random_state``)."""
-    if value is not None and not (is_int(value) and value >= 0) and not isinstance(value, np.random.RandomState):
+    seed = is_int(value) and value >= 0
+    if value is not None and not seed and not isinstance(value, np.random.RandomState):
         raise ValueError(f"{owner}'s random_state must be None, an int >= 0 or a "
                          f"numpy.random.RandomState, got {value!r}.")
     return value

@@ -138,7 +138,8 @@ def test_a_random_state_instance_seeds_the_measurements_as_in_scikit_learn(data)
     (LossGoal("3"), "loss_goal must be a number or None"),
     (LRSchedule(lr=0.1, n_eigs=0), "n_eigs must be an int >= 1"),
     (LRSchedule(lr=0.1, tol=math.inf), "tol must be a number in \\(0, 1\\)"),
-    (LRSchedule(lr=0.1, random_state=math.nan), "random_state must be None, an int >= 0 or a numpy.random.RandomState"),
+    (LRSchedule(lr=0.1, random_state=math.nan),
+     "random_state must be None, an int >= 0 or a numpy.random.RandomState"),
     (LRSchedule(lr=0.1, initial_sharpness=math.nan), "initial_sharpness must be a number > 0"),
     (LRSchedule(lr=0.1, decay_time=5, decay_factor=True), "decay_factor must be in \\(0, 1\\]"),
 ])
