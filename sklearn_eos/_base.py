@@ -1048,7 +1048,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         1 shows a progress bar, 2 prints progress lines.
     warm_start : bool, default=False
         Start from the previous fit's parameters instead of a new initialisation; the
-        histories then describe the new call only. Its first sharpness measurement is
+        histories then describe the new call only (unlike `~sklearn.neural_network.MLPClassifier`,
+        whose ``loss_curve_`` and ``n_iter_`` accumulate: ``loss_curve_``, ``n_iter_`` and
+        every history here count from the refit's first step). Its first sharpness measurement is
         warm-started from the previous fit's top eigenvectors, taken at the same parameters,
         and ``initial_sharpness_`` stays that of the first fit's initialisation, so
         ``lr_units='threshold'`` keeps the same absolute rate ``effective_lr_``. The schedule
