@@ -1012,8 +1012,10 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     n_eigs : int, default=3
         Number of top eigenvalues measured (k). Keep ``k >= 2`` for cheap warm starts at the
         edge of stability and for subspace rotation; ``k >= 3`` also keeps a stale warm start
-        from returning ``lambda_2`` as the sharpness (with k=2, 11 of 48 adversarial blocks of
-        ``benchmarks/bench_guard.py`` did; with 3, none). A network with fewer trained
+        from returning ``lambda_2`` as the sharpness (``benchmarks/bench_guard.py``, 48
+        adversarial blocks: with k=2, 11 did before the guards reached the fourth pair and 0
+        now at the default guard tolerance, but 2 at 5e-2 where k=3 has 1; with 3, none at the
+        default). A network with fewer trained
         parameters than k has fewer eigenvalues: the columns beyond them are NaN.
     sharpness_tol : float, default=1e-3
         Relative accuracy of the measured sharpness; eigenvalues 2..k are resolved to

@@ -45,7 +45,7 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
   float64 spectrum. A pair whose tolerance lies below the floor ends the solve, unconverged,
   once its bound reaches the floor. It used to keep the solve going to the end of its
   budget: a float32 regressor that diverged (sharpness 1.2e24 next to an eigenvalue of
-  -5.5e28) spent 300 products on its final measurement, now 6 (``python
+  -5.5e28) spent 300 products on its final measurement, now 7 (``python
   benchmarks/bench_far_past_edge.py``, part (d); part (b) in float32: at most 18 products,
   all unconverged, against a median of 93 and up to 300, with 24 of 50 unconverged). The
   price: past the floor the residuals are rounding noise, and expanding by them explored
@@ -375,7 +375,7 @@ _ZERO_FLOOR = 1e-3
 # semidefinite operator whose top is a null space), and the spectral radius is the scale, as
 # it was for every eigenvalue before. With the largest wanted one as their scale, such zeros
 # were judged against the rounding floor itself and spent the whole budget (part (c) of the
-# same benchmark: 300 products and unconverged in float64 at commit 1f62d56; 163-171 now, as
+# same benchmark: 300 products and unconverged in float64 at commit 1f62d56; 163-170 now, as
 # the zeros' Ritz values hover near 10 floors, against 135-141 with the radius's scale alone).
 _ZERO_WANTED = 10
 _ROUNDING_EPS = 4  # machine epsilons: the smallest error bound trusted (see "Rounding")
@@ -664,7 +664,8 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
 # benchmarks/bench_guard.py`` (48 warm blocks lacking v1, the construction of the randomized
 # test; with the top-residual rule below) misses 0 times at 2e-2 to 4e-2, 1 at 5e-2 and 9 at
 # 8e-2 (11 before "The random vector's pair"), for a median of 16 products against 15; over a
-# bulk concentrated near zero (``--bulk tail``) 0 at 2e-2 to 5e-2 and 7 at 8e-2: 3e-2, with a
+# bulk concentrated near zero (``--bulk tail``) 0 at 2e-2 to 5e-2 and 3 at 8e-2 (7 before the
+# gap rules): 3e-2, with a
 # step of margin. On the tracked digits fit (``benchmarks/bench_tracking.py``, every 100
 # steps) the guarded solver needs a median of 21-22 products per warm measurement (36 when it
 # expanded by every open residual, commit a7de044); without the guard's tolerance 18-19, but 2
@@ -708,7 +709,9 @@ _COLD_BLOCK_ITERS = 2
 # times tol, is that of the one miss left: rarer, not smaller). Part (a): the five-outlier
 # spectra above 2 / 0 misses (12 / 13 products), the six-cluster 14 / 10 (29 / 33). Part (b),
 # the user guide's model, 20 seeds at tol 1e-3 for all three: lambda_1 never off, lambda_3 off
-# by more than 1.5e-3 (lambda_4 returned in its place) 0 / 1 times, 28 / 30 products.
+# by more than 1.5e-3 (lambda_4 returned in its place) 0 / 1 times, 28 / 30 products. (Those
+# figures predate the gap rules below; the run of 2026-12-03 gives, from k / k + 1 vectors,
+# part (a) 1 / 0 misses (12 / 13 products) and 7 / 2 (34 / 37), part (b) 0 / 0 (29 / 32).)
 # Inside the edge-of-stability cluster of the tracked digits fit a cold solve costs 36-55
 # products (``benchmarks/bench_warm_refit.py``, run of 2026-12-02; 36-57 on 2026-11-30, 33-39
 # against 21-28 from k vectors in an earlier run); tracking starts warm.
@@ -741,7 +744,8 @@ _COLD_EXTRA_VECTORS = 1
 # are; Parlett, The Symmetric Eigenvalue Problem, ch. 11). So in a cold solve a wanted pair
 # accepted by its quadratic bound alone (its residual above the tolerance) keeps the pair below
 # it open until that pair's residual is at most _TRUSTED_GAP times the gap between them (or
-# meets its own tolerance). Inside a real 0.4%-wide top cluster (``python
+# meets its own tolerance). Inside a real top cluster (top four within 1.9%, the top two
+# within 0.4%; ``python
 # benchmarks/bench_cold_cluster.py``, sigmoid MLP, 53 parameters, 60 seeds for each k = 1, 2,
 # 3) converged solves more than tol off: 5, 14 and 7 before both rules (2, 9 and 4 of them
 # mixes, more than tol from every eigenvalue), 4, 10 and 2 with the far side alone, 1, 2 and 1
@@ -823,7 +827,9 @@ _TRUSTED_GAP_WARM = None
 # adversarial block) missed 11 of 48 over the uniform bulk and 10 of 48 over the tail at the
 # default guard tolerance; down to the fourth pair, 1 and 0, for a median of 19.5 products
 # instead of 18 (18 instead of 16 over the tail). ``--k 1``: no miss either way, 21.5 products
-# instead of 18 (19.5 instead of 17). Cold solves of a cluster one wider than k (``python
+# instead of 18 (19.5 instead of 17). (Those were the runs of 2026-11-30; with the probe rules
+# and gap rules since, the run of 2026-12-03 gives k=2 0 and 0 misses for 19 and 18 products,
+# k=1 0 and 0 for 24 and 20.) Cold solves of a cluster one wider than k (``python
 # benchmarks/bench_cold_start.py``, part (c), k + 1 start vectors, k = 1-3 pooled): the one miss
 # left at each of the three spacings is gone. k=1 and k=2 now cost about what k=3 does on the
 # tracked digits fit (``python benchmarks/bench_certify.py``, its sweep of k), so they buy
@@ -836,7 +842,8 @@ _MIN_GUARD_INDEX = 3
 # warm ``min_start`` along another eigenvector, the bottom Ritz pair converged on one above the
 # minimum and said so (``python benchmarks/bench_min_eigenvalue.py`` at commit 067953b: 18 of
 # 40 solves of ten negative eigenvalues within 0.01, 10 of 140 tracker-like measurements of a
-# tiny sigmoid MLP; 0 and 4 with the rules below, at 1-6 more products). Two rules, the
+# tiny sigmoid MLP; 0 and 4 with the rules below, at 1-6 more products, and 0 and 3 since the
+# restarts keep the bottom Ritz vector, see below). Two rules, the
 # bottom's counterparts of the reach and top-residual rules: the _BOTTOM_NEIGHBOURS pairs above
 # the bottom one stay open while their residual interval reaches below the bottom Ritz value
 # minus the tolerance, and the bottom pair's residual is added to the basis before the solve
@@ -854,7 +861,7 @@ _BOTTOM_SETTLED = 1e-2
 # Exact eigenvectors v2..v5 passed as the block for k=3 made the single guard the exact pair
 # v5 (residual 0, accepted at once) while the random vector's pair, the only way to v1, was
 # never expanded: lambda_2 returned as the sharpness, converged, for 19-20 of 20 seeds
-# (likewise v2..v3 for k=1), after 4-7 products; now 0-3 of 20, as for width-k blocks
+# (likewise v2..v3 for k=1), after 4-7 products; now 0-2 of 20, as for width-k blocks
 # (``python benchmarks/bench_exact_blocks.py``, here and at commit 4056cb0). A guard by
 # position below the block was not enough: the random vector's pair climbs above the
 # block's lower pairs after one expansion. The package's own warm starts are k wide (the
@@ -1070,7 +1077,7 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         residual proves that *an* eigenvalue lies that close; the two pairs above the bottom
         one, a last step from the bottom residual (see "The bottom's neighbours") and the
         bottom Ritz vector kept through the top solve's restarts make it rarely one above the
-        minimum (``python benchmarks/bench_min_eigenvalue.py``: 6 of 580 solves, all inside
+        minimum (``python benchmarks/bench_min_eigenvalue.py``: 6 of 480 solves, all inside
         negative clusters or tiny MLPs, at most 2.9 times the tolerance). Pass a previous
         minimum as ``min_start``.
     min_start : torch.Tensor or np.ndarray of shape (dim,) or (dim, m), optional
