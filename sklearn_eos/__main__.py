@@ -136,8 +136,10 @@ def main(argv=None):
         max_iter=args.max_iter, decay_time=args.decay_time, sharpness_every=args.sharpness_every,
         random_state=args.random_state, verbose=args.verbose,
     )
+    # a decay at step 0 (--decay-time 0) runs every step at the decayed rate
+    decayed = "" if args.decay_time != 0 else f", decayed at step 0 to {args.lr * clf.decay_factor:g}"
     print(f"digits: {len(X_train)} training / {len(X_test)} test examples, MLP 64-200-200-10 tanh, "
-          f"0.5-sum MSE, full-batch GD, lr={args.lr} (threshold 2/lr = {2 / args.lr:.3g})")
+          f"0.5-sum MSE, full-batch GD, lr={args.lr} (threshold 2/lr = {2 / args.lr:.3g}){decayed}")
     start = time.perf_counter()
     clf.fit(X_train, y_train)
     elapsed = time.perf_counter() - start

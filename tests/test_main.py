@@ -41,6 +41,16 @@ def test_one_measurement_in_the_summary_window_is_one_ratio(capsys):
     assert " to " not in out.split("at step 20")[1].split("\n")[0]
 
 
+def test_a_decay_at_step_0_is_announced_with_the_rate_every_step_runs_at(capsys):
+    """The banner announced lr 0.5 and its threshold while every step ran at 0.05."""
+    clf = main(["--decay-time", "0", "--max-iter", "3", "--sharpness-every", "0", "--verbose", "0"])
+    out = capsys.readouterr().out
+    assert (clf.lr_history_ == 0.05).all()
+    assert "lr=0.5 (threshold 2/lr = 4), decayed at step 0 to 0.05\n" in out
+    main(["--max-iter", "3", "--sharpness-every", "0", "--verbose", "0"])
+    assert "lr=0.5 (threshold 2/lr = 4)\n" in capsys.readouterr().out
+
+
 def test_a_ratio_far_past_the_edge_is_printed_in_three_digits(capsys):
     """lr 100 for 5 steps: the loss grows to 1e24 without a divergence and the ratio was
     printed with 31 digits before the point."""
