@@ -1041,8 +1041,10 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         ``EigenResult.converged``); random vectors are added
         (one, or up to k + 1 columns in all). Its columns cost one product each. A block wider
         than k is checked down to its last column (every Ritz pair from the (k+1)-th to there
-        is a guard), so extra columns cost products rather than save them.
-        None starts from ``k + 1`` random vectors (``k`` within a budget of ``k`` products or fewer).
+        is a guard), so extra columns cost products rather than save them. Columns that are
+        zero, in the span of the others, or hold NaN or inf are left out, and random ones
+        make the block up to k. None starts from ``k + 1`` random vectors (``k`` within a
+        budget of ``k`` products or fewer).
     tol : float, default=1e-3
         Relative accuracy on each of the k returned eigenvalues, judged by the residual bound
         ``min(||r||, ||r||^2 / gap) <= tol * |theta|`` (gap estimated from the Ritz values).

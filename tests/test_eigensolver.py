@@ -954,15 +954,17 @@ def test_the_warm_top_pair_rule_only_adds_products_and_never_lowers_theta_1(monk
     assert ran >= 2
 
 
-@pytest.mark.parametrize("block", ["zeros", "repeated"])
+@pytest.mark.parametrize("block", ["zeros", "repeated", "nan"])
 @pytest.mark.parametrize("max_products", [1, 2, 300])
 def test_rank_deficient_start_returns_k_pairs_whatever_the_budget(block, max_products):
     """Zero or repeated start columns drop out of the basis; with a budget below k the solve
     returned fewer than the k pairs its result promises. Now k orthonormal Ritz pairs come
-    back, unconverged on a tiny budget, and the exact top three on an ample one."""
+    back, unconverged on a tiny budget, and the exact top three on an ample one. Columns
+    holding NaN or inf drop out the same way."""
     A = torch.diag(torch.arange(1.0, 22.0, dtype=torch.float64))
     column = torch.randn(21, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    start = torch.zeros(21, 3, dtype=torch.float64) if block == "zeros" else column.repeat(1, 3)
+    start = {"zeros": torch.zeros(21, 3, dtype=torch.float64), "repeated": column.repeat(1, 3),
+             "nan": torch.cat([column * np.nan, column * np.inf, column], dim=1)}[block]
     result = top_eigenpairs(MatrixOperator(A), k=3, start=start, max_products=max_products,
                             generator=torch.Generator().manual_seed(0))
     assert result.eigenvalues.shape == (3,) and result.eigenvectors.shape == (21, 3)
