@@ -32,7 +32,8 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
   their images ``HQ`` exact for free. Each iteration reads the basis five times (Ritz
   residuals, one Gram-Schmidt pass of two reads, the new column of ``T``), so its size sets the
   solver's own cost. Restarting at 12 columns instead of 80 left the products unchanged on the
-  tracked digits fit (22 per warm measurement, ``python benchmarks/bench_certify.py``) and on
+  tracked digits fit (22 per warm measurement then, 27 since the probe and the gap rules;
+  ``python benchmarks/bench_certify.py``) and on
   the adversarial blocks of ``benchmarks/bench_guard.py`` (no miss).
 * Repeated eigenvalues: each copy needs a start vector of its own, which the expansion may
   not pursue and restarts can drop; when the result holds a repeated value above a lower
@@ -670,7 +671,9 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
 # steps) the guarded solver needs a median of 21-22 products per warm measurement (36 when it
 # expanded by every open residual, commit a7de044); without the guard's tolerance 18-19, but 2
 # of 45 measurements (three seeds) then returned lambda_2 (up to 1.5e-2 off; ``python
-# benchmarks/bench_certify.py``). Both are heuristics: no residual bound rules out an
+# benchmarks/bench_certify.py``, on an earlier session's machine; with the probe and the gap
+# rules, run of 2026-12-03: 28 with the guard's tolerance, 24 without, no miss either way).
+# Both are heuristics: no residual bound rules out an
 # eigenvalue the Krylov space has not yet seen.
 _GUARD_TOL = 3e-2
 
@@ -718,7 +721,8 @@ _COLD_BLOCK_ITERS = 2
 _COLD_EXTRA_VECTORS = 1
 # ``bench_guard.py --bulk tail``: 1 miss of 48 at 3e-2 without the rule (at commit 0a83bf7),
 # none with it, same median products; on the tracked digits fit the top pair is always
-# expanded anyway (22 products per warm measurement either way, ``bench_certify.py``).
+# expanded anyway (22 products per warm measurement either way, ``bench_certify.py``, when the
+# rule was added; 27 since the probe and the gap rules).
 
 # The gap's far side (no constant). The quadratic bound ||r_i||^2 / gap_i takes the gap from
 # the nearest other *Ritz* value, but the eigenvalue that Ritz value stands for may lie as much
