@@ -1015,8 +1015,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         from returning ``lambda_2`` as the sharpness (``benchmarks/bench_guard.py``, 48
         adversarial blocks: with k=2, 11 did before the guards reached the fourth pair and 0
         now at the default guard tolerance, but 2 at 5e-2 where k=3 has 1; with 3, none at the
-        default). A network with fewer trained
-        parameters than k has fewer eigenvalues: the columns beyond them are NaN.
+        default). A network with fewer trained parameters than k has fewer eigenvalues: the
+        columns beyond them are NaN.
     sharpness_tol : float, default=1e-3
         Relative accuracy of the measured sharpness; eigenvalues 2..k are resolved to
         ``min(100 * sharpness_tol, 0.1)``, which keeps a measurement cheap inside the nearly

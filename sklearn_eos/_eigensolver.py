@@ -33,8 +33,8 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
   residuals, one Gram-Schmidt pass of two reads, the new column of ``T``), so its size sets the
   solver's own cost. Restarting at 12 columns instead of 80 left the products unchanged on the
   tracked digits fit (22 per warm measurement then, 27 since the probe and the gap rules;
-  ``python benchmarks/bench_certify.py``) and on
-  the adversarial blocks of ``benchmarks/bench_guard.py`` (no miss).
+  ``python benchmarks/bench_certify.py``) and on the adversarial blocks of
+  ``benchmarks/bench_guard.py`` (no miss).
 * Repeated eigenvalues: each copy needs a start vector of its own, which the expansion may
   not pursue and restarts can drop; when the result holds a repeated value above a lower
   one, a solve of the operator restricted to the complement of the result looks for a lost
@@ -57,10 +57,9 @@ from a block, with full reorthogonalisation and Rayleigh-Ritz on the whole basis
   ends of the spectrum; when it is asked for, the top solve's thick restarts keep the bottom
   Ritz vector beside the top ones) with the bottom Ritz pair as the target. It sits at the
   edge of the dense bulk near zero where Ritz gaps mean nothing, so it is judged by the
-  residual alone, relative to the
-  spectral radius: ``||r|| <= tol * max|theta|``, with the bottom's counterparts of the guard's
-  rules (see "The bottom's neighbours"), which make a value above the minimum rarer, not
-  impossible.
+  residual alone, relative to the spectral radius: ``||r|| <= tol * max|theta|``, with the
+  bottom's counterparts of the guard's rules (see "The bottom's neighbours"), which make a
+  value above the minimum rarer, not impossible.
 * Cost is governed by the k-th eigenvalue: at the edge of stability lambda_3 is often within
   0.5% of lambda_4, so k=3 at 1e-3 costs two to three times k=1 (see the benchmark); hence
   ``rest_tol``.
@@ -653,28 +652,26 @@ def _solve(space, index_of, n_wanted, tol, max_products, generator, interior=Fal
                 return theta[index], space.vectors(Y[:, index]), False, False
 
 
-# Guard against a basis that has not yet seen the top eigenvector (a tracked digits fit
-# returned lambda_3 for the sharpness, converged=True, error 4.5e-3 at tol 1e-3: the
-# warm-block pairs converged before the Krylov space held the new top direction; the residual
-# bound only proves theta is near *some* eigenvalue). (1) The Ritz pair below the wanted ones
-# (the guard, where a missing eigenvalue shows up) is expanded until its residual is <=
-# _GUARD_TOL * |theta|, and (2) no pair is accepted while its residual interval theta_i +
-# ||r_i|| reaches above the top Ritz value (plus tol): such a loosely converged pair can be a
-# mix holding the missing top eigenvector. Cold starts get the guard too: an unguarded random
-# start on the same fit also stopped 4e-3 low at step 800. The tolerance: ``python
-# benchmarks/bench_guard.py`` (48 warm blocks lacking v1, the construction of the randomized
-# test; with the top-residual rule below) misses 0 times at 2e-2 to 4e-2, 1 at 5e-2 and 9 at
-# 8e-2 (11 before "The random vector's pair"), for a median of 16 products against 15; over a
-# bulk concentrated near zero (``--bulk tail``) 0 at 2e-2 to 5e-2 and 3 at 8e-2 (7 before the
-# gap rules): 3e-2, with a
-# step of margin. On the tracked digits fit (``benchmarks/bench_tracking.py``, every 100
-# steps) the guarded solver needs a median of 21-22 products per warm measurement (36 when it
-# expanded by every open residual, commit a7de044); without the guard's tolerance 18-19, but 2
-# of 45 measurements (three seeds) then returned lambda_2 (up to 1.5e-2 off; ``python
+# Guard against a basis that has not yet seen the top eigenvector (a tracked digits fit returned
+# lambda_3 for the sharpness, converged=True, error 4.5e-3 at tol 1e-3: the warm-block pairs
+# converged before the Krylov space held the new top direction; the residual bound only proves
+# theta is near *some* eigenvalue). (1) The Ritz pair below the wanted ones (the guard, where a
+# missing eigenvalue shows up) is expanded until its residual is <= _GUARD_TOL * |theta|, and
+# (2) no pair is accepted while its residual interval theta_i + ||r_i|| reaches above the top
+# Ritz value (plus tol): such a loosely converged pair can be a mix holding the missing top
+# eigenvector. Cold starts get the guard too: an unguarded random start on the same fit also
+# stopped 4e-3 low at step 800. The tolerance: ``python benchmarks/bench_guard.py`` (48 warm
+# blocks lacking v1, the construction of the randomized test; with the top-residual rule below)
+# misses 0 times at 2e-2 to 4e-2, 1 at 5e-2 and 9 at 8e-2 (11 before "The random vector's
+# pair"), for a median of 16 products against 15; over a bulk concentrated near zero (``--bulk
+# tail``) 0 at 2e-2 to 5e-2 and 3 at 8e-2 (7 before the gap rules): 3e-2, with a step of margin.
+# On the tracked digits fit (``benchmarks/bench_tracking.py``, every 100 steps) the guarded
+# solver needs a median of 21-22 products per warm measurement (36 when it expanded by every
+# open residual, commit a7de044); without the guard's tolerance 18-19, but 2 of 45 measurements
+# (three seeds) then returned lambda_2 (up to 1.5e-2 off; ``python
 # benchmarks/bench_certify.py``, on an earlier session's machine; with the probe and the gap
-# rules, run of 2026-12-03: 28 with the guard's tolerance, 24 without, no miss either way).
-# Both are heuristics: no residual bound rules out an
-# eigenvalue the Krylov space has not yet seen.
+# rules, run of 2026-12-03: 28 with the guard's tolerance, 24 without, no miss either way). Both
+# are heuristics: no residual bound rules out an eigenvalue the Krylov space has not yet seen.
 _GUARD_TOL = 3e-2
 
 # The top-residual rule (no constant: it has no parameter). A warm block that holds
@@ -742,54 +739,50 @@ _COLD_EXTRA_VECTORS = 1
 # kept the second pair open, but warm solves skip it (its cost, below).
 
 # Trusting a gap (cold starts). From random vectors the top Ritz vector can be a mix of v1 and
-# v2 while the basis lacks the other mix: the Ritz value below then sits far off, near
-# lambda_3, with a large residual, the gap looks large and a value several tol off is accepted
-# (the gap is an estimate of the distance to the rest of the spectrum only once the Ritz values
-# are; Parlett, The Symmetric Eigenvalue Problem, ch. 11). So in a cold solve a wanted pair
-# accepted by its quadratic bound alone (its residual above the tolerance) keeps the pair below
-# it open until that pair's residual is at most _TRUSTED_GAP times the gap between them (or
-# meets its own tolerance). Inside a real top cluster (top four within 1.9%, the top two
-# within 0.4%; ``python
-# benchmarks/bench_cold_cluster.py``, sigmoid MLP, 53 parameters, 60 seeds for each k = 1, 2,
-# 3) converged solves more than tol off: 5, 14 and 7 before both rules (2, 9 and 4 of them
+# v2 while the basis lacks the other mix: the Ritz value below then sits far off, near lambda_3,
+# with a large residual, the gap looks large and a value several tol off is accepted (the gap is
+# an estimate of the distance to the rest of the spectrum only once the Ritz values are;
+# Parlett, The Symmetric Eigenvalue Problem, ch. 11). So in a cold solve a wanted pair accepted
+# by its quadratic bound alone (its residual above the tolerance) keeps the pair below it open
+# until that pair's residual is at most _TRUSTED_GAP times the gap between them (or meets its
+# own tolerance). Inside a real top cluster (top four within 1.9%, the top two within 0.4%;
+# ``python benchmarks/bench_cold_cluster.py``, sigmoid MLP, 53 parameters, 60 seeds for each k =
+# 1, 2, 3) converged solves more than tol off: 5, 14 and 7 before both rules (2, 9 and 4 of them
 # mixes, more than tol from every eigenvalue), 4, 10 and 2 with the far side alone, 1, 2 and 1
-# with both (none a mix: lambda_2 itself, whose residual meets tol * theta_1 outright; for
-# k = 2 and 3 v1 was in the basis, 20-29% of the second Ritz vector, whose residual interval
-# did not reach the top), for 14-17 products instead of 13-14. ``bench_cold_start.py`` with
-# both rules (run of 2026-12-02): the six-cluster spectra of part (a) 2 misses of 300 (10
-# before) for a median of 37 products (33), part (b) lambda_3 never off (1 of 20) for 32 (30),
-# part (c) from k vectors 3, 4 and 0 (7, 4 and 1), from k + 1 none. Warm starts are left out:
-# their pair below is no stray mix, and the rule raised the median of a tracked digits fit
-# from 24 to 37 products. For the top pair alone, at 0.3 of the gap, it would catch the kind
-# of end-to-end miss that is left (see "The gap's far side"). Two forms were measured on
-# 2026-12-02 by replaying, on the same blocks and probes, every warm measurement of ``python
+# with both (none a mix: lambda_2 itself, whose residual meets tol * theta_1 outright; for k = 2
+# and 3 v1 was in the basis, 20-29% of the second Ritz vector, whose residual interval did not
+# reach the top), for 14-17 products instead of 13-14. ``bench_cold_start.py`` with both rules
+# (run of 2026-12-02): the six-cluster spectra of part (a) 2 misses of 300 (10 before) for a
+# median of 37 products (33), part (b) lambda_3 never off (1 of 20) for 32 (30), part (c) from k
+# vectors 3, 4 and 0 (7, 4 and 1), from k + 1 none. Warm starts are left out: their pair below
+# is no stray mix, and the rule raised the median of a tracked digits fit from 24 to 37
+# products. For the top pair alone, at 0.3 of the gap, it would catch the kind of end-to-end
+# miss that is left (see "The gap's far side"). Two forms were measured on 2026-12-02 by
+# replaying, on the same blocks and probes, every warm measurement of ``python
 # benchmarks/bench_tracker_misses.py`` and of its ``--new-seeds`` (653; 313 of them on fits no
-# rule was tuned on), where the solver as it is misses twice (MNIST-1D seed 1 step 1000,
-# 2.9e-3, and seed 11 step 400, 1.1e-2; each a top Ritz vector of v2, with v1 in the second):
-# * the second pair kept open inside the loop, like the cold rule (scratch measurements, not
-#   in the scripts): 0 misses, 1.3 more products on average (+0 to +2 on a MNIST-1D fit's
-#   median, -1 to +6 on a digits fit's); on synthetic warm blocks (dimension 300, top five
-#   within 5%, v1 as 5-10% of a block column that mixes it with the bulk, 800 solves) 8
-#   misses became 4, three of them new: solves that took another path, stopped sooner and
-#   lost v1;
-# * applied only where the solve would otherwise stop (the second pair's residual added,
-#   again, until it is within 0.3 of the gap or the top pair meets its tolerance outright): 0
-#   misses for 1.3-1.6 more products on average (+0 to +2 on a MNIST-1D fit's median, +0 to
-#   +6 on a digits fit's; the main job's fit: 27 to 30). The path up to the stop is the
-#   same, the basis only grows and restarts keep the top Ritz vector, so theta_1 never ends
-#   lower on the same block (``tests/test_eigensolver.py``; over the same 800 synthetic
-#   solves, scratch, none lower and the 8 misses unchanged: lambda_2 met its tolerance
-#   outright, residual 0.1-0.5 of tol * theta_1, while v1 sat in pairs below that had met
-#   ``rest_tol``).
-# The second form is in the solver, off: ``_TRUSTED_GAP_WARM = 0.3`` turns it on. ``python
-# benchmarks/bench_tracker_misses.py --replay-warm-gap 0.3`` (with or without
-# ``--new-seeds``) replays every warm measurement with it; ``--warm-gap 0.3`` fits with it.
-# On in its own chains it missed as often as the solver without it: 1 of 340 (the digits
-# example at lr 0.5, step 400, 1.2e-2) and 1 of 313 (MNIST-1D seed 7, step 1400, 5.1e-3),
-# each with v1 in neither of the top two Ritz vectors; and ``bench_tracking.py --warm-gap
-# 0.3`` counted a warm median of 30 products (27), +52-53% inside the fits (45%). The chains of
-# warm starts reach other blocks, some of them without v1, so the rule moves misses rather
-# than ends them; hence off.
+# rule was tuned on), where the solver as it is misses twice (MNIST-1D seed 1 step 1000, 2.9e-3,
+# and seed 11 step 400, 1.1e-2; each a top Ritz vector of v2, with v1 in the second): * the
+# second pair kept open inside the loop, like the cold rule (scratch measurements, not in the
+# scripts): 0 misses, 1.3 more products on average (+0 to +2 on a MNIST-1D fit's median, -1 to
+# +6 on a digits fit's); on synthetic warm blocks (dimension 300, top five within 5%, v1 as
+# 5-10% of a block column that mixes it with the bulk, 800 solves) 8 misses became 4, three of
+# them new: solves that took another path, stopped sooner and lost v1; * applied only where the
+# solve would otherwise stop (the second pair's residual added, again, until it is within 0.3 of
+# the gap or the top pair meets its tolerance outright): 0 misses for 1.3-1.6 more products on
+# average (+0 to +2 on a MNIST-1D fit's median, +0 to +6 on a digits fit's; the main job's fit:
+# 27 to 30). The path up to the stop is the same, the basis only grows and restarts keep the top
+# Ritz vector, so theta_1 never ends lower on the same block (``tests/test_eigensolver.py``;
+# over the same 800 synthetic solves, scratch, none lower and the 8 misses unchanged: lambda_2
+# met its tolerance outright, residual 0.1-0.5 of tol * theta_1, while v1 sat in pairs below
+# that had met ``rest_tol``). The second form is in the solver, off: ``_TRUSTED_GAP_WARM = 0.3``
+# turns it on. ``python benchmarks/bench_tracker_misses.py --replay-warm-gap 0.3`` (with or
+# without ``--new-seeds``) replays every warm measurement with it; ``--warm-gap 0.3`` fits with
+# it. On in its own chains it missed as often as the solver without it: 1 of 340 (the digits
+# example at lr 0.5, step 400, 1.2e-2) and 1 of 313 (MNIST-1D seed 7, step 1400, 5.1e-3), each
+# with v1 in neither of the top two Ritz vectors; and ``bench_tracking.py --warm-gap 0.3``
+# counted a warm median of 30 products (27), +52-53% inside the fits (45%). The chains of warm
+# starts reach other blocks, some of them without v1, so the rule moves misses rather than ends
+# them; hence off.
 _TRUSTED_GAP = 0.1
 _TRUSTED_GAP_WARM = None
 
@@ -844,19 +837,19 @@ _MIN_GUARD_INDEX = 3
 # residual, ``||r|| <= tol * max|theta|``, which proves that *an* eigenvalue lies that close,
 # not the lowest: with a few negative eigenvalues within some tol * radius of each other, or a
 # warm ``min_start`` along another eigenvector, the bottom Ritz pair converged on one above the
-# minimum and said so (``python benchmarks/bench_min_eigenvalue.py`` at commit 067953b: 18 of
-# 40 solves of ten negative eigenvalues within 0.01, 10 of 140 tracker-like measurements of a
-# tiny sigmoid MLP; 0 and 4 with the rules below, at 1-6 more products, and 0 and 3 since the
-# restarts keep the bottom Ritz vector, see below). Two rules, the
-# bottom's counterparts of the reach and top-residual rules: the _BOTTOM_NEIGHBOURS pairs above
-# the bottom one stay open while their residual interval reaches below the bottom Ritz value
-# minus the tolerance, and the bottom pair's residual is added to the basis before the solve
-# accepts, unless it was since the bottom Ritz value last moved by more than _BOTTOM_SETTLED of
-# the tolerance. A stale ``min_start`` along another negative eigenvalue still passed in 21
-# of 40 solves: the top solve's thick restarts had dropped everything below it. They now keep
-# the bottom Ritz vector when the minimum is asked for (0 of 40; a start block holding the
-# exact minimum eigenvector, returned as the eigenvalue above it in 35 of 40 solves of a
-# sweep, 0), at no product and no change to a solve without ``compute_min``.
+# minimum and said so (``python benchmarks/bench_min_eigenvalue.py`` at commit 067953b: 18 of 40
+# solves of ten negative eigenvalues within 0.01, 10 of 140 tracker-like measurements of a tiny
+# sigmoid MLP; 0 and 4 with the rules below, at 1-6 more products, and 0 and 3 since the
+# restarts keep the bottom Ritz vector, see below). Two rules, the bottom's counterparts of the
+# reach and top-residual rules: the _BOTTOM_NEIGHBOURS pairs above the bottom one stay open
+# while their residual interval reaches below the bottom Ritz value minus the tolerance, and the
+# bottom pair's residual is added to the basis before the solve accepts, unless it was since the
+# bottom Ritz value last moved by more than _BOTTOM_SETTLED of the tolerance. A stale
+# ``min_start`` along another negative eigenvalue still passed in 21 of 40 solves: the top
+# solve's thick restarts had dropped everything below it. They now keep the bottom Ritz vector
+# when the minimum is asked for (0 of 40; a start block holding the exact minimum eigenvector,
+# returned as the eigenvalue above it in 35 of 40 solves of a sweep, 0), at no product and no
+# change to a solve without ``compute_min``.
 _BOTTOM_NEIGHBOURS = 2
 _BOTTOM_SETTLED = 1e-2
 
@@ -1042,8 +1035,8 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         Warm-start block, typically the previous top eigenvectors (of a nearby operator:
         without such vectors leave it None, since a block of random vectors is solved as a
         warm start, at fewer products and less safely than a cold one; see
-        ``EigenResult.converged``); random vectors are added
-        (one, or up to k + 1 columns in all). Its columns cost one product each. A block wider
+        ``EigenResult.converged``); random vectors are added (one, or up to k + 1 columns
+        in all). Its columns cost one product each. A block wider
         than k is checked down to its last column (every Ritz pair from the (k+1)-th to there
         is a guard), so extra columns cost products rather than save them. Columns that are
         zero, in the span of the others, or hold NaN or inf are left out, and random ones
