@@ -1081,6 +1081,7 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         minimum as ``min_start``.
     min_start : torch.Tensor or np.ndarray of shape (dim,) or (dim, m), optional
         Warm start for the most negative eigenvector (e.g. the previous one); see above.
+        Used only with ``compute_min=True``, but checked either way.
     generator : torch.Generator, optional
         Source of the random start vectors (CPU generator), for reproducibility.
     probe : torch.Tensor or np.ndarray of shape (dim,), optional
@@ -1109,6 +1110,8 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
     if operator.dim < 1:
         raise ValueError("the operator has dimension 0: it has no eigenvalues")
     probe = _as_probe(probe, start, operator)
+    # checked whether or not it is used: a wrong one passed silently without compute_min
+    min_block = None if min_start is None else _as_block(min_start, operator)
     k = min(int(k), operator.dim)
     space = _Subspace(operator)
     rand = lambda m: torch.randn(operator.dim, m, generator=generator,  # noqa: E731
@@ -1167,8 +1170,8 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
                          n_products=space.n_products, converged=converged, spectral_radius=space.radius,
                          at_rounding_floor=at_floor)
     if compute_min:
-        if min_start is not None:
-            space.extend(_as_block(min_start, operator))
+        if min_block is not None:
+            space.extend(min_block)
         theta_min, u_min, min_converged, min_at_floor = _solve(
             space, lambda n: [n - 1], 1, tol, space.n_products + max_products, generator,
             interior=True)

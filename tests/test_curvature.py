@@ -272,6 +272,11 @@ def test_solver_and_operator_inputs_get_clear_errors():
         top_eigenpairs(MatrixOperator(A), k=1, tol=-1e-3)
     with pytest.raises(ValueError, match="start block must have shape"):
         top_eigenpairs(MatrixOperator(A), k=1, start=np.ones((2, 4)))
+    # a min_start of the wrong size is refused with or without compute_min (a review found it
+    # passed silently without)
+    for compute_min in (True, False):
+        with pytest.raises(ValueError, match=r"start block must have shape \(4,\) or \(4, m\).*got \(3,\)"):
+            top_eigenpairs(MatrixOperator(A), k=1, min_start=np.ones(3), compute_min=compute_min)
     with pytest.raises(ValueError, match="symmetric"):
         MatrixOperator(np.triu(np.ones((3, 3))))
     # found by an audit: tol=None became NaN and was accepted at once ([2.997, 1.854] for
