@@ -114,9 +114,10 @@ class EigenResult:
         rare. Like any Krylov solver it cannot rule out an eigenvalue its basis has not
         seen: from a random ``start`` block, with two eigenvalues within 1e-4 to 1e-2 of each
         other among or just below the top k, the eigenvalue below them came back, converged,
-        in place of one of them in 8 of 100 solves of a review's sweep (dimension 80, k=3,
-        normal spectrum; 16-22 of 100 over spectra uniform in [0, 1] or folded normal), from
-        blocks of eigenvectors with 30% noise in none, and from cold starts in 0-1 of 100.
+        in place of one of them in 8 of 100 solves over a normal spectrum and 16-22 of 100
+        over spectra uniform in [0, 1] or folded normal, from blocks of eigenvectors with 30%
+        noise in none, and from cold starts in 0-1 of 100 (dimension 80, k=3; ``python
+        benchmarks/bench_start_blocks.py``, part (a)).
     min_eigenvalue : float or None
         Smallest (most negative) eigenvalue when ``compute_min=True``.
     min_eigenvector : torch.Tensor of shape (dim,) or None
@@ -848,8 +849,8 @@ _MIN_GUARD_INDEX = 3
 # ``min_start`` along another negative eigenvalue still passed in 21 of 40 solves: the top
 # solve's thick restarts had dropped everything below it. They now keep the bottom Ritz vector
 # when the minimum is asked for (0 of 40; a start block holding the exact minimum eigenvector,
-# returned as the eigenvalue above it in 35 of 40 solves of a sweep, 0), at no product and no
-# change to a solve without ``compute_min``.
+# returned as the eigenvalue above it in 35 of 40 solves of ``bench_start_blocks.py``, part
+# (b), 0), at no product and no change to a solve without ``compute_min``.
 _BOTTOM_NEIGHBOURS = 2
 _BOTTOM_SETTLED = 1e-2
 

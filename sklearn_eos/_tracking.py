@@ -14,12 +14,13 @@ from dataclasses import replace
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
 
 from ._callbacks import ParamsCallback, _caught_divergence, loads_best, returned_step
 from ._eigensolver import certified_sharpness, top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
-from ._checks import check_fraction, check_int, check_seed
+from ._checks import check_fraction, check_int, check_seed, is_int
 from ._net import (FullBatch, FullBatchNet, TrainingLoss, check_full_batch_net, check_one_batch_per_epoch,
                    check_one_batch_per_fit, loss_itself, training_batch_of)
 from ._rng import draws_random_numbers
@@ -129,12 +130,7 @@ def random_generator(random_state):
     """A CPU ``torch.Generator`` for eigensolver start vectors, seeded from ``random_state``
     (an int; a ``RandomState`` draws the seed, as scikit-learn's estimators do; None: a fresh
     seed from numpy's global generator), leaving the global torch RNG alone."""
-    if random_state is None:
-        seed = np.random.randint(2**31)
-    elif isinstance(random_state, np.random.RandomState):
-        seed = random_state.randint(2**31)
-    else:
-        seed = random_state
+    seed = random_state if is_int(random_state) else check_random_state(random_state).randint(2**31)
     return torch.Generator().manual_seed(int(seed))
 
 

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
     (["bench_rotation_noise.py", "--quick"], "median products per warm measurement"),
     (["bench_far_past_edge.py"], "(d) float32 regressor diverged"),
     (["bench_min_eigenvalue.py", "--quick"], "4-8-3 sigmoid, tracker-like chain"),
+    (["bench_start_blocks.py", "--quick"], "exact minimum eigenvector"),
     (["bench_sparse_tracking.py", "--quick"], "block + random: misses"),
     # the fit's own rows must be the probe's replays: the benchmark stands in for the tracker
     (["bench_probe.py", "--quick"], "The fits' own rows equal the probe's replays: True"),

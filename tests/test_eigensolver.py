@@ -986,8 +986,9 @@ def test_most_negative_eigenvalue_survives_the_top_solve_s_restarts(warm):
     only the top Ritz vectors: what the basis had seen of the minimum was dropped, and the
     solve returned an eigenvalue above it, converged. A ``start`` block holding the exact
     eigenvector of -20 came back as -19.9, with ``spectral_radius`` 20 showing that -20 had
-    been seen (35 of 40 solves of a sweep); a ``min_start`` near the eigenvector of the
-    second-lowest eigenvalue was returned in 21 of 40 solves of ``bench_min_eigenvalue.py``.
+    been seen (35 of 40 solves of ``bench_start_blocks.py``, part (b)); a ``min_start`` near
+    the eigenvector of the second-lowest eigenvalue was returned in 21 of 40 solves of
+    ``bench_min_eigenvalue.py``.
     The restarts now keep the bottom Ritz vector when ``compute_min`` is set; this test fails
     without it."""
     misses = []
