@@ -778,9 +778,10 @@ _COLD_EXTRA_VECTORS = 1
 # that had met ``rest_tol``). The second form is in the solver, off: ``_TRUSTED_GAP_WARM = 0.3``
 # turns it on. ``python benchmarks/bench_tracker_misses.py --replay-warm-gap 0.3`` (with or
 # without ``--new-seeds``) replays every warm measurement with it; ``--warm-gap 0.3`` fits with
-# it. On in its own chains it missed as often as the solver without it: 1 of 340 (the digits
-# example at lr 0.5, step 400, 1.2e-2) and 1 of 313 (MNIST-1D seed 7, step 1400, 5.1e-3), each
-# with v1 in neither of the top two Ritz vectors; and ``bench_tracking.py --warm-gap 0.3``
+# it. On in its own chains it missed about as often as the solver without it (1 of 340 and 1 of
+# 313): 0 of 340 and 1 of 313 (MNIST-1D seed 7, step 1400, 5.1e-3) on 2026-12-03, and 1 of 340
+# (the digits example at lr 0.5, step 400, 1.2e-2) before commit d618d2d moved the chains, each
+# miss with v1 in neither of the top two Ritz vectors; and ``bench_tracking.py --warm-gap 0.3``
 # counted a warm median of 30 products (27), +52-53% inside the fits (45%). The chains of warm
 # starts reach other blocks, some of them without v1, so the rule moves misses rather than ends
 # them; hence off.
