@@ -54,7 +54,8 @@ def test_a_decay_at_step_0_is_announced_with_the_rate_every_step_runs_at(capsys)
 def test_a_ratio_far_past_the_edge_is_printed_in_three_digits(capsys):
     """lr 100 for 5 steps: the loss grows to 1e24 without a divergence and the ratio was
     printed with 31 digits before the point."""
-    clf = main(["--lr", "100", "--max-iter", "5", "--sharpness-every", "2", "--verbose", "0"])
+    with pytest.warns(UserWarning, match="training started far beyond the edge of stability"):
+        clf = main(["--lr", "100", "--max-iter", "5", "--sharpness-every", "2", "--verbose", "0"])
     out = capsys.readouterr().out
     ratio = clf.sharpness_history_["sharpness"][-1] / clf.sharpness_history_["threshold"][-1]
     assert ratio > 1e3
