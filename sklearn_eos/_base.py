@@ -861,6 +861,7 @@ class BaseEoS(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The input data.
 
         Returns
         -------
@@ -887,6 +888,7 @@ class BaseEoS(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            The data whose loss's Hessian is measured (a test set, say).
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Targets as `fit` takes them; a classifier's labels must be among ``classes_``.
         sample_weight : array-like of shape (n_samples,), default=None
@@ -989,6 +991,7 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         the k-th ends); None never decays. A step at or beyond ``max_iter``, or more
         episodes than training completes, means no decay (``decay_step_`` is None).
     decay_factor : float in (0, 1], default=0.1
+        What the learning rate is multiplied by at the decay (1 keeps it: no decay).
     decay_on : {'step', 'instabilities'}, default='step'
         What ``decay_time`` counts.
     decay_when_stable : bool, default=True
@@ -1177,6 +1180,11 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         With ``loss='mse'`` these are scores on the probability simplex that rank classes
         like `predict`, not calibrated probabilities.
 
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data.
+
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
@@ -1186,6 +1194,11 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     def predict_log_proba(self, X):
         """Logarithm of `predict_proba`, computed as a log-softmax of the network outputs
         (finite where the probabilities underflow to 0).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data.
 
         Returns
         -------

@@ -44,6 +44,7 @@ class LRSchedule(ParamsCallback):
         Resolved decay time (`resolve_decay_time`): a step for ``decay_on='step'``, a number
         of completed instability episodes for ``decay_on='instabilities'``; None never decays.
     decay_factor : float in (0, 1]
+        What the learning rate is multiplied by at the decay.
     decay_on : {'step', 'instabilities'}, default='step'
     decay_when_stable : bool, default=True
         A decay due inside an instability episode waits until it has ended.
