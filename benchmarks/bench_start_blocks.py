@@ -49,15 +49,20 @@ def paired_spectrum(draw, rng, n, pair, gap):
     return np.sort(ev)[::-1]
 
 
+def rotated(ev, rng):
+    """A symmetric matrix with eigenvalues ``ev`` and random eigenvectors, and those (columns)."""
+    Q, _ = np.linalg.qr(rng.standard_normal((len(ev), len(ev))))
+    A = (Q * ev) @ Q.T
+    return (A + A.T) / 2, Q
+
+
 def lost_copy(draw, pair, gap, mode, seeds, n=80, k=3):
     """(wrong solves, median products) over ``seeds`` matrices."""
     wrong, products = 0, []
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
         ev = paired_spectrum(draw, rng, n, pair, gap)
-        Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-        A = (Q * ev) @ Q.T
-        A = (A + A.T) / 2
+        A, Q = rotated(ev, rng)
         start = {"random": lambda: rng.standard_normal((n, k)),
                  "stale": lambda: Q[:, :k] + 0.3 * rng.standard_normal((n, k)) / np.sqrt(n),
                  "cold": lambda: None}[mode]()
@@ -75,9 +80,7 @@ def exact_minimum(dtype, mode, seeds, n=60):
     for seed in range(seeds):
         rng = np.random.default_rng(1000 + seed)
         ev = np.concatenate([[1.0, 0.95], rng.uniform(-0.5, 0.9, n - 5), [-20, -19.9, -19.8]])
-        Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-        A = (Q * ev) @ Q.T
-        A = (A + A.T) / 2
+        A, _ = rotated(ev, rng)
         w, V = np.linalg.eigh(A)
         start = {"cold": lambda: None,
                  "noisy top block": lambda: torch.as_tensor(V[:, -2:] + 0.05 * rng.standard_normal((n, 2))),

@@ -761,30 +761,33 @@ _COLD_EXTRA_VECTORS = 1
 # miss that is left (see "The gap's far side"). Two forms were measured on 2026-12-02 by
 # replaying, on the same blocks and probes, every warm measurement of ``python
 # benchmarks/bench_tracker_misses.py`` and of its ``--new-seeds`` (653; 313 of them on fits no
-# rule was tuned on), where the solver as it is misses twice (MNIST-1D seed 1 step 1000, 2.9e-3,
-# and seed 11 step 400, 1.1e-2; each a top Ritz vector of v2, with v1 in the second): * the
-# second pair kept open inside the loop, like the cold rule (scratch measurements, not in the
-# scripts): 0 misses, 1.3 more products on average (+0 to +2 on a MNIST-1D fit's median, -1 to
-# +6 on a digits fit's); on synthetic warm blocks (dimension 300, top five within 5%, v1 as
-# 5-10% of a block column that mixes it with the bulk, 800 solves) 8 misses became 4, three of
-# them new: solves that took another path, stopped sooner and lost v1; * applied only where the
-# solve would otherwise stop (the second pair's residual added, again, until it is within 0.3 of
-# the gap or the top pair meets its tolerance outright): 0 misses for 1.3-1.6 more products on
-# average (+0 to +2 on a MNIST-1D fit's median, +0 to +6 on a digits fit's; the main job's fit:
-# 27 to 30). The path up to the stop is the same, the basis only grows and restarts keep the top
-# Ritz vector, so theta_1 never ends lower on the same block (``tests/test_eigensolver.py``;
-# over the same 800 synthetic solves, scratch, none lower and the 8 misses unchanged: lambda_2
-# met its tolerance outright, residual 0.1-0.5 of tol * theta_1, while v1 sat in pairs below
-# that had met ``rest_tol``). The second form is in the solver, off: ``_TRUSTED_GAP_WARM = 0.3``
-# turns it on. ``python benchmarks/bench_tracker_misses.py --replay-warm-gap 0.3`` (with or
-# without ``--new-seeds``) replays every warm measurement with it; ``--warm-gap 0.3`` fits with
-# it. On in its own chains it missed about as often as the solver without it (1 of 340 and 1 of
-# 313): 0 of 340 and 1 of 313 (MNIST-1D seed 7, step 1400, 5.1e-3) on 2026-12-03, and 1 of 340
-# (the digits example at lr 0.5, step 400, 1.2e-2) before commit d618d2d moved the chains, each
-# miss with v1 in neither of the top two Ritz vectors; and ``bench_tracking.py --warm-gap 0.3``
-# counted a warm median of 30 products (27), +52-53% inside the fits (45%). The chains of warm
-# starts reach other blocks, some of them without v1, so the rule moves misses rather than ends
-# them; hence off.
+# rule was tuned on), where the solver as it is misses twice (MNIST-1D seed 1 step 1000,
+# 2.9e-3, and seed 11 step 400, 1.1e-2; each a top Ritz vector of v2, with v1 in the second):
+# * the second pair kept open inside the loop, like the cold rule (scratch measurements, not
+#   in the scripts): 0 misses, 1.3 more products on average (+0 to +2 on a MNIST-1D fit's
+#   median, -1 to +6 on a digits fit's); on synthetic warm blocks (dimension 300, top five
+#   within 5%, v1 as 5-10% of a block column that mixes it with the bulk, 800 solves) 8
+#   misses became 4, three of them new: solves that took another path, stopped sooner and
+#   lost v1;
+# * applied only where the solve would otherwise stop (the second pair's residual added,
+#   again, until it is within 0.3 of the gap or the top pair meets its tolerance outright): 0
+#   misses for 1.3-1.6 more products on average (+0 to +2 on a MNIST-1D fit's median, +0 to
+#   +6 on a digits fit's; the main job's fit: 27 to 30). The path up to the stop is the
+#   same, the basis only grows and restarts keep the top Ritz vector, so theta_1 never ends
+#   lower on the same block (``tests/test_eigensolver.py``; over the same 800 synthetic
+#   solves, scratch, none lower and the 8 misses unchanged: lambda_2 met its tolerance
+#   outright, residual 0.1-0.5 of tol * theta_1, while v1 sat in pairs below that had met
+#   ``rest_tol``).
+# The second form is in the solver, off: ``_TRUSTED_GAP_WARM = 0.3`` turns it on. ``python
+# benchmarks/bench_tracker_misses.py --replay-warm-gap 0.3`` (with or without
+# ``--new-seeds``) replays every warm measurement with it; ``--warm-gap 0.3`` fits with it.
+# On in its own chains it missed about as often as the solver without it (1 of 340 and 1 of
+# 313): 0 of 340 and 1 of 313 (MNIST-1D seed 7, step 1400, 5.1e-3) on 2026-12-03, and 1 of
+# 340 (the digits example at lr 0.5, step 400, 1.2e-2) before commit d618d2d moved the
+# chains, each miss with v1 in neither of the top two Ritz vectors; and ``bench_tracking.py
+# --warm-gap 0.3`` counted a warm median of 30 products (27), +52-53% inside the fits (45%).
+# The chains of warm starts reach other blocks, some of them without v1, so the rule moves
+# misses rather than ends them; hence off.
 _TRUSTED_GAP = 0.1
 _TRUSTED_GAP_WARM = None
 
@@ -1037,13 +1040,12 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         Warm-start block, typically the previous top eigenvectors (of a nearby operator:
         without such vectors leave it None, since a block of random vectors is solved as a
         warm start, at fewer products and less safely than a cold one; see
-        ``EigenResult.converged``); random vectors are added (one, or up to k + 1 columns
-        in all). Its columns cost one product each. A block wider
-        than k is checked down to its last column (every Ritz pair from the (k+1)-th to there
-        is a guard), so extra columns cost products rather than save them. Columns that are
-        zero, in the span of the others, or hold NaN or inf are left out, and random ones
-        make the block up to k. None starts from ``k + 1`` random vectors (``k`` within a
-        budget of ``k`` products or fewer).
+        ``EigenResult.converged``); random vectors are added (one, or up to k + 1 columns in
+        all). Its columns cost one product each. A block wider than k is checked down to its
+        last column (every Ritz pair from the (k+1)-th to there is a guard), so extra columns
+        cost products rather than save them. Columns that are zero, in the span of the others,
+        or hold NaN or inf are left out, and random ones make the block up to k. None starts
+        from ``k + 1`` random vectors (``k`` within a budget of ``k`` products or fewer).
     tol : float, default=1e-3
         Relative accuracy on each of the k returned eigenvalues, judged by the residual bound
         ``min(||r||, ||r||^2 / gap) <= tol * |theta|`` (gap estimated from the Ritz values).

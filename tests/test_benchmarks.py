@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("args, expected", [
+CASES = [
     (["bench_update_curvature.py", "--pairs", "3"], "UpdateCurvature +"),
     (["bench_step_callbacks.py", "--steps", "40", "--block", "5"], "none (control)"),
     (["bench_cold_start.py", "--quick"], "(package default)"),
@@ -34,7 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
     # patches the tracker's measurement and the solver's warm top-pair rule (one fit, 5 s)
     (["bench_tracker_misses.py", "--fit", "breast cancer", "--warm-gap", "0.3", "--replay-warm-gap", "0.3"],
      "all, with the warm gap 0.3"),
-])
+]
+
+
+@pytest.mark.parametrize("args, expected", CASES, ids=[args[0].removesuffix(".py") for args, _ in CASES])
 def test_benchmark_runs(args, expected):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]], cwd=ROOT, env=env,
