@@ -965,8 +965,10 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         that none re-draws, which keep the instance's values); frozen parameters
         (``requires_grad=False``, a pretrained layer) keep the instance's values and stay
         frozen. Sharpness tracking is
-        cheapest for an ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations
-        (as the default MLP), whose Hessian-vector products have a closed form; any other
+        cheapest for an ``nn.Sequential`` of ``nn.Linear`` layers and the activations
+        ``nn.Tanh``, ``nn.Sigmoid``, ``nn.ReLU``, ``nn.ELU``, ``nn.Softplus``, ``nn.GELU``
+        (exact, not tanh-approximate) and ``nn.Identity`` (as the default MLP), whose
+        Hessian-vector products have a closed form; any other
         module gets autograd's double backward, about a quarter slower per product. Its
         output must have one column per class (a `ValueError` before training says so
         otherwise), and it needs parameters that require gradients; frozen ones are left

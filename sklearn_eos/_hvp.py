@@ -4,8 +4,9 @@ The Hessian is never formed. A product ``H v`` is the derivative of ``<g(theta),
 ``g`` is the gradient of the full training loss. Two ways to compute it, chosen per operator
 (attribute ``method``):
 
-* ``'r-operator'``: for a chain of ``nn.Linear`` layers and elementwise activations (the default
-  MLP) under this package's losses, the closed-form forward/backward pass of
+* ``'r-operator'``: for a chain of ``nn.Linear`` layers and the elementwise activations that
+  `~sklearn_eos._mlp_hessian` lists (the default MLP's among them) under this package's
+  losses, the closed-form forward/backward pass of
   `~sklearn_eos._mlp_hessian` with every factor that does not depend on ``v`` computed once per
   parameter point;
 * ``'autograd'``: any other module and loss, by double backward: the gradient is built once
@@ -236,8 +237,8 @@ class FullBatchHessian:
         Those of the first parameter; vectors must use them.
     method : {'r-operator', 'autograd'}
         How products are computed (see the module notes): the R-operator for a chain of
-        ``nn.Linear`` layers and elementwise activations under the package's losses, else
-        autograd.
+        ``nn.Linear`` layers and the activations ``Identity``, ``Tanh``, ``Sigmoid``, ``ReLU``,
+        ``ELU``, ``Softplus`` and exact ``GELU`` under the package's losses, else autograd.
 
     Notes
     -----

@@ -28,8 +28,11 @@ per product against 1.59-1.64 by autograd (``benchmarks/bench_tracking.py``: 1.3
 0.73-0.77 gradients once per parameter point for the factors.
 
 The result is the exact Hessian of the same loss (tests compare it with
-``torch.autograd.functional.hessian`` in float64 for every activation and loss). Anything else
-(other layers, hooks, other losses, a subset of the parameters) is left to autograd:
+``torch.autograd.functional.hessian`` in float64 for every activation and loss). The
+activations it knows are exactly these classes: ``nn.Identity``, ``nn.Tanh``, ``nn.Sigmoid``,
+``nn.ReLU``, ``nn.ELU``, ``nn.Softplus`` and ``nn.GELU`` (``approximate='none'``). Anything else
+(other activations, such as ``nn.SiLU``, ``nn.LeakyReLU`` or the tanh-approximate GELU; other
+layers, hooks, other losses, a subset of the parameters) is left to autograd, exact but slower:
 `mlp_structure` returns None.
 """
 

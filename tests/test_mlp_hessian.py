@@ -226,3 +226,27 @@ def test_other_models_and_losses_fall_back_to_autograd(case):
     if case not in ("parameter_subset", "three_d_input", "frozen_layer"):
         torch.testing.assert_close(hv, exact_hessian(module, criterion, X, y) @ v,
                                    rtol=1e-10, atol=1e-12)
+
+
+def test_the_documented_activations_are_the_ones_the_r_operator_knows():
+    # the docs once said "elementwise activations", and SiLU or LeakyReLU fell back to autograd
+    # unannounced; each place that names the list must name every class and no other
+    import re
+
+    import sklearn_eos._base as base
+    import sklearn_eos._hvp as hvp
+    import sklearn_eos._mlp_hessian as mlp_hessian
+
+    known = {cls.__name__ for cls in mlp_hessian._DERIVATIVES}
+    candidates = {name for name in dir(nn) if isinstance(getattr(nn, name), type)
+                  and issubclass(getattr(nn, name), nn.Module)} - {"Sequential", "Linear"}
+    flat = lambda text: " ".join(text.split())  # noqa: E731
+    for text in (flat(mlp_hessian.__doc__).split("The activations it knows")[1].split("Anything else")[0],
+                 flat(base.EoSClassifier.__doc__).split("cheapest for")[1].split("Hessian-vector")[0],
+                 flat(hvp.FullBatchHessian.__doc__).split("method : ")[1].split("autograd.")[0]):
+        named = set(re.findall(r"``(?:nn\.)?(\w+)``", text)) & candidates
+        assert named == known
+    for activation in ("SiLU", "LeakyReLU"):  # named as falling back, and they do
+        layers = nn.Sequential(nn.Linear(3, 5), getattr(nn, activation)(), nn.Linear(5, N_OUT))
+        X, y = problem("mse")
+        assert FullBatchHessian(layers.double(), HalfSquaredError(), [(X, y)]).method == "autograd"
