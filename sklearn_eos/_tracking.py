@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from skorch import NeuralNet
 
 from ._callbacks import ParamsCallback, _caught_divergence, loads_best, returned_step
 from ._eigensolver import certified_sharpness, top_eigenpairs
@@ -23,17 +24,45 @@ from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_
 from ._checks import check_fraction, check_int, check_seed, is_int
 from ._net import (FullBatch, FullBatchNet, TrainingLoss, check_full_batch_net, check_one_batch_per_epoch,
                    check_one_batch_per_fit, loss_itself, training_batch_of)
-from ._rng import draws_random_numbers
 from ._rotation import eigenvector_cosines, subspace_overlap
 from ._update_curvature import _is_plain_gd
 
 
+def _steps_on_its_criterion(net):
+    """Whether a `FullBatchNet`'s step loss ``net.get_loss(net.infer(X_c), y_c)`` is skorch's
+    default ``net.criterion_(net.module_(X_c), y_c)``: neither method overridden, by its class
+    (a ``get_loss`` that adds a penalty; skorch's ``NeuralNetClassifier`` mixed in, whose
+    ``get_loss`` takes the log of the probabilities under ``NLLLoss``) or on the instance."""
+    return all(getattr(type(net), name) is getattr(NeuralNet, name) and name not in vars(net)
+               for name in ("infer", "get_loss"))
+
+
+class _StepLoss(torch.nn.Module):
+    """A `FullBatchNet`'s loss on one chunk as its training step computes it,
+    ``net.get_loss(net.infer(X_c), y_c, training=True)`` (`FullBatchNet._training_loss`), as a
+    module of ``net.module_``'s parameters: ``forward((X_c, y_c))`` returns it."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.module = net.module_
+        self.net = net  # not a torch Module: a plain attribute
+
+    def forward(self, chunk):
+        X, y = chunk
+        return self.net._training_loss(self.net.infer(X), y)
+
+
 def _training_hessian(net, data):
     """The Hessian of ``net``'s full training loss on ``data``: a `FullBatch` (a `FullBatchNet`
-    minimises its criterion on it), or the ``(X, y)`` batch of another skorch net
-    (`training_batch_of`: the loss is what its training step computes, `TrainingLoss`)."""
+    minimises ``get_loss(infer(X_c), y_c)`` over its chunks, which is ``criterion_(module_(X_c),
+    y_c)`` unless the net overrides them, `_steps_on_its_criterion`), or the ``(X, y)`` batch of
+    another skorch net (`training_batch_of`: the loss is what its training step computes,
+    `TrainingLoss`)."""
     if isinstance(data, FullBatch):
-        return FullBatchHessian(net.module_, net.criterion_, data.chunks)
+        if _steps_on_its_criterion(net):  # the closed-form products for an MLP under its losses
+            return FullBatchHessian(net.module_, net.criterion_, data.chunks)
+        # chunks weighted by their sizes, as the step weights them (`full_batch_loss`)
+        return FullBatchHessian(_StepLoss(net), loss_itself, [((X, y), y) for X, y in data.chunks])
     return FullBatchHessian(TrainingLoss(net), loss_itself, [(data, data[1])])
 
 
@@ -166,11 +195,15 @@ class SharpnessTracker(ParamsCallback):
     ``train_split=None``; minibatches and a validation split are refused with a TypeError),
     whose training data it collates once into one batch, as its iterator would. The Hessian
     is that of the loss the net minimises over every training example, in train mode, as
-    the gradient step sees it: ``net.criterion_`` on a `FullBatchNet`;
+    the gradient step sees it: ``net.get_loss(net.infer(X_c), y_c)`` chunk by chunk on a
+    `FullBatchNet` (``net.criterion_(net.module_(X_c), y_c)`` unless its class overrides
+    ``get_loss`` or ``infer``, as a penalty added in ``get_loss`` or skorch's
+    ``NeuralNetClassifier`` mixed in do);
     ``net.get_loss(net.infer(X), y, X=X, training=True)`` on another net (for skorch's
     ``NeuralNetClassifier`` with ``NLLLoss``, the NLL of the log of the module's
     probabilities). There the first step's loss is checked against the tracker's own at the
-    same parameters (modules without randomness): a step that sees more than that (arguments
+    same parameters (taken right before the step, so that a dropout module draws the step's
+    own mask): a step that sees more than that (arguments
     passed to ``fit`` for the module's forward, an ``iterator_train`` sampler) is a
     ValueError, not a history of another loss. A plain net calls no hook after an error, so
     its tracker's histories are emptied when a fit begins (a failed fit leaves them empty).
@@ -269,6 +302,7 @@ class SharpnessTracker(ParamsCallback):
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self._first_loss = None  # see _check_first_loss
+        self._compare_first = False  # a plain net: its loss is taken right before step 0
         if not isinstance(net, FullBatchNet):
             # a plain skorch net whose epoch is one full-batch GD step: its training batch,
             # built here once (see `training_batch_of`)
@@ -282,7 +316,7 @@ class SharpnessTracker(ParamsCallback):
             self.history_ = _as_arrays([], sharpness_columns(self.k, self.compute_min))
             self.rotation_history_ = _as_arrays([], rotation_columns(self.k))
             X = training_batch_of(net, X, y)
-            self._first_loss = self._loss_to_compare(net, X)
+            self._compare_first = True
         elif not isinstance(X, FullBatch):
             raise TypeError("SharpnessTracker needs a net fitted on a FullBatch (full-batch GD).")
         # before any step: a bad tol was refused by the solver at the first measurement, after
@@ -453,11 +487,13 @@ class SharpnessTracker(ParamsCallback):
 
     @staticmethod
     def _loss_to_compare(net, batch):
-        """The training loss at the initial parameters as the tracker computes it (a plain
-        skorch net's), for `_check_first_loss` to compare with the first step's; None for a
-        module that draws random numbers (dropout), whose step may draw another mask."""
-        if draws_random_numbers(TrainingLoss(net), batch):
-            return None
+        """The training loss at the current parameters as the tracker computes it (a plain
+        skorch net's), for `_check_first_loss` to compare with the first step's. Taken right
+        before that step (its ``on_batch_begin``): a module that draws random numbers
+        (dropout) then draws the step's own mask, since the operator's passes replay the
+        global generator from where it stands when the operator is built and put it back
+        after (without dropout the check was skipped, and arguments passed to ``fit`` for
+        the forward went unnoticed: audit A of session 36)."""
         with _training_hessian(net, batch) as hessian:
             return hessian.loss()
 
@@ -500,6 +536,9 @@ class SharpnessTracker(ParamsCallback):
         # be measured as the same step (check_one_batch_per_fit sees batch_size only)
         check_one_batch_per_epoch(self, net)
         step = self.step_ - 1
+        if self._compare_first and step == 0:
+            self._compare_first = False
+            self._first_loss = self._loss_to_compare(net, self._data)
         if self.every and step % self.every == 0:
             self.measure(net, step)
 

@@ -1324,3 +1324,93 @@ def test_a_rank_deficient_start_with_a_tiny_budget_still_records_k_eigenvalues(b
     assert (history["sharpness"] >= history["eig_2"]).all()
     assert np.isfinite(tracker.rotation_history_["subspace_overlap"]).all()
     assert clf.n_iter_ == 3
+
+
+@pytest.mark.parametrize("chunk_size", [None, 7])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_tracker_on_a_full_batch_net_measures_what_its_get_loss_computes(chunk_size, weighted):
+    """A FullBatchNet's step minimises get_loss(infer(X_c), y_c) chunk by chunk; the tracker
+    measured criterion_(module_(X_c), y_c), so an L2 penalty added in get_loss (skorch's way
+    of adding one) was left out of the sharpness (1.46 where the step's loss has 3.46), and
+    skorch's NeuralNetClassifier mixed in (NLL of the log of probabilities) gave the Hessian
+    of the NLL of the probabilities themselves, 6 times too low (audit A of session 36)."""
+    from skorch import NeuralNetClassifier
+
+    from sklearn_eos import FullBatch, FullBatchNet, HalfSquaredError
+
+    torch.manual_seed(0)
+    X = torch.randn(30, 3, dtype=torch.float64)
+    Y = torch.randn(30, 2, dtype=torch.float64)
+    weights = torch.linspace(0.5, 2.0, 30, dtype=torch.float64) if weighted else None
+    penalty = 2.0
+
+    class Penalised(FullBatchNet):
+        def get_loss(self, y_pred, y_true, X=None, training=False):
+            loss = super().get_loss(y_pred, y_true, X=X, training=training)
+            return loss + 0.5 * penalty * sum((p ** 2).sum() for p in self.module_.parameters())
+
+    def module():
+        return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+
+    tracker = SharpnessTracker(every=1, k=2, tol=1e-9, rest_tol=None, random_state=0)
+    net = Penalised(module(), criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.05,
+                    max_epochs=2, callbacks=[("t", tracker)])
+    net.fit(FullBatch(X, Y, chunk_size=chunk_size, sample_weight=weights), None)
+    w = torch.ones(30, dtype=torch.float64) if weights is None else weights * 30 / weights.sum()
+
+    def criterion(out, y):
+        return (w * 0.5 * ((out - y) ** 2).sum(1)).mean()
+
+    expected = torch.linalg.eigvalsh(exact_hessian(net.module_, criterion, X, Y)).flip(0)[:2] + penalty
+    np.testing.assert_allclose([tracker.history_["sharpness"][-1], tracker.history_["eig_2"][-1]],
+                               expected.numpy(), rtol=1e-7)
+
+    # skorch's classifier mixed in: NLLLoss on the module's probabilities, get_loss takes the log
+    class FullBatchClassifier(FullBatchNet, NeuralNetClassifier):
+        pass
+
+    labels = torch.arange(30) % 3
+    tracker = SharpnessTracker(every=1, k=1, tol=1e-9, random_state=0)
+    clf = FullBatchClassifier(
+        torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Softmax(dim=-1)).double(),
+        criterion=torch.nn.NLLLoss, optimizer=torch.optim.SGD, lr=0.1, max_epochs=2,
+        callbacks=[("t", tracker)])
+    clf.fit(FullBatch(X, labels, chunk_size=chunk_size), None)
+    expected = torch.linalg.eigvalsh(exact_hessian(
+        clf.module_, lambda out, y: torch.nn.functional.nll_loss(torch.log(out), y), X, labels))[-1]
+    np.testing.assert_allclose(tracker.history_["sharpness"][-1], float(expected), rtol=1e-7)
+
+
+class _DroppedTempered(torch.nn.Module):
+    """`_Tempered` with a dropout layer: each training forward draws a mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 8)
+        self.dropout = torch.nn.Dropout(0.3)
+        self.out = torch.nn.Linear(8, 3)
+
+    def forward(self, x, temperature=1.0):
+        return self.out(self.dropout(torch.tanh(self.linear(x)))) / temperature
+
+
+@pytest.mark.parametrize("every", [1, 0])
+def test_the_first_step_check_on_a_plain_net_covers_dropout_modules(every):
+    """With a dropout module the tracker skipped its first-step check (the step draws its own
+    mask), so an argument passed to fit for the forward gave a history of another loss with
+    no word (audit A of session 36: 1.32 recorded, 11.75 for the loss the step minimised).
+    The check now takes the loss right before the first step, under that step's mask."""
+    from skorch import NeuralNetClassifier
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+    tracker = SharpnessTracker(every=every, k=2, tol=1e-3)
+    net = NeuralNetClassifier(_DroppedTempered, criterion=torch.nn.CrossEntropyLoss,
+                              optimizer=torch.optim.SGD, lr=0.1, max_epochs=3, batch_size=-1,
+                              train_split=None, verbose=0, callbacks=[("t", tracker)])
+    torch.manual_seed(0)
+    net.fit(X, y)  # no false alarm: the check's mask is the step's
+    assert len(tracker.history_["step"]) == (4 if every else 1)
+    with pytest.raises(ValueError, match="the step sees something the tracker does not"):
+        net.fit(X, y, temperature=0.25)  # logits 4 times larger: a loss 9% higher at init
