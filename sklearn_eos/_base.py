@@ -29,7 +29,8 @@ from ._rng import cuda_generators_of, draws_random_numbers, kept_mode_and_buffer
 from ._schedule import resolve_decay_time
 from ._losses import make_criterion
 from ._modules import ACTIVATIONS, build_module
-from ._net import SYNC_EVERY, FullBatch, FullBatchNet, _is_a, n_training_steps, reads_validation_scores
+from ._net import (SYNC_EVERY, FullBatch, FullBatchNet, _is_a, n_training_steps, reads_validation_scores,
+                   scores_a_full_batch)
 from ._update_curvature import UpdateCurvature
 from ._tracking import (InstabilityTracker, SharpnessTracker, _as_arrays, _tracker_before, random_generator,
                         rotation_columns, sharpness_columns)
@@ -467,6 +468,13 @@ class BaseEoS(BaseEstimator):
                     f"the best epoch, use EarlyStopping(load_best=True) (with sharpness_every=0 "
                     f"and a SharpnessTracker listed after it, user guide); to continue a fit, "
                     f"warm_start=True; a Checkpoint without load_best saves as usual.")
+            reason = scores_a_full_batch(callback)
+            if reason:
+                raise InvalidParameterError(
+                    f"The 'callbacks' parameter of {type(self).__name__}: {reason}. The "
+                    f"estimator records the training loss of every step (loss_curve_, "
+                    f"'train_loss' in net_.history); score the training or held-out data after "
+                    f"the fit (est.score, cross_val_score).")
             reason = reads_validation_scores(callback)
             if reason:
                 raise InvalidParameterError(

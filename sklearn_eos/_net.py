@@ -19,7 +19,8 @@ from contextlib import ExitStack
 
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback, EpochScoring, PassthroughScoring
+from skorch.callbacks import Callback, PassthroughScoring
+from skorch.callbacks.scoring import ScoringBase
 from skorch.history import History
 from skorch.dataset import get_len, unpack_data
 from skorch.utils import TeeGenerator, to_tensor
@@ -157,25 +158,39 @@ def _overrides(obj, base, name):
     return getattr(type(obj), name, None) is not getattr(base, name) or name in getattr(obj, "__dict__", ())
 
 
+def _setting(callback, name):
+    """``callback``'s setting ``name``: the attribute of an instance, the default of a class's
+    ``__init__`` (skorch builds it), None where it has none."""
+    if not isinstance(callback, type):
+        return getattr(callback, name, None)
+    parameter = inspect.signature(callback).parameters.get(name)
+    return None if parameter is None else parameter.default
+
+
 def reads_validation_scores(callback):
     """What of a validation set ``callback`` (an instance or a class) would read, or "" if
     nothing. The estimators train on all the data they are given, and a `FullBatchNet`
     cannot split a `FullBatch` (nor anything with ``train_split=None``): they record no
     validation scores, so a ``monitor`` that names one (skorch's EarlyStopping defaults to
     ``'valid_loss'``, Checkpoint to ``'valid_loss_best'``) failed after the first step with a
-    bare KeyError, and an EpochScoring with ``on_train=False`` (its default) recorded nothing,
-    silently."""
-    def setting(name):
-        if not isinstance(callback, type):
-            return getattr(callback, name, None)
-        parameter = inspect.signature(callback).parameters.get(name)
-        return None if parameter is None else parameter.default
-
-    monitor = setting("monitor")
+    bare KeyError, and an EpochScoring or BatchScoring with ``on_train=False`` (their
+    default) recorded nothing, silently."""
+    monitor = _setting(callback, "monitor")
     if isinstance(monitor, str) and monitor.startswith("valid_"):
         return f"{_callback_name(callback)} monitors {monitor!r}"
-    if _is_a(callback, EpochScoring) and not setting("on_train"):
+    if _is_a(callback, ScoringBase) and not _setting(callback, "on_train"):
         return f"{_callback_name(callback)} scores a validation set (on_train=False)"
+    return ""
+
+
+def scores_a_full_batch(callback):
+    """Why ``callback`` (an instance or a class) cannot run on a net fitted on a `FullBatch`,
+    or "": skorch's EpochScoring and BatchScoring with ``on_train=True`` predict on the
+    training data, which such a net gets as one `FullBatch`, not as rows a scorer can index
+    (they failed at the end of the first step, in a TypeError from ``FullBatch``)."""
+    if _is_a(callback, ScoringBase) and _setting(callback, "on_train"):
+        return (f"{_callback_name(callback)} scores the training data (on_train=True), which the "
+                f"net receives as one FullBatch, not as rows a scorer can predict on")
     return ""
 
 
@@ -483,6 +498,15 @@ class FullBatchNet(NeuralNet):
                         f"validation set ({split}), so its history holds no 'valid_*' key. Monitor "
                         f"'train_loss' (EarlyStopping(monitor='train_loss'), "
                         f"Checkpoint(monitor='train_loss_best')), or score held-out data after the fit.")
+        if isinstance(X, FullBatch):
+            for name, callback in self.callbacks_:
+                reason = scores_a_full_batch(callback)
+                if reason:
+                    raise ValueError(
+                        f"{type(self).__name__}: callback {name!r}: {reason}. The net records "
+                        f"the training loss of every step ('train_loss'); score X itself after "
+                        f"the fit (net.predict(X)), or fit on the tensors X, y instead of a "
+                        f"FullBatch.")
         reason = refuses_weighted_targets(self.criterion_)
         if isinstance(X, FullBatch) and X.sample_weight is not None and reason:
             raise TypeError(f"{reason}.")

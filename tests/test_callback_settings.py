@@ -744,3 +744,23 @@ def test_full_batch_net_and_validation_scores(data):
     # the epoch's value is its validation batch's, and '_best' marks the running minimum
     assert valid == [row["batches"][-1]["valid_loss"] for row in net.history]
     assert net.history[:, "valid_loss_best"] == [v <= min(valid[:i + 1]) for i, v in enumerate(valid)]
+
+
+def test_scorers_of_the_training_data_are_refused_on_a_full_batch(data):
+    """skorch's EpochScoring and BatchScoring with on_train=True predict on the training
+    data: on a FullBatch they failed at the end of the first step, in FullBatch's TypeError
+    (audit B of session 36). Refused before any step; on tensors X, y (which the net can
+    index) they score as in skorch; BatchScoring with on_train=False records nothing without
+    a validation set and is refused as EpochScoring is."""
+    from skorch.callbacks import BatchScoring, EpochScoring
+
+    X, y = data
+    for callback in (EpochScoring("r2", on_train=True), BatchScoring("r2", on_train=True)):
+        net = _net([callback])
+        with pytest.raises(ValueError, match=r"scores the training data \(on_train=True\).*FullBatch"):
+            net.fit(FullBatch(X, y), None)
+        assert len(net.history) == 0  # no step ran
+    with pytest.raises(ValueError, match=r"BatchScoring scores a validation set"):
+        _net([BatchScoring("r2")]).fit(X, y)
+    net = _net([EpochScoring("r2", on_train=True, name="train_r2")], max_epochs=3).fit(X, y)
+    assert np.isfinite(net.history[:, "train_r2"]).all() and len(net.history) == 3

@@ -1540,6 +1540,20 @@ def test_callbacks_that_read_validation_scores_are_refused(tmp_path):
     assert est.n_iter_ == len(est.loss_curve_) < 50
 
 
+def test_scorers_of_the_training_data_are_refused_before_any_step():
+    """EpochScoring('accuracy', on_train=True) got past the validation check and failed at
+    the end of the first step, in FullBatch's TypeError (audit B of session 36): the net
+    receives the training data as one FullBatch, which skorch's scorers cannot index."""
+    from skorch.callbacks import BatchScoring, EpochScoring
+
+    X, y = _blobs(n_samples=30)
+    for callback in (EpochScoring("accuracy", on_train=True), ("bs", BatchScoring("accuracy", on_train=True))):
+        est = EoSClassifier(hidden_layer_sizes=(4,), max_iter=5, callbacks=[callback])
+        with pytest.raises(ValueError, match=r"scores the training data \(on_train=True\).*est\.score"):
+            est.fit(X, y)
+        assert not hasattr(est, "net_")
+
+
 def test_a_module_class_that_cannot_be_built_is_a_clear_error():
     X, y = _blobs(n_samples=20)
     est = EoSClassifier(module=nn.Linear, max_iter=2)
