@@ -972,7 +972,11 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         ``random_state`` (every submodule's ``reset_parameters``; a warning names parameters
         that none re-draws, which keep the instance's values); frozen parameters
         (``requires_grad=False``, a pretrained layer) keep the instance's values and stay
-        frozen. Sharpness tracking is
+        frozen, and so do the buffers of a layer whose parameters are all frozen (a
+        pretrained BatchNorm's running statistics). Training puts every submodule in train
+        mode, as skorch does (a warning says so when the instance keeps some in eval mode),
+        unless the module's own ``train`` method keeps some in eval mode; the steps and the
+        sharpness then follow it. Sharpness tracking is
         cheapest for an ``nn.Sequential`` of ``nn.Linear`` layers and the activations
         ``nn.Tanh``, ``nn.Sigmoid``, ``nn.ReLU``, ``nn.ELU``, ``nn.Softplus``, ``nn.GELU``
         (exact, not tanh-approximate) and ``nn.Identity`` (as the default MLP), whose

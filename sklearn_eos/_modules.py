@@ -71,6 +71,38 @@ def _post_order(module, seen=None):
         yield module
 
 
+def _all_frozen(module):
+    """Whether ``module`` has parameters of its own and none of them requires gradients."""
+    own = list(module.parameters(recurse=False))
+    return bool(own) and not any(p.requires_grad for p in own)
+
+
+def _warn_mixed_modes(module):
+    """Warn when some submodules of ``module`` are in eval mode and others in train mode (a
+    pretrained BatchNorm kept in eval mode) and ``module.train()`` would put them in train
+    mode, as fit does (skorch's way), unless the module's own ``train`` keeps them."""
+    modes = [(name, sub, sub.training) for name, sub in module.named_modules()]
+    if len({training for _, _, training in modes}) < 2:
+        return
+    module.train(True)  # what training will do: a ``train`` of the module's own may keep them
+    names = [name or type(module).__name__ for name, sub, training in modes if not training and sub.training]
+    for _, sub, training in modes:
+        sub.training = training
+    if not names:
+        return
+    listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    warnings.warn(
+        f"The module instance has submodules in eval mode ({listed}) beside others in train "
+        f"mode. Training calls module.train() (as skorch does), which puts every submodule in "
+        f"train mode: a BatchNorm kept in eval mode would normalise with batch statistics and "
+        f"re-estimate its running statistics, and the sharpness would be that of the train-mode "
+        f"loss. To keep them in eval mode while training, override the module's train method, "
+        f"e.g. `def train(self, mode=True): super().train(mode); self.features.eval(); return "
+        f"self`; the steps and the measurements then follow it.",
+        UserWarning, stacklevel=5,
+    )
+
+
 def _reset_parameters(module):
     """Re-draw ``module``'s parameters as its constructors did: each submodule's
     ``reset_parameters`` (torch's private ``_reset_parameters`` where a module has only that,
@@ -100,7 +132,11 @@ def build_module(module, *, n_features_in, n_outputs, hidden_layer_sizes, activa
         through every submodule's ``reset_parameters`` (see `_reset_parameters`), so that
         ``random_state`` decides the initial weights; a `UserWarning` names the trained
         parameters that no such method re-draws. Frozen parameters (``requires_grad=False``)
-        keep the instance's values: they are not trained, so they are part of the model.
+        keep the instance's values: they are not trained, so they are part of the model; so
+        do the buffers of a layer whose parameters are all frozen (a pretrained BatchNorm's
+        running statistics). Submodules in eval mode beside others in train mode get a
+        `UserWarning`: training sets one mode on all, unless the module's ``train`` says
+        otherwise.
     seed : int
         Seed of the initialisation; the global torch RNG state is left untouched.
     """
@@ -110,12 +146,17 @@ def build_module(module, *, n_features_in, n_outputs, hidden_layer_sizes, activa
         if isinstance(module, nn.Module):
             net = copy.deepcopy(module)
             # frozen parameters are not trained: they are part of the model passed in (a
-            # pretrained layer), so they keep its values; they were re-drawn with their layer
+            # pretrained layer), so they keep its values; they were re-drawn with their layer.
+            # So do the buffers of a layer whose parameters are all frozen (a pretrained
+            # BatchNorm's running statistics, which its reset_parameters zeroed)
             frozen = [(p, p.detach().clone()) for p in net.parameters() if not p.requires_grad]
+            frozen += [(b, b.detach().clone()) for sub in net.modules() if _all_frozen(sub)
+                       for b in sub.buffers(recurse=False)]
             kept = _reset_parameters(net)
             with torch.no_grad():
                 for p, value in frozen:
                     p.copy_(value)
+            _warn_mixed_modes(net)
             if kept:
                 names = ", ".join(kept[:5]) + (", ..." if len(kept) > 5 else "")
                 warnings.warn(

@@ -2103,3 +2103,70 @@ def test_nan_under_assume_finite_is_called_nan():
             est.fit(X, y_nan)
         with pytest.raises(ValueError, match="X contains values too large for float32"):
             est.fit(np.full_like(X, 1e300), y)
+
+
+class _PretrainedFeatures(nn.Module):
+    """A frozen Linear + BatchNorm block before a trained head; with ``keep_eval`` its
+    ``train`` keeps the block in eval mode (PyTorch's way of fine-tuning on frozen statistics)."""
+
+    def __init__(self, keep_eval):
+        super().__init__()
+        self.features = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6))
+        self.head = nn.Sequential(nn.Tanh(), nn.Linear(6, 1))
+        self.keep_eval = keep_eval
+        with torch.no_grad():
+            self.features[1].running_mean.fill_(0.5)
+            self.features[1].running_var.fill_(2.0)
+        self.features.requires_grad_(False)
+        self.features.eval()
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.keep_eval:
+            self.features.eval()
+        return self
+
+
+def test_a_pretrained_batch_norm_keeps_its_statistics_and_its_eval_mode_when_the_module_says_so():
+    """A frozen BatchNorm kept in eval mode lost its running statistics to the instance's
+    re-initialisation (its reset_parameters zeroes them) and was put in train mode by fit,
+    silently (audit C of session 36). The buffers of a layer whose parameters are all frozen
+    now keep the instance's values; mixed train/eval modes that fit's module.train() would
+    flip get a warning naming the recipe, a train() of the module's own that keeps the block
+    in eval mode. Then steps and measurements see the eval-mode block: the sharpness is the
+    dense Hessian's of that loss."""
+    from torch.func import functional_call
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(40, 5) * 3 + 1
+    y = np.sin(X[:, 0])
+    settings = dict(dtype="float64", lr=0.05, max_iter=20, sharpness_every=10, sharpness_tol=1e-9,
+                    random_state=0)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"submodules in eval mode \(features, .*override the module's train"):
+        EoSRegressor(module=_PretrainedFeatures(keep_eval=False), **settings).fit(X, y)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = EoSRegressor(module=_PretrainedFeatures(keep_eval=True), **settings).fit(X, y)
+        EoSRegressor(module=_PretrainedFeatures(keep_eval=False).eval(), max_iter=2).fit(X, y)  # all in eval
+    block = est.module_.features
+    assert not block.training and not block[1].training
+    np.testing.assert_array_equal(block[1].running_mean.numpy(), 0.5)
+    np.testing.assert_array_equal(block[1].running_var.numpy(), 2.0)
+
+    model = est.module_.train()  # as the steps saw it: the block in eval mode
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    sizes = [p.numel() for _, p in named]
+
+    def loss(theta):
+        parts = {n: t.view(p.shape) for (n, p), t in zip(named, torch.split(theta, sizes))}
+        out = functional_call(model, parts, (torch.as_tensor(X),))
+        return 0.5 * ((out[:, 0] - torch.as_tensor(y)) ** 2).mean()
+
+    H = torch.autograd.functional.hessian(loss, torch.cat([p.detach().reshape(-1) for _, p in named]))
+    np.testing.assert_allclose(est.sharpness_history_["sharpness"][-1], float(torch.linalg.eigvalsh(H)[-1]),
+                               rtol=1e-8)
