@@ -370,8 +370,9 @@ class ProgressReport(ParamsCallback):
 
             self._bar = tqdm(total=self.total, unit="step", file=self.file or sys.stderr, leave=False)
 
-    def _fields(self, net, loss):
-        lr = net.optimizer_.param_groups[0]["lr"]
+    def _fields(self, net, loss, lr=None):
+        if lr is None:  # the rate in force: that of the step just taken
+            lr = net.optimizer_.param_groups[0]["lr"]
         fields = {"loss": f"{float(loss):.4g}", "lr": f"{lr:.4g}"}
         measured = self._tracker.latest if self._tracker is not None else None
         self._shown = measured
@@ -399,8 +400,8 @@ class ProgressReport(ParamsCallback):
             self._loss = net.history[-1]["batches"][-1]["train_loss"]
             self._report(net)
 
-    def _report(self, net):
-        fields = self._fields(net, self._loss)
+    def _report(self, net, lr=None):
+        fields = self._fields(net, self._loss, lr)
         if self._bar is not None:
             self._bar.set_postfix(fields, refresh=False)
             self._bar.update(self.step_ - self._bar.n)
@@ -425,7 +426,10 @@ class ProgressReport(ParamsCallback):
             batches = net.history[row]["batches"]
             self.step_ = steps
             self._loss = batches[-1].get("train_loss", self._loss) if batches else self._loss
-            self._report(net)
+            # the rate of the step shown, as an LRSchedule records it: after a divergence the
+            # optimizer holds the dropped step's, which a decay there changed (the line said
+            # "lr 3 ... 2/lr 0.0667" for a model trained at lr 30; audit A of session 36)
+            self._report(net, lr=net.history[row].get("lr"))
         if self._bar is not None:
             self._bar.close()
             self._bar = None
