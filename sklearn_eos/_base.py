@@ -1041,7 +1041,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         ``dtype`` (4.8e-7 for float32), the finest accuracy its products can certify.
     chunk_size : int or None, default=None
         Rows per forward pass; the gradient is accumulated over chunks and stays the exact
-        full-batch gradient. None: the whole training set in one pass.
+        full-batch gradient, for a module whose rows do not interact within a forward pass
+        (batch normalisation in train mode normalises each chunk by its own statistics: a
+        warning says so). None: the whole training set in one pass.
     dtype : {'float32', 'float64'}, default='float32'
     device : str or torch.device, default='cpu'
         Where the network, the data and the curvature products live ('cpu', 'cuda',

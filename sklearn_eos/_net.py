@@ -15,6 +15,7 @@ host wait for every step to finish.
 
 import inspect
 import math
+import warnings
 from contextlib import ExitStack
 
 import torch
@@ -241,6 +242,22 @@ def full_batch_loss(forward, criterion, data):
         loss.backward()
         total = loss.detach() if total is None else total + loss.detach()
     return total
+
+
+def batch_norms_on_batch_statistics(module):
+    """Names of ``module``'s batch-normalisation layers that normalise with the statistics of
+    the rows they are given during training (as a step sets the modes, ``module.train()``,
+    which a ``train`` of the module's own may override; or without running statistics):
+    the rows of a forward pass then interact, and a chunked pass computes another loss."""
+    modes = [(sub, sub.training) for sub in module.modules()]
+    try:
+        module.train(True)
+        return [name or type(module).__name__ for name, sub in module.named_modules()
+                if isinstance(sub, torch.nn.modules.batchnorm._BatchNorm)
+                and (sub.training or not sub.track_running_stats)]
+    finally:
+        for sub, training in modes:
+            sub.training = training
 
 
 def check_full_batch_net(callback, net):
@@ -511,6 +528,16 @@ class FullBatchNet(NeuralNet):
         if isinstance(X, FullBatch) and X.sample_weight is not None and reason:
             raise TypeError(f"{reason}.")
         if isinstance(X, FullBatch) and len(X.chunks) > 1:
+            names = batch_norms_on_batch_statistics(self.module_)
+            if names:  # documented in scaling.rst, and silent (audit C of session 36)
+                listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+                warnings.warn(
+                    f"The training set is split into {len(X.chunks)} chunks (chunk_size), but the "
+                    f"module's batch normalisation ({listed}) normalises each chunk with its own "
+                    f"statistics: the steps and the sharpness are those of another loss than the "
+                    f"full-batch one. Use one chunk (chunk_size=None), or keep those layers in eval "
+                    f"mode (docs: scaling, 'Data larger than one forward pass').",
+                    UserWarning, stacklevel=2)
             # chunk losses are weighted by their sizes, which adds up to the full-batch loss of a
             # plain mean only (class weights, ignore_index, reduction='sum' changed the step)
             reason = _weighted_mean_loss(self.criterion_, X.chunks)

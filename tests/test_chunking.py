@@ -148,7 +148,8 @@ def test_batch_norm_is_not_chunk_invariant():
     params = dict(module=BatchNormNet, lr=0.1, max_iter=5, sharpness_every=0, dtype="float64",
                   random_state=0)
     full = EoSClassifier(**params).fit(X, y)
-    chunked = EoSClassifier(chunk_size=7, **params).fit(X, y)
+    with pytest.warns(UserWarning, match="normalises each chunk with its own statistics"):
+        chunked = EoSClassifier(chunk_size=7, **params).fit(X, y)
     assert full.loss_curve_[0] != pytest.approx(chunked.loss_curve_[0], rel=1e-6)
 
 
@@ -193,3 +194,42 @@ def test_cpu_dropout_masks_drawn_by_chunks_are_the_unchunked_mask():
                                    full.sharpness_history_["sharpness"], rtol=1e-12, atol=0)
     without = EoSClassifier(**{**fit, "module": _NoDropoutNet}).fit(X, y)
     assert not np.allclose(without.loss_curve_, full.loss_curve_, rtol=1e-3)
+
+
+def test_chunks_through_a_train_mode_batch_norm_warn():
+    """A chunked fit through batch normalisation in train mode minimises another loss than
+    the full-batch one (each chunk normalised by its own statistics, 4% off in sharpness on
+    the audit's example): documented in scaling.rst, and silent (audit C of session 36). It
+    warns now; one chunk, a BatchNorm kept in eval mode by the module's train(), and a module
+    without one do not."""
+    import warnings
+
+    from torch import nn
+
+    from sklearn_eos import EoSRegressor
+
+    class Net(nn.Module):
+        def __init__(self, keep_eval=False):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 1))
+            self.keep_eval = keep_eval
+
+        def forward(self, x):
+            return self.body(x)
+
+        def train(self, mode=True):
+            super().train(mode)
+            if self.keep_eval:
+                self.body[1].eval()
+            return self
+
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(40, 3), rng.randn(40)
+    settings = dict(max_iter=3, sharpness_every=0, random_state=0)
+    with pytest.warns(UserWarning, match=r"split into 3 chunks.*\(body\.1\) normalises each chunk"):
+        EoSRegressor(module=Net(), chunk_size=16, **settings).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        EoSRegressor(module=Net(), **settings).fit(X, y)
+        EoSRegressor(module=Net(keep_eval=True), chunk_size=16, **settings).fit(X, y)
+        EoSRegressor(hidden_layer_sizes=(4,), chunk_size=16, **settings).fit(X, y)
