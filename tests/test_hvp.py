@@ -416,6 +416,22 @@ def test_params_that_do_not_require_grad_are_refused_at_construction(autograd_pa
     assert H.dim == sum(p.numel() for p in mlp.parameters()) - 4
 
 
+def test_a_tensor_listed_twice_in_params_is_refused():
+    """params=[w, w, b] was accepted and gave the Hessian of a loss of two copies of w: a top
+    eigenvalue of 3.44 where the model's is 1.90 (audit C of session 36)."""
+    from torch import nn
+
+    from sklearn_eos._losses import HalfSquaredError
+
+    lin = nn.Linear(3, 2).double()
+    X, Y = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"each tensor once, but params\[1\] \(shape \(2, 3\)\) is params\[0\]"):
+        FullBatchHessian(lin, HalfSquaredError(), [(X, Y)], params=[lin.weight, lin.weight, lin.bias])
+    square = nn.Linear(2, 2).double()
+    shared = nn.Sequential(square, nn.Tanh(), square)  # one layer used twice: its tensors once each
+    assert FullBatchHessian(shared, HalfSquaredError(), [(Y, Y)]).dim == 6
+
+
 def test_params_that_the_loss_does_not_reach_are_refused():
     """The parameters of a copy of the module (an easy slip) made a Hessian of zeros that the
     solver reported converged, and a zero gradient (curvature audit of session 22, hA)."""
