@@ -16,6 +16,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from skorch import NeuralNet
+from skorch.callbacks import GradientNormClipping
 
 from ._callbacks import ParamsCallback, _caught_divergence, loads_best, returned_step
 from ._eigensolver import certified_sharpness, top_eigenpairs
@@ -366,7 +367,8 @@ class SharpnessTracker(ParamsCallback):
         """Warn (once per fit) when the optimizer is not plain GD, checked at every
         measurement: a callback may change it after train begin (skorch's LRScheduler with
         torch's CyclicLR sets a momentum), and an `LRSchedule` gives every parameter group
-        one rate only at the first step."""
+        one rate only at the first step; or when skorch's ``GradientNormClipping`` rescales
+        the gradients before the steps."""
         warned = getattr(self, "_warned_optimizer", False)
         if not warned and not _is_plain_gd(getattr(net, "optimizer_", None)):
             self._warned_optimizer = True
@@ -376,6 +378,18 @@ class SharpnessTracker(ParamsCallback):
                 "2/lr is plain GD's stability threshold (heavy-ball momentum beta moves it to "
                 "(2 + 2 beta)/lr), and the Hessian measured is the criterion's (weight decay adds "
                 "its coefficient to every eigenvalue).", UserWarning, stacklevel=3)
+        clipping = next((name for name, cb in getattr(net, "callbacks_", ())
+                         if isinstance(cb, GradientNormClipping)), None)
+        if not warned and not self._warned_optimizer and clipping is not None:
+            # the step is -lr * g scaled down whenever |g| exceeds the clip: the threshold
+            # 2/lr is not its own (audit A of session 36: recorded 4 for steps of lr*0.01/|g|)
+            self._warned_optimizer = True
+            warnings.warn(
+                f"SharpnessTracker: the gradient clipping {clipping!r} rescales the gradient "
+                f"before each step, so a step is -lr * g only while |g| stays below its "
+                f"max_norm: the recorded 'threshold' 2/lr is that of plain gradient descent, not "
+                f"of the clipped steps (the Hessian measured is still the loss's).",
+                UserWarning, stacklevel=3)
 
     @property
     def latest(self):

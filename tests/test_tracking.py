@@ -1414,3 +1414,25 @@ def test_the_first_step_check_on_a_plain_net_covers_dropout_modules(every):
     assert len(tracker.history_["step"]) == (4 if every else 1)
     with pytest.raises(ValueError, match="the step sees something the tracker does not"):
         net.fit(X, y, temperature=0.25)  # logits 4 times larger: a loss 9% higher at init
+
+
+def test_a_tracker_beside_gradient_clipping_warns_that_2_over_lr_is_not_its_threshold():
+    """With skorch's GradientNormClipping the steps are -lr * g scaled down whenever |g|
+    exceeds max_norm: the tracker recorded 2/lr = 4 for steps of lr * 0.01 / |g| without a
+    word, though it warns of momentum and weight decay (audit A of session 36)."""
+    from skorch.callbacks import GradientNormClipping
+
+    from sklearn_eos import FullBatch, FullBatchNet, HalfSquaredError, MLP
+
+    X, y = make_regression(n_samples=40, n_features=3, noise=0.1, random_state=0)
+    data = FullBatch(torch.tensor(X, dtype=torch.float32), torch.tensor(y / y.std(), dtype=torch.float32)[:, None])
+    for clip in (None, GradientNormClipping(0.01)):
+        callbacks = [("sharpness", SharpnessTracker(every=2, k=1, random_state=0))]
+        net = FullBatchNet(MLP, module__n_features_in=3, module__n_outputs=1, module__hidden_layer_sizes=(4,),
+                           criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.5, max_epochs=3,
+                           callbacks=callbacks + ([("clip", clip)] if clip else []))
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            net.fit(data, None)
+        said = [str(w.message) for w in record if "gradient clipping 'clip'" in str(w.message)]
+        assert len(said) == (1 if clip else 0)
