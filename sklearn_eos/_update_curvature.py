@@ -72,7 +72,9 @@ class UpdateCurvature(ParamsCallback):
     the first access of ``curvatures_``). ``g_t`` is the loss gradient as backpropagation
     left it, copied in ``on_grad_computed``: list this callback before any callback that
     rewrites ``.grad`` there (skorch's ``GradientNormClipping``; the estimators list user
-    callbacks last).
+    callbacks last). An optimizer's ``weight_decay`` is not in it: ``c_t`` is then the
+    criterion's curvature along the step, the objective's less the decay coefficient (at the
+    edge of stability it settles near ``2/lr - weight_decay``).
     A step of plain GD (``torch.optim.SGD`` without momentum, weight decay or maximize, one
     rate, and no other callback with an ``on_grad_computed``) is ``d_t = -lr_t g_t``, and
     ``c_t = (|g_t|^2 - <g_{t+1}, g_t>) / (lr_t |g_t|^2)``: per step a copy of the gradient
