@@ -34,8 +34,8 @@ def _steps_on_its_criterion(net):
     default ``net.criterion_(net.module_(X_c), y_c)``: neither method overridden, by its class
     (a ``get_loss`` that adds a penalty; skorch's ``NeuralNetClassifier`` mixed in, whose
     ``get_loss`` takes the log of the probabilities under ``NLLLoss``) or on the instance."""
-    return all(getattr(type(net), name) is getattr(NeuralNet, name) and name not in vars(net)
-               for name in ("infer", "get_loss"))
+    return all(getattr(type(net), name, getattr(NeuralNet, name)) is getattr(NeuralNet, name)
+               and name not in vars(net) for name in ("infer", "get_loss"))
 
 
 class _StepLoss(torch.nn.Module):
