@@ -1547,7 +1547,8 @@ def test_scorers_of_the_training_data_are_refused_before_any_step():
     from skorch.callbacks import BatchScoring, EpochScoring
 
     X, y = _blobs(n_samples=30)
-    for callback in (EpochScoring("accuracy", on_train=True), ("bs", BatchScoring("accuracy", on_train=True))):
+    for callback in (EpochScoring("accuracy", on_train=True),
+                     ("bs", BatchScoring("accuracy", on_train=True))):
         est = EoSClassifier(hidden_layer_sizes=(4,), max_iter=5, callbacks=[callback])
         with pytest.raises(ValueError, match=r"scores the training data \(on_train=True\).*est\.score"):
             est.fit(X, y)
@@ -2146,7 +2147,8 @@ def test_a_pretrained_batch_norm_keeps_its_statistics_and_its_eval_mode_when_the
     settings = dict(dtype="float64", lr=0.05, max_iter=20, sharpness_every=10, sharpness_tol=1e-9,
                     random_state=0)
     torch.manual_seed(0)
-    with pytest.warns(UserWarning, match=r"submodules in eval mode \(features, .*override the module's train"):
+    message = r"submodules in eval mode \(features, .*override the module's train"
+    with pytest.warns(UserWarning, match=message):
         EoSRegressor(module=_PretrainedFeatures(keep_eval=False), **settings).fit(X, y)
     torch.manual_seed(0)
     with warnings.catch_warnings():

@@ -425,7 +425,8 @@ def test_a_tensor_listed_twice_in_params_is_refused():
 
     lin = nn.Linear(3, 2).double()
     X, Y = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, 2, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"each tensor once, but params\[1\] \(shape \(2, 3\)\) is params\[0\]"):
+    message = r"each tensor once, but params\[1\] \(shape \(2, 3\)\) is params\[0\]"
+    with pytest.raises(ValueError, match=message):
         FullBatchHessian(lin, HalfSquaredError(), [(X, Y)], params=[lin.weight, lin.weight, lin.bias])
     square = nn.Linear(2, 2).double()
     shared = nn.Sequential(square, nn.Tanh(), square)  # one layer used twice: its tensors once each

@@ -1425,7 +1425,8 @@ def test_a_tracker_beside_gradient_clipping_warns_that_2_over_lr_is_not_its_thre
     from sklearn_eos import FullBatch, FullBatchNet, HalfSquaredError, MLP
 
     X, y = make_regression(n_samples=40, n_features=3, noise=0.1, random_state=0)
-    data = FullBatch(torch.tensor(X, dtype=torch.float32), torch.tensor(y / y.std(), dtype=torch.float32)[:, None])
+    data = FullBatch(torch.tensor(X, dtype=torch.float32),
+                     torch.tensor(y / y.std(), dtype=torch.float32)[:, None])
     for clip in (None, GradientNormClipping(0.01)):
         callbacks = [("sharpness", SharpnessTracker(every=2, k=1, random_state=0))]
         net = FullBatchNet(MLP, module__n_features_in=3, module__n_outputs=1, module__hidden_layer_sizes=(4,),
