@@ -218,9 +218,8 @@ class FullBatchHessian:
         Parameters w.r.t. which the Hessian is taken, flattened in this order; each must
         have ``requires_grad`` and appear once (a ``ValueError`` otherwise), and the loss
         must depend on one of them at least (a ``ValueError`` at the first product or
-        gradient: the parameters
-        of a copy of the module, say); one it does not read has a zero block. Default: the
-        module's parameters with ``requires_grad``. Sparse gradients
+        gradient: the parameters of a copy of the module, say); one it does not read has a
+        zero block. Default: the module's parameters with ``requires_grad``. Sparse gradients
         (``nn.Embedding(sparse=True)``) are taken as dense vectors.
     train_mode : bool or None, default=True
         Evaluate the module in train (True) or eval (False) mode, set on it and every
