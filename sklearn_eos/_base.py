@@ -10,7 +10,7 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.special import log_softmax
 import torch
-from skorch.callbacks import Callback, Checkpoint, LoadInitState
+from skorch.callbacks import Callback, Checkpoint, LoadInitState, PrintLog
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -494,6 +494,16 @@ class BaseEoS(BaseEstimator):
                     + (" (or use verbose=1 for a progress bar)" if callback is ProgressReport else "")
                     + ".")
 
+    def _net_verbose(self):
+        """skorch's ``verbose`` for the net, which skorch's callbacks read before they print
+        (a ``PrintLog``'s table, an ``EarlyStopping``'s "Stopping since ..."): 1 when a
+        ``PrintLog`` is among the user's callbacks or ``verbose >= 1``, else 0 (a PrintLog
+        passed in printed nothing at any ``verbose``: audit E of session 36). The
+        estimator's own progress is its `ProgressReport`'s, whatever this says."""
+        entries = self.callbacks or []
+        callbacks = [entry[1] if isinstance(entry, tuple) else entry for entry in entries]
+        return int(int(self.verbose) >= 1 or any(_is_a(callback, PrintLog) for callback in callbacks))
+
     def _check_output_shape(self, module, X, n_outputs):
         """Fail early, with a clear message, when ``module``'s outputs do not have the
         ``n_outputs`` columns that the targets need (one per class, or per target column), in
@@ -696,8 +706,8 @@ class BaseEoS(BaseEstimator):
             net = FullBatchNet(
                 module=module, criterion=make_criterion(self.loss), optimizer=torch.optim.SGD,
                 lr=self.lr, max_epochs=self.max_iter, device=fit_device,
-                callbacks=self._build_callbacks(seed, start, initial_sharpness, reference_loss), verbose=0,
-                sync_every=self._sync_every,
+                callbacks=self._build_callbacks(seed, start, initial_sharpness, reference_loss),
+                verbose=self._net_verbose(), sync_every=self._sync_every,
             )
             net.initialize()
             cuda = cuda_generators_of(device)  # the fit's own device's; no other GPU is touched
@@ -1055,7 +1065,12 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         ``'user_<i>'``, its position in the list; two that would share a name are refused).
         So one instance serves one estimator at a time: an estimator that shares it with
         another fitted later shows that fit's state there (`sklearn.base.clone`,
-        ``GridSearchCV`` and ``cross_validate`` give every copy its own callbacks).
+        ``GridSearchCV`` and ``cross_validate`` give every copy its own callbacks). A skorch
+        ``PrintLog`` prints its table of the steps. skorch's ``EarlyStopping(load_best=True)``
+        keeps the parameters at the end of its best epoch, after that epoch's step: since a
+        step records the loss of the parameters it starts from (``loss_curve_``), the model
+        returned is one step past the lowest loss recorded, which near a divergence may be
+        the step that diverged.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation, the eigensolver's start vectors and any randomness inside
         training (dropout layers, ``F.dropout``, ``nn.RReLU``: whatever a training-mode forward
@@ -1066,7 +1081,8 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         Lazy layers (``nn.LazyLinear``, ...) are the exception: they draw their weights at the
         first forward, after the cast, so their initialisation depends on ``dtype``.
     verbose : int, default=0
-        1 shows a progress bar, 2 prints progress lines.
+        1 shows a progress bar, 2 prints progress lines; either lets skorch's callbacks
+        among ``callbacks`` print their messages (an ``EarlyStopping``'s "Stopping since").
     warm_start : bool, default=False
         Start from the previous fit's parameters instead of a new initialisation; the
         histories then describe the new call only (unlike `~sklearn.neural_network.MLPClassifier`,
@@ -1092,7 +1108,9 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         or a reached ``loss_goal`` the model returned is that of the last step, before its
         update: its loss is ``loss_curve_[-1]``.
     diverged_ : bool
-        True when the loss became non-finite; the parameters of the last finite step are kept.
+        True when the loss became non-finite; the parameters of the last finite step are kept
+        (unless an ``EarlyStopping(load_best=True)`` among ``callbacks`` puts back those of
+        its best epoch, see ``callbacks``; the warning says which step's).
     instabilities_ : dict of 1-D ndarrays
         One row per loss-based instability episode: 'start', 'end' (steps),
         'peak_loss_ratio' (peak loss / running minimum), 'completed' (False for an episode

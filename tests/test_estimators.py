@@ -2172,3 +2172,27 @@ def test_a_pretrained_batch_norm_keeps_its_statistics_and_its_eval_mode_when_the
     H = torch.autograd.functional.hessian(loss, torch.cat([p.detach().reshape(-1) for _, p in named]))
     np.testing.assert_allclose(est.sharpness_history_["sharpness"][-1], float(torch.linalg.eigvalsh(H)[-1]),
                                rtol=1e-8)
+
+
+def test_a_print_log_among_the_callbacks_prints(capsys):
+    """The net ran with skorch's verbose=0, so a PrintLog passed in callbacks printed nothing
+    at any verbose, and neither did EarlyStopping's 'Stopping since ...' (audit E of session
+    36). A PrintLog turns skorch's printing on, and so does verbose >= 1; otherwise the fit
+    stays silent."""
+    from skorch.callbacks import EarlyStopping, PrintLog
+
+    X, y = _blobs(n_samples=30)
+    EoSClassifier(hidden_layer_sizes=(4,), max_iter=3, sharpness_every=0, callbacks=[PrintLog()],
+                  random_state=0).fit(X, y)
+    out = capsys.readouterr().out
+    assert "train_loss" in out and len([line for line in out.splitlines() if line.strip()[:1].isdigit()]) == 3
+
+    def stopping():
+        return EarlyStopping(monitor="train_loss", patience=2, threshold=10.0)
+
+    EoSClassifier(hidden_layer_sizes=(4,), max_iter=50, sharpness_every=0, callbacks=[stopping()],
+                  random_state=0).fit(X, y)
+    assert capsys.readouterr().out == ""
+    EoSClassifier(hidden_layer_sizes=(4,), max_iter=50, sharpness_every=0, callbacks=[stopping()],
+                  verbose=2, random_state=0).fit(X, y)
+    assert "Stopping since train_loss has not improved" in capsys.readouterr().out
