@@ -13,7 +13,8 @@ from ._checks import check_fraction, check_int, check_seed, is_real
 from ._schedule import DecayPolicy, check_lr, effective_lr
 from ._hvp import parameter_versions
 from ._net import FullBatch, check_one_batch_per_epoch, check_one_batch_per_fit
-from ._tracking import InstabilityTracker, check_start, measure_spectrum, random_generator, trained_key
+from ._tracking import (InstabilityTracker, _callback_after, check_start, measure_spectrum, random_generator,
+                        trained_key)
 
 
 class LRSchedule(ParamsCallback):
@@ -188,6 +189,10 @@ class LRSchedule(ParamsCallback):
             self.effective_lr_ = effective_lr(self.lr, self.lr_units, self.initial_sharpness_)
         self.decay_step_ = None
         self._step = 0
+        self._set_rates = None  # the rates this schedule set for the current step
+        # another LRSchedule listed after this one overrides it by design (the estimators
+        # warn of one among the user's callbacks): no second warning then
+        self._warned_rate_changed = _callback_after(net, self, lambda cb: isinstance(cb, LRSchedule)) is not None
         self._first_row = len(net.history)  # steps count within this fit/partial_fit call
         # a rate beyond the parameters' dtype (lr=1e39 in float32) is applied as its largest
         # finite value: torch's SGD refuses to convert it, and the step overflows either way, so
@@ -226,6 +231,19 @@ class LRSchedule(ParamsCallback):
     def on_batch_begin(self, net, training=False, **kwargs):
         if training:  # minibatches that on_train_begin could not foresee
             check_one_batch_per_epoch(self, net)
+        if (training and not self._warned_rate_changed and getattr(self, "_set_rates", None)
+                and [group["lr"] for group in net.optimizer_.param_groups] != self._set_rates):
+            # a callback listed after this one set the rate in its on_epoch_begin (a warm-up
+            # of the user's): the steps ran at its rates while 'lr' and the tracker's 2/lr
+            # recorded this schedule's, silently (audit E of session 36)
+            self._warned_rate_changed = True
+            rates = sorted({float(group["lr"]) for group in net.optimizer_.param_groups})
+            warnings.warn(
+                f"LRSchedule: a callback changed the learning rate after this schedule set it for "
+                f"step {self._step - 1} ({rates[0]:.4g} instead of {self._set_rates[0]:.4g}): the "
+                f"steps run at the optimizer's rate, while the history's 'lr' (lr_history_) and "
+                f"the tracker's 2/lr record the schedule's. Set the rate through the schedule "
+                f"(lr, decay_time, ...), or list that callback before it.", UserWarning)
         if (training and self._step == 1 and self._initial_key is not None
                 and self._initial_key != trained_key(net.module_)):
             # a callback froze parameters (or unfroze them) after on_train_begin, before the
@@ -246,8 +264,10 @@ class LRSchedule(ParamsCallback):
         n_completed = detector.n_completed if detector is not None else 0
         in_instability = detector.in_instability if detector is not None else False
         lr = self.effective_lr_ * self._policy.lr_multiplier(self._step, n_completed, in_instability)
+        self._set_rates = []
         for group, max_lr in zip(net.optimizer_.param_groups, self._max_lrs):
             group["lr"] = min(lr, max_lr)
+            self._set_rates.append(group["lr"])
         net.history.record("lr", lr)
         self.decay_step_ = self._policy.decay_step
         self._step += 1

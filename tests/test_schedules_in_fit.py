@@ -305,3 +305,34 @@ def test_a_decay_at_the_step_where_the_loss_goal_stops_the_fit_is_not_the_return
                        loss_goal=float(losses[11] + losses[12]) / 2, **kw).fit(X, y)
     assert est.n_iter_ == 13 and est.lr_history_[decay] == pytest.approx(0.0999)
     assert est.decay_step_ == (None if goal_at == 0 else decay)
+
+
+def test_a_rate_set_by_a_later_callback_is_not_recorded_silently():
+    """A user callback that set the optimizer's rate in on_epoch_begin (a warm-up) ran the
+    steps at its rates while lr_history_ and the thresholds recorded the schedule's, without
+    a word (audit E of session 36): the schedule warns once. Another LRSchedule among the
+    callbacks overrides by design (the estimator warns of that itself): no second warning."""
+    from sklearn.datasets import make_regression
+    from skorch.callbacks import Callback
+
+    from sklearn_eos import LRSchedule
+
+    class WarmUp(Callback):
+        def on_epoch_begin(self, net, **kwargs):
+            for group in net.optimizer_.param_groups:
+                group["lr"] = 0.05 * min(1.0, len(net.history) / 10)
+
+    X, y = make_regression(n_samples=30, n_features=3, noise=0.1, random_state=0)
+    y = y / y.std()
+    kw = dict(hidden_layer_sizes=(4,), lr=0.05, max_iter=5, sharpness_every=0, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = EoSRegressor(callbacks=[WarmUp()], **kw).fit(X, y)
+    said = [str(w.message) for w in caught if "changed the learning rate" in str(w.message)]
+    assert len(said) == 1 and "step 0 (0.005 instead of 0.05)" in said[0]
+    assert np.all(est.lr_history_ == 0.05)  # the schedule's record, which the warning points out
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        EoSRegressor(callbacks=[LRSchedule(0.02)], **kw).fit(X, y)
+    assert not any("changed the learning rate" in str(w.message) for w in caught)
+    assert any("LRSchedule" in str(w.message) for w in caught)  # the estimator's own warning
