@@ -415,9 +415,16 @@ class ProgressReport(ParamsCallback):
         # was counted here): report the steps the history holds
         # and once more when the tracker's final measurement (of the returned model) came
         # after the last report
-        steps, row = len(net.history) - getattr(self, "_first_row", 0), -1
+        first_row = getattr(self, "_first_row", 0)
+        steps, row = len(net.history) - first_row, -1
         guard = _caught_divergence(net)
-        if guard is not None and steps > guard.n_finite_steps_:
+        if _best_epoch_loaded(net, self) is not None:
+            # an EarlyStopping(load_best=True) listed before put back its best epoch: the line
+            # is that model's, with the loss of the row before it as any line shows (it mixed
+            # the last step's loss with the returned model's sharpness; audit E of session 36)
+            steps = returned_step(net, first_row, caller=self)
+            row = first_row + steps - 1
+        elif guard is not None and steps > guard.n_finite_steps_:
             # the last row is the non-finite step's, which the returned model never took (not
             # so when the loss after the last step was the first non-finite one: no row has it)
             steps, row = steps - 1, -2

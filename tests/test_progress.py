@@ -279,3 +279,24 @@ def test_the_last_line_after_a_divergence_shows_the_rate_of_the_returned_model(c
     last = [LINE.match(line) for line in capsys.readouterr().out.splitlines() if LINE.match(line)][-1]
     assert last["step"] == "5" and est.lr_history_[-1] == 6.0
     assert float(last["lr"]) == 6.0 and float(last["threshold"]) == pytest.approx(2 / 6.0, rel=1e-3)
+
+
+def test_the_last_line_after_an_early_stop_that_loads_the_best_epoch_is_that_model_s(capsys):
+    """With skorch's EarlyStopping(load_best=True) the last line paired the last step's loss
+    with the sharpness of the returned model, an earlier step's (audit E of session 36): it
+    is the returned model's line now, its step and the loss of the row before it, as every
+    line shows."""
+    from skorch.callbacks import EarlyStopping
+
+    from sklearn_eos import SharpnessTracker
+
+    X, y = make_regression(n_samples=60, n_features=4, noise=0.1, random_state=0)
+    stopping = EarlyStopping(monitor="train_loss", patience=3, threshold=0.05, load_best=True)
+    est = EoSRegressor(hidden_layer_sizes=(8,), lr=0.5, max_iter=200, sharpness_every=0, verbose=2,
+                       callbacks=[stopping, SharpnessTracker(every=20, random_state=0)], random_state=0)
+    est.fit(X, (y - y.mean()) / y.std())
+    last = [LINE.match(line) for line in capsys.readouterr().out.splitlines() if LINE.match(line)][-1]
+    returned = int(est.sharpness_history_["step"][-1])
+    assert returned < est.n_iter_  # the early stop went back
+    assert int(last["step"]) == int(last["measured"]) == returned
+    assert float(last["loss"]) == pytest.approx(est.loss_curve_[returned - 1], rel=1e-3)
