@@ -1140,10 +1140,14 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         One row per measurement (``pandas.DataFrame(sharpness_history_)`` makes a table):
         'step', 'sharpness' (largest Hessian eigenvalue), 'eig_2'...'eig_k', 'threshold'
         (2 / the learning rate of that step), 'lr', 'above_threshold', 'n_hvps', 'converged'.
-        The last row measures the returned model. A measurement that runs out of products
-        before ``sharpness_tol``, or whose ``sharpness_tol`` rounding in ``dtype`` hides (an
-        eigenvalue far larger in magnitude elsewhere in the spectrum, as next to a
-        divergence), has ``'converged'`` False and raises a ``ConvergenceWarning``.
+        The last row measures the returned model (but for an ``EarlyStopping(load_best=True)``
+        among ``callbacks``, which puts its best epoch back after the estimator's own tracker
+        has measured: a warning says so, and the user guide's recipe, ``sharpness_every=0``
+        and a `SharpnessTracker` listed after it, measures the model it returns). A
+        measurement that runs out of products before ``sharpness_tol``, or whose
+        ``sharpness_tol`` rounding in ``dtype`` hides (an eigenvalue far larger in magnitude
+        elsewhere in the spectrum, as next to a divergence), has ``'converged'`` False and
+        raises a ``ConvergenceWarning``.
         With ``sharpness_every=0``, the measurements of a `SharpnessTracker` passed in
         ``callbacks`` (which then confirms the episodes), else no rows.
     rotation_history_ : dict of 1-D ndarrays
