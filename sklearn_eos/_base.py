@@ -771,8 +771,12 @@ class BaseEoS(BaseEstimator):
         if np.isnan(self.initial_sharpness_) and not refit and len(first) and first[0] == 0:
             self.initial_sharpness_ = float(self.sharpness_history_["sharpness"][0])
         for name, callback in net.callbacks_:
-            if not name.startswith("user_"):
-                _tensors_to_cpu(callback)  # diagnostics (eigenvectors): no CUDA tensor in a pickle
+            # diagnostics (eigenvectors): no CUDA tensor in a pickle; so also for this
+            # package's callbacks among the user's (the guide's SharpnessTracker with
+            # sharpness_every=0), not for another package's, whose state is theirs
+            ours = type(callback).__module__.split(".")[0] == __name__.split(".")[0]
+            if ours or not name.startswith("user_"):
+                _tensors_to_cpu(callback)
         self.net_ = net
         self.module_ = net.module_
         self._fitted_loss = self.loss  # what a warm_start refit continues (see _fit)

@@ -192,7 +192,8 @@ class LRSchedule(ParamsCallback):
         self._set_rates = None  # the rates this schedule set for the current step
         # another LRSchedule listed after this one overrides it by design (the estimators
         # warn of one among the user's callbacks): no second warning then
-        self._warned_rate_changed = _callback_after(net, self, lambda cb: isinstance(cb, LRSchedule)) is not None
+        later = _callback_after(net, self, lambda cb: isinstance(cb, LRSchedule))
+        self._warned_rate_changed = later is not None
         self._first_row = len(net.history)  # steps count within this fit/partial_fit call
         # a rate beyond the parameters' dtype (lr=1e39 in float32) is applied as its largest
         # finite value: torch's SGD refuses to convert it, and the step overflows either way, so

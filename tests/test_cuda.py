@@ -18,7 +18,7 @@ from skorch.exceptions import DeviceWarning
 from sklearn.datasets import load_digits, make_regression
 from sklearn.preprocessing import StandardScaler
 
-from sklearn_eos import EoSClassifier, EoSRegressor, FullBatchNet
+from sklearn_eos import EoSClassifier, EoSRegressor, FullBatchNet, SharpnessTracker
 from sklearn_eos._net import SYNC_EVERY
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -130,11 +130,20 @@ def test_cuda_fit_unpickles_on_a_machine_without_cuda(monkeypatch):
                         device="cuda", random_state=0).fit(X, y)
     tracker = dict(gpu.net_.callbacks_)["sharpness"]
     assert tracker.eigenvectors_.device.type == "cpu"  # diagnostics were moved at the end of fit
+    # the guide's own tracker among the user's callbacks too (it was left on the GPU; audit E
+    # of session 36, found by reading: no GPU was lent)
+    mine = SharpnessTracker(every=5, random_state=0)
+    user = EoSClassifier(hidden_layer_sizes=(16,), lr=0.3, max_iter=10, sharpness_every=0,
+                         callbacks=[mine], device="cuda", random_state=0).fit(X, y)
+    assert mine.eigenvectors_.device.type == "cpu"
+    user_blob = pickle.dumps(user)
     blob = pickle.dumps(gpu)
     with monkeypatch.context() as patch:
         patch.setattr(torch.cuda, "is_available", lambda: False)
         with pytest.warns(DeviceWarning):
             cpu = pickle.loads(blob)
+        with pytest.warns(DeviceWarning):
+            np.testing.assert_array_equal(pickle.loads(user_blob).predict(X), user.predict(X))
     assert torch.device(cpu.net_.device).type == "cpu" and cpu.module_ is cpu.net_.module_
     assert all(p.device.type == "cpu" for p in cpu.module_.parameters())
     np.testing.assert_array_equal(cpu.predict(X), gpu.predict(X))
