@@ -794,8 +794,10 @@ class BaseEoS(BaseEstimator):
             if best is not None:  # put back after the guard's (see returned_step)
                 step = n_training_steps([row for row in list(history) if row["epoch"] <= best])
                 # skorch keeps a best epoch's weights after its update: those of the next step
+                # the step past the last finite loss is the one that diverged (audit E of
+                # session 36: its model's predictions were ~6e29, and the warning said nothing)
                 loss = (f", training loss {self.loss_curve_[step]:.4g}" if step < len(self.loss_curve_)
-                        else "")
+                        else ", whose training loss is not finite: the step that diverged")
                 kept = (f"EarlyStopping(load_best=True) then put back the parameters of its best "
                         f"epoch, {best} (those of step {step}{loss})")
             hint = ("Lower lr" if self.lr_units == "threshold" else

@@ -2196,3 +2196,17 @@ def test_a_print_log_among_the_callbacks_prints(capsys):
     EoSClassifier(hidden_layer_sizes=(4,), max_iter=50, sharpness_every=0, callbacks=[stopping()],
                   verbose=2, random_state=0).fit(X, y)
     assert "Stopping since train_loss has not improved" in capsys.readouterr().out
+
+
+def test_an_early_stop_that_puts_back_the_diverged_step_says_so():
+    """EarlyStopping(load_best=True) keeps its best epoch's parameters after that epoch's
+    step: when the first step diverges, that is the diverged model, and the warning named
+    its step without a word of its loss (audit E of session 36)."""
+    from skorch.callbacks import EarlyStopping
+
+    X, y = make_regression(n_samples=40, n_features=3, noise=0.1, random_state=0)
+    stopping = EarlyStopping(monitor="train_loss", patience=5, load_best=True)
+    with pytest.warns(ConvergenceWarning, match=r"diverged at step 1 .*best epoch, 1 \(those of step 1, "
+                                                r"whose training loss is not finite: the step that diverged\)"):
+        EoSRegressor(hidden_layer_sizes=(8,), lr=1e30, max_iter=50, sharpness_every=0, callbacks=[stopping],
+                     random_state=0).fit(X, y / y.std())
