@@ -2208,5 +2208,5 @@ def test_an_early_stop_that_puts_back_the_diverged_step_says_so():
     stopping = EarlyStopping(monitor="train_loss", patience=5, load_best=True)
     with pytest.warns(ConvergenceWarning, match=r"diverged at step 1 .*best epoch, 1 \(those of step 1, "
                                                 r"whose training loss is not finite: the step that diverged\)"):
-        EoSRegressor(hidden_layer_sizes=(8,), lr=1e30, max_iter=50, sharpness_every=0, callbacks=[stopping],
-                     random_state=0).fit(X, y / y.std())
+        EoSRegressor(hidden_layer_sizes=(8,), lr=1e30, max_iter=50, sharpness_every=0,
+                     callbacks=[stopping], random_state=0).fit(X, y / y.std())
