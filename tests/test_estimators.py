@@ -2206,7 +2206,8 @@ def test_an_early_stop_that_puts_back_the_diverged_step_says_so():
 
     X, y = make_regression(n_samples=40, n_features=3, noise=0.1, random_state=0)
     stopping = EarlyStopping(monitor="train_loss", patience=5, load_best=True)
-    with pytest.warns(ConvergenceWarning, match=r"diverged at step 1 .*best epoch, 1 \(those of step 1, "
-                                                r"whose training loss is not finite: the step that diverged\)"):
+    said = (r"diverged at step 1 .*best epoch, 1 \(those of step 1, whose training loss is not finite: "
+            r"the step that diverged\)")
+    with pytest.warns(ConvergenceWarning, match=said):
         EoSRegressor(hidden_layer_sizes=(8,), lr=1e30, max_iter=50, sharpness_every=0,
                      callbacks=[stopping], random_state=0).fit(X, y / y.std())
