@@ -697,6 +697,19 @@ class BaseEoS(BaseEstimator):
                 self.module, n_features_in=X.shape[1], n_outputs=n_outputs,
                 hidden_layer_sizes=hidden, activation=self.activation, seed=seed,
             )
+        if reuse:
+            finite = [bool(torch.isfinite(p).all()) for p in module.parameters()]
+            module = module.to(dtype=torch_dtype)
+            cast = [bool(torch.isfinite(p).all()) for p in module.parameters()]
+            if any(was and not now for was, now in zip(finite, cast)):
+                # a float64 fit far past the edge (parameters of 1e50) refitted in float32:
+                # the cast made them inf, the first loss was not finite, and the "kept"
+                # parameters predicted inf and NaN (audit D of session 36)
+                largest = max(float(p.detach().abs().max()) for p in self.module_.parameters())
+                raise ValueError(
+                    f"warm_start: the previous fit's parameters do not fit in dtype={self.dtype!r} "
+                    f"(the largest is {largest:.3g}): cast, they overflow to inf. Refit with the "
+                    f"previous dtype, or without warm_start.")
         module = module.to(dtype=torch_dtype)
         if not any(p.requires_grad for p in module.parameters()):
             raise ValueError("The module has no parameters that require gradients: nothing to train.")

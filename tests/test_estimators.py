@@ -2211,3 +2211,24 @@ def test_an_early_stop_that_puts_back_the_diverged_step_says_so():
     with pytest.warns(ConvergenceWarning, match=said):
         EoSRegressor(hidden_layer_sizes=(8,), lr=1e30, max_iter=50, sharpness_every=0,
                      callbacks=[stopping], random_state=0).fit(X, y / y.std())
+
+
+def test_a_warm_refit_whose_parameters_overflow_the_new_dtype_is_refused():
+    """A float64 fit far past the edge (parameters of 2.3e50, not diverged) refitted with
+    warm_start in float32: the cast made the parameters inf, the refit 'diverged at step 0'
+    and kept them, and predict returned -inf and predict_proba NaN (audit D of session 36).
+    A clear error before training now, and the previous model stays."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(20, 1)
+    y = X[:, 0] + 0.1 * rng.randn(20)
+    est = EoSRegressor(hidden_layer_sizes=(), lr=5.0, max_iter=60, sharpness_every=0, dtype="float64",
+                       random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # far past the edge
+        est.fit(X, y)
+    assert not est.diverged_ and np.isfinite(est.predict(X)).all()
+    before = est.predict(X)
+    with pytest.raises(ValueError, match=r"parameters do not fit in dtype='float32' \(the largest is 2\.3"):
+        est.set_params(warm_start=True, dtype="float32").fit(X, y)
+    np.testing.assert_array_equal(est.predict(X), before)
+    est.set_params(dtype="float64").fit(X[:, :1], y)  # the previous dtype continues
