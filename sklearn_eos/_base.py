@@ -1143,7 +1143,11 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
         Curvature of the training loss along each GD update, ``<g_{t+1} - g_t, d_t> /
         |d_t|^2`` with ``d_t`` the step from ``t`` to ``t + 1`` (`UpdateCurvature`): from
         the gradients training computes anyway, no Hessian-vector product. At the edge of
-        stability it sits at 2/lr, below the sharpness, at every step.
+        stability it sits at 2/lr, below the sharpness, at every step. It resolves the
+        curvature only while a step changes the gradient by more than its rounding: in
+        float32, at rates so small that a step barely moves the parameters (exactly 0 at lr
+        1e-9 on a linear model, ``tests/test_update_curvature.py``), or once the loss has
+        reached float32's rounding level, it is noise; ``dtype='float64'`` resolves it there.
     initial_sharpness_ : float
         Sharpness at initialisation (NaN when neither tracking nor ``lr_units='threshold'``
         measured it). A ``warm_start`` refit keeps its predecessor's, on new data or new
@@ -1152,9 +1156,10 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     effective_lr_ : float
         The absolute learning rate before any decay (``lr`` itself in absolute units).
     decay_step_ : int or None
-        First step run at the decayed rate; None when no decay happened, or when a
-        divergence or ``loss_goal`` stopped the fit at that step (the returned model lacks
-        its update, though ``lr_history_[-1]`` shows its rate).
+        First step run at the decayed rate (also with ``decay_factor=1``, which keeps the
+        rate); None when the schedule reached no decay, or when a divergence or
+        ``loss_goal`` stopped the fit at that step (the returned model lacks its update,
+        though ``lr_history_[-1]`` shows its rate).
     sharpness_history_ : dict of 1-D ndarrays
         One row per measurement (``pandas.DataFrame(sharpness_history_)`` makes a table):
         'step', 'sharpness' (largest Hessian eigenvalue), 'eig_2'...'eig_k', 'threshold'

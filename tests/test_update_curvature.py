@@ -306,3 +306,22 @@ def test_parameters_frozen_or_unfrozen_during_the_fit():
     np.testing.assert_allclose(np.delete(recorded, 2), np.delete(truth, 2), rtol=1e-8)
     recorded, truth = _bare_fit([("unfreeze", Unfreezer("0.*", at=4))], frozen_first_layer=True)
     np.testing.assert_allclose(recorded, truth, rtol=1e-8)
+
+
+def test_float32_resolves_the_curvature_only_above_the_rounding_of_a_step():
+    """Documented limitation (audit D of session 36): on a linear model (constant Hessian)
+    the values are Rayleigh quotients along the steps, here about 1.15; in float32 a step of
+    lr 1e-9 moves no parameter by more than its rounding, the gradient does not change, and
+    the value reads exactly 0, while float64 still gives the quotient. If this starts to
+    fail, the attribute's docstring can drop its float32 caveat."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(20, 2)
+    y = X @ [1.0, -2.0] + 0.3 * rng.randn(20)
+    P = np.c_[X, np.ones(len(X))]
+    low, high = np.linalg.eigvalsh(P.T @ P / len(X))[[0, -1]]
+    values = {dtype: EoSRegressor(hidden_layer_sizes=(), lr=1e-9, max_iter=5, sharpness_every=0,
+                                  dtype=dtype, random_state=0).fit(X, y).update_curvature_
+              for dtype in ("float32", "float64")}
+    np.testing.assert_array_equal(values["float32"], 0.0)
+    assert np.all((low <= values["float64"]) & (values["float64"] <= high))
+    np.testing.assert_allclose(values["float64"], values["float64"][0], rtol=1e-6)
