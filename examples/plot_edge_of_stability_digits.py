@@ -18,10 +18,10 @@ Krylov solver on exact Hessian-vector products).
 
 .. note::
    The numbers quoted in the text are from the full run (``python
-   examples/plot_edge_of_stability_digits.py``, 36 s on two otherwise idle CPU
-   cores, 2026-12-03). The output on this page comes from the documentation build's quick mode, which
-   trains for 200 steps at lr 0.25 and 300 at lr 0.5 and measures every 25 steps: it shows
-   the sharpening and the start of the edge of stability, not the later steps the text
+   examples/plot_edge_of_stability_digits.py``, 36 s on two otherwise idle CPU cores,
+   2026-12-03). The output on this page comes from the documentation build's quick mode,
+   which trains for 200 steps at lr 0.25 and 300 at lr 0.5 and measures every 25 steps: it
+   shows the sharpening and the start of the edge of stability, not the later steps the text
    describes.
 """
 
