@@ -332,15 +332,19 @@ class TrainingLoss(torch.nn.Module):
     probabilities; its ``NeuralNetBinaryClassifier`` squeezes the output in ``infer``), where
     ``net.criterion_(net.module_(X), y)`` may not be. Its parameters and buffers are
     ``net.module_``'s, in their order. Arguments passed to ``fit`` for the module's forward
-    (skorch's ``fit_params``) are not known here."""
+    (skorch's ``fit_params``) are not known here. ``pass_X=False``: ``get_loss`` without
+    ``X``, as a `FullBatchNet`'s step calls it on each chunk (``_training_loss``)."""
 
-    def __init__(self, net):
+    def __init__(self, net, pass_X=True):
         super().__init__()
         self.module = net.module_
         self.net = net  # not a torch Module: a plain attribute
+        self.pass_X = pass_X
 
     def forward(self, batch):
         X, y = batch
+        if not self.pass_X:
+            return self.net.get_loss(self.net.infer(X), y, training=True)
         return self.net.get_loss(self.net.infer(X), y, X=X, training=True)
 
 
@@ -837,4 +841,5 @@ class FullBatchNet(NeuralNet):
         return {"loss": loss, "y_pred": None}
 
     def _training_loss(self, y_pred, y_true):
+        # as TrainingLoss(self, pass_X=False) computes it for the tracker
         return self.get_loss(y_pred, y_true, training=True)

@@ -38,21 +38,6 @@ def _steps_on_its_criterion(net):
                and name not in vars(net) for name in ("infer", "get_loss"))
 
 
-class _StepLoss(torch.nn.Module):
-    """A `FullBatchNet`'s loss on one chunk as its training step computes it,
-    ``net.get_loss(net.infer(X_c), y_c, training=True)`` (`FullBatchNet._training_loss`), as a
-    module of ``net.module_``'s parameters: ``forward((X_c, y_c))`` returns it."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.module = net.module_
-        self.net = net  # not a torch Module: a plain attribute
-
-    def forward(self, chunk):
-        X, y = chunk
-        return self.net._training_loss(self.net.infer(X), y)
-
-
 def _training_hessian(net, data):
     """The Hessian of ``net``'s full training loss on ``data``: a `FullBatch` (a `FullBatchNet`
     minimises ``get_loss(infer(X_c), y_c)`` over its chunks, which is ``criterion_(module_(X_c),
@@ -63,7 +48,8 @@ def _training_hessian(net, data):
         if _steps_on_its_criterion(net):  # the closed-form products for an MLP under its losses
             return FullBatchHessian(net.module_, net.criterion_, data.chunks)
         # chunks weighted by their sizes, as the step weights them (`full_batch_loss`)
-        return FullBatchHessian(_StepLoss(net), loss_itself, [((X, y), y) for X, y in data.chunks])
+        return FullBatchHessian(TrainingLoss(net, pass_X=False), loss_itself,
+                                [((X, y), y) for X, y in data.chunks])
     return FullBatchHessian(TrainingLoss(net), loss_itself, [(data, data[1])])
 
 
