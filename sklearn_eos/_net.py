@@ -228,15 +228,16 @@ def n_training_steps(history, first_row=0):
     return sum(any("train_loss" in batch for batch in row.get("batches", ())) for row in rows)
 
 
-def full_batch_loss(forward, criterion, data):
+def full_batch_loss(forward, criterion, data, pass_X=False):
     """Full training loss, with its gradient accumulated into ``.grad``.
 
     One forward and backward per chunk; ``criterion(forward(X_c), y_c)`` is the mean loss
-    over the chunk. Returns the detached loss (a 0-d tensor on the data's device).
+    over the chunk (``criterion(forward(X_c), y_c, X=X_c)`` with ``pass_X``, as skorch's
+    ``get_loss`` takes it). Returns the detached loss (a 0-d tensor on the data's device).
     """
     total = None
     for (Xc, yc), w in zip(data.chunks, data.weights):
-        loss = criterion(forward(Xc), yc)
+        loss = criterion(forward(Xc), yc, X=Xc) if pass_X else criterion(forward(Xc), yc)
         if w != 1.0:
             loss = loss * w
         loss.backward()
@@ -332,19 +333,16 @@ class TrainingLoss(torch.nn.Module):
     probabilities; its ``NeuralNetBinaryClassifier`` squeezes the output in ``infer``), where
     ``net.criterion_(net.module_(X), y)`` may not be. Its parameters and buffers are
     ``net.module_``'s, in their order. Arguments passed to ``fit`` for the module's forward
-    (skorch's ``fit_params``) are not known here. ``pass_X=False``: ``get_loss`` without
-    ``X``, as a `FullBatchNet`'s step calls it on each chunk (``_training_loss``)."""
+    (skorch's ``fit_params``) are not known here. A `FullBatchNet`'s step computes the same
+    on each chunk (``_training_loss``)."""
 
-    def __init__(self, net, pass_X=True):
+    def __init__(self, net):
         super().__init__()
         self.module = net.module_
         self.net = net  # not a torch Module: a plain attribute
-        self.pass_X = pass_X
 
     def forward(self, batch):
         X, y = batch
-        if not self.pass_X:
-            return self.net.get_loss(self.net.infer(X), y, training=True)
         return self.net.get_loss(self.net.infer(X), y, X=X, training=True)
 
 
@@ -615,7 +613,7 @@ class FullBatchNet(NeuralNet):
                     kept.enter_context(kept_mode_and_buffers(module))
                 self._set_training(True)
                 if isinstance(dataset, FullBatch):  # as `train_step_single` computes it
-                    losses = (self._training_loss(self.infer(Xc), yc) for Xc, yc in dataset.chunks)
+                    losses = (self._training_loss(self.infer(Xc), yc, X=Xc) for Xc, yc in dataset.chunks)
                 else:  # as skorch's does
                     collate = self.get_params_for("iterator_train").get("collate_fn", default_collate)
                     Xi, yi = unpack_data(collate([dataset[i] for i in range(len(dataset))]))
@@ -837,9 +835,10 @@ class FullBatchNet(NeuralNet):
         if not isinstance(batch, FullBatch):
             return super().train_step_single(batch, **fit_params)
         self._set_training(True)
-        loss = full_batch_loss(self.infer, self._training_loss, batch)
+        loss = full_batch_loss(self.infer, self._training_loss, batch, pass_X=True)
         return {"loss": loss, "y_pred": None}
 
-    def _training_loss(self, y_pred, y_true):
-        # as TrainingLoss(self, pass_X=False) computes it for the tracker
-        return self.get_loss(y_pred, y_true, training=True)
+    def _training_loss(self, y_pred, y_true, X=None):
+        # skorch's train_step_single passes the batch's X to get_loss too (a loss that
+        # weights rows by X failed here without it); TrainingLoss computes the same
+        return self.get_loss(y_pred, y_true, X=X, training=True)

@@ -30,26 +30,26 @@ from ._update_curvature import _is_plain_gd
 
 
 def _steps_on_its_criterion(net):
-    """Whether a `FullBatchNet`'s step loss ``net.get_loss(net.infer(X_c), y_c)`` is skorch's
-    default ``net.criterion_(net.module_(X_c), y_c)``: neither method overridden, by its class
-    (a ``get_loss`` that adds a penalty; skorch's ``NeuralNetClassifier`` mixed in, whose
-    ``get_loss`` takes the log of the probabilities under ``NLLLoss``) or on the instance."""
+    """Whether a `FullBatchNet`'s step loss ``net.get_loss(net.infer(X_c), y_c, X=X_c)`` is
+    skorch's default ``net.criterion_(net.module_(X_c), y_c)``: neither method overridden, by
+    its class (a ``get_loss`` that adds a penalty; skorch's ``NeuralNetClassifier`` mixed in,
+    whose ``get_loss`` takes the log of the probabilities under ``NLLLoss``) or on the
+    instance."""
     return all(getattr(type(net), name, getattr(NeuralNet, name)) is getattr(NeuralNet, name)
                and name not in vars(net) for name in ("infer", "get_loss"))
 
 
 def _training_hessian(net, data):
     """The Hessian of ``net``'s full training loss on ``data``: a `FullBatch` (a `FullBatchNet`
-    minimises ``get_loss(infer(X_c), y_c)`` over its chunks, which is ``criterion_(module_(X_c),
-    y_c)`` unless the net overrides them, `_steps_on_its_criterion`), or the ``(X, y)`` batch of
-    another skorch net (`training_batch_of`: the loss is what its training step computes,
-    `TrainingLoss`)."""
+    minimises ``get_loss(infer(X_c), y_c, X=X_c)`` over its chunks, which is
+    ``criterion_(module_(X_c), y_c)`` unless the net overrides them,
+    `_steps_on_its_criterion`), or the ``(X, y)`` batch of another skorch net
+    (`training_batch_of`: the loss is what its training step computes, `TrainingLoss`)."""
     if isinstance(data, FullBatch):
         if _steps_on_its_criterion(net):  # the closed-form products for an MLP under its losses
             return FullBatchHessian(net.module_, net.criterion_, data.chunks)
         # chunks weighted by their sizes, as the step weights them (`full_batch_loss`)
-        return FullBatchHessian(TrainingLoss(net, pass_X=False), loss_itself,
-                                [((X, y), y) for X, y in data.chunks])
+        return FullBatchHessian(TrainingLoss(net), loss_itself, [((X, y), y) for X, y in data.chunks])
     return FullBatchHessian(TrainingLoss(net), loss_itself, [(data, data[1])])
 
 
@@ -182,9 +182,9 @@ class SharpnessTracker(ParamsCallback):
     ``train_split=None``; minibatches and a validation split are refused with a TypeError),
     whose training data it collates once into one batch, as its iterator would. The Hessian
     is that of the loss the net minimises over every training example, in train mode, as
-    the gradient step sees it: ``net.get_loss(net.infer(X_c), y_c)`` chunk by chunk on a
-    `FullBatchNet` (``net.criterion_(net.module_(X_c), y_c)`` unless its class overrides
-    ``get_loss`` or ``infer``, as a penalty added in ``get_loss`` or skorch's
+    the gradient step sees it: ``net.get_loss(net.infer(X_c), y_c, X=X_c)`` chunk by chunk
+    on a `FullBatchNet` (``net.criterion_(net.module_(X_c), y_c)`` unless its class
+    overrides ``get_loss`` or ``infer``, as a penalty added in ``get_loss`` or skorch's
     ``NeuralNetClassifier`` mixed in do);
     ``net.get_loss(net.infer(X), y, X=X, training=True)`` on another net (for skorch's
     ``NeuralNetClassifier`` with ``NLLLoss``, the NLL of the log of the module's

@@ -1437,3 +1437,32 @@ def test_a_tracker_beside_gradient_clipping_warns_that_2_over_lr_is_not_its_thre
             net.fit(data, None)
         said = [str(w.message) for w in record if "gradient clipping 'clip'" in str(w.message)]
         assert len(said) == (1 if clip else 0)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_a_full_batch_net_passes_each_chunk_s_x_to_get_loss_as_skorch_does(chunk_size):
+    """skorch's training step calls get_loss(y_pred, y_true, X=Xi); FullBatchNet's called it
+    without X, so a get_loss that weights the rows by X failed on the first step (session 36,
+    noticed in audit E). It gets each chunk's X now, and the tracker measures that loss."""
+    from sklearn_eos import FullBatch, FullBatchNet, HalfSquaredError
+
+    class RowWeighted(FullBatchNet):
+        def get_loss(self, y_pred, y_true, X=None, training=False):
+            weights = 1 + X[:, :1].abs()
+            return (weights * 0.5 * (y_pred - y_true) ** 2).sum(1).mean()
+
+    torch.manual_seed(0)
+    X = torch.randn(30, 3, dtype=torch.float64)
+    Y = torch.randn(30, 2, dtype=torch.float64)
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    tracker = SharpnessTracker(every=1, k=2, tol=1e-9, rest_tol=None, random_state=0)
+    net = RowWeighted(module, criterion=HalfSquaredError, optimizer=torch.optim.SGD, lr=0.05, max_epochs=2,
+                      callbacks=[("t", tracker)]).fit(FullBatch(X, Y, chunk_size=chunk_size), None)
+    weights = 1 + X[:, :1].abs()
+
+    def loss(out, y):
+        return (weights * 0.5 * (out - y) ** 2).sum(1).mean()
+
+    expected = torch.linalg.eigvalsh(exact_hessian(net.module_, loss, X, Y)).flip(0)[:2]
+    np.testing.assert_allclose([tracker.history_["sharpness"][-1], tracker.history_["eig_2"][-1]],
+                               expected.numpy(), rtol=1e-7)
