@@ -91,7 +91,7 @@ def child(config):
     for _ in range(config["repeats"]):
         start = time.perf_counter()
         optimizer.zero_grad()
-        loss = full_batch_loss(module, criterion, data)
+        loss = full_batch_loss(lambda X, y: criterion(module(X), y), data)
         optimizer.step()
         float(loss)
         step_times.append(time.perf_counter() - start)

@@ -232,7 +232,7 @@ class LRSchedule(ParamsCallback):
     def on_batch_begin(self, net, training=False, **kwargs):
         if training:  # minibatches that on_train_begin could not foresee
             check_one_batch_per_epoch(self, net)
-        if (training and not self._warned_rate_changed and getattr(self, "_set_rates", None)
+        if (training and not self._warned_rate_changed and self._set_rates
                 and [group["lr"] for group in net.optimizer_.param_groups] != self._set_rates):
             # a callback listed after this one set the rate in its on_epoch_begin (a warm-up
             # of the user's): the steps ran at its rates while 'lr' and the tracker's 2/lr

@@ -7,7 +7,7 @@ import warnings
 import torch
 from torch import nn
 
-from ._rng import seeded
+from ._rng import modes_in_training, seeded
 
 ACTIVATIONS = {
     "tanh": nn.Tanh,
@@ -81,13 +81,11 @@ def _warn_mixed_modes(module):
     """Warn when some submodules of ``module`` are in eval mode and others in train mode (a
     pretrained BatchNorm kept in eval mode) and ``module.train()`` would put them in train
     mode, as fit does (skorch's way), unless the module's own ``train`` keeps them."""
-    modes = [(name, sub, sub.training) for name, sub in module.named_modules()]
-    if len({training for _, _, training in modes}) < 2:
+    if len({sub.training for sub in module.modules()}) < 2:
         return
-    module.train(True)  # what training will do: a ``train`` of the module's own may keep them
-    names = [name or type(module).__name__ for name, sub, training in modes if not training and sub.training]
-    for _, sub, training in modes:
-        sub.training = training
+    names = [name or type(module).__name__ for (name, sub, trained), now in
+             zip(modes_in_training(module), [sub.training for sub in module.modules()])
+             if trained and not now]
     if not names:
         return
     listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")

@@ -31,7 +31,7 @@ from ._checks import is_int
 from ._hvp import _weighted_mean_loss
 from ._interrupts import deferred_interrupts
 from ._losses import refuses_weighted_targets
-from ._rng import GLOBAL_RNG_LOCK, cuda_generators_of, kept_mode_and_buffers
+from ._rng import GLOBAL_RNG_LOCK, cuda_generators_of, kept_mode_and_buffers, modes_in_training
 
 #: Default steps between two host reads of the training losses (`FullBatchNet.sync_every`).
 SYNC_EVERY = 32
@@ -228,16 +228,15 @@ def n_training_steps(history, first_row=0):
     return sum(any("train_loss" in batch for batch in row.get("batches", ())) for row in rows)
 
 
-def full_batch_loss(forward, criterion, data, pass_X=False):
+def full_batch_loss(chunk_loss, data):
     """Full training loss, with its gradient accumulated into ``.grad``.
 
-    One forward and backward per chunk; ``criterion(forward(X_c), y_c)`` is the mean loss
-    over the chunk (``criterion(forward(X_c), y_c, X=X_c)`` with ``pass_X``, as skorch's
-    ``get_loss`` takes it). Returns the detached loss (a 0-d tensor on the data's device).
+    One forward and backward per chunk; ``chunk_loss(X_c, y_c)`` is the mean loss over the
+    chunk. Returns the detached loss (a 0-d tensor on the data's device).
     """
     total = None
     for (Xc, yc), w in zip(data.chunks, data.weights):
-        loss = criterion(forward(Xc), yc, X=Xc) if pass_X else criterion(forward(Xc), yc)
+        loss = chunk_loss(Xc, yc)
         if w != 1.0:
             loss = loss * w
         loss.backward()
@@ -250,15 +249,9 @@ def batch_norms_on_batch_statistics(module):
     the rows they are given during training (as a step sets the modes, ``module.train()``,
     which a ``train`` of the module's own may override; or without running statistics):
     the rows of a forward pass then interact, and a chunked pass computes another loss."""
-    modes = [(sub, sub.training) for sub in module.modules()]
-    try:
-        module.train(True)
-        return [name or type(module).__name__ for name, sub in module.named_modules()
-                if isinstance(sub, torch.nn.modules.batchnorm._BatchNorm)
-                and (sub.training or not sub.track_running_stats)]
-    finally:
-        for sub, training in modes:
-            sub.training = training
+    return [name or type(module).__name__ for name, sub, training in modes_in_training(module)
+            if isinstance(sub, torch.nn.modules.batchnorm._BatchNorm)
+            and (training or not sub.track_running_stats)]
 
 
 def check_full_batch_net(callback, net):
@@ -334,7 +327,7 @@ class TrainingLoss(torch.nn.Module):
     ``net.criterion_(net.module_(X), y)`` may not be. Its parameters and buffers are
     ``net.module_``'s, in their order. Arguments passed to ``fit`` for the module's forward
     (skorch's ``fit_params``) are not known here. A `FullBatchNet`'s step computes the same
-    on each chunk (``_training_loss``)."""
+    on each chunk (``_chunk_loss``)."""
 
     def __init__(self, net):
         super().__init__()
@@ -613,7 +606,7 @@ class FullBatchNet(NeuralNet):
                     kept.enter_context(kept_mode_and_buffers(module))
                 self._set_training(True)
                 if isinstance(dataset, FullBatch):  # as `train_step_single` computes it
-                    losses = (self._training_loss(self.infer(Xc), yc, X=Xc) for Xc, yc in dataset.chunks)
+                    losses = (self._chunk_loss(Xc, yc) for Xc, yc in dataset.chunks)
                 else:  # as skorch's does
                     collate = self.get_params_for("iterator_train").get("collate_fn", default_collate)
                     Xi, yi = unpack_data(collate([dataset[i] for i in range(len(dataset))]))
@@ -835,10 +828,11 @@ class FullBatchNet(NeuralNet):
         if not isinstance(batch, FullBatch):
             return super().train_step_single(batch, **fit_params)
         self._set_training(True)
-        loss = full_batch_loss(self.infer, self._training_loss, batch, pass_X=True)
+        loss = full_batch_loss(self._chunk_loss, batch)
         return {"loss": loss, "y_pred": None}
 
-    def _training_loss(self, y_pred, y_true, X=None):
-        # skorch's train_step_single passes the batch's X to get_loss too (a loss that
-        # weights rows by X failed here without it); TrainingLoss computes the same
-        return self.get_loss(y_pred, y_true, X=X, training=True)
+    def _chunk_loss(self, X, y):
+        # the training loss of one chunk, as skorch's train_step_single computes a batch's
+        # (X passed to get_loss too: a loss that weights rows by X failed without it);
+        # TrainingLoss computes the same for the tracker
+        return self.get_loss(self.infer(X), y, X=X, training=True)

@@ -86,6 +86,19 @@ def _device_of(X):
     return torch.device("cpu")
 
 
+def modes_in_training(module):
+    """``(name, submodule, training)`` for each submodule of ``module`` once ``module.train()``
+    has run, as a training step sets the modes (a ``train`` method of the module's own may
+    keep some in eval mode: a frozen BatchNorm); the modes are put back after."""
+    before = [(sub, sub.training) for sub in module.modules()]
+    try:
+        module.train(True)
+        return [(name, sub, sub.training) for name, sub in module.named_modules()]
+    finally:
+        for sub, training in before:
+            sub.training = training
+
+
 @contextmanager
 def kept_mode_and_buffers(module):
     """Run the block, then put the train/eval mode of ``module`` and of each of its submodules,

@@ -23,8 +23,8 @@ from ._eigensolver import certified_sharpness, top_eigenpairs
 from ._hvp import FullBatchHessian
 from ._instabilities import DEFAULT_RTOL, LossInstabilityDetector, confirm_with_sharpness
 from ._checks import check_fraction, check_int, check_seed, is_int
-from ._net import (FullBatch, FullBatchNet, TrainingLoss, check_full_batch_net, check_one_batch_per_epoch,
-                   check_one_batch_per_fit, loss_itself, training_batch_of)
+from ._net import (FullBatch, FullBatchNet, TrainingLoss, _overrides, check_full_batch_net,
+                   check_one_batch_per_epoch, check_one_batch_per_fit, loss_itself, training_batch_of)
 from ._rotation import eigenvector_cosines, subspace_overlap
 from ._update_curvature import _is_plain_gd
 
@@ -35,8 +35,7 @@ def _steps_on_its_criterion(net):
     its class (a ``get_loss`` that adds a penalty; skorch's ``NeuralNetClassifier`` mixed in,
     whose ``get_loss`` takes the log of the probabilities under ``NLLLoss``) or on the
     instance."""
-    return all(getattr(type(net), name, getattr(NeuralNet, name)) is getattr(NeuralNet, name)
-               and name not in vars(net) for name in ("infer", "get_loss"))
+    return not any(_overrides(net, NeuralNet, name) for name in ("infer", "get_loss"))
 
 
 def _training_hessian(net, data):

@@ -108,10 +108,8 @@ def test_the_trackers_operator_trusts_its_cache_and_measures_exactly():
     parameters with a snapshot. Such an operator misses an in-place update (which is why only
     an owner that makes none turns the checks off), and the tracker's eigenvalues are still
     the exact Hessian's."""
-    from types import SimpleNamespace
-
     from sklearn_eos._losses import HalfSquaredError
-    from sklearn_eos._net import FullBatch
+    from sklearn_eos._net import FullBatch, FullBatchNet
     from sklearn_eos._tracking import measure_spectrum
 
     model = tiny_mlp(4)
@@ -124,7 +122,8 @@ def test_the_trackers_operator_trusts_its_cache_and_measures_exactly():
     H._watch_state = True
     torch.testing.assert_close(H.matvec(v), expected, rtol=1e-10, atol=1e-12)
 
-    net = SimpleNamespace(module_=model, criterion_=HalfSquaredError())
+    net = FullBatchNet(model, criterion=HalfSquaredError).initialize()
+    assert net.module_ is model
     result = measure_spectrum(net, FullBatch(X, y), 2, tol=1e-10, generator=torch.Generator().manual_seed(0))
     exact = torch.linalg.eigvalsh(exact_hessian(model, mse, X, y)).flip(0)[:2].numpy()
     np.testing.assert_allclose(result.eigenvalues, exact, rtol=1e-8)
