@@ -508,18 +508,25 @@ class BaseEoS(BaseEstimator):
         """Fail early, with a clear message, when ``module``'s outputs do not have the
         ``n_outputs`` columns that the targets need (one per class, or per target column), in
         eval mode (predictions) and in train mode (the fit's loss: a module may return
-        auxiliary outputs there), or cannot be trained (no gradient) or read (dtype)."""
-        for training in (False, True):
+        auxiliary outputs there), or cannot be trained (no gradient) or read (dtype). One row
+        too, in eval mode (a train-mode BatchNorm refuses one row): a forward ending in
+        ``.squeeze()`` passes with two rows and fails, far from its cause, on a one-row
+        prediction or chunk (audit D of session 37)."""
+        probes = [(False, X[:2]), (True, X[:2])]
+        if len(X) > 1:
+            probes.insert(1, (False, X[:1]))
+        for training, rows in probes:
             # a probe: the modes and buffers (a BatchNorm's running statistics) are put back
             with kept_mode_and_buffers(module), torch.set_grad_enabled(training):
                 module.train(training)
                 try:
-                    out = module(X[:2])
+                    out = module(rows)
                 except Exception as exc:
                     raise ValueError(
-                        f"The module failed on the first rows of X ({X.shape[1]} features, {X.dtype}) "
-                        f"in {'train' if training else 'eval'} mode: {type(exc).__name__}: {exc}") from exc
-            self._check_output(out, X, n_outputs, training)
+                        f"The module failed on the first {len(rows)} row(s) of X ({X.shape[1]} features, "
+                        f"{X.dtype}) in {'train' if training else 'eval'} mode: "
+                        f"{type(exc).__name__}: {exc}") from exc
+            self._check_output(out, rows, n_outputs, training)
 
     def _check_output(self, out, X, n_outputs, training):
         where = " in train mode" if training else ""
@@ -530,7 +537,7 @@ class BaseEoS(BaseEstimator):
             raise ValueError(f"The module's output{where} has dtype {out.dtype}; it must be float32 or "
                              f"float64 (the training dtype), which the loss and predict read.")
         shape = tuple(out.shape)
-        n = min(len(X), 2)
+        n = len(X)
         if isinstance(self, ClassifierMixin):
             ok = shape == (n, n_outputs)
             need = f"({n}, {n_outputs}): one column per class"
@@ -539,7 +546,7 @@ class BaseEoS(BaseEstimator):
             need = (f"({n}, {n_outputs})" + (f" or ({n},)" if n_outputs == 1 else "")
                     + ": one column per target")
         if not ok:
-            raise ValueError(f"The module's output{where} for {n} samples has shape {shape}; the "
+            raise ValueError(f"The module's output{where} for {n} sample{'s' * (n != 1)} has shape {shape}; the "
                              f"targets need {need}.")
         if training and not out.requires_grad:
             raise ValueError("The module's output in train mode does not depend on any parameter "

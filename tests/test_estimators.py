@@ -1572,7 +1572,35 @@ def test_modules_that_cannot_produce_outputs_are_clear_errors():
     _assert_fails_before_training(EoSClassifier(module=_TupleOut, max_iter=2), X, y,
                                   "must return one tensor.*returned a tuple")
     _assert_fails_before_training(EoSClassifier(module=nn.Linear(5, 3), max_iter=2), X, y,
-                                  r"module failed on the first rows of X \(4 features.*mat1 and mat2")
+                                  r"module failed on the first 2 row\(s\) of X \(4 features.*mat1 and mat2")
+
+
+class _Squeezed(nn.Module):
+    """A forward ending in ``.squeeze()``: (n, C) for n > 1, (C,) or a 0-d tensor for one row."""
+
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features_in, n_outputs)
+
+    def forward(self, x):
+        return self.linear(x).squeeze()
+
+
+@pytest.mark.parametrize("Estimator, n_outputs, shape", [(EoSClassifier, 3, r"\(3,\)"),
+                                                         (EoSRegressor, 1, r"\(\)")])
+def test_outputs_whose_shape_depends_on_the_row_count_are_refused(Estimator, n_outputs, shape):
+    """The output check ran on two rows only, so a ``.squeeze()`` in forward passed it and
+    failed later, far from its cause: a one-row predict (torch's 'zero-dimensional tensor
+    cannot be concatenated', numpy's AxisError) or a one-row last chunk (an IndexError in
+    the loss); audit D of session 37."""
+    X, y = _blobs(n_samples=17)
+    if Estimator is EoSRegressor:
+        y = X[:, 0]
+    message = f"output for 1 sample has shape {shape}; the targets need \\(1, {n_outputs}\\)"
+    for chunk_size in (None, 8):
+        _assert_fails_before_training(
+            Estimator(module=_Squeezed(X.shape[1], n_outputs), max_iter=2, chunk_size=chunk_size),
+            X, y, message)
 
 
 class _TrainModeOutput(nn.Module):
