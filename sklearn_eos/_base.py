@@ -689,11 +689,15 @@ class BaseEoS(BaseEstimator):
                         f"{fitted_loss!r} loss), not this loss's.", UserWarning, stacklevel=4,
                     )
             elif self.lr_units == "threshold":
+                # inf: measured, in threshold units, but its products overflowed (audit A of
+                # session 37: the message said "measured no sharpness ... absolute units")
+                what = ("measured an infinite sharpness at its initialisation (the Hessian's "
+                        "products overflowed)" if getattr(self, "initial_sharpness_", np.nan) == np.inf
+                        else "measured no sharpness at its initialisation (absolute units, tracking off)")
                 warnings.warn(
-                    "warm_start refit with lr_units='threshold': the fit it continues measured no "
-                    "sharpness at its initialisation (absolute units, tracking off), so the "
-                    "threshold is taken from the sharpness at this refit's start instead; "
-                    "initial_sharpness_ is that measurement.", UserWarning, stacklevel=4,
+                    f"warm_start refit with lr_units='threshold': the fit it continues {what}, so "
+                    f"the threshold is taken from the sharpness at this refit's start instead; "
+                    f"initial_sharpness_ is that measurement.", UserWarning, stacklevel=4,
                 )
             # a copy: a refit that fails part way leaves the previous model untouched
             module = copy.deepcopy(self.module_)

@@ -935,6 +935,23 @@ def test_threshold_refit_after_an_unmeasured_fit_warns_and_measures_its_start():
     assert tracked.initial_sharpness_ == first
 
 
+def test_threshold_refit_after_an_infinite_initial_sharpness_says_so():
+    """The fit it continues did measure, in threshold units, but its products overflowed:
+    the refit's warning said "measured no sharpness ... absolute units, tracking off"
+    (audit A of session 37). It re-measures at its own start, here on rescaled data."""
+    X, y = load_iris(return_X_y=True)
+    est = EoSClassifier(hidden_layer_sizes=(), lr=0.5, lr_units="threshold", max_iter=5, sharpness_every=0,
+                        warm_start=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X * 1e20, y)
+    assert est.initial_sharpness_ == np.inf
+    with pytest.warns(UserWarning, match="measured an infinite sharpness at its initialisation") as record:
+        est.fit(X, y)
+    assert not any("absolute units, tracking off" in str(w.message) for w in record)
+    assert np.isfinite(est.initial_sharpness_) and not est.diverged_
+
+
 # A warm_start refit begins at the parameters of the previous fit's final measurement: its
 # first measurement starts from that measurement's eigenvectors, and finds the same spectrum
 # for fewer products than the same refit started cold.
