@@ -1162,15 +1162,16 @@ class EoSClassifier(ClassifierMixin, BaseEoS):
     initial_sharpness_ : float
         Sharpness at initialisation (NaN when neither tracking nor ``lr_units='threshold'``
         measured it). A ``warm_start`` refit keeps its predecessor's, on new data or new
-        sample weights too; when that is NaN and the refit is in ``'threshold'`` units, the
-        sharpness at the refit's start (with a warning).
+        sample weights too; when that is NaN (or inf: its products overflowed) and the refit
+        is in ``'threshold'`` units, the sharpness at the refit's start (with a warning).
     effective_lr_ : float
         The absolute learning rate before any decay (``lr`` itself in absolute units).
     decay_step_ : int or None
         First step run at the decayed rate (also with ``decay_factor=1``, which keeps the
-        rate); None when the schedule reached no decay, or when a divergence or
-        ``loss_goal`` stopped the fit at that step (the returned model lacks its update,
-        though ``lr_history_[-1]`` shows its rate).
+        rate); None when the schedule reached no decay, when a divergence or ``loss_goal``
+        stopped the fit at that step (the returned model lacks its update, though
+        ``lr_history_[-1]`` shows its rate), or when skorch's ``EarlyStopping(load_best=True)``
+        put back the parameters of an epoch before it.
     sharpness_history_ : dict of 1-D ndarrays
         One row per measurement (``pandas.DataFrame(sharpness_history_)`` makes a table):
         'step', 'sharpness' (largest Hessian eigenvalue), 'eig_2'...'eig_k', 'threshold'

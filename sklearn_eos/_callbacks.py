@@ -224,9 +224,12 @@ def returned_step(net, first_row=0, caller=None):
     ``net.history`` from row ``first_row`` on (`n_training_steps`), or, after a
     `DivergenceGuard` caught a divergence, the last step whose loss was finite (its
     parameters are the ones put back), and after a `LossGoal` was reached, the step that
-    reached it (idem); for a ``caller`` listed after a skorch ``EarlyStopping(load_best=True)``
-    that put back the parameters of its best epoch, the steps up to that epoch."""
-    best = _best_epoch_loaded(net, caller) if caller is not None else None
+    reached it (idem); after a skorch ``EarlyStopping(load_best=True)`` that puts back the
+    parameters of its best epoch, the steps up to that epoch: one listed before ``caller``
+    (its ``on_train_end``, which puts them back, has run when the caller's runs) or, with no
+    ``caller``, any (it puts them back before the fit returns: what `LRSchedule`'s
+    ``decay_step_`` needs, not parameters to measure)."""
+    best = _best_epoch_loaded(net, caller)
     if best is not None:
         # skorch's EarlyStopping(load_best=True) put back the parameters after that epoch,
         # after any DivergenceGuard had put back its own

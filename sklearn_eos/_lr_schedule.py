@@ -87,8 +87,9 @@ class LRSchedule(ParamsCallback):
         no rate is stable there, and the first step diverges).
     decay_step_ : int or None
         First step with the decayed rate (None when the returned parameters never took an
-        update at it: that step was dropped after a divergence, or a divergence or a loss
-        goal stopped the fit at it, returning its parameters before its update).
+        update at it: that step was dropped after a divergence, a divergence or a loss goal
+        stopped the fit at it, returning its parameters before its update, or skorch's
+        ``EarlyStopping(load_best=True)`` put back the parameters of an earlier epoch).
     """
 
     initial_sharpness = None  # instances pickled before this parameter existed
@@ -217,8 +218,9 @@ class LRSchedule(ParamsCallback):
     def on_train_end(self, net, **kwargs):
         self._abandon_fit(net)  # no eigenvectors in the fitted net
         # a decay at a step whose update the returned model lacks never reached it: a step
-        # dropped after a divergence, or the step where a divergence or a loss goal stopped
-        # the fit (its model is that step's, before its update)
+        # dropped after a divergence, the step where a divergence or a loss goal stopped the
+        # fit (its model is that step's, before its update), or one after the best epoch whose
+        # parameters an EarlyStopping(load_best=True) puts back (audit A of session 37)
         if self.decay_step_ is not None and self.decay_step_ >= returned_step(net, self._first_row):
             self.decay_step_ = None
 

@@ -336,3 +336,26 @@ def test_a_rate_set_by_a_later_callback_is_not_recorded_silently():
         EoSRegressor(callbacks=[LRSchedule(0.02)], **kw).fit(X, y)
     assert not any("changed the learning rate" in str(w.message) for w in caught)
     assert any("LRSchedule" in str(w.message) for w in caught)  # the estimator's own warning
+
+
+@pytest.mark.parametrize("load_best", [True, False])
+def test_a_decay_after_the_epoch_early_stopping_puts_back_is_not_the_models(load_best):
+    """EarlyStopping(load_best=True) returns the parameters of its best epoch: a decay at a
+    later step never reached that model, so ``decay_step_`` is None, as after a divergence
+    (it was kept: audit A of session 37). Without load_best the last step's model keeps it."""
+    from skorch.callbacks import EarlyStopping
+    from sklearn.datasets import make_regression
+
+    X, y = make_regression(60, 5, noise=1.0, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    stopping = EarlyStopping(monitor="train_loss", patience=3, threshold=0.0, load_best=load_best)
+    est = EoSRegressor(hidden_layer_sizes=(8,), lr=1.5, max_iter=200, decay_time=5, decay_factor=0.5,
+                       decay_when_stable=False, sharpness_every=0, random_state=0, dtype="float64",
+                       callbacks=[stopping])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, (y - y.mean()) / y.std())
+    # the rate did decay at step 5 during the fit, after the lowest loss (step 2)
+    assert est.lr_history_[5] == 0.75 and np.all(est.lr_history_[:5] == 1.5)
+    assert np.argmin(est.loss_curve_) < 5 <= est.n_iter_ - 1
+    assert est.decay_step_ == (None if load_best else 5)
