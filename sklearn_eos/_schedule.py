@@ -99,8 +99,11 @@ def resolve_decay_time(decay_time, max_iter, decay_on):
                 f"(0, 1), got {decay_time!r}; pass an int for a step."
             )
         # in exact arithmetic on the fraction as written (its shortest decimal): in binary,
-        # 0.145 * 100 + 0.5 is 14.999..., and half-way decimals were rounded down (audit)
-        return math.floor(Fraction(repr(float(decay_time))) * max_iter + Fraction(1, 2))
+        # 0.145 * 100 + 0.5 is 14.999..., and half-way decimals were rounded down (audit);
+        # a numpy scalar's str is the shortest decimal of its own dtype (float32's 0.145 read
+        # as float64 is 0.14499999582..., step 14: audit A of session 37)
+        written = str(decay_time) if isinstance(decay_time, np.floating) else repr(float(decay_time))
+        return math.floor(Fraction(written) * max_iter + Fraction(1, 2))
     raise ValueError(
         "decay_time must be None, an int >= 0 or a float in (0, 1), "
         f"got {decay_time!r} of type {type(decay_time).__name__}."

@@ -56,6 +56,10 @@ def assert_single_decay_at(lrs, step):
         (0.145, 100, 15),
         (0.009, 1500, 14),
         (np.float32(0.25), 10, 3),
+        # float32's 0.145 is 0.14499999582... as a float64: its own shortest decimal counts
+        (np.float32(0.145), 100, 15),
+        (np.float16(0.145), 100, 15),
+        (np.float64(0.145), 100, 15),
     ],
 )
 def test_resolve_decay_time_step(decay_time, max_iter, expected):
