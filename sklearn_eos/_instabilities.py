@@ -24,7 +24,8 @@ episode in order of start:
     than ``resolution`` times the first loss, when one is given).
 ``'end'`` (int64, step)
     First later step whose loss is back at or below ``(1 + rtol) * m_ref``. An
-    episode still open when the losses stop is closed at the last step seen.
+    episode still open when the losses stop is closed at the last step with a finite
+    loss.
 ``'peak_loss_ratio'`` (float64, ratio)
     ``max L_t`` over ``start <= t <= end`` divided by ``m_ref`` (``inf`` if
     ``m_ref == 0``).
@@ -70,7 +71,7 @@ class Episode:
         Step at which the loss first exceeded ``(1 + rtol) * m_ref``.
     end : int
         Step at which the loss fell back to ``(1 + rtol) * m_ref`` or below; for an
-        open episode, the last step seen so far.
+        open episode, the last step with a finite loss so far.
     peak_loss_ratio : float
         Largest loss in ``[start, end]`` divided by ``m_ref`` (ratio, > 1 + rtol).
     completed : bool
@@ -296,8 +297,8 @@ def find_instabilities(losses, rtol=DEFAULT_RTOL, resolution=0.0, reference_loss
     -------
     episodes : dict of ndarray
         ``'start'``, ``'end'`` (steps), ``'peak_loss_ratio'`` (ratio) and
-        ``'completed'`` (bool); an episode still open at the last step is closed
-        there with ``completed=False``.
+        ``'completed'`` (bool); an episode still open at the end is closed at the
+        last step with a finite loss, with ``completed=False``.
     """
     losses = np.asarray(losses, dtype=np.float64)
     if losses.ndim != 1:

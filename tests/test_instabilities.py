@@ -247,3 +247,11 @@ def test_confirm_with_sharpness_validation():
         confirm_with_sharpness(episodes, [10, 10], [1.0, 1.0], 1.0)
     with pytest.raises(ValueError, match="one value per measurement"):
         confirm_with_sharpness(episodes, [10, 20], [1.0, 1.0, 1.0], 1.0)
+
+
+def test_an_open_episode_closes_at_the_last_finite_step():
+    """As documented (the docs said 'the last step seen' before audit A of session 37): a
+    curve that ends in non-finite losses closes its open episode at the last finite one."""
+    episodes = find_instabilities([1.0, 2.0, np.nan, np.inf])
+    assert episodes["start"].tolist() == [1] and episodes["end"].tolist() == [1]
+    assert episodes["completed"].tolist() == [False]
