@@ -125,7 +125,8 @@ def main(argv=None):
     parser.add_argument("--plot", metavar="PNG",
                         help="also save the sharpness and rotation plots (needs matplotlib)")
     args = parser.parse_args(argv)
-    plots = _plot_paths(parser, args.plot) if args.plot else None
+    # '' too: refused as a name without a file ('--plot ""' wrote nothing, silently)
+    plots = _plot_paths(parser, args.plot) if args.plot is not None else None
 
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
@@ -145,7 +146,7 @@ def main(argv=None):
     elapsed = time.perf_counter() - start
     losses = clf.loss_curve_
     print(f"\nfit: {clf.n_iter_} steps in {elapsed:.1f} s, diverged={clf.diverged_}; training loss "
-          f"{losses[0]:.4f} -> {losses[-1]:.4f} (min {losses.min():.4f})")
+          f"{losses[0]:.4g} -> {losses[-1]:.4g} (min {losses.min():.4g})")
 
     sh = clf.sharpness_history_
     if len(sh["step"]):
@@ -173,6 +174,9 @@ def main(argv=None):
             until = "," if decay is None else f", before the decay at step {decay},"
             span = f"at step {int(sh['step'][after][0])}{until} the sharpness is {_times(ratio[0])}x"
         print(f"\n{span} the threshold 2/lr (at the edge of stability it hovers near 1)")
+    elif len(sh["step"]):  # a short fit, or one that stopped early: say why no summary
+        print(f"\n(no measurement from step {first} on{before}, where the summary of the sharpness "
+              f"against 2/lr starts)")
     curvature = clf.update_curvature_
     end = len(curvature) if decay is None else min(len(curvature), decay)
     if end >= 600:

@@ -31,6 +31,9 @@ def _as_axes_list(ax):
     what is not an Axes (a Figure, the ``(fig, ax)`` pair of ``plt.subplots()``)."""
     if _is_axes(ax) and not isinstance(ax, (list, tuple, np.ndarray)):
         return [ax]
+    if hasattr(ax, "get_axes") and not _is_axes(ax):  # a Figure: 'got Figure holding Figure'
+        raise ValueError(f"ax must be a matplotlib Axes or a sequence of Axes, got a {type(ax).__name__}: "
+                         f"pass its Axes (fig.axes), or no ax to make a new figure.")
     axes = list(np.ravel(np.asarray(ax, dtype=object)))
     wrong = [type(a).__name__ for a in axes if not _is_axes(a)]
     if wrong:
@@ -149,8 +152,10 @@ class SharpnessDisplay:
     scale), (2) the sharpness (largest Hessian eigenvalue, markers at measurements), the
     next top eigenvalues (lighter), the curvature along each GD update (thin, every step)
     and the stability threshold 2/lr (dashed step line: the rate of step t from t to t + 1,
-    so it ends at ``n_iter_``, where a full fit's final measurement lies; after an early stop,
-    a loss goal or a divergence, that measurement is at ``n_iter_ - 1``), (3) the learning
+    so it ends at ``n_iter_``, where the final measurement of a full fit or of one that
+    skorch's ``EarlyStopping`` stopped lies; after a loss goal or a divergence, that
+    measurement is at ``n_iter_ - 1``, and after ``EarlyStopping(load_best=True)`` at the
+    step whose parameters it put back), (3) the learning
     rate (the same step line). Instability episodes are shaded on every panel. The legend
     sits to the right of the sharpness panel, outside the curves (inside, where matplotlib
     finds room, when you pass Axes whose figure has no layout engine: outside, the figure's

@@ -383,6 +383,13 @@ def test_sharpness_display_refuses_what_is_not_an_axes(make_ax):
     assert not hasattr(display, "lines_")  # nothing drawn
 
 
+def test_a_figure_as_ax_is_named_with_what_to_pass():
+    """'got Figure holding Figure' before (audit B of session 37)."""
+    display = SharpnessDisplay(loss_curve=[1.0, 0.5], lr_history=[0.1, 0.1])
+    with pytest.raises(ValueError, match=r"got a Figure: pass its Axes \(fig.axes\)"):
+        display.plot(ax=plt.figure())
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"instabilities": {"start": 2, "end": 4}}, "instabilities must be a dict of 1-D arrays"),
     ({"update_curvature": np.ones((9, 2))}, "update_curvature must be 1-D"),

@@ -171,3 +171,25 @@ def test_tables_print_steps_exactly():
 
     out = _table({"step": np.array([9975, 10025]), "sharpness": np.array([4.123456, 4.2])})
     assert "10025" in out and "1.002e+04" not in out and "4.123" in out and "4.123456" not in out
+
+
+def test_an_empty_plot_name_is_refused_before_the_fit(capsys):
+    """``--plot ''`` wrote nothing, silently, where ``--plot .png`` was refused (audit B of
+    session 37)."""
+    pytest.importorskip("matplotlib")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--max-iter", "2", "--sharpness-every", "0", "--verbose", "0", "--plot", ""])
+    assert exit_info.value.code == 2
+    assert "--plot needs a file name, got ''" in capsys.readouterr().err
+
+
+def test_a_fit_with_no_measurement_in_the_summary_window_says_so(capsys):
+    """A diverged five-step fit measured at steps 0-3, before the window (from step
+    min(200, n_iter_)): the summary line vanished without a word, and the final loss was
+    printed with 29 digits before the point (audit B of session 37)."""
+    with pytest.warns(Warning):
+        clf = main(["--lr", "1e4", "--max-iter", "5", "--sharpness-every", "1", "--verbose", "0"])
+    out = capsys.readouterr().out
+    assert clf.diverged_ and clf.sharpness_history_["step"].max() < clf.n_iter_
+    assert f"(no measurement from step {clf.n_iter_} on, where the summary of the sharpness" in out
+    assert f"-> {clf.loss_curve_[-1]:.4g} (min" in out and "0000 (min" not in out
