@@ -29,6 +29,11 @@ class ParamsCallback(Callback):
     # per-fit state left out of pickles: a pickle taken during fit (Checkpoint's f_pickle)
     # holds None there, and the unpickled net's next fit sets it again in on_train_begin
     _not_pickled = ()
+    # on_train_end takes microseconds: `FullBatchNet` holds a Ctrl-C back until it has run
+    # whole (one in InstabilityTracker's left it without history_, and the fit failed with
+    # an AttributeError; audit C of session 37). SharpnessTracker's final measurement takes
+    # as long as any, and stays interruptible.
+    _train_end_is_short = True
 
     def _get_param_names(self):
         return [key for key in self.__dict__ if not key.endswith("_") and not key.startswith("_")]

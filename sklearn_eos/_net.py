@@ -16,7 +16,7 @@ host wait for every step to finish.
 import inspect
 import math
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 
 import torch
 from skorch import NeuralNet
@@ -673,7 +673,9 @@ class FullBatchNet(NeuralNet):
             raise
         for i, cb in enumerate(callbacks):
             try:
-                cb.on_train_end(self, **cb_kwargs)
+                # this package's short hooks run whole (see ParamsCallback); others, as written
+                with deferred_interrupts() if getattr(cb, "_train_end_is_short", False) else nullcontext():
+                    cb.on_train_end(self, **cb_kwargs)
             except KeyboardInterrupt as exc:
                 interrupt = interrupt or exc
             except Exception:  # an error: the fit fails, the callbacks after this one abandon it
@@ -703,15 +705,26 @@ class FullBatchNet(NeuralNet):
                                  f"a callback froze them all (skorch's Freezer, say), and GD has nothing "
                                  f"to train.")
             self.notify("on_batch_begin", batch=batch, training=True)
-            step = step_fn(batch, **fit_params)
-            loss = step["loss"].detach()
-            self.history.record_batch(prefix + "_loss", loss)
-            self.history.record(prefix + "_loss", loss)  # the epoch's loss, as skorch's scoring records it
-            self.history.record_batch(prefix + "_batch_size", _batch_size(batch))
-            t = self._n_steps
-            self._n_steps += 1
-            self._pending.append((t, len(self.history) - 1,
-                                  list.__getitem__(self.history, -1)["batches"][-1], loss))
+            # a Ctrl-C from the start of the update until the step is counted is held back
+            # until it is (train_step enters the hold): one there kept a model one update
+            # ahead of n_iter_, or with some tensors updated and not others (audit C of
+            # session 37); skorch's own step runs its update inside, so it is held whole
+            self._update_hold = hold = ExitStack()
+            try:
+                with hold:
+                    if not self._fast_step:
+                        hold.enter_context(deferred_interrupts())
+                    step = step_fn(batch, **fit_params)
+                    loss = step["loss"].detach()
+                    self.history.record_batch(prefix + "_loss", loss)
+                    self.history.record(prefix + "_loss", loss)  # the epoch's loss, as skorch's scoring records it
+                    self.history.record_batch(prefix + "_batch_size", _batch_size(batch))
+                    t = self._n_steps
+                    self._n_steps += 1
+                    self._pending.append((t, len(self.history) - 1,
+                                          list.__getitem__(self.history, -1)["batches"][-1], loss))
+            finally:
+                self._update_hold = None
             due = (self._read_every_step or (t + 1) % self.sync_every == 0
                    or any(cb.needs_losses(self, step=t) for cb in self._loss_askers))
             if due and self._read_losses():
@@ -816,6 +829,9 @@ class FullBatchNet(NeuralNet):
                     batch=batch,
                     training=True,
                 )
+        hold = getattr(self, "_update_hold", None)
+        if hold is not None:  # see run_single_epoch
+            hold.enter_context(deferred_interrupts())
         self.optimizer_.step()
         return step
 

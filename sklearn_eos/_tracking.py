@@ -274,6 +274,7 @@ class SharpnessTracker(ParamsCallback):
     """
 
     _not_pickled = ("_data",)  # the training set, which a pickle taken during fit carried
+    _train_end_is_short = False  # the final measurement: a Ctrl-C there ends it (see on_train_end)
 
     def __init__(self, every=100, k=3, tol=1e-3, rest_tol=1e-1, compute_min=False, max_products=300,
                  random_state=None, start=None):

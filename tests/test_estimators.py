@@ -1912,6 +1912,71 @@ def test_a_ctrl_c_during_fit_stops_the_fit_and_reaches_the_caller(python_sigint_
         GridSearchCV(est, {"lr": [0.1, 0.2]}, cv=2, error_score="raise").fit(X, y)
 
 
+@pytest.mark.skipif(not hasattr(os, "kill") or os.name == "nt", reason="needs POSIX signals")
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_ctrl_c_at_the_update_keeps_a_model_that_n_iter_describes(python_sigint_handler, monkeypatch,
+                                                                     when):
+    """A Ctrl-C right after step 5's update, before the step was counted, kept the model of
+    6 updates with n_iter_ 5 and 5 losses (one inside torch's loop over the tensors kept some
+    updated and not others): audit C of session 37. The update and its count are now one
+    block for a Ctrl-C: held back until the step is counted, so the model is that of
+    n_iter_ steps, the last sharpness row measures it."""
+    sgd_step = torch.optim.SGD.step
+    calls = []
+
+    def step(optimizer, *args, **kwargs):
+        calls.append(None)
+        if len(calls) == 6 and when == "before":
+            os.kill(os.getpid(), signal.SIGINT)
+        out = sgd_step(optimizer, *args, **kwargs)
+        if len(calls) == 6 and when == "after":
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    X, y = _blobs()
+    est = EoSClassifier(hidden_layer_sizes=(8,), max_iter=12, sharpness_every=4, random_state=0,
+                        dtype="float64")
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted \(Ctrl-C\) after 6 steps.*kept"):
+        est.fit(X, y)
+    monkeypatch.undo()
+    reference = clone(est).set_params(max_iter=6).fit(X, y)
+    assert est.n_iter_ == 6 and len(est.loss_curve_) == 6
+    for ours, theirs in zip(est.module_.parameters(), reference.module_.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    np.testing.assert_array_equal(est.sharpness_history_["step"], [0, 4, 6])
+    np.testing.assert_array_equal(est.sharpness_history_["sharpness"], reference.sharpness_history_["sharpness"])
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or os.name == "nt", reason="needs POSIX signals")
+@pytest.mark.parametrize("hook", ["instabilities", "update_curvature"])
+def test_a_ctrl_c_in_a_short_end_of_training_hook_lets_it_finish(python_sigint_handler, monkeypatch, hook):
+    """A Ctrl-C inside InstabilityTracker.on_train_end left it without history_, and fit
+    failed with an AttributeError (a grid search with error_score=nan went on); one inside
+    UpdateCurvature's kept an empty update_curvature_ (audit C of session 37). The
+    package's short hooks now run whole, and the Ctrl-C ends the fit after them."""
+    from sklearn_eos import InstabilityTracker, UpdateCurvature
+
+    cls = {"instabilities": InstabilityTracker, "update_curvature": UpdateCurvature}[hook]
+    original = cls.on_train_end
+
+    def interrupted(self, net, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original(self, net, **kwargs)
+
+    monkeypatch.setattr(cls, "on_train_end", interrupted)
+    X, y = _blobs()
+    est = EoSClassifier(hidden_layer_sizes=(8,), max_iter=12, sharpness_every=4, random_state=0)
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted \(Ctrl-C\) after 12 steps.*kept"):
+        est.fit(X, y)
+    monkeypatch.undo()
+    reference = clone(est).fit(X, y)
+    assert len(est.update_curvature_) == est.n_iter_ - 1 == 11
+    np.testing.assert_array_equal(est.update_curvature_, reference.update_curvature_)
+    assert set(est.instabilities_) == set(reference.instabilities_)
+    np.testing.assert_array_equal(est.predict_proba(X), reference.predict_proba(X))
+
+
 class _SignalInFinalMeasurement(Callback):
     """Arms a real SIGINT (a Ctrl-C) for the next spectrum measurement after the last step:
     the tracker's final one, in its ``on_train_end``."""
