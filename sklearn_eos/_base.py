@@ -411,7 +411,11 @@ class BaseEoS(BaseEstimator):
         # (validation sets attributes such as n_features_in_ before the later checks run)
         before = dict(vars(self))
         try:
-            return self._fit(X, y, sample_weight)
+            # GD needs autograd: under a caller's torch.inference_mode() the output check said
+            # that the default MLP's output "does not depend on any parameter" (audit C of
+            # session 37); torch.no_grad() was already lifted where gradients are taken
+            with torch.inference_mode(False):
+                return self._fit(X, y, sample_weight)
         except FitInterrupted:
             raise  # a Ctrl-C: the model of the steps run is kept (see noted_interrupts)
         except BaseException:
@@ -977,16 +981,18 @@ class BaseEoS(BaseEstimator):
         targets = self._encode_targets(y)
         if rows is not None:  # the rows of weight 0 left out
             X, targets = X[rows], targets[rows]
-        # a copy: the operator switches the module to train mode for its passes, and the
-        # estimator may be predicting in another thread
-        module = copy.deepcopy(self.module_)
         if self.random_state is None:
             seed = int.from_bytes(os.urandom(4), "little") >> 1
         else:  # a copy of a RandomState: measuring must not change what a later fit draws
             rng = self.random_state
             seed = int(check_random_state(copy.deepcopy(rng) if isinstance(rng, np.random.RandomState)
                                           else rng).randint(np.iinfo(np.int32).max))
-        with torch_threads(_thread_limit()):
+        # inference_mode(False): a caller's inference mode made the data inference tensors,
+        # which the Hessian's products refuse (audit C of session 37)
+        with torch_threads(_thread_limit()), torch.inference_mode(False):
+            # a copy: the operator switches the module to train mode for its passes, and the
+            # estimator may be predicting in another thread
+            module = copy.deepcopy(self.module_)
             Xt, yt = self._training_tensors(X, targets, dtype, device)
             wt = None if weights is None else self._to_tensor(weights, dtype, device)
             data = FullBatch(Xt, yt, self.chunk_size, sample_weight=wt)

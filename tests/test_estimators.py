@@ -2342,3 +2342,23 @@ def test_a_warm_refit_whose_parameters_overflow_the_new_dtype_is_refused():
         est.set_params(warm_start=True, dtype="float32").fit(X, y)
     np.testing.assert_array_equal(est.predict(X), before)
     est.set_params(dtype="float64").fit(X[:, :1], y)  # the previous dtype continues
+
+
+@pytest.mark.parametrize("Estimator", [EoSClassifier, EoSRegressor])
+def test_fit_and_measure_sharpness_work_inside_a_callers_inference_mode(Estimator):
+    """Under torch.inference_mode(), fit said the default MLP's output 'does not depend on
+    any parameter' and measure_sharpness that the chunks were 'created under inference_mode'
+    (tensors it had made itself): audit C of session 37. Both now give the plain results."""
+    X, y = _blobs(n_samples=40)
+    if Estimator is EoSRegressor:
+        y = X[:, 0]
+    params = dict(hidden_layer_sizes=(8,), max_iter=12, sharpness_every=4, random_state=0, dtype="float64")
+    plain = Estimator(**params).fit(X, y)
+    with torch.inference_mode():
+        inside = Estimator(**params).fit(X, y)
+        measured = inside.measure_sharpness(X, y)
+        predicted = inside.predict(X)
+    np.testing.assert_array_equal(inside.loss_curve_, plain.loss_curve_)
+    np.testing.assert_array_equal(inside.sharpness_history_["sharpness"], plain.sharpness_history_["sharpness"])
+    np.testing.assert_array_equal(predicted, plain.predict(X))
+    np.testing.assert_allclose(measured.eigenvalues, plain.measure_sharpness(X, y).eigenvalues, rtol=1e-6)
