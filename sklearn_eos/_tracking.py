@@ -588,6 +588,10 @@ class SharpnessTracker(ParamsCallback):
             self._warn_failed(net)
         self._data = self._start = None  # the fitted net must not carry the training set
         self._rows = self._rotation_rows = self._rates = self._solves = None
+        # the block before the last served on_train_end only: a fitted net carried it, as
+        # large as eigenvectors_ (a pickle of the default MLP 1.6 MB for 0.2 MB of
+        # parameters; audit C of session 37)
+        self._previous_vectors = self._previous_key = None
 
     def _warn_failed(self, net):
         """Warn of the measurements whose Hessian products were not finite (NaN rows,

@@ -1466,3 +1466,22 @@ def test_a_full_batch_net_passes_each_chunk_s_x_to_get_loss_as_skorch_does(chunk
     expected = torch.linalg.eigvalsh(exact_hessian(net.module_, loss, X, Y)).flip(0)[:2]
     np.testing.assert_allclose([tracker.history_["sharpness"][-1], tracker.history_["eig_2"][-1]],
                                expected.numpy(), rtol=1e-7)
+
+
+def test_a_fitted_tracker_keeps_one_eigenvector_block():
+    """The block of the measurement before the last, which only on_train_end uses, stayed in
+    the fitted tracker: pickles and memory carried two blocks of (n_parameters, k) where
+    one, eigenvectors_, is the fitted model's (audit C of session 37)."""
+    import pickle
+
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=60, n_features=6, n_informative=4, n_classes=3, random_state=0)
+    est = EoSClassifier(hidden_layer_sizes=(16,), max_iter=9, sharpness_every=4, random_state=0).fit(X, y)
+    tracker = dict(est.net_.callbacks_)["sharpness"]
+    dim = sum(p.numel() for p in est.module_.parameters())
+    blocks = [name for name, value in vars(tracker).items()
+              if torch.is_tensor(value) and value.ndim == 2 and value.shape[0] == dim]
+    assert blocks == ["eigenvectors_"]
+    unpickled = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(unpickled.predict_proba(X), est.predict_proba(X))
