@@ -923,7 +923,13 @@ def _repeated_above_lower(theta, tols):
     the tolerance of each other, ``tols[i] * |theta_i|``, the tighter of the two) above the
     last one, which lies more than its own tolerance below it; None if there is none. A copy
     of that value may be missing in the last one's place."""
-    required = np.asarray(tols, dtype=np.float64)[:len(theta)] * np.abs(theta)
+    # a zero's tolerance is relative to the largest, as everywhere (see _ZERO_FLOOR): relative
+    # to 0 itself, two zeros 1e-16 apart were not "the same", and a third zero lost by the
+    # basis never looked for (a negative value returned in its place, converged; audit E of
+    # session 37)
+    magnitude = np.abs(np.asarray(theta, dtype=np.float64))
+    scale = np.maximum(magnitude, _ZERO_FLOOR * (magnitude.max() if magnitude.size else 0.0))
+    required = np.asarray(tols, dtype=np.float64)[:len(theta)] * scale
     for i in range(len(theta) - 3, -1, -1):
         if (theta[i] - theta[i + 1] <= min(required[i], required[i + 1])
                 and theta[i + 1] - theta[-1] > required[-1]):
@@ -988,7 +994,9 @@ def _eigenvalue_beside(operator, U, repeated, lowest, gap, radius, budget, gener
 def _as_block(start, operator):
     """A warm start as a (dim, m) tensor in the operator's dtype and device."""
     if isinstance(start, np.ndarray):
-        start = np.ascontiguousarray(start)
+        # a copy: ascontiguousarray keeps a (1, 1) view with a negative stride (numpy calls it
+        # contiguous), which torch refuses (eigh's reversed columns at dim 1; audit E of session 37)
+        start = np.array(start, order="C", copy=True)
     # detached: a block computed with autograd (a gradient taken with create_graph=True)
     # failed deep in the solver ("Can't call numpy() on Tensor that requires grad")
     S = torch.as_tensor(start).detach().to(dtype=operator.dtype, device=operator.device)
@@ -1006,7 +1014,7 @@ def _as_probe(probe, start, operator):
         raise ValueError("probe takes the place of the random vector added to a warm start: pass "
                          "start too (a cold start is k + 1 random vectors)")
     if isinstance(probe, np.ndarray):
-        probe = np.ascontiguousarray(probe)
+        probe = np.array(probe, order="C", copy=True)  # see _as_block
     p = torch.as_tensor(probe).detach().to(dtype=operator.dtype, device=operator.device)
     if p.shape != (operator.dim,):
         raise ValueError(f"probe must have shape ({operator.dim},), the operator's dimension; got "
@@ -1044,8 +1052,9 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         all). Its columns cost one product each. A block wider than k is checked down to its
         last column (every Ritz pair from the (k+1)-th to there is a guard), so extra columns
         cost products rather than save them. Columns that are zero, in the span of the others,
-        or hold NaN or inf are left out, and random ones make the block up to k. None starts
-        from ``k + 1`` random vectors (``k`` within a budget of ``k`` products or fewer).
+        or hold NaN or inf are left out, and random ones make the block up to k; a block with
+        no other column is a cold start (as None; ``probe`` unused). None starts from ``k + 1``
+        random vectors (``k`` within a budget of ``k`` products or fewer).
     tol : float, default=1e-3
         Relative accuracy on each of the k returned eigenvalues, judged by the residual bound
         ``min(||r||, ||r||^2 / gap) <= tol * |theta|`` (gap estimated from the Ritz values).
@@ -1114,6 +1123,13 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
     if operator.dim < 1:
         raise ValueError("the operator has dimension 0: it has no eigenvalues")
     probe = _as_probe(probe, start, operator)
+    if start is not None:
+        S = _as_block(start, operator)
+        if not bool((torch.isfinite(S).all(dim=0) & S.ne(0).any(dim=0)).any()):
+            # no usable column (all zero, NaN or inf): all random, so a cold start, with its
+            # rules; solved as a warm one, its wrong 'converged' results were 3.5 times as
+            # many (59 against 17 of 150 on a tight cluster; audit E of session 37)
+            start = probe = None
     # checked whether or not it is used: a wrong one passed silently without compute_min
     min_block = None if min_start is None else _as_block(min_start, operator)
     k = min(int(k), operator.dim)
@@ -1124,7 +1140,6 @@ def top_eigenpairs(operator, k=3, *, start=None, tol=1e-3, rest_tol=None, max_pr
         # the extra vector within the budget; past dim, extra vectors drop out
         space.extend(rand(max(k, min(k + _COLD_EXTRA_VECTORS, max_products))))
     else:
-        S = _as_block(start, operator)
         n_random = max(_N_RANDOM_WITH_START, k + 1 - S.shape[1])  # block of at least k + 1
         if probe is None:
             space.extend(torch.cat([S, rand(n_random)], dim=1))

@@ -1008,3 +1008,50 @@ def test_most_negative_eigenvalue_survives_the_top_solve_s_restarts(warm):
         if abs(res.min_eigenvalue - w[0]) > 1e-3 * 20:
             misses.append((seed, res.min_eigenvalue))
     assert not misses
+
+
+def _with_spectrum(eigenvalues, seed):
+    """A float64 symmetric matrix with the given eigenvalues and random eigenvectors (columns of Q)."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((len(eigenvalues), len(eigenvalues))))
+    return (Q * np.asarray(eigenvalues)) @ Q.T, Q
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_repeated_zero_eigenvalue_lost_by_the_basis_is_looked_for(seed):
+    """[1, 0, 0, 0] above a negative bulk, from the rank-deficient block [v1, v1]: two zeros
+    1e-16 apart did not count as repeated (a tolerance relative to 0 itself), so the third
+    zero was never looked for and a negative eigenvalue came back in its place, converged
+    (21 of 40 seeds; audit E of session 37). A converged result now holds the three zeros."""
+    rng = np.random.default_rng(100 + seed)
+    eigenvalues = np.concatenate([[1.0, 0.0, 0.0, 0.0], -0.1 - rng.uniform(0, 1, 116)])
+    A, Q = _with_spectrum(eigenvalues, seed)
+    result = top_eigenpairs(MatrixOperator(A), 4, start=np.stack([Q[:, 0]] * 2, axis=1), tol=1e-3,
+                            generator=torch.Generator().manual_seed(seed))
+    if result.converged:
+        np.testing.assert_allclose(result.eigenvalues, [1.0, 0.0, 0.0, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("fill", [0.0, np.nan, np.inf])
+def test_a_start_block_with_no_usable_column_is_a_cold_start(fill):
+    """Every column dropped and replaced by random ones: the solve ran as a warm start
+    without the cold start's rules, and said converged with a wrong eig_2 or eig_3 3.5 times
+    as often (audit E of session 37). It is now the cold start itself, probe or not."""
+    rng = np.random.default_rng(0)
+    A, _ = _with_spectrum(np.concatenate([1 - np.sort(rng.uniform(0, 0.01, 5)), rng.uniform(0, 0.9, 95)]), 0)
+    cold = top_eigenpairs(MatrixOperator(A), 3, tol=1e-3, generator=torch.Generator().manual_seed(1))
+    for probe in (None, np.ones(100)):
+        block = top_eigenpairs(MatrixOperator(A), 3, start=np.full((100, 3), fill), probe=probe, tol=1e-3,
+                               generator=torch.Generator().manual_seed(1))
+        np.testing.assert_array_equal(block.eigenvalues, cold.eigenvalues)
+        assert block.n_products == cold.n_products and block.converged == cold.converged
+
+
+def test_a_start_with_a_negative_stride_at_dimension_one():
+    """The top column of eigh's reversed eigenvectors at dim 1 is a (1, 1) view with a
+    negative stride, which numpy calls contiguous: torch refused it (audit E of session 37)."""
+    A = np.array([[2.5]])
+    V = np.linalg.eigh(A)[1][:, ::-1]
+    result = top_eigenpairs(MatrixOperator(A), 1, start=V[:, :1], probe=V[:, 0], compute_min=True,
+                            min_start=V[:, :1])
+    assert result.eigenvalues[0] == pytest.approx(2.5) and result.min_eigenvalue == pytest.approx(2.5)
