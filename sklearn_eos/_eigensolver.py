@@ -214,6 +214,11 @@ def _row_norms(Wt):
     return norms
 
 
+# the share of a unit vector's norm that one Gram-Schmidt pass may remove and be the only one
+# (a projection onto the basis of norm below 0.1): see _Subspace._orthonormalise
+_ONE_PASS = 0.995
+
+
 class _Subspace:
     """Orthonormal basis ``Q``, its image ``HQ`` and the projection ``T = Q^T H Q`` (float64).
 
@@ -250,18 +255,27 @@ class _Subspace:
         norm0 = nonzero.to(Wt.dtype)
         Q = self._Qt[:self._m]
         norms = norm0
+        settled = True
         if self._m:
-            # classical Gram-Schmidt, repeated only when a pass removed most of a vector
-            # (the DGKS criterion): a Ritz residual is already orthogonal to the basis up to
-            # rounding, so one pass is the usual case (half of the basis reads saved)
-            for _ in range(2):
+            # classical Gram-Schmidt, with a second pass unless the first removed next to
+            # nothing: a Ritz residual is orthogonal to the basis up to rounding, so one pass
+            # is the usual case (half of the basis reads saved). The second pass was taken
+            # only when the first removed most of a vector (DGKS's 1/sqrt(2)), but a residual
+            # at the rounding level lies half in the basis's span, and one pass passes on
+            # the basis's own error, amplified: a float32 solve of noise went from 1e-6 to
+            # 1.0 off orthonormal in 70 expansions, its bottom Ritz value to -458 for -4.99
+            # (audit E of session 37); 'twice is enough' (CGS2) keeps it at rounding
+            for second in (False, True):
                 before = norms
                 Wt = torch.addmm(Wt, Wt @ Q.T, Q, alpha=-1)
                 norms = _row_norms(Wt)
-                if bool((norms > 0.7 * before).all()):
+                settled = bool((norms > 0.7 * before).all())
+                if not second and bool((norms > _ONE_PASS * before).all()):
                     break
         if Wt.shape[0] == 1:  # the usual expansion: no host loop over columns
-            return Wt / norms[0] if bool(norms[0] > self._drop * norm0[0]) else None
+            # after a second pass that still removed most of it, the vector lies in the
+            # basis's span to working precision, and what is left is rounding
+            return Wt / norms[0] if settled and bool(norms[0] > self._drop * norm0[0]) else None
         kept = []
         floor = (self._drop * norm0).tolist()
         for j in range(Wt.shape[0]):

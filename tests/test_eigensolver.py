@@ -1055,3 +1055,29 @@ def test_a_start_with_a_negative_stride_at_dimension_one():
     result = top_eigenpairs(MatrixOperator(A), 1, start=V[:, :1], probe=V[:, 0], compute_min=True,
                             min_start=V[:, :1])
     assert result.eigenvalues[0] == pytest.approx(2.5) and result.min_eigenvalue == pytest.approx(2.5)
+
+
+def test_a_float32_solve_of_rounding_noise_keeps_its_basis_orthonormal():
+    """compute_min at tol 1e-6 in float32 (two rounding floors) on a dense negative spectrum:
+    the bottom solve expands by residuals of rounding noise, half in the basis's span, and
+    one Gram-Schmidt pass passed the basis's error on, amplified, until the basis was 1.0
+    off orthonormal: min_eigenvalue -458 for -4.99, a min_eigenvector of norm 13.3 and a
+    spectral_radius (a lower bound) of 458 (audit E of session 37, fuzz seed 201)."""
+    rng = np.random.default_rng(201)
+    rng.uniform()
+    dim = int(rng.integers(500, 801))
+    eigenvalues = rng.permutation(-rng.uniform(0.1, 5, dim))
+    Q = np.eye(dim)[rng.permutation(dim)]
+    for _ in range(6):  # an orthogonal matrix from Householder reflections
+        v = rng.standard_normal(dim)
+        v /= np.linalg.norm(v)
+        Q = Q - 2.0 * np.outer(v, v @ Q)
+    A = (Q * eigenvalues) @ Q.T
+    result = top_eigenpairs(MatrixOperator(torch.as_tensor(0.5 * (A + A.T)).float()), 8, tol=1e-6,
+                            compute_min=True, generator=torch.Generator().manual_seed(0))
+    true_min = eigenvalues.min()
+    assert abs(float(result.min_eigenvector.norm()) - 1) < 1e-4
+    assert result.min_eigenvalue == pytest.approx(true_min, rel=1e-5)
+    assert result.spectral_radius <= abs(true_min) * (1 + 1e-5)
+    U = result.eigenvectors.double()
+    torch.testing.assert_close(U.T @ U, torch.eye(8, dtype=torch.float64), rtol=0, atol=1e-5)
