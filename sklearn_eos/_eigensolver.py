@@ -1017,7 +1017,10 @@ def _as_block(start, operator):
         start = np.array(start, order="C", copy=True)
     # detached: a block computed with autograd (a gradient taken with create_graph=True)
     # failed deep in the solver ("Can't call numpy() on Tensor that requires grad")
-    S = torch.as_tensor(start).detach().to(dtype=operator.dtype, device=operator.device)
+    S = torch.as_tensor(start).detach()
+    if S.is_complex():  # torch's cast drops the imaginary part with a generic warning
+        raise ValueError(f"a start block must be real; got {S.dtype} (the operator is symmetric and real).")
+    S = S.to(dtype=operator.dtype, device=operator.device)
     if S.ndim not in (1, 2) or S.shape[0] != operator.dim:
         raise ValueError(f"a start block must have shape ({operator.dim},) or ({operator.dim}, m), the "
                          f"operator's dimension first; got {tuple(S.shape)}.")
@@ -1033,7 +1036,10 @@ def _as_probe(probe, start, operator):
                          "start too (a cold start is k + 1 random vectors)")
     if isinstance(probe, np.ndarray):
         probe = np.array(probe, order="C", copy=True)  # see _as_block
-    p = torch.as_tensor(probe).detach().to(dtype=operator.dtype, device=operator.device)
+    p = torch.as_tensor(probe).detach()
+    if p.is_complex():
+        raise ValueError(f"probe must be real; got {p.dtype}.")
+    p = p.to(dtype=operator.dtype, device=operator.device)
     if p.shape != (operator.dim,):
         raise ValueError(f"probe must have shape ({operator.dim},), the operator's dimension; got "
                          f"{tuple(p.shape)}.")

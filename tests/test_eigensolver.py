@@ -1081,3 +1081,15 @@ def test_a_float32_solve_of_rounding_noise_keeps_its_basis_orthonormal():
     assert result.spectral_radius <= abs(true_min) * (1 + 1e-5)
     U = result.eigenvectors.double()
     torch.testing.assert_close(U.T @ U, torch.eye(8, dtype=torch.float64), rtol=0, atol=1e-5)
+
+
+def test_complex_starts_and_probes_are_refused():
+    """torch's cast dropped the imaginary part with a generic warning (audit E of session 37),
+    where MatrixOperator refuses a complex matrix."""
+    A = np.diag([3.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match="a start block must be real"):
+        top_eigenpairs(MatrixOperator(A), 1, start=np.ones((3, 1), dtype=complex))
+    with pytest.raises(ValueError, match="probe must be real"):
+        top_eigenpairs(MatrixOperator(A), 1, start=np.ones((3, 1)), probe=np.ones(3, dtype=complex))
+    with pytest.raises(ValueError, match="a start block must be real"):
+        top_eigenpairs(MatrixOperator(A), 1, compute_min=True, min_start=torch.ones(3, 1, dtype=torch.complex64))
