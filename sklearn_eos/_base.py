@@ -550,7 +550,8 @@ class BaseEoS(BaseEstimator):
             need = (f"({n}, {n_outputs})" + (f" or ({n},)" if n_outputs == 1 else "")
                     + ": one column per target")
         if not ok:
-            raise ValueError(f"The module's output{where} for {n} sample{'s' * (n != 1)} has shape {shape}; the "
+            samples = f"{n} sample{'s' * (n != 1)}"
+            raise ValueError(f"The module's output{where} for {samples} has shape {shape}; the "
                              f"targets need {need}.")
         if training and not out.requires_grad:
             raise ValueError("The module's output in train mode does not depend on any parameter "

@@ -59,7 +59,8 @@ def _fitted_eos(estimator):
                 f"Expected a fitted EoSClassifier or EoSRegressor (or a Pipeline, a "
                 f"TransformedTargetRegressor or a refitted search holding one), got "
                 f"{type(estimator).__name__}. For a skorch net (a FullBatchNet or another), read the "
-                f"histories of its callbacks (each callback's history_, which pandas.DataFrame takes as it is) or "
+                f"histories of its callbacks (each callback's history_, which pandas.DataFrame takes "
+                f"as it is) or "
                 f"pass them to a display's constructor (loss_curve=..., sharpness_history=...)."
             )
         raise NotFittedError(

@@ -717,7 +717,8 @@ class FullBatchNet(NeuralNet):
                     step = step_fn(batch, **fit_params)
                     loss = step["loss"].detach()
                     self.history.record_batch(prefix + "_loss", loss)
-                    self.history.record(prefix + "_loss", loss)  # the epoch's loss, as skorch's scoring records it
+                    # the epoch's loss, as skorch's scoring records it
+                    self.history.record(prefix + "_loss", loss)
                     self.history.record_batch(prefix + "_batch_size", _batch_size(batch))
                     t = self._n_steps
                     self._n_steps += 1

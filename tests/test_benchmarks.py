@@ -30,7 +30,8 @@ CASES = [
     (["bench_cross_entropy.py", "--quick"], "1000 x 3"),
     # wraps the tracker's, the solver's and the R-operator's functions with clocks
     (["bench_measurement_parts.py", "--quick"], "per product: the product"),
-    (["bench_cold_cluster.py", "--quick"], "top five eigenvalues within 1%"),  # reads the estimator's private tensors
+    # reads the estimator's private tensors
+    (["bench_cold_cluster.py", "--quick"], "top five eigenvalues within 1%"),
     # patches the tracker's measurement and the solver's warm top-pair rule (one fit, 5 s)
     (["bench_tracker_misses.py", "--fit", "breast cancer", "--warm-gap", "0.3", "--replay-warm-gap", "0.3"],
      "all, with the warm gap 0.3"),

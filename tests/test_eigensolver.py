@@ -1092,4 +1092,5 @@ def test_complex_starts_and_probes_are_refused():
     with pytest.raises(ValueError, match="probe must be real"):
         top_eigenpairs(MatrixOperator(A), 1, start=np.ones((3, 1)), probe=np.ones(3, dtype=complex))
     with pytest.raises(ValueError, match="a start block must be real"):
-        top_eigenpairs(MatrixOperator(A), 1, compute_min=True, min_start=torch.ones(3, 1, dtype=torch.complex64))
+        top_eigenpairs(MatrixOperator(A), 1, compute_min=True,
+                       min_start=torch.ones(3, 1, dtype=torch.complex64))

@@ -1914,8 +1914,7 @@ def test_a_ctrl_c_during_fit_stops_the_fit_and_reaches_the_caller(python_sigint_
 
 @pytest.mark.skipif(not hasattr(os, "kill") or os.name == "nt", reason="needs POSIX signals")
 @pytest.mark.parametrize("when", ["before", "after"])
-def test_a_ctrl_c_at_the_update_keeps_a_model_that_n_iter_describes(python_sigint_handler, monkeypatch,
-                                                                     when):
+def test_a_ctrl_c_at_the_update_keeps_a_model_that_n_iter_describes(python_sigint_handler, monkeypatch, when):
     """A Ctrl-C right after step 5's update, before the step was counted, kept the model of
     6 updates with n_iter_ 5 and 5 losses (one inside torch's loop over the tensors kept some
     updated and not others): audit C of session 37. The update and its count are now one
@@ -1945,7 +1944,8 @@ def test_a_ctrl_c_at_the_update_keeps_a_model_that_n_iter_describes(python_sigin
     for ours, theirs in zip(est.module_.parameters(), reference.module_.parameters()):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     np.testing.assert_array_equal(est.sharpness_history_["step"], [0, 4, 6])
-    np.testing.assert_array_equal(est.sharpness_history_["sharpness"], reference.sharpness_history_["sharpness"])
+    np.testing.assert_array_equal(est.sharpness_history_["sharpness"],
+                                  reference.sharpness_history_["sharpness"])
 
 
 @pytest.mark.skipif(not hasattr(os, "kill") or os.name == "nt", reason="needs POSIX signals")
@@ -2359,6 +2359,7 @@ def test_fit_and_measure_sharpness_work_inside_a_callers_inference_mode(Estimato
         measured = inside.measure_sharpness(X, y)
         predicted = inside.predict(X)
     np.testing.assert_array_equal(inside.loss_curve_, plain.loss_curve_)
-    np.testing.assert_array_equal(inside.sharpness_history_["sharpness"], plain.sharpness_history_["sharpness"])
+    np.testing.assert_array_equal(inside.sharpness_history_["sharpness"],
+                                  plain.sharpness_history_["sharpness"])
     np.testing.assert_array_equal(predicted, plain.predict(X))
     np.testing.assert_allclose(measured.eigenvalues, plain.measure_sharpness(X, y).eigenvalues, rtol=1e-6)
